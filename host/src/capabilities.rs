@@ -1,0 +1,244 @@
+//! The store state of one export call and the exact set of imports the host grants:
+//! wasi:http (through [`Outbound`]), wasi:io, wasi:clocks, wasi:random, the wasi:cli pieces
+//! Rust's std uses (empty environment, empty stdin, bounded stdout/stderr), storage and log.
+
+use crate::bindings::{Connector, scopable::integration::{log, storage}};
+use crate::manifest::Limits;
+use crate::outbound::Outbound;
+use crate::policy::Denial;
+use crate::storage::StorageHandle;
+use std::sync::{Arc, Mutex};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::random::WasiRandom;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Most log lines one call may emit; later lines are counted and dropped.
+const MAX_LOG_LINES: u32 = 1000;
+/// Longest log line kept, in characters.
+const MAX_LOG_CHARS: usize = 1000;
+
+/// What happened during one export call, shared with the hooks (and read after a timeout).
+#[derive(Debug, Clone, Default)]
+pub struct CallReport {
+    /// Requests that passed the policy.
+    pub requests: u32,
+    /// Requests the policy refused.
+    pub denials: Vec<Denial>,
+    /// Set when a response went over `max_response_bytes` (the limit).
+    pub response_too_large: Option<u64>,
+    /// Set when the guest asked for more memory than allowed.
+    pub memory_exceeded: bool,
+    /// Set when the guest's output filled its buffer.
+    pub output_exceeded: bool,
+}
+
+/// Memory and table limits, recording when the memory limit is hit.
+pub struct Limiter {
+    inner: StoreLimits,
+    report: Arc<Mutex<CallReport>>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let result = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(result, Ok(true))
+            && let Ok(mut r) = self.report.lock()
+        {
+            r.memory_exceeded = true;
+        }
+        result
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// The state of one store (one export call).
+pub struct GuestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    outbound: Outbound,
+    storage: StorageHandle,
+    /// The resource limiter installed on the store.
+    pub limiter: Limiter,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    output_cap: usize,
+    log_lines: u32,
+    report: Arc<Mutex<CallReport>>,
+}
+
+impl GuestState {
+    /// A fresh state: empty environment, no arguments, empty stdin, bounded output.
+    pub fn new(
+        limits: &Limits,
+        outbound: Outbound,
+        storage: StorageHandle,
+        report: Arc<Mutex<CallReport>>,
+    ) -> GuestState {
+        let half = (limits.max_output_bytes as usize / 2).max(1);
+        let stdout = MemoryOutputPipe::new(half);
+        let stderr = MemoryOutputPipe::new(half);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let memory = usize::try_from(limits.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        GuestState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outbound,
+            storage,
+            limiter: Limiter {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(memory)
+                    .table_elements(1_000_000)
+                    .instances(64)
+                    .tables(64)
+                    .memories(8)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                report: report.clone(),
+            },
+            stdout,
+            stderr,
+            output_cap: half,
+            log_lines: 0,
+            report,
+        }
+    }
+
+    /// The captured stdout and stderr (lossy UTF-8), noting when the limit was reached.
+    pub fn take_output(&mut self) -> String {
+        let mut out = String::new();
+        for (name, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let bytes = pipe.contents();
+            if bytes.is_empty() {
+                continue;
+            }
+            if bytes.len() >= self.output_cap
+                && let Ok(mut r) = self.report.lock()
+            {
+                r.output_exceeded = true;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            out.push_str(&format!("[{name}] {}", text.chars().take(4096).collect::<String>()));
+        }
+        out
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+impl storage::Host for GuestState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, storage::StorageError> {
+        self.storage.get(&key)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), storage::StorageError> {
+        self.storage.set(&key, &value)
+    }
+
+    fn delete(&mut self, key: String) -> Result<(), storage::StorageError> {
+        self.storage.delete(&key)
+    }
+
+    fn keys(&mut self) -> Result<Vec<String>, storage::StorageError> {
+        self.storage.keys()
+    }
+}
+
+/// The contract's `types` interface holds only types; there is nothing to implement.
+impl crate::bindings::scopable::integration::types::Host for GuestState {}
+
+impl log::Host for GuestState {
+    fn emit(&mut self, level: log::Level, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            if self.log_lines == MAX_LOG_LINES + 1 {
+                tracing::warn!(target: "connector", "log line limit reached; further lines dropped");
+            }
+            return;
+        }
+        let message: String = message
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_LOG_CHARS)
+            .collect();
+        match level {
+            log::Level::Debug => tracing::debug!(target: "connector", "{message}"),
+            log::Level::Info => tracing::info!(target: "connector", "{message}"),
+            log::Level::Warn => tracing::warn!(target: "connector", "{message}"),
+            log::Level::Error => tracing::error!(target: "connector", "{message}"),
+        }
+    }
+}
+
+/// Adds exactly the granted interfaces to `linker`. Filesystem and sockets are absent, so a
+/// component importing them cannot be pre-linked (and is refused earlier by name).
+pub fn add_to_linker(linker: &mut Linker<GuestState>) -> anyhow::Result<()> {
+    use wasmtime_wasi::p2::bindings::{cli, random};
+    // wasi:http types + outgoing-handler, wasi:io, wasi:clocks, wasi:random/random, stdio.
+    wasmtime_wasi_http::p2::add_to_linker_async(linker)?;
+    let l = linker;
+    cli::environment::add_to_linker::<GuestState, WasiCli>(l, GuestState::cli)?;
+    cli::exit::add_to_linker::<GuestState, WasiCli>(l, GuestState::cli)?;
+    cli::terminal_input::add_to_linker::<GuestState, WasiCli>(l, GuestState::cli)?;
+    cli::terminal_output::add_to_linker::<GuestState, WasiCli>(l, GuestState::cli)?;
+    cli::terminal_stdin::add_to_linker::<GuestState, WasiCli>(l, GuestState::cli)?;
+    cli::terminal_stdout::add_to_linker::<GuestState, WasiCli>(l, GuestState::cli)?;
+    cli::terminal_stderr::add_to_linker::<GuestState, WasiCli>(l, GuestState::cli)?;
+    random::insecure::add_to_linker::<GuestState, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure_seed::add_to_linker::<GuestState, WasiRandom>(l, |s| s.wasi.random())?;
+    Connector::add_to_linker::<GuestState, HasSelf<GuestState>>(l, |s| s)?;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! The Scopable connector host: loads sandboxed connector components (WebAssembly, WASI
+//! Preview 2), grants them exactly the capabilities their manifest declares, and applies what
+//! they find to the embedded database.
+#![deny(missing_docs)]
+
+pub mod audit;
+#[allow(missing_docs)]
+pub mod bindings;
+pub mod builtin;
+pub mod capabilities;
+pub mod db;
+pub mod manifest;
+pub mod outbound;
+pub mod policy;
+pub mod retry;
+pub mod sandbox;
+pub mod storage;
+pub mod vault;

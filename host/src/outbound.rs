@@ -1,0 +1,324 @@
+//! The outbound HTTP capability: every request a connector makes goes through
+//! [`Outbound::send_request`], which applies the policy first, then adds the credential,
+//! sends with bounded timeouts, and meters the response body against its size limit.
+
+use crate::audit::{AuditSink, Event};
+use crate::capabilities::CallReport;
+use crate::manifest::Limits;
+use crate::policy::{Denial, OutboundPolicy, Rule};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use wasmtime_wasi_http::{
+    DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, RequestOptions, WasiHttpHooks,
+};
+
+/// The credential the host adds to allowed requests. Its `Debug` never shows the value.
+pub struct Credential {
+    header: HeaderName,
+    value: HeaderValue,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential({}: <redacted>)", self.header)
+    }
+}
+
+impl Credential {
+    /// Builds the header from the manifest's header name, prefix and the key. Fails (without
+    /// echoing the key) when the key is not a valid header value.
+    pub fn new(header: &str, prefix: &str, key: &str) -> Result<Credential, String> {
+        let header = HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("{header:?} is not a valid header name"))?;
+        let mut value = HeaderValue::from_str(&format!("{prefix}{key}"))
+            .map_err(|_| "the key contains characters that cannot be sent in a header (control characters or non-ASCII); paste it again".to_string())?;
+        value.set_sensitive(true);
+        Ok(Credential { header, value })
+    }
+
+    /// The header name.
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+}
+
+/// The per-call outbound hooks, kept in the store state.
+pub struct Outbound {
+    policy: Arc<OutboundPolicy>,
+    credential: Arc<Credential>,
+    audit: AuditSink,
+    report: Arc<Mutex<CallReport>>,
+    timeouts: RequestOptions,
+    max_response_bytes: u64,
+}
+
+impl Outbound {
+    /// Hooks for one export call.
+    pub fn new(
+        policy: Arc<OutboundPolicy>,
+        credential: Arc<Credential>,
+        audit: AuditSink,
+        report: Arc<Mutex<CallReport>>,
+        limits: &Limits,
+    ) -> Outbound {
+        Outbound {
+            policy,
+            credential,
+            audit,
+            report,
+            timeouts: RequestOptions {
+                connect_timeout: Some(Duration::from_millis(limits.connect_timeout_ms)),
+                first_byte_timeout: Some(Duration::from_millis(limits.first_byte_timeout_ms)),
+                between_bytes_timeout: Some(Duration::from_millis(limits.between_bytes_timeout_ms)),
+            },
+            max_response_bytes: limits.max_response_bytes,
+        }
+    }
+
+    fn requests_sent(&self) -> u32 {
+        self.report.lock().map(|r| r.requests).unwrap_or(u32::MAX)
+    }
+
+    fn deny(&self, event: Event, denial: Denial) {
+        self.audit.record(Event {
+            allowed: false,
+            rule: Some(denial.rule.name().to_string()),
+            detail: Some(denial.message.clone()),
+            ..event
+        });
+        if let Ok(mut r) = self.report.lock() {
+            r.denials.push(denial);
+        }
+    }
+}
+
+/// The guest's timeouts may only tighten the host's.
+fn tighter(guest: Option<Duration>, host: Option<Duration>) -> Option<Duration> {
+    match (guest, host) {
+        (Some(g), Some(h)) => Some(g.min(h)),
+        (g, h) => h.or(g),
+    }
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Outbound {
+    fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
+        let credential = self.credential.header().clone();
+        Arc::new(move |name: &HeaderName| {
+            DEFAULT_FORBIDDEN_HEADERS.contains(name)
+                || *name == credential
+                || name == http::header::AUTHORIZATION
+                || name == http::header::COOKIE
+        })
+    }
+
+    fn send_request(
+        &mut self,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> ResponseFuture {
+        let event = Event {
+            capability: "http",
+            method: request.method().to_string(),
+            host: request.uri().host().unwrap_or("").to_string(),
+            path: request.uri().path().to_string(),
+            ..Event::default()
+        };
+        // The policy sees the request exactly as the guest built it, before anything else.
+        let checked = self.policy.check(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            self.requests_sent(),
+        );
+        let checked = checked.and_then(|()| {
+            if request.body().is_end_stream() {
+                Ok(())
+            } else {
+                Err(Denial {
+                    rule: Rule::Method,
+                    message: "requests may not carry a body (connectors are read-only)".into(),
+                })
+            }
+        });
+        if let Err(denial) = checked {
+            tracing::warn!(method = %event.method, host = %event.host, path = %event.path, rule = denial.rule.name(), "request denied");
+            self.deny(event, denial);
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        if let Ok(mut r) = self.report.lock() {
+            r.requests += 1;
+        }
+        request
+            .headers_mut()
+            .insert(self.credential.header.clone(), self.credential.value.clone());
+        let guest = options.unwrap_or_default();
+        let options = RequestOptions {
+            connect_timeout: tighter(guest.connect_timeout, self.timeouts.connect_timeout),
+            first_byte_timeout: tighter(guest.first_byte_timeout, self.timeouts.first_byte_timeout),
+            between_bytes_timeout: tighter(
+                guest.between_bytes_timeout,
+                self.timeouts.between_bytes_timeout,
+            ),
+        };
+        let audit = self.audit.clone();
+        let report = self.report.clone();
+        let max = self.max_response_bytes;
+        Box::new(async move {
+            let started = Instant::now();
+            let (response, io) = match wasmtime_wasi_http::default_send_request(request, Some(options)).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    audit.record(Event {
+                        allowed: true,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        detail: Some(format!("{e:?}")),
+                        ..event
+                    });
+                    return Err(e);
+                }
+            };
+            let status = response.status().as_u16();
+            let declared = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let event = Event {
+                allowed: true,
+                status: Some(status),
+                ..event
+            };
+            if declared.is_some_and(|n| n > max) {
+                if let Ok(mut r) = report.lock() {
+                    r.response_too_large = Some(max);
+                }
+                audit.record(Event {
+                    rule: Some("max-response-bytes".into()),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    detail: Some(format!("content-length {} over the limit", declared.unwrap_or(0))),
+                    ..event
+                });
+                return Err(HttpError::HttpResponseBodySize(declared));
+            }
+            let (parts, body) = response.into_parts();
+            let metered = MeteredBody {
+                inner: body.boxed_unsync(),
+                seen: 0,
+                max,
+                pending: Some(Pending {
+                    audit,
+                    report,
+                    event,
+                    started,
+                }),
+            };
+            Ok((
+                http::Response::from_parts(parts, metered.boxed_unsync()),
+                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            ))
+        })
+    }
+}
+
+/// The audit record to write once the body is finished (or dropped).
+struct Pending {
+    audit: AuditSink,
+    report: Arc<Mutex<CallReport>>,
+    event: Event,
+    started: Instant,
+}
+
+/// A response body that counts bytes, fails past the limit, and audits when done.
+struct MeteredBody {
+    inner: wasmtime_wasi_http::WasiBody,
+    seen: u64,
+    max: u64,
+    pending: Option<Pending>,
+}
+
+impl MeteredBody {
+    fn finish(&mut self, rule: Option<&str>, detail: Option<String>) {
+        if let Some(p) = self.pending.take() {
+            if rule == Some("max-response-bytes")
+                && let Ok(mut r) = p.report.lock()
+            {
+                r.response_too_large = Some(self.max);
+            }
+            p.audit.record(Event {
+                bytes: self.seen,
+                duration_ms: p.started.elapsed().as_millis() as u64,
+                rule: rule.map(str::to_string),
+                detail,
+                ..p.event
+            });
+        }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.max {
+                        this.finish(Some("max-response-bytes"), Some("body over the limit".into()));
+                        return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(this.max)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(None, Some(format!("body error: {e:?}")));
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.finish(None, None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        if self.pending.is_some() {
+            self.finish(None, Some("body not read to the end".into()));
+        }
+    }
+}

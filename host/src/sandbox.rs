@@ -1,0 +1,574 @@
+//! The sandbox: one wasmtime engine, components loaded only when every import is granted,
+//! compiled once and cached, and a fresh store per export call with memory, CPU, wall-clock
+//! and output limits. A store that trapped or timed out is simply dropped.
+
+use crate::bindings::{self, Connector, scopable::integration::types};
+use crate::capabilities::{self, CallReport, GuestState};
+use crate::manifest::{Limits, Manifest};
+use crate::outbound::Outbound;
+use crate::policy::OutboundPolicy;
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Config, Engine, Store, Trap};
+
+/// How often the epoch ticks; CPU deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The imports a connector may have: interface name and the major.minor it must match.
+/// Everything else (filesystem, sockets, anything unknown) is refused at load.
+pub const ALLOWED_IMPORTS: &[(&str, &str)] = &[
+    ("wasi:http/outgoing-handler", "0.2"),
+    ("wasi:http/types", "0.2"),
+    ("wasi:io/error", "0.2"),
+    ("wasi:io/poll", "0.2"),
+    ("wasi:io/streams", "0.2"),
+    ("wasi:clocks/monotonic-clock", "0.2"),
+    ("wasi:clocks/wall-clock", "0.2"),
+    ("wasi:random/random", "0.2"),
+    ("wasi:random/insecure", "0.2"),
+    ("wasi:random/insecure-seed", "0.2"),
+    ("wasi:cli/environment", "0.2"),
+    ("wasi:cli/exit", "0.2"),
+    ("wasi:cli/stdin", "0.2"),
+    ("wasi:cli/stdout", "0.2"),
+    ("wasi:cli/stderr", "0.2"),
+    ("wasi:cli/terminal-input", "0.2"),
+    ("wasi:cli/terminal-output", "0.2"),
+    ("wasi:cli/terminal-stdin", "0.2"),
+    ("wasi:cli/terminal-stdout", "0.2"),
+    ("wasi:cli/terminal-stderr", "0.2"),
+    ("scopable:integration/types", "0.1"),
+    ("scopable:integration/storage", "0.1"),
+    ("scopable:integration/log", "0.1"),
+];
+
+/// Why a component was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The component's digest differs from the manifest's pin.
+    #[error("component sha256 {actual} does not match the manifest's sha256 {expected}; rebuild, or update the manifest if this component is the one you meant to ship")]
+    DigestMismatch {
+        /// The manifest's value.
+        expected: String,
+        /// The component's digest.
+        actual: String,
+    },
+    /// A component loaded from a file needs a pinned digest.
+    #[error("the manifest has no sha256; add `sha256 = \"{actual}\"` if this is the component you reviewed")]
+    DigestMissing {
+        /// The component's digest.
+        actual: String,
+    },
+    /// The component imports something the host does not grant.
+    #[error("the component imports {import}, which connectors are not granted (allowed: wasi:http, wasi:io, wasi:clocks, wasi:random, the wasi:cli std pieces, scopable:integration); remove the code that uses it")]
+    ForbiddenImport {
+        /// The offending import.
+        import: String,
+    },
+    /// The bytes are not a valid component.
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    /// The component does not implement the world.
+    #[error("the component does not implement scopable:integration/integration: {0}")]
+    Link(String),
+}
+
+/// Why an export call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The connector returned its typed error.
+    #[error("{}", describe_guest_error(.0))]
+    Guest(types::Error),
+    /// The host refused a request the connector made.
+    #[error("the connector made a request its manifest does not allow ({0})")]
+    Denied(String),
+    /// A response was larger than the manifest's `max_response_bytes`.
+    #[error("a response exceeded max_response_bytes ({0} bytes); lower [limits] page_size or raise max_response_bytes")]
+    ResponseTooLarge(u64),
+    /// The guest trapped or hit a limit.
+    #[error("the connector stopped in {export}: {reason}")]
+    Trap {
+        /// The export that was running.
+        export: &'static str,
+        /// Which limit, or the trap message.
+        reason: String,
+    },
+    /// The call exceeded its wall-clock limit.
+    #[error("the connector's {export} call did not finish within {seconds} s (call_timeout_ms)")]
+    Timeout {
+        /// The export that was running.
+        export: &'static str,
+        /// The limit.
+        seconds: f64,
+    },
+}
+
+fn describe_guest_error(e: &types::Error) -> String {
+    match e {
+        types::Error::Unauthorized(d) => format!("the API refused the key: {d}"),
+        types::Error::NotFound(d) => format!("the API answered 404 (check the endpoint): {d}"),
+        types::Error::RateLimited(r) => format!("the API is rate limiting: {}", r.detail),
+        types::Error::Unavailable(d) => format!("the API is unavailable: {d}"),
+        types::Error::BadResponse(d) => format!("the API answered something unreadable: {d}"),
+        types::Error::Denied(d) => format!("the host denied a request: {d}"),
+    }
+}
+
+/// The engine and the linker holding exactly the granted imports.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Sandbox {
+    /// Creates the engine (epoch interruption on, a ticker thread) and the linker.
+    /// `cache_dir` holds compiled components; `None` disables the cache.
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        start_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        capabilities::add_to_linker(&mut linker)?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            cache_dir,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads a component: checks its digest against `expected_sha256`, compiles it (or loads
+    /// it from the cache), refuses any import outside [`ALLOWED_IMPORTS`], and pre-links it.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        manifest: Manifest,
+        expected_sha256: Option<&str>,
+    ) -> Result<LoadedConnector, LoadError> {
+        let digest = sha256_hex(bytes);
+        match expected_sha256 {
+            Some(expected) if !expected.eq_ignore_ascii_case(&digest) => {
+                return Err(LoadError::DigestMismatch {
+                    expected: expected.to_string(),
+                    actual: digest,
+                });
+            }
+            Some(_) => {}
+            None => return Err(LoadError::DigestMissing { actual: digest }),
+        }
+        let started = Instant::now();
+        let (component, from_cache) = self.compile(bytes, &digest)?;
+        let imports = component_imports(&self.engine, &component);
+        if let Some(bad) = imports.iter().find(|i| !import_allowed(i)) {
+            return Err(LoadError::ForbiddenImport {
+                import: bad.clone(),
+            });
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        tracing::debug!(
+            connector = %manifest.name,
+            sha256 = %digest,
+            from_cache,
+            ms = started.elapsed().as_millis() as u64,
+            "component loaded"
+        );
+        Ok(LoadedConnector {
+            manifest,
+            digest,
+            imports,
+            component,
+            pre,
+            from_cache,
+        })
+    }
+
+    /// Compiles a component, through the on-disk cache when there is one.
+    fn compile(&self, bytes: &[u8], digest: &str) -> Result<(Component, bool), LoadError> {
+        let cache_file = self.cache_dir.as_ref().and_then(|dir| {
+            ensure_private_dir(dir)
+                .map_err(|e| tracing::warn!("compiled-component cache disabled: {e}"))
+                .ok()?;
+            Some(dir.join(format!("{digest}-{}.cwasm", self.engine_fingerprint())))
+        });
+        if let Some(path) = &cache_file
+            && let Some(component) = self.load_cached(path)
+        {
+            return Ok((component, true));
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        if let Some(path) = &cache_file
+            && let Err(e) = write_private_atomically(path, &component)
+        {
+            tracing::warn!("could not cache the compiled component at {}: {e}", path.display());
+        }
+        Ok((component, false))
+    }
+
+    fn load_cached(&self, path: &Path) -> Option<Component> {
+        let meta = std::fs::metadata(path).ok()?;
+        // Deserializing trusts the bytes: only files we own and nobody else can write.
+        if Some(meta.uid()) != current_uid() || meta.permissions().mode() & 0o022 != 0 {
+            tracing::warn!("ignoring cache file {} with unsafe ownership or mode", path.display());
+            return None;
+        }
+        let bytes = std::fs::read(path).ok()?;
+        // SAFETY: the file was written by `Component::serialize` of an engine with the same
+        // compatibility hash (part of the file name), in a directory only this user can write.
+        match unsafe { Component::deserialize(&self.engine, &bytes) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("stale cache file {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    fn engine_fingerprint(&self) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+}
+
+/// The default cache directory: `$SCOPABLE_CACHE_DIR`, else `$XDG_CACHE_HOME/scopable`,
+/// else `~/.cache/scopable`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SCOPABLE_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(dir).join("scopable"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("scopable"))
+}
+
+/// The effective uid of this process (the owner of `/proc/self`).
+fn current_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if Some(meta.uid()) != current_uid() {
+        return Err(std::io::Error::other(format!(
+            "{} is owned by another user",
+            dir.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn write_private_atomically(path: &Path, component: &Component) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}"));
+}
+
+/// The sha256 of some bytes, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every import of a component, by full name (`wasi:http/types@0.2.4`).
+pub fn component_imports(engine: &Engine, component: &Component) -> Vec<String> {
+    let mut names: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether an import name (`pkg:ns/iface@x.y.z`) is in [`ALLOWED_IMPORTS`].
+pub fn import_allowed(name: &str) -> bool {
+    let (iface, version) = name.split_once('@').unwrap_or((name, ""));
+    ALLOWED_IMPORTS.iter().any(|(allowed, major_minor)| {
+        *allowed == iface
+            && version
+                .strip_prefix(major_minor)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// A component that passed every load check, ready to instantiate cheaply.
+pub struct LoadedConnector {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its sha256.
+    pub digest: String,
+    /// Its imports, sorted.
+    pub imports: Vec<String>,
+    component: Component,
+    pre: InstancePre<GuestState>,
+    /// Whether the compiled artifact came from the cache.
+    pub from_cache: bool,
+}
+
+/// What one export call gets from the host: its outbound policy, credential and sinks.
+#[derive(Clone)]
+pub struct CallContext {
+    /// The outbound policy (base URL and declared requests).
+    pub policy: Arc<OutboundPolicy>,
+    /// The credential header value (prefix included); never given to the guest.
+    pub credential: Arc<crate::outbound::Credential>,
+    /// Where audit records go.
+    pub audit: crate::audit::AuditSink,
+    /// The connector's storage.
+    pub storage: crate::storage::StorageHandle,
+}
+
+impl LoadedConnector {
+    /// The component (for inspection).
+    pub fn component(&self) -> &Component {
+        &self.component
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.manifest.limits
+    }
+
+    /// The endpoint record handed to the guest.
+    pub fn endpoint(&self, ctx: &CallContext) -> types::Endpoint {
+        types::Endpoint {
+            base_url: ctx.policy.base().to_url(),
+            page_size: self.limits().page_size,
+        }
+    }
+
+    fn new_store(&self, ctx: &CallContext, report: Arc<Mutex<CallReport>>) -> Store<GuestState> {
+        let limits = self.limits();
+        let outbound = Outbound::new(
+            ctx.policy.clone(),
+            ctx.credential.clone(),
+            ctx.audit.clone(),
+            report.clone(),
+            limits,
+        );
+        let state = GuestState::new(limits, outbound, ctx.storage.clone(), report);
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline((limits.cpu_ms / EPOCH_TICK.as_millis() as u64).max(1));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs `f` against a fresh instance under the wall-clock limit, and turns traps, timeouts
+    /// and host refusals into [`CallError`]s.
+    async fn call<R, F>(&self, ctx: &CallContext, export: &'static str, f: F) -> Result<R, CallError>
+    where
+        F: for<'a> FnOnce(
+            &'a mut Store<GuestState>,
+            wasmtime::component::Instance,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = wasmtime::Result<Result<R, types::Error>>> + Send + 'a>,
+        >,
+        R: Send,
+    {
+        let report = Arc::new(Mutex::new(CallReport::default()));
+        let mut store = self.new_store(ctx, report.clone());
+        let timeout = Duration::from_millis(self.limits().call_timeout_ms);
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            f(&mut store, instance).await
+        };
+        let outcome = tokio::time::timeout(timeout, run).await;
+        let output = store.data_mut().take_output();
+        drop(store);
+        if !output.is_empty() {
+            tracing::info!(target: "connector", export, output = %output, "connector output");
+        }
+        let report = report.lock().map(|r| r.clone()).unwrap_or_default();
+        let first_denial = report.denials.first().cloned();
+        match outcome {
+            Err(_) => Err(CallError::Timeout {
+                export,
+                seconds: timeout.as_secs_f64(),
+            }),
+            Ok(Err(trap)) => Err(classify_trap(export, &trap, &report, self.limits())),
+            Ok(Ok(Err(guest_error))) => {
+                if let Some(denial) = first_denial {
+                    Err(CallError::Denied(denial.to_string()))
+                } else if let Some(limit) = report.response_too_large {
+                    Err(CallError::ResponseTooLarge(limit))
+                } else {
+                    Err(CallError::Guest(guest_error))
+                }
+            }
+            Ok(Ok(Ok(value))) => match first_denial {
+                // A connector that swallowed a denial still made a forbidden request.
+                Some(denial) => Err(CallError::Denied(denial.to_string())),
+                None => Ok(value),
+            },
+        }
+    }
+
+    /// Calls `test`.
+    pub async fn test(&self, ctx: &CallContext) -> Result<types::Verified, CallError> {
+        let endpoint = self.endpoint(ctx);
+        self.call(ctx, "test", move |store, instance| {
+            Box::pin(async move {
+                let bindings = Connector::new(&mut *store, &instance)?;
+                bindings.call_test(&mut *store, &endpoint).await
+            })
+        })
+        .await
+    }
+
+    /// Calls `fetch-orgs` for one page.
+    pub async fn fetch_orgs(
+        &self,
+        ctx: &CallContext,
+        page: u32,
+    ) -> Result<types::OrganizationPage, CallError> {
+        let endpoint = self.endpoint(ctx);
+        self.call(ctx, "fetch-orgs", move |store, instance| {
+            Box::pin(async move {
+                let bindings = Connector::new(&mut *store, &instance)?;
+                bindings.call_fetch_orgs(&mut *store, &endpoint, page).await
+            })
+        })
+        .await
+    }
+
+    /// Calls `fetch-configs` for one page.
+    pub async fn fetch_configs(
+        &self,
+        ctx: &CallContext,
+        page: u32,
+    ) -> Result<types::ConfigurationPage, CallError> {
+        let endpoint = self.endpoint(ctx);
+        self.call(ctx, "fetch-configs", move |store, instance| {
+            Box::pin(async move {
+                let bindings = Connector::new(&mut *store, &instance)?;
+                bindings.call_fetch_configs(&mut *store, &endpoint, page).await
+            })
+        })
+        .await
+    }
+
+    /// Calls `match`. The export is reached by name: its WIT name is a Rust keyword.
+    pub async fn match_records(
+        &self,
+        ctx: &CallContext,
+        input: types::MatchInput,
+    ) -> Result<Vec<types::Placement>, CallError> {
+        self.call(ctx, "match", move |store, instance| {
+            Box::pin(async move {
+                let func = instance.get_typed_func::<(types::MatchInput,), (Vec<types::Placement>,)>(
+                    &mut *store,
+                    "match",
+                )?;
+                let (placements,) = func.call_async(&mut *store, (input,)).await?;
+                Ok(Ok(placements))
+            })
+        })
+        .await
+    }
+}
+
+fn classify_trap(
+    export: &'static str,
+    err: &wasmtime::Error,
+    report: &CallReport,
+    limits: &Limits,
+) -> CallError {
+    let reason = if report.memory_exceeded {
+        format!("memory limit of {} MiB reached ([limits] memory_mb)", limits.memory_mb)
+    } else if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        format!("CPU limit of {} ms reached ([limits] cpu_ms)", limits.cpu_ms)
+    } else if report.output_exceeded {
+        format!(
+            "wrote more than {} bytes to stdout/stderr ([limits] max_output_bytes)",
+            limits.max_output_bytes
+        )
+    } else if let Some(limit) = report.response_too_large {
+        format!("a response exceeded max_response_bytes ({limit} bytes)")
+    } else {
+        format!("trap: {}", first_line(&format!("{err:#}")))
+    };
+    CallError::Trap { export, reason }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(300).collect()
+}
+
+/// Re-exported so callers can name the generated records.
+pub use bindings::scopable::integration::types as wit_types;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_are_matched_by_interface_and_major_minor() {
+        assert!(import_allowed("wasi:http/outgoing-handler@0.2.4"));
+        assert!(import_allowed("wasi:cli/stdout@0.2.6"));
+        assert!(import_allowed("scopable:integration/storage@0.1.3"));
+        assert!(!import_allowed("wasi:http/outgoing-handler@0.3.0"));
+        assert!(!import_allowed("wasi:http/outgoing-handler@0.20.0"));
+        assert!(!import_allowed("wasi:filesystem/types@0.2.6"));
+        assert!(!import_allowed("wasi:filesystem/preopens@0.2.6"));
+        assert!(!import_allowed("wasi:sockets/tcp@0.2.6"));
+        assert!(!import_allowed("wasi:http/outgoing-handler"));
+        assert!(!import_allowed("evil:x/y@0.2.0"));
+    }
+
+    #[test]
+    fn sha256_is_hex() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

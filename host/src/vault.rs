@@ -1,0 +1,211 @@
+//! The key vault: API keys are encrypted at rest with XChaCha20-Poly1305 under a master key
+//! kept outside the database, and bound (as associated data) to the account and connector.
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload, rand_core::RngCore};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The environment variable holding the master key (base64 of 32 bytes).
+pub const MASTER_KEY_ENV: &str = "SCOPABLE_VAULT_KEY";
+
+/// A vault problem, phrased for the admin. Never contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// The master key is malformed.
+    #[error("the vault master key from {source_name} is not base64 of 32 bytes; fix or unset it")]
+    BadMasterKey {
+        /// Where it came from.
+        source_name: String,
+    },
+    /// The key file is readable by others.
+    #[error("{path} is readable by group or others; run `chmod 600 {path}`")]
+    InsecureKeyFile {
+        /// The key file.
+        path: String,
+    },
+    /// The key file could not be read or created.
+    #[error("cannot use the vault key file {path}: {source}")]
+    Io {
+        /// The key file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Decryption failed: another master key, another database, or tampering.
+    #[error("the stored key cannot be decrypted with this master key (another {MASTER_KEY_ENV} or key file, or a copied database); reconnect with `connect`")]
+    Undecryptable,
+}
+
+/// A loaded master key.
+pub struct Vault {
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Vault(..)")
+    }
+}
+
+/// The key file used when `SCOPABLE_VAULT_KEY` is not set: `<database path>.key`.
+pub fn key_file_for(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".key");
+    PathBuf::from(name)
+}
+
+impl Vault {
+    /// Loads the master key from the environment, else from the key file. With `create`, a
+    /// missing key file is created (mode 0600) with a fresh random key.
+    pub fn open(db: &Path, create: bool) -> Result<Option<Vault>, VaultError> {
+        if let Some(value) = std::env::var_os(MASTER_KEY_ENV) {
+            let key = decode_key(value.to_string_lossy().trim()).ok_or(VaultError::BadMasterKey {
+                source_name: MASTER_KEY_ENV.into(),
+            })?;
+            return Ok(Some(Vault::from_key(&key)));
+        }
+        let path = key_file_for(db);
+        let io = |source| VaultError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        match std::fs::metadata(&path) {
+            Ok(meta) => {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    return Err(VaultError::InsecureKeyFile {
+                        path: path.display().to_string(),
+                    });
+                }
+                let text = std::fs::read_to_string(&path).map_err(io)?;
+                let key = decode_key(text.trim()).ok_or(VaultError::BadMasterKey {
+                    source_name: path.display().to_string(),
+                })?;
+                Ok(Some(Vault::from_key(&key)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                let mut key = [0u8; 32];
+                OsRng.fill_bytes(&mut key);
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io)?;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+                file.write_all(format!("{encoded}\n").as_bytes()).map_err(io)?;
+                file.sync_all().map_err(io)?;
+                Ok(Some(Vault::from_key(&key)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn from_key(key: &[u8; 32]) -> Vault {
+        Vault {
+            cipher: XChaCha20Poly1305::new(key.into()),
+        }
+    }
+
+    /// Encrypts `secret`; returns (nonce, ciphertext).
+    pub fn seal(&self, secret: &str, account: &str, connector: &str) -> (Vec<u8>, Vec<u8>) {
+        let mut nonce = [0u8; 24];
+        OsRng.fill_bytes(&mut nonce);
+        let aad = associated_data(account, connector);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: secret.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            // Encryption only fails for messages beyond 256 GiB.
+            .unwrap_or_default();
+        (nonce.to_vec(), ciphertext)
+    }
+
+    /// Decrypts a stored key.
+    pub fn open_secret(
+        &self,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        account: &str,
+        connector: &str,
+    ) -> Result<String, VaultError> {
+        if nonce.len() != 24 {
+            return Err(VaultError::Undecryptable);
+        }
+        let aad = associated_data(account, connector);
+        let plain = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| VaultError::Undecryptable)?;
+        String::from_utf8(plain).map_err(|_| VaultError::Undecryptable)
+    }
+}
+
+fn associated_data(account: &str, connector: &str) -> Vec<u8> {
+    format!("scopable-vault-v1\naccount={account}\nconnector={connector}").into_bytes()
+}
+
+fn decode_key(text: &str) -> Option<[u8; 32]> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+    bytes.try_into().ok()
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_binds_account_and_connector() {
+        let v = Vault::from_key(&[7u8; 32]);
+        let (nonce, ct) = v.seal("secret-key", "acct", "itglue");
+        assert!(!ct.windows(6).any(|w| w == b"secret"));
+        assert_eq!(v.open_secret(&nonce, &ct, "acct", "itglue").unwrap(), "secret-key");
+        assert!(v.open_secret(&nonce, &ct, "other", "itglue").is_err());
+        assert!(v.open_secret(&nonce, &ct, "acct", "other").is_err());
+        let w = Vault::from_key(&[8u8; 32]);
+        assert!(matches!(
+            w.open_secret(&nonce, &ct, "acct", "itglue"),
+            Err(VaultError::Undecryptable)
+        ));
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_refused_when_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        // The environment variable would take precedence; these tests never set it.
+        assert!(Vault::open(&db, false).unwrap().is_none());
+        let v = Vault::open(&db, true).unwrap().unwrap();
+        let (n, c) = v.seal("k", "a", "c");
+        let mode = std::fs::metadata(key_file_for(&db)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = Vault::open(&db, false).unwrap().unwrap();
+        assert_eq!(again.open_secret(&n, &c, "a", "c").unwrap(), "k");
+        std::fs::set_permissions(key_file_for(&db), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            Vault::open(&db, false),
+            Err(VaultError::InsecureKeyFile { .. })
+        ));
+    }
+}
