@@ -10,22 +10,38 @@ const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("host/ sits in the workspace").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("host/ sits in the workspace")
+        .to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     println!("cargo:rerun-if-env-changed=SCOPABLE_ITGLUE_WASM");
 
     let wasm = match std::env::var_os("SCOPABLE_ITGLUE_WASM") {
         Some(path) => PathBuf::from(path),
         None => {
-            for watched in ["plugin/src", "plugin/Cargo.toml", "plugin/manifest.toml", "wit", "Cargo.lock"] {
+            for watched in [
+                "plugin/src",
+                "plugin/Cargo.toml",
+                "plugin/manifest.toml",
+                "wit",
+                "Cargo.lock",
+            ] {
                 println!("cargo:rerun-if-changed={}", root.join(watched).display());
             }
             build_component(&root)
         }
     };
-    let bytes = std::fs::read(&wasm)
-        .unwrap_or_else(|e| panic!("cannot read the connector component {}: {e}", wasm.display()));
-    let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let bytes = std::fs::read(&wasm).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the connector component {}: {e}",
+            wasm.display()
+        )
+    });
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let embedded = out_dir.join("itglue.wasm");
     std::fs::write(&embedded, &bytes).expect("write OUT_DIR/itglue.wasm");
     std::fs::write(
@@ -51,7 +67,14 @@ fn build_component(root: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)
-        .args(["build", "--package", "scopable-itglue", "--release", "--target", TARGET])
+        .args([
+            "build",
+            "--package",
+            "scopable-itglue",
+            "--release",
+            "--target",
+            TARGET,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         // Flags meant for the host build must not leak into the guest build.
@@ -63,9 +86,14 @@ fn build_component(root: &Path) -> PathBuf {
         .status()
         .expect("run cargo to build the connector component");
     if !status.success() {
-        panic!("building the IT Glue connector component (plugin/) for {TARGET} failed; see the errors above");
+        panic!(
+            "building the IT Glue connector component (plugin/) for {TARGET} failed; see the errors above"
+        );
     }
-    target_dir.join(TARGET).join("release").join("scopable_itglue.wasm")
+    target_dir
+        .join(TARGET)
+        .join("release")
+        .join("scopable_itglue.wasm")
 }
 
 /// Installs the wasm32-wasip2 target through rustup when it is missing.

@@ -2,7 +2,10 @@
 //! wasi:http (through [`Outbound`]), wasi:io, wasi:clocks, wasi:random, the wasi:cli pieces
 //! Rust's std uses (empty environment, empty stdin, bounded stdout/stderr), storage and log.
 
-use crate::bindings::{Connector, scopable::integration::{log, storage}};
+use crate::bindings::{
+    Connector,
+    scopable::integration::{log, storage},
+};
 use crate::manifest::Limits;
 use crate::outbound::Outbound;
 use crate::policy::Denial;
@@ -114,7 +117,8 @@ impl GuestState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let memory = usize::try_from(limits.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let memory =
+            usize::try_from(limits.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         GuestState {
             wasi,
             http: WasiHttpCtx::new(),
@@ -154,7 +158,10 @@ impl GuestState {
                 r.output_exceeded = true;
             }
             let text = String::from_utf8_lossy(&bytes);
-            out.push_str(&format!("[{name}] {}", text.chars().take(4096).collect::<String>()));
+            out.push_str(&format!(
+                "[{name}] {}",
+                text.chars().take(4096).collect::<String>()
+            ));
         }
         out
     }

@@ -12,7 +12,9 @@ pub const SCHEMA_VERSION: i64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The file is not a SQLite database, or is damaged.
-    #[error("{path} is not a usable Scopable database ({detail}); point --db at the right file or move this one aside")]
+    #[error(
+        "{path} is not a usable Scopable database ({detail}); point --db at the right file or move this one aside"
+    )]
     NotADatabase {
         /// The database path.
         path: String,
@@ -20,7 +22,9 @@ pub enum DbError {
         detail: String,
     },
     /// The file was written by a newer version of this program.
-    #[error("{path} uses schema version {found}, newer than this program understands ({SCHEMA_VERSION}); upgrade scopable-host")]
+    #[error(
+        "{path} uses schema version {found}, newer than this program understands ({SCHEMA_VERSION}); upgrade scopable-host"
+    )]
     NewerSchema {
         /// The database path.
         path: String,
@@ -165,7 +169,8 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
             found: version,
         });
     }
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(not_db)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(not_db)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     if version < SCHEMA_VERSION {
@@ -200,11 +205,11 @@ pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
 
 /// This database's account id (binds vault ciphertexts to it).
 pub fn account_id(conn: &Connection) -> Result<String, DbError> {
-    Ok(conn.query_row(
-        "SELECT value FROM meta WHERE key = 'account_id'",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(
+        conn.query_row("SELECT value FROM meta WHERE key = 'account_id'", [], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 /// The current time as RFC 3339 UTC with second precision.
@@ -274,7 +279,10 @@ pub fn touch_verified(conn: &Connection, connector: &str) -> Result<(), DbError>
 
 /// Deletes a connector's connection and key; links stay. Returns whether there was one.
 pub fn delete_connection(conn: &Connection, connector: &str) -> Result<bool, DbError> {
-    Ok(conn.execute("DELETE FROM connections WHERE connector = ?1", params![connector])? > 0)
+    Ok(conn.execute(
+        "DELETE FROM connections WHERE connector = ?1",
+        params![connector],
+    )? > 0)
 }
 
 /// One audit record: a single use of a capability.

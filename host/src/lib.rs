@@ -3,16 +3,24 @@
 //! they find to the embedded database.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod audit;
 #[allow(missing_docs)]
 pub mod bindings;
 pub mod builtin;
 pub mod capabilities;
+pub mod cli;
 pub mod db;
+pub mod fetch;
+pub mod import;
+pub mod inspect;
 pub mod manifest;
 pub mod outbound;
 pub mod policy;
+pub mod records;
 pub mod retry;
+pub mod review;
 pub mod sandbox;
 pub mod storage;
+pub mod sync;
 pub mod vault;

@@ -251,16 +251,28 @@ impl Manifest {
         }
         let l = &self.limits;
         let checks: [(&str, bool); 8] = [
-            ("page_size must be 1..=1000", (1..=1000).contains(&l.page_size)),
-            ("memory_mb must be 1..=4096", (1..=4096).contains(&l.memory_mb)),
+            (
+                "page_size must be 1..=1000",
+                (1..=1000).contains(&l.page_size),
+            ),
+            (
+                "memory_mb must be 1..=4096",
+                (1..=4096).contains(&l.memory_mb),
+            ),
             ("cpu_ms must be at least 1", l.cpu_ms >= 1),
             ("call_timeout_ms must be at least 1", l.call_timeout_ms >= 1),
             (
                 "max_requests_per_call must be at least 1",
                 l.max_requests_per_call >= 1,
             ),
-            ("max_attempts must be 1..=20", (1..=20).contains(&l.max_attempts)),
-            ("concurrency must be 1..=32", (1..=32).contains(&l.concurrency)),
+            (
+                "max_attempts must be 1..=20",
+                (1..=20).contains(&l.max_attempts),
+            ),
+            (
+                "concurrency must be 1..=32",
+                (1..=32).contains(&l.concurrency),
+            ),
             (
                 "budget_requests and budget_window_secs must be at least 1",
                 l.budget_requests >= 1 && l.budget_window_secs >= 1,

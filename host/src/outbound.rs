@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -54,6 +55,7 @@ pub struct Outbound {
     credential: Arc<Credential>,
     audit: AuditSink,
     report: Arc<Mutex<CallReport>>,
+    sent: Arc<AtomicU64>,
     timeouts: RequestOptions,
     max_response_bytes: u64,
 }
@@ -65,6 +67,7 @@ impl Outbound {
         credential: Arc<Credential>,
         audit: AuditSink,
         report: Arc<Mutex<CallReport>>,
+        sent: Arc<AtomicU64>,
         limits: &Limits,
     ) -> Outbound {
         Outbound {
@@ -72,6 +75,7 @@ impl Outbound {
             credential,
             audit,
             report,
+            sent,
             timeouts: RequestOptions {
                 connect_timeout: Some(Duration::from_millis(limits.connect_timeout_ms)),
                 first_byte_timeout: Some(Duration::from_millis(limits.first_byte_timeout_ms)),
@@ -150,13 +154,21 @@ impl WasiHttpHooks for Outbound {
             self.requests_sent(),
         );
         let checked = checked.and_then(|()| {
-            if request.body().is_end_stream() {
-                Ok(())
-            } else {
+            let declared = request
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+            if declared
+                || request
+                    .headers()
+                    .contains_key(http::header::TRANSFER_ENCODING)
+            {
                 Err(Denial {
                     rule: Rule::Method,
                     message: "requests may not carry a body (connectors are read-only)".into(),
                 })
+            } else {
+                Ok(())
             }
         });
         if let Err(denial) = checked {
@@ -167,9 +179,13 @@ impl WasiHttpHooks for Outbound {
         if let Ok(mut r) = self.report.lock() {
             r.requests += 1;
         }
-        request
-            .headers_mut()
-            .insert(self.credential.header.clone(), self.credential.value.clone());
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        request.headers_mut().insert(
+            self.credential.header.clone(),
+            self.credential.value.clone(),
+        );
+        // A body without a declared length is cut off at its first byte.
+        let request = request.map(|body| NoBody { inner: body }.boxed_unsync());
         let guest = options.unwrap_or_default();
         let options = RequestOptions {
             connect_timeout: tighter(guest.connect_timeout, self.timeouts.connect_timeout),
@@ -184,18 +200,19 @@ impl WasiHttpHooks for Outbound {
         let max = self.max_response_bytes;
         Box::new(async move {
             let started = Instant::now();
-            let (response, io) = match wasmtime_wasi_http::default_send_request(request, Some(options)).await {
-                Ok(ok) => ok,
-                Err(e) => {
-                    audit.record(Event {
-                        allowed: true,
-                        duration_ms: started.elapsed().as_millis() as u64,
-                        detail: Some(format!("{e:?}")),
-                        ..event
-                    });
-                    return Err(e);
-                }
-            };
+            let (response, io) =
+                match wasmtime_wasi_http::default_send_request(request, Some(options)).await {
+                    Ok(ok) => ok,
+                    Err(e) => {
+                        audit.record(Event {
+                            allowed: true,
+                            duration_ms: started.elapsed().as_millis() as u64,
+                            detail: Some(format!("{e:?}")),
+                            ..event
+                        });
+                        return Err(e);
+                    }
+                };
             let status = response.status().as_u16();
             let declared = response
                 .headers()
@@ -214,7 +231,10 @@ impl WasiHttpHooks for Outbound {
                 audit.record(Event {
                     rule: Some("max-response-bytes".into()),
                     duration_ms: started.elapsed().as_millis() as u64,
-                    detail: Some(format!("content-length {} over the limit", declared.unwrap_or(0))),
+                    detail: Some(format!(
+                        "content-length {} over the limit",
+                        declared.unwrap_or(0)
+                    )),
                     ..event
                 });
                 return Err(HttpError::HttpResponseBodySize(declared));
@@ -236,6 +256,37 @@ impl WasiHttpHooks for Outbound {
                 Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
             ))
         })
+    }
+}
+
+/// A request body that must stay empty: any data frame fails the request instead of
+/// being sent.
+struct NoBody {
+    inner: wasmtime_wasi_http::WasiBody,
+}
+
+impl Body for NoBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(|d| !d.is_empty()) => {
+                Poll::Ready(Some(Err(HttpError::HttpRequestDenied)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(0)
     }
 }
 
@@ -288,8 +339,13 @@ impl Body for MeteredBody {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.max {
-                        this.finish(Some("max-response-bytes"), Some("body over the limit".into()));
-                        return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(this.max)))));
+                        this.finish(
+                            Some("max-response-bytes"),
+                            Some("body over the limit".into()),
+                        );
+                        return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(
+                            this.max,
+                        )))));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))

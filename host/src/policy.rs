@@ -111,7 +111,9 @@ impl BaseUrl {
             return Err(format!("{url:?}: the path prefix must be plain segments"));
         }
         if path.split('/').any(|s| s == "." || s == "..") {
-            return Err(format!("{url:?}: the path prefix must not contain '.' or '..'"));
+            return Err(format!(
+                "{url:?}: the path prefix must not contain '.' or '..'"
+            ));
         }
         Ok(BaseUrl {
             scheme,
@@ -245,7 +247,10 @@ impl OutboundPolicy {
         if scheme != self.base.scheme {
             return deny(
                 Rule::Scheme,
-                format!("scheme {scheme:?} differs from the base URL's {}", self.base.scheme),
+                format!(
+                    "scheme {scheme:?} differs from the base URL's {}",
+                    self.base.scheme
+                ),
             );
         }
         let Some(authority) = uri.authority() else {
@@ -278,7 +283,9 @@ impl OutboundPolicy {
             if name == self.credential_header || name == "authorization" || name == "cookie" {
                 return deny(
                     Rule::Header,
-                    format!("the connector may not set {name:?}: the host adds the credential itself"),
+                    format!(
+                        "the connector may not set {name:?}: the host adds the credential itself"
+                    ),
                 );
             }
         }
@@ -292,20 +299,33 @@ impl OutboundPolicy {
         let Some(rest) = strip_prefix_segments(path, &self.base.prefix) else {
             return deny(
                 Rule::Path,
-                format!("path {path:?} is outside the base URL's prefix {:?}", self.base.prefix),
+                format!(
+                    "path {path:?} is outside the base URL's prefix {:?}",
+                    self.base.prefix
+                ),
             );
         };
         let Some(shape) = self.shapes.iter().find(|s| s.path == rest) else {
             return deny(
                 Rule::Path,
-                format!("GET {rest} is not declared; the manifest's [[requests]] list the allowed paths"),
+                format!(
+                    "GET {rest} is not declared; the manifest's [[requests]] list the allowed paths"
+                ),
             );
         };
-        for pair in uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        for pair in uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
             let (Some(key), Some(value)) = (percent_decode(raw_key), percent_decode(raw_value))
             else {
-                return deny(Rule::Query, format!("query {pair:?} is not valid percent-encoding"));
+                return deny(
+                    Rule::Query,
+                    format!("query {pair:?} is not valid percent-encoding"),
+                );
             };
             if !shape.query.iter().any(|q| q.allows(&key, &value)) {
                 return deny(
@@ -385,48 +405,140 @@ mod tests {
 
     fn check(p: &OutboundPolicy, method: Method, url: &str) -> Result<(), Rule> {
         let uri: Uri = url.parse().unwrap();
-        p.check(&method, &uri, &HeaderMap::new(), 0).map_err(|d| d.rule)
+        p.check(&method, &uri, &HeaderMap::new(), 0)
+            .map_err(|d| d.rule)
     }
 
     #[test]
     fn allows_declared_requests() {
         let p = policy("https://api.itglue.com");
         assert_eq!(
-            check(&p, Method::GET, "https://api.itglue.com/organizations?page[size]=1000&page[number]=2&sort=id"),
+            check(
+                &p,
+                Method::GET,
+                "https://api.itglue.com/organizations?page[size]=1000&page[number]=2&sort=id"
+            ),
             Ok(())
         );
         assert_eq!(
-            check(&p, Method::GET, "https://api.itglue.com/configurations?page%5Bsize%5D=5&include=configuration_interfaces&filter%5Barchived%5D=false"),
+            check(
+                &p,
+                Method::GET,
+                "https://api.itglue.com/configurations?page%5Bsize%5D=5&include=configuration_interfaces&filter%5Barchived%5D=false"
+            ),
             Ok(())
         );
-        assert_eq!(check(&p, Method::GET, "https://API.ITGLUE.COM:443/organizations"), Ok(()));
+        assert_eq!(
+            check(&p, Method::GET, "https://API.ITGLUE.COM:443/organizations"),
+            Ok(())
+        );
     }
 
     #[test]
     fn denies_everything_else() {
         let p = policy("https://api.itglue.com");
         let cases = [
-            (Method::POST, "https://api.itglue.com/organizations", Rule::Method),
-            (Method::DELETE, "https://api.itglue.com/organizations", Rule::Method),
-            (Method::GET, "http://api.itglue.com/organizations", Rule::Scheme),
-            (Method::GET, "https://api.eu.itglue.com/organizations", Rule::Host),
-            (Method::GET, "https://api.itglue.com.evil.test/organizations", Rule::Host),
-            (Method::GET, "https://user@api.itglue.com/organizations", Rule::Host),
-            (Method::GET, "https://api.itglue.com:8443/organizations", Rule::Port),
+            (
+                Method::POST,
+                "https://api.itglue.com/organizations",
+                Rule::Method,
+            ),
+            (
+                Method::DELETE,
+                "https://api.itglue.com/organizations",
+                Rule::Method,
+            ),
+            (
+                Method::GET,
+                "http://api.itglue.com/organizations",
+                Rule::Scheme,
+            ),
+            (
+                Method::GET,
+                "https://api.eu.itglue.com/organizations",
+                Rule::Host,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com.evil.test/organizations",
+                Rule::Host,
+            ),
+            (
+                Method::GET,
+                "https://user@api.itglue.com/organizations",
+                Rule::Host,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com:8443/organizations",
+                Rule::Port,
+            ),
             (Method::GET, "https://api.itglue.com/passwords", Rule::Path),
-            (Method::GET, "https://api.itglue.com/organizations/1/relationships/passwords", Rule::Path),
-            (Method::GET, "https://api.itglue.com/organizations/1", Rule::Path),
-            (Method::GET, "https://api.itglue.com/organizationsX", Rule::Path),
-            (Method::GET, "https://api.itglue.com/configurations/..%2Fpasswords", Rule::Traversal),
-            (Method::GET, "https://api.itglue.com/organizations/../passwords", Rule::Traversal),
-            (Method::GET, "https://api.itglue.com//organizations", Rule::Traversal),
-            (Method::GET, "https://api.itglue.com/organizations/%2e%2e/passwords", Rule::Traversal),
-            (Method::GET, "https://api.itglue.com/organizations%5C..%5Cpasswords", Rule::Traversal),
-            (Method::GET, "https://api.itglue.com/organizations?debug=1", Rule::Query),
-            (Method::GET, "https://api.itglue.com/organizations?include=passwords", Rule::Query),
-            (Method::GET, "https://api.itglue.com/configurations?include=passwords", Rule::Query),
-            (Method::GET, "https://api.itglue.com/organizations?filter=x", Rule::Query),
-            (Method::GET, "https://api.itglue.com/organizations?page%ZZ=1", Rule::Query),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations/1/relationships/passwords",
+                Rule::Path,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations/1",
+                Rule::Path,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizationsX",
+                Rule::Path,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/configurations/..%2Fpasswords",
+                Rule::Traversal,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations/../passwords",
+                Rule::Traversal,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com//organizations",
+                Rule::Traversal,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations/%2e%2e/passwords",
+                Rule::Traversal,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations%5C..%5Cpasswords",
+                Rule::Traversal,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations?debug=1",
+                Rule::Query,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations?include=passwords",
+                Rule::Query,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/configurations?include=passwords",
+                Rule::Query,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations?filter=x",
+                Rule::Query,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations?page%ZZ=1",
+                Rule::Query,
+            ),
         ];
         for (method, url, rule) in cases {
             assert_eq!(check(&p, method.clone(), url), Err(rule), "{method} {url}");
@@ -436,10 +548,26 @@ mod tests {
     #[test]
     fn prefix_is_matched_on_whole_segments() {
         let p = policy("http://127.0.0.1:8080/eu");
-        assert_eq!(check(&p, Method::GET, "http://127.0.0.1:8080/eu/organizations"), Ok(()));
-        assert_eq!(check(&p, Method::GET, "http://127.0.0.1:8080/organizations"), Err(Rule::Path));
-        assert_eq!(check(&p, Method::GET, "http://127.0.0.1:8080/europe/organizations"), Err(Rule::Path));
-        assert_eq!(check(&p, Method::GET, "http://127.0.0.2:8080/eu/organizations"), Err(Rule::Host));
+        assert_eq!(
+            check(&p, Method::GET, "http://127.0.0.1:8080/eu/organizations"),
+            Ok(())
+        );
+        assert_eq!(
+            check(&p, Method::GET, "http://127.0.0.1:8080/organizations"),
+            Err(Rule::Path)
+        );
+        assert_eq!(
+            check(
+                &p,
+                Method::GET,
+                "http://127.0.0.1:8080/europe/organizations"
+            ),
+            Err(Rule::Path)
+        );
+        assert_eq!(
+            check(&p, Method::GET, "http://127.0.0.2:8080/eu/organizations"),
+            Err(Rule::Host)
+        );
     }
 
     #[test]
@@ -452,7 +580,9 @@ mod tests {
             let err = p.check(&Method::GET, &uri, &headers, 0).unwrap_err();
             assert_eq!(err.rule, Rule::Header, "{name}");
         }
-        let err = p.check(&Method::GET, &uri, &HeaderMap::new(), 4).unwrap_err();
+        let err = p
+            .check(&Method::GET, &uri, &HeaderMap::new(), 4)
+            .unwrap_err();
         assert_eq!(err.rule, Rule::Budget);
         assert!(err.message.contains("max_requests_per_call"));
     }
@@ -468,9 +598,14 @@ mod tests {
         assert!(BaseUrl::parse_endpoint("https://a@b.test").is_err());
         assert!(BaseUrl::parse_endpoint("https://b.test/x/../y").is_err());
         assert_eq!(
-            BaseUrl::parse_endpoint("http://127.0.0.1:8080/eu/").unwrap().to_url(),
+            BaseUrl::parse_endpoint("http://127.0.0.1:8080/eu/")
+                .unwrap()
+                .to_url(),
             "http://127.0.0.1:8080/eu"
         );
-        assert_eq!(BaseUrl::parse("https://api.itglue.com").unwrap().to_url(), "https://api.itglue.com");
+        assert_eq!(
+            BaseUrl::parse("https://api.itglue.com").unwrap().to_url(),
+            "https://api.itglue.com"
+        );
     }
 }

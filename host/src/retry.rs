@@ -12,7 +12,9 @@ pub fn retryable(e: &CallError) -> bool {
     matches!(
         e,
         CallError::Guest(
-            types::Error::RateLimited(_) | types::Error::Unavailable(_) | types::Error::BadResponse(_)
+            types::Error::RateLimited(_)
+                | types::Error::Unavailable(_)
+                | types::Error::BadResponse(_)
         )
     )
 }
@@ -94,8 +96,12 @@ mod tests {
 
     #[test]
     fn only_transient_errors_are_retried() {
-        assert!(retryable(&CallError::Guest(types::Error::Unavailable(String::new()))));
-        assert!(!retryable(&CallError::Guest(types::Error::Unauthorized(String::new()))));
+        assert!(retryable(&CallError::Guest(types::Error::Unavailable(
+            String::new()
+        ))));
+        assert!(!retryable(&CallError::Guest(types::Error::Unauthorized(
+            String::new()
+        ))));
         assert!(!retryable(&CallError::Denied(String::new())));
     }
 

@@ -52,7 +52,9 @@ pub const ALLOWED_IMPORTS: &[(&str, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The component's digest differs from the manifest's pin.
-    #[error("component sha256 {actual} does not match the manifest's sha256 {expected}; rebuild, or update the manifest if this component is the one you meant to ship")]
+    #[error(
+        "component sha256 {actual} does not match the manifest's sha256 {expected}; rebuild, or update the manifest if this component is the one you meant to ship"
+    )]
     DigestMismatch {
         /// The manifest's value.
         expected: String,
@@ -60,13 +62,17 @@ pub enum LoadError {
         actual: String,
     },
     /// A component loaded from a file needs a pinned digest.
-    #[error("the manifest has no sha256; add `sha256 = \"{actual}\"` if this is the component you reviewed")]
+    #[error(
+        "the manifest has no sha256; add `sha256 = \"{actual}\"` if this is the component you reviewed"
+    )]
     DigestMissing {
         /// The component's digest.
         actual: String,
     },
     /// The component imports something the host does not grant.
-    #[error("the component imports {import}, which connectors are not granted (allowed: wasi:http, wasi:io, wasi:clocks, wasi:random, the wasi:cli std pieces, scopable:integration); remove the code that uses it")]
+    #[error(
+        "the component imports {import}, which connectors are not granted (allowed: wasi:http, wasi:io, wasi:clocks, wasi:random, the wasi:cli std pieces, scopable:integration); remove the code that uses it"
+    )]
     ForbiddenImport {
         /// The offending import.
         import: String,
@@ -89,7 +95,9 @@ pub enum CallError {
     #[error("the connector made a request its manifest does not allow ({0})")]
     Denied(String),
     /// A response was larger than the manifest's `max_response_bytes`.
-    #[error("a response exceeded max_response_bytes ({0} bytes); lower [limits] page_size or raise max_response_bytes")]
+    #[error(
+        "a response exceeded max_response_bytes ({0} bytes); lower [limits] page_size or raise max_response_bytes"
+    )]
     ResponseTooLarge(u64),
     /// The guest trapped or hit a limit.
     #[error("the connector stopped in {export}: {reason}")]
@@ -177,6 +185,17 @@ impl Sandbox {
                 import: bad.clone(),
             });
         }
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if let Some(missing) = crate::inspect::REQUIRED_EXPORTS
+            .iter()
+            .find(|e| !exports.iter().any(|x| x == *e))
+        {
+            return Err(LoadError::Link(format!("it does not export `{missing}`")));
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -211,12 +230,15 @@ impl Sandbox {
         {
             return Ok((component, true));
         }
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         if let Some(path) = &cache_file
             && let Err(e) = write_private_atomically(path, &component)
         {
-            tracing::warn!("could not cache the compiled component at {}: {e}", path.display());
+            tracing::warn!(
+                "could not cache the compiled component at {}: {e}",
+                path.display()
+            );
         }
         Ok((component, false))
     }
@@ -225,7 +247,10 @@ impl Sandbox {
         let meta = std::fs::metadata(path).ok()?;
         // Deserializing trusts the bytes: only files we own and nobody else can write.
         if Some(meta.uid()) != current_uid() || meta.permissions().mode() & 0o022 != 0 {
-            tracing::warn!("ignoring cache file {} with unsafe ownership or mode", path.display());
+            tracing::warn!(
+                "ignoring cache file {} with unsafe ownership or mode",
+                path.display()
+            );
             return None;
         }
         let bytes = std::fs::read(path).ok()?;
@@ -242,7 +267,9 @@ impl Sandbox {
 
     fn engine_fingerprint(&self) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
         format!("{:016x}", hasher.finish())
     }
@@ -365,6 +392,8 @@ pub struct CallContext {
     pub audit: crate::audit::AuditSink,
     /// The connector's storage.
     pub storage: crate::storage::StorageHandle,
+    /// Requests sent so far with this context (all calls, retries included).
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LoadedConnector {
@@ -392,6 +421,7 @@ impl LoadedConnector {
             ctx.credential.clone(),
             ctx.audit.clone(),
             report.clone(),
+            ctx.requests.clone(),
             limits,
         );
         let state = GuestState::new(limits, outbound, ctx.storage.clone(), report);
@@ -404,13 +434,22 @@ impl LoadedConnector {
 
     /// Runs `f` against a fresh instance under the wall-clock limit, and turns traps, timeouts
     /// and host refusals into [`CallError`]s.
-    async fn call<R, F>(&self, ctx: &CallContext, export: &'static str, f: F) -> Result<R, CallError>
+    async fn call<R, F>(
+        &self,
+        ctx: &CallContext,
+        export: &'static str,
+        f: F,
+    ) -> Result<R, CallError>
     where
         F: for<'a> FnOnce(
             &'a mut Store<GuestState>,
             wasmtime::component::Instance,
         ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = wasmtime::Result<Result<R, types::Error>>> + Send + 'a>,
+            Box<
+                dyn std::future::Future<Output = wasmtime::Result<Result<R, types::Error>>>
+                    + Send
+                    + 'a,
+            >,
         >,
         R: Send,
     {
@@ -490,7 +529,9 @@ impl LoadedConnector {
         self.call(ctx, "fetch-configs", move |store, instance| {
             Box::pin(async move {
                 let bindings = Connector::new(&mut *store, &instance)?;
-                bindings.call_fetch_configs(&mut *store, &endpoint, page).await
+                bindings
+                    .call_fetch_configs(&mut *store, &endpoint, page)
+                    .await
             })
         })
         .await
@@ -504,10 +545,11 @@ impl LoadedConnector {
     ) -> Result<Vec<types::Placement>, CallError> {
         self.call(ctx, "match", move |store, instance| {
             Box::pin(async move {
-                let func = instance.get_typed_func::<(types::MatchInput,), (Vec<types::Placement>,)>(
-                    &mut *store,
-                    "match",
-                )?;
+                let func = instance
+                    .get_typed_func::<(types::MatchInput,), (Vec<types::Placement>,)>(
+                        &mut *store,
+                        "match",
+                    )?;
                 let (placements,) = func.call_async(&mut *store, (input,)).await?;
                 Ok(Ok(placements))
             })
@@ -523,9 +565,15 @@ fn classify_trap(
     limits: &Limits,
 ) -> CallError {
     let reason = if report.memory_exceeded {
-        format!("memory limit of {} MiB reached ([limits] memory_mb)", limits.memory_mb)
+        format!(
+            "memory limit of {} MiB reached ([limits] memory_mb)",
+            limits.memory_mb
+        )
     } else if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        format!("CPU limit of {} ms reached ([limits] cpu_ms)", limits.cpu_ms)
+        format!(
+            "CPU limit of {} ms reached ([limits] cpu_ms)",
+            limits.cpu_ms
+        )
     } else if report.output_exceeded {
         format!(
             "wrote more than {} bytes to stdout/stderr ([limits] max_output_bytes)",

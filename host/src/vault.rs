@@ -35,7 +35,9 @@ pub enum VaultError {
         source: std::io::Error,
     },
     /// Decryption failed: another master key, another database, or tampering.
-    #[error("the stored key cannot be decrypted with this master key (another {MASTER_KEY_ENV} or key file, or a copied database); reconnect with `connect`")]
+    #[error(
+        "the stored key cannot be decrypted with this master key (another {MASTER_KEY_ENV} or key file, or a copied database); reconnect with `connect`"
+    )]
     Undecryptable,
 }
 
@@ -62,9 +64,10 @@ impl Vault {
     /// missing key file is created (mode 0600) with a fresh random key.
     pub fn open(db: &Path, create: bool) -> Result<Option<Vault>, VaultError> {
         if let Some(value) = std::env::var_os(MASTER_KEY_ENV) {
-            let key = decode_key(value.to_string_lossy().trim()).ok_or(VaultError::BadMasterKey {
-                source_name: MASTER_KEY_ENV.into(),
-            })?;
+            let key =
+                decode_key(value.to_string_lossy().trim()).ok_or(VaultError::BadMasterKey {
+                    source_name: MASTER_KEY_ENV.into(),
+                })?;
             return Ok(Some(Vault::from_key(&key)));
         }
         let path = key_file_for(db);
@@ -95,7 +98,8 @@ impl Vault {
                     .open(&path)
                     .map_err(io)?;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(key);
-                file.write_all(format!("{encoded}\n").as_bytes()).map_err(io)?;
+                file.write_all(format!("{encoded}\n").as_bytes())
+                    .map_err(io)?;
                 file.sync_all().map_err(io)?;
                 Ok(Some(Vault::from_key(&key)))
             }
@@ -160,7 +164,9 @@ fn associated_data(account: &str, connector: &str) -> Vec<u8> {
 }
 
 fn decode_key(text: &str) -> Option<[u8; 32]> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
     bytes.try_into().ok()
 }
 
@@ -180,7 +186,10 @@ mod tests {
         let v = Vault::from_key(&[7u8; 32]);
         let (nonce, ct) = v.seal("secret-key", "acct", "itglue");
         assert!(!ct.windows(6).any(|w| w == b"secret"));
-        assert_eq!(v.open_secret(&nonce, &ct, "acct", "itglue").unwrap(), "secret-key");
+        assert_eq!(
+            v.open_secret(&nonce, &ct, "acct", "itglue").unwrap(),
+            "secret-key"
+        );
         assert!(v.open_secret(&nonce, &ct, "other", "itglue").is_err());
         assert!(v.open_secret(&nonce, &ct, "acct", "other").is_err());
         let w = Vault::from_key(&[8u8; 32]);
@@ -198,11 +207,15 @@ mod tests {
         assert!(Vault::open(&db, false).unwrap().is_none());
         let v = Vault::open(&db, true).unwrap().unwrap();
         let (n, c) = v.seal("k", "a", "c");
-        let mode = std::fs::metadata(key_file_for(&db)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(key_file_for(&db))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = Vault::open(&db, false).unwrap().unwrap();
         assert_eq!(again.open_secret(&n, &c, "a", "c").unwrap(), "k");
-        std::fs::set_permissions(key_file_for(&db), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(key_file_for(&db), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
         assert!(matches!(
             Vault::open(&db, false),
             Err(VaultError::InsecureKeyFile { .. })

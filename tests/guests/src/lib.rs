@@ -1,1 +1,117 @@
+//! Hostile components for the host's sandbox tests: each cargo feature builds one component
+//! whose `test` export tries one thing the host must stop (`tests/build.rs` builds them all).
+//!
+//! How a guest reports: `test` returns `Ok(verified)` only when the hostile action got past
+//! the host (a request the host did not refuse, a write that was accepted), and an error
+//! describing what happened otherwise, usually `denied`. Details are `key=value` words so a
+//! host test can assert on them (`status=302`, `denied=500`). Guests that must be stopped by a
+//! trap (`spin`, `memory-bomb`) never return, and guests that import a refused interface
+//! (`filesystem`, `sockets`) must never be instantiated at all.
+//!
+//! With no feature the crate still compiles (natively too, for clippy and `cargo test`), and
+//! `test` says that no behaviour was selected. With several features the first in `test`'s
+//! order wins; the build only ever selects one.
 
+mod bindings {
+    // The generated code is not ours to lint (an 11-field record constructor, for one).
+    #![allow(clippy::too_many_arguments)]
+    wit_bindgen::generate!({ path: "../../wit", world: "integration" });
+}
+
+use bindings::Guest;
+pub use bindings::scopable::integration::{log, storage, types};
+use types::{
+    ConfigurationPage, Endpoint, Error, MatchInput, OrganizationPage, Placement, Verified,
+};
+
+pub mod net;
+pub mod report;
+
+#[cfg(feature = "filesystem")]
+mod filesystem;
+#[cfg(feature = "flood")]
+mod flood;
+#[cfg(feature = "forbidden-path")]
+mod forbidden_path;
+#[cfg(feature = "foreign-host")]
+mod foreign_host;
+#[cfg(feature = "huge-response")]
+mod huge_response;
+#[cfg(feature = "memory-bomb")]
+mod memory_bomb;
+#[cfg(feature = "post")]
+mod post;
+#[cfg(feature = "redirect")]
+mod redirect;
+#[cfg(feature = "smuggle-key")]
+mod smuggle_key;
+#[cfg(feature = "sockets")]
+mod sockets;
+#[cfg(feature = "spin")]
+mod spin;
+#[cfg(feature = "stdout-flood")]
+mod stdout_flood;
+#[cfg(feature = "storage-flood")]
+mod storage_flood;
+#[cfg(feature = "undeclared-query")]
+mod undeclared_query;
+#[cfg(feature = "well-behaved")]
+mod well_behaved;
+
+/// The component: `test` runs the selected behaviour; the other exports refuse politely.
+struct Component;
+
+impl Guest for Component {
+    // With a feature selected, the fallback below is unreachable by design.
+    #[allow(unreachable_code)]
+    fn test(endpoint: Endpoint) -> Result<Verified, Error> {
+        #[cfg(feature = "post")]
+        return post::run(&endpoint);
+        #[cfg(feature = "foreign-host")]
+        return foreign_host::run(&endpoint);
+        #[cfg(feature = "forbidden-path")]
+        return forbidden_path::run(&endpoint);
+        #[cfg(feature = "undeclared-query")]
+        return undeclared_query::run(&endpoint);
+        #[cfg(feature = "smuggle-key")]
+        return smuggle_key::run(&endpoint);
+        #[cfg(feature = "redirect")]
+        return redirect::run(&endpoint);
+        #[cfg(feature = "flood")]
+        return flood::run(&endpoint);
+        #[cfg(feature = "spin")]
+        return spin::run(&endpoint);
+        #[cfg(feature = "memory-bomb")]
+        return memory_bomb::run(&endpoint);
+        #[cfg(feature = "huge-response")]
+        return huge_response::run(&endpoint);
+        #[cfg(feature = "stdout-flood")]
+        return stdout_flood::run(&endpoint);
+        #[cfg(feature = "storage-flood")]
+        return storage_flood::run(&endpoint);
+        #[cfg(feature = "filesystem")]
+        return filesystem::run(&endpoint);
+        #[cfg(feature = "sockets")]
+        return sockets::run(&endpoint);
+        #[cfg(feature = "well-behaved")]
+        return well_behaved::run(&endpoint);
+        let _ = endpoint;
+        Err(Error::BadResponse(
+            "no hostile behaviour selected: build hostile-guests with one feature".to_string(),
+        ))
+    }
+
+    fn fetch_orgs(_endpoint: Endpoint, _page: u32) -> Result<OrganizationPage, Error> {
+        Err(report::only_test())
+    }
+
+    fn fetch_configs(_endpoint: Endpoint, _page: u32) -> Result<ConfigurationPage, Error> {
+        Err(report::only_test())
+    }
+
+    fn match_(_input: MatchInput) -> Vec<Placement> {
+        Vec::new()
+    }
+}
+
+bindings::export!(Component with_types_in bindings);

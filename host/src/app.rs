@@ -1,0 +1,287 @@
+//! The application layer shared by the command line and embedders: opens the database, loads
+//! the connector, builds each call's context (policy, credential, audit, storage), and maps
+//! every failure to an exit status and a message that says what to do.
+
+use crate::audit::AuditSink;
+use crate::builtin;
+use crate::db::{self, DbError};
+use crate::manifest::Manifest;
+use crate::outbound::Credential;
+use crate::policy::{BaseUrl, OutboundPolicy};
+use crate::sandbox::{
+    CallContext, CallError, LoadError, LoadedConnector, Sandbox, wit_types as types,
+};
+use crate::storage::StorageHandle;
+use crate::vault::VaultError;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Exit statuses of the command line (a stable contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// Any other failure.
+    Failure = 1,
+    /// Bad usage.
+    Usage = 2,
+    /// The API rejected the key (401/403).
+    Unauthorized = 3,
+    /// The API stayed unavailable after retries (network, 5xx, 429).
+    Unavailable = 4,
+    /// The connector failed (trap, limit, denied request, unreadable response).
+    ConnectorFailed = 5,
+    /// Bad input data (import files, ids, vault, database file).
+    BadInput = 6,
+}
+
+/// A failure on its way to the command line: an exit status and one line for the admin.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct AppError {
+    /// The exit status.
+    pub exit: Exit,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+impl AppError {
+    /// A failure with a given exit status.
+    pub fn new(exit: Exit, message: impl Into<String>) -> AppError {
+        AppError {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DbError> for AppError {
+    fn from(e: DbError) -> AppError {
+        let exit = match e {
+            DbError::NotADatabase { .. } | DbError::NewerSchema { .. } => Exit::BadInput,
+            DbError::Sqlite(_) => Exit::Failure,
+        };
+        AppError::new(exit, e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for AppError {
+    fn from(e: rusqlite::Error) -> AppError {
+        AppError::from(DbError::from(e))
+    }
+}
+
+impl From<VaultError> for AppError {
+    fn from(e: VaultError) -> AppError {
+        AppError::new(Exit::BadInput, e.to_string())
+    }
+}
+
+impl From<LoadError> for AppError {
+    fn from(e: LoadError) -> AppError {
+        AppError::new(Exit::ConnectorFailed, format!("connector refused: {e}"))
+    }
+}
+
+/// Which connector to run.
+#[derive(Debug, Clone)]
+pub enum ConnectorSource {
+    /// The built-in IT Glue connector.
+    Builtin,
+    /// A component file and its manifest.
+    File {
+        /// The component.
+        component: PathBuf,
+        /// Its manifest (must pin the component's sha256).
+        manifest: PathBuf,
+    },
+}
+
+/// Reads a connector's component bytes and manifest.
+pub fn read_connector(source: &ConnectorSource) -> Result<(Vec<u8>, Manifest), AppError> {
+    match source {
+        ConnectorSource::Builtin => {
+            let manifest = builtin::itglue_manifest()
+                .map_err(|e| AppError::new(Exit::Failure, e.to_string()))?;
+            Ok((builtin::ITGLUE_WASM.to_vec(), manifest))
+        }
+        ConnectorSource::File {
+            component,
+            manifest,
+        } => {
+            let manifest = Manifest::from_file(manifest)
+                .map_err(|e| AppError::new(Exit::BadInput, e.to_string()))?;
+            let bytes = std::fs::read(component).map_err(|e| {
+                AppError::new(
+                    Exit::BadInput,
+                    format!("cannot read component {}: {e}", component.display()),
+                )
+            })?;
+            Ok((bytes, manifest))
+        }
+    }
+}
+
+/// An open database plus a loaded connector.
+pub struct App {
+    /// The database path.
+    pub db_path: PathBuf,
+    /// The main connection (reads, imports, sync transactions).
+    pub conn: Connection,
+    /// A second connection used by the audit sink and the storage capability.
+    capability_conn: Arc<Mutex<Connection>>,
+    /// The loaded connector.
+    pub connector: Arc<LoadedConnector>,
+}
+
+impl App {
+    /// Opens the database at `db_path` and loads the connector.
+    pub fn open(db_path: &Path, source: &ConnectorSource) -> Result<App, AppError> {
+        let conn = db::open(db_path)?;
+        let capability_conn = Arc::new(Mutex::new(db::open(db_path)?));
+        let (bytes, manifest) = read_connector(source)?;
+        let sandbox = Sandbox::new(crate::sandbox::default_cache_dir()).map_err(|e| {
+            AppError::new(Exit::Failure, format!("cannot start the sandbox: {e:#}"))
+        })?;
+        let pinned = manifest.sha256.clone();
+        let connector = sandbox.load(&bytes, manifest, pinned.as_deref())?;
+        Ok(App {
+            db_path: db_path.to_path_buf(),
+            conn,
+            capability_conn,
+            connector: Arc::new(connector),
+        })
+    }
+
+    /// The connector's name.
+    pub fn name(&self) -> &str {
+        &self.connector.manifest.name
+    }
+
+    /// The base URL for a region or an explicit endpoint.
+    pub fn base_url(&self, region: &str, endpoint: Option<&str>) -> Result<BaseUrl, AppError> {
+        match endpoint {
+            Some(url) => BaseUrl::parse_endpoint(url)
+                .map_err(|e| AppError::new(Exit::Usage, format!("--endpoint {e}"))),
+            None => {
+                let url = self
+                    .connector
+                    .manifest
+                    .region_url(region)
+                    .map_err(|e| AppError::new(Exit::Usage, e))?;
+                BaseUrl::parse(url).map_err(|e| AppError::new(Exit::Failure, e))
+            }
+        }
+    }
+
+    /// The context for export calls against `base` with `key`.
+    pub fn call_context(&self, base: BaseUrl, key: &str) -> Result<CallContext, AppError> {
+        let manifest = &self.connector.manifest;
+        let credential = Credential::new(
+            &manifest.credential.header,
+            &manifest.credential.prefix,
+            key,
+        )
+        .map_err(|e| AppError::new(Exit::BadInput, e))?;
+        let audit = AuditSink::new(
+            self.capability_conn.clone(),
+            self.name(),
+            &self.connector.digest,
+        );
+        Ok(CallContext {
+            policy: Arc::new(OutboundPolicy::new(manifest, base)),
+            credential: Arc::new(credential),
+            storage: StorageHandle::new(
+                Some(self.capability_conn.clone()),
+                self.name(),
+                &manifest.limits,
+                audit.clone(),
+            ),
+            audit,
+            requests: Default::default(),
+        })
+    }
+
+    /// Calls `test` with retries.
+    pub async fn test(&self, ctx: &CallContext) -> Result<types::Verified, CallError> {
+        let limits = &self.connector.manifest.limits;
+        crate::retry::with_retries(
+            limits,
+            || self.connector.test(ctx),
+            |e, attempt, wait| {
+                tracing::warn!("test attempt {attempt} failed ({e}); retrying in {wait:?}");
+            },
+        )
+        .await
+    }
+}
+
+/// Validates a key as typed or piped: trimmed, non-empty, one line of visible characters.
+pub fn clean_key(raw: &str) -> Result<String, AppError> {
+    let key = raw.trim();
+    if key.is_empty() {
+        return Err(AppError::new(
+            Exit::BadInput,
+            "the API key is empty; paste the key from IT Glue (Account > Settings > API Keys)",
+        ));
+    }
+    if key.chars().any(|c| c.is_control()) {
+        return Err(AppError::new(
+            Exit::BadInput,
+            "the API key contains a line break or control character; paste it again as one line",
+        ));
+    }
+    if !key.is_ascii() {
+        return Err(AppError::new(
+            Exit::BadInput,
+            "the API key contains non-ASCII characters; copy it again from IT Glue",
+        ));
+    }
+    Ok(key.to_string())
+}
+
+/// Maps a failed export call to an exit status and a message. `verified_before` is when the
+/// stored connection last passed a test (it makes a revoked key the likeliest cause of a 401).
+pub fn call_failure(
+    e: &CallError,
+    region: &str,
+    base: &BaseUrl,
+    verified_before: Option<&str>,
+) -> AppError {
+    match e {
+        CallError::Guest(types::Error::Unauthorized(detail)) => {
+            // The connector's first sentence says what the API answered; the hints are ours.
+            let detail = detail
+                .split(". ")
+                .next()
+                .unwrap_or(detail)
+                .trim_end_matches('.');
+            let region_hint = format!(
+                "check that region {region} ({}) matches your IT Glue account: a key from another region is rejected the same way",
+                base.host
+            );
+            let message = match verified_before {
+                Some(at) => format!(
+                    "That key didn't work ({detail}). It was verified on {at}: IT Glue revokes keys unused for 90 days, so generate a fresh key and reconnect; otherwise re-copy the key (watch for spaces), {region_hint}, and check IT Glue's IP access control."
+                ),
+                None => format!(
+                    "That key didn't work ({detail}). Re-copy the key (watch for spaces at either end), {region_hint}; keys idle for 90 days are revoked, and IT Glue's IP access control can also refuse this machine."
+                ),
+            };
+            AppError::new(Exit::Unauthorized, message)
+        }
+        CallError::Guest(types::Error::RateLimited(_) | types::Error::Unavailable(_)) => {
+            AppError::new(
+                Exit::Unavailable,
+                format!("IT Glue is unavailable after retries: {e}. Try again later."),
+            )
+        }
+        CallError::Guest(types::Error::NotFound(_)) => AppError::new(
+            Exit::Failure,
+            format!("{e}. Check --region or --endpoint ({}).", base.to_url()),
+        ),
+        _ => AppError::new(Exit::ConnectorFailed, format!("{e}")),
+    }
+}

@@ -1,0 +1,327 @@
+//! The review workflow: list links and what could not be placed, link by hand (or change a
+//! match), ignore, and reset. Manual decisions are never changed by a sync.
+
+use crate::app::{App, AppError, Exit};
+use crate::cli::{RecordKind, print_json};
+use crate::db;
+use crate::sync::id_order;
+use rusqlite::{OptionalExtension, params};
+use serde_json::{Value, json};
+
+fn parse_list(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| json!([]))
+}
+
+/// `links [--json]`.
+pub fn links_command(app: &App, json_out: bool) -> Result<(), AppError> {
+    let mut stmt = app.conn.prepare(
+        "SELECT kind, itglue_id, scopable_id, source, evidence, linked_at FROM links WHERE connector = ?1",
+    )?;
+    let mut rows: Vec<(String, String, String, String, String, String)> = stmt
+        .query_map([app.name()], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| id_order(&a.1, &b.1)));
+    if json_out {
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|(kind, it, sc, source, evidence, at)| {
+                json!({"kind": kind, "itglue_id": it, "scopable_id": sc, "source": source,
+                       "evidence": parse_list(evidence), "linked_at": at})
+            })
+            .collect();
+        print_json(&Value::Array(list));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "No links yet. Run `scopable-host {} sync organizations`.",
+            app.name()
+        );
+    }
+    for (kind, it, sc, source, evidence, at) in &rows {
+        let evidence: Vec<String> = serde_json::from_str(evidence).unwrap_or_default();
+        println!(
+            "{kind:<13} {it:>10} -> {sc:<10} {source:<6} {:<22} {at}",
+            evidence.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// `unplaced [--json]`.
+pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
+    let mut stmt = app.conn.prepare(
+        "SELECT u.kind, u.itglue_id, u.name, u.reason, u.candidates, u.suggestions FROM unplaced u
+         WHERE u.connector = ?1
+           AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.connector = u.connector AND d.kind = u.kind AND d.itglue_id = u.itglue_id)
+           AND NOT EXISTS (SELECT 1 FROM links l WHERE l.connector = u.connector AND l.kind = u.kind AND l.itglue_id = u.itglue_id)",
+    )?;
+    let mut rows: Vec<(String, String, String, String, String, String)> = stmt
+        .query_map([app.name()], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| id_order(&a.1, &b.1)));
+    if json_out {
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|(kind, id, name, reason, c, s)| {
+                json!({"kind": kind, "itglue_id": id, "name": name, "reason": reason,
+                       "candidates": parse_list(c), "suggestions": parse_list(s)})
+            })
+            .collect();
+        print_json(&Value::Array(list));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("Nothing left to place.");
+        return Ok(());
+    }
+    let mut current = "";
+    for (kind, id, name, reason, c, s) in &rows {
+        if kind != current {
+            current = kind;
+            let title = if kind == "organization" {
+                "Organizations we couldn't place"
+            } else {
+                "Configurations we couldn't place"
+            };
+            println!("{title}:");
+        }
+        let candidates: Vec<String> = serde_json::from_str(c).unwrap_or_default();
+        let suggestions: Vec<String> = serde_json::from_str(s).unwrap_or_default();
+        let mut line = format!("  {id:>10}  {:<32}  {reason}", truncate(name, 32));
+        if !candidates.is_empty() {
+            line.push_str(&format!("  candidates: {}", candidates.join(", ")));
+        }
+        if !suggestions.is_empty() {
+            line.push_str(&format!("  suggested: {}", suggestions.join(", ")));
+        }
+        println!("{line}");
+    }
+    println!(
+        "Link by hand: scopable-host {} link organization|configuration ITGLUE_ID SCOPABLE_ID",
+        app.name()
+    );
+    Ok(())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn itglue_record(
+    app: &App,
+    kind: RecordKind,
+    id: &str,
+) -> Result<(String, Option<String>), AppError> {
+    app.conn
+        .query_row(
+            "SELECT name, organization_id FROM itglue_records WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
+            params![app.name(), kind.as_str(), id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or_else(|| {
+            AppError::new(
+                Exit::BadInput,
+                format!(
+                    "IT Glue {} {id:?} is not known; run `sync {}s` first, or check the id",
+                    kind.as_str(),
+                    kind.as_str()
+                ),
+            )
+        })
+}
+
+/// `link organization|configuration ITGLUE_ID SCOPABLE_ID`: a manual link (or a change of match).
+pub fn link_command(
+    app: &App,
+    kind: RecordKind,
+    itglue_id: &str,
+    scopable_id: &str,
+) -> Result<(), AppError> {
+    let (name, organization_id) = itglue_record(app, kind, itglue_id)?;
+    match kind {
+        RecordKind::Organization => {
+            let exists: bool = app
+                .conn
+                .query_row("SELECT 1 FROM clients WHERE id = ?1", [scopable_id], |_| {
+                    Ok(true)
+                })
+                .optional()?
+                .is_some();
+            if !exists {
+                return Err(AppError::new(
+                    Exit::BadInput,
+                    format!("client {scopable_id:?} does not exist"),
+                ));
+            }
+        }
+        RecordKind::Configuration => {
+            let target_client: Option<String> = app
+                .conn
+                .query_row(
+                    "SELECT client_id FROM configurations WHERE id = ?1",
+                    [scopable_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(target_client) = target_client else {
+                return Err(AppError::new(
+                    Exit::BadInput,
+                    format!("configuration {scopable_id:?} does not exist"),
+                ));
+            };
+            let parent_client: Option<String> = app
+                .conn
+                .query_row(
+                    "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2",
+                    params![app.name(), organization_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match parent_client {
+                None => {
+                    return Err(AppError::new(
+                        Exit::BadInput,
+                        format!(
+                            "configuration {itglue_id}'s organization ({}) is not linked to a client; link the organization first",
+                            organization_id.unwrap_or_default()
+                        ),
+                    ));
+                }
+                Some(client) if client != target_client => {
+                    return Err(AppError::new(
+                        Exit::BadInput,
+                        format!(
+                            "configuration {scopable_id} belongs to client {target_client}, but IT Glue configuration {itglue_id}'s organization is linked to client {client}"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let holder: Option<(String, String)> = app
+        .conn
+        .query_row(
+            "SELECT itglue_id, source FROM links WHERE connector = ?1 AND kind = ?2 AND scopable_id = ?3 AND itglue_id != ?4",
+            params![app.name(), kind.as_str(), scopable_id, itglue_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((other, source)) = &holder
+        && source == "manual"
+    {
+        return Err(AppError::new(
+            Exit::BadInput,
+            format!(
+                "{scopable_id} is already linked by hand to IT Glue {} {other}; reset that one first",
+                kind.as_str()
+            ),
+        ));
+    }
+    let tx = app.conn.unchecked_transaction()?;
+    let now = db::now();
+    if let Some((other, _)) = &holder {
+        // One to one: the automatic link that held this target gives way to the manual one.
+        tx.execute(
+            "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'auto'",
+            params![app.name(), kind.as_str(), other],
+        )?;
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO decisions (connector, kind, itglue_id, action, scopable_id, decided_at)
+         VALUES (?1, ?2, ?3, 'link', ?4, ?5)",
+        params![app.name(), kind.as_str(), itglue_id, scopable_id, now],
+    )?;
+    tx.execute(
+        "INSERT OR REPLACE INTO links (connector, kind, itglue_id, scopable_id, source, evidence, linked_at)
+         VALUES (?1, ?2, ?3, ?4, 'manual', '[\"manual\"]', ?5)",
+        params![app.name(), kind.as_str(), itglue_id, scopable_id, now],
+    )?;
+    tx.commit()?;
+    println!(
+        "Linked {} {itglue_id} ({name}) to {scopable_id} by hand; syncs will not change it.",
+        kind.as_str()
+    );
+    if let Some((other, _)) = holder {
+        println!("The automatic link of {other} to {scopable_id} was removed.");
+    }
+    Ok(())
+}
+
+/// `ignore organization|configuration ITGLUE_ID`.
+pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(), AppError> {
+    let (name, _) = itglue_record(app, kind, itglue_id)?;
+    let tx = app.conn.unchecked_transaction()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO decisions (connector, kind, itglue_id, action, scopable_id, decided_at)
+         VALUES (?1, ?2, ?3, 'ignore', NULL, ?4)",
+        params![app.name(), kind.as_str(), itglue_id, db::now()],
+    )?;
+    let unlinked = tx.execute(
+        "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
+        params![app.name(), kind.as_str(), itglue_id],
+    )?;
+    tx.commit()?;
+    println!(
+        "Ignoring {} {itglue_id} ({name}): it will never be linked{}.",
+        kind.as_str(),
+        if unlinked > 0 {
+            "; its link was removed"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `reset organization|configuration ITGLUE_ID`.
+pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(), AppError> {
+    let tx = app.conn.unchecked_transaction()?;
+    let removed = tx.execute(
+        "DELETE FROM decisions WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
+        params![app.name(), kind.as_str(), itglue_id],
+    )?;
+    tx.execute(
+        "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'manual'",
+        params![app.name(), kind.as_str(), itglue_id],
+    )?;
+    tx.commit()?;
+    if removed == 0 {
+        return Err(AppError::new(
+            Exit::BadInput,
+            format!(
+                "IT Glue {} {itglue_id} has no manual decision to reset",
+                kind.as_str()
+            ),
+        ));
+    }
+    println!(
+        "Reset {} {itglue_id}: the next sync places it automatically.",
+        kind.as_str()
+    );
+    Ok(())
+}

@@ -1,0 +1,852 @@
+//! Sync: fetch every record, ask the connector to place them, check every proposal against
+//! the database (the component proposes, the host disposes), and apply the result in one
+//! transaction. Manual decisions are never changed; stale automatic links are removed.
+
+use crate::app::{App, AppError, Exit};
+use crate::cli::{RecordKind, print_json};
+use crate::db;
+use crate::fetch::{self, Listing};
+use crate::sandbox::{CallContext, wit_types as types};
+use crate::vault::Vault;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The counts of one sync, as printed with `--json`.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Records received.
+    pub fetched: u64,
+    /// Records linked after the sync.
+    pub linked: u64,
+    /// Records left unlinked (unplaced or ignored).
+    pub skipped: u64,
+    /// Records the connector could not read.
+    pub errored: u64,
+    /// Links added.
+    pub new_links: u64,
+    /// Automatic links removed.
+    pub removed_links: u64,
+    /// HTTP requests made, retries included.
+    pub requests: u64,
+}
+
+/// One link change a sync makes (or would make, in a dry run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new automatic link.
+    Add {
+        /// IT Glue id.
+        itglue_id: String,
+        /// Scopable id.
+        scopable_id: String,
+        /// Evidence names.
+        evidence: Vec<String>,
+    },
+    /// An automatic link removed.
+    Remove {
+        /// IT Glue id.
+        itglue_id: String,
+        /// The Scopable id it pointed to.
+        scopable_id: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A record as the host keeps it for review: its name and, for configurations, organization.
+struct Seen {
+    name: String,
+    organization_id: Option<String>,
+}
+
+/// The outcome of matching, checked and ready to apply.
+struct Plan {
+    counts: SyncCounts,
+    changes: Vec<Change>,
+    /// Links to keep with refreshed evidence: (itglue id, scopable id, evidence JSON).
+    kept: Vec<(String, String, String)>,
+    /// (itglue id, name, reason, candidates JSON, suggestions JSON).
+    unplaced: Vec<(String, String, String, String, String)>,
+    seen: BTreeMap<String, Seen>,
+}
+
+struct Decisions {
+    manual: Vec<types::Pair>,
+    ignored: Vec<String>,
+}
+
+fn decisions(conn: &Connection, connector: &str, kind: &str) -> Result<Decisions, AppError> {
+    let mut stmt = conn.prepare(
+        "SELECT itglue_id, action, scopable_id FROM decisions WHERE connector = ?1 AND kind = ?2 ORDER BY itglue_id",
+    )?;
+    let mut d = Decisions {
+        manual: Vec::new(),
+        ignored: Vec::new(),
+    };
+    let rows = stmt.query_map(params![connector, kind], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        match row? {
+            (id, action, Some(target)) if action == "link" => d.manual.push(types::Pair {
+                itglue_id: id,
+                scopable_id: target,
+            }),
+            (id, _, _) => d.ignored.push(id),
+        }
+    }
+    Ok(d)
+}
+
+/// Automatic links of a kind: itglue id -> scopable id.
+fn auto_links(
+    conn: &Connection,
+    connector: &str,
+    kind: &str,
+) -> Result<HashMap<String, String>, AppError> {
+    let mut stmt = conn.prepare(
+        "SELECT itglue_id, scopable_id FROM links WHERE connector = ?1 AND kind = ?2 AND source = 'auto'",
+    )?;
+    let rows = stmt.query_map(params![connector, kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn evidence_name(e: types::Evidence) -> &'static str {
+    match e {
+        types::Evidence::Name => "name",
+        types::Evidence::Serial => "serial",
+        types::Evidence::Mac => "mac",
+        types::Evidence::Hostname => "hostname",
+    }
+}
+
+/// The reason's name as listed by `unplaced`.
+pub fn reason_name(r: types::Reason) -> &'static str {
+    use types::Reason as R;
+    match r {
+        R::NoMatch => "no-match",
+        R::MultipleClients => "multiple-clients",
+        R::MultipleOrganizations => "multiple-organizations",
+        R::TargetTaken => "target-taken",
+        R::EmptyName => "empty-name",
+        R::InvalidRecord => "invalid-record",
+        R::ParentUnplaced => "parent-unplaced",
+        R::MultipleConfigurations => "multiple-configurations",
+        R::Conflict => "conflict",
+        R::Archived => "archived",
+    }
+}
+
+/// Checks the connector's placements and computes the changes.
+///
+/// `valid_target(itglue_id, scopable_id)` says whether a proposed link may exist at all.
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    placements: Vec<types::Placement>,
+    seen: BTreeMap<String, Seen>,
+    unreadable: &[types::UnreadableRecord],
+    decided: &Decisions,
+    existing_auto: &HashMap<String, String>,
+    manual_linked_fetched: u64,
+    valid_target: impl Fn(&str, &str) -> Result<(), String>,
+) -> Result<Plan, AppError> {
+    let decided_ids: HashSet<&str> = decided
+        .manual
+        .iter()
+        .map(|p| p.itglue_id.as_str())
+        .chain(decided.ignored.iter().map(String::as_str))
+        .collect();
+    let mut placed: HashMap<String, types::Outcome> = HashMap::new();
+    let mut taken: HashMap<String, String> = HashMap::new();
+    for p in placements {
+        let misbehaving = |what: String| {
+            AppError::new(
+                Exit::ConnectorFailed,
+                format!("the connector proposed {what}; nothing was applied"),
+            )
+        };
+        if !seen.contains_key(&p.itglue_id) {
+            return Err(misbehaving(format!(
+                "a placement for unknown record {:?}",
+                p.itglue_id
+            )));
+        }
+        if decided_ids.contains(p.itglue_id.as_str()) {
+            return Err(misbehaving(format!(
+                "a placement for record {} which has a manual decision",
+                p.itglue_id
+            )));
+        }
+        if let types::Outcome::Linked(link) = &p.outcome {
+            valid_target(&p.itglue_id, &link.scopable_id).map_err(misbehaving)?;
+            if let Some(other) = taken.insert(link.scopable_id.clone(), p.itglue_id.clone()) {
+                return Err(misbehaving(format!(
+                    "linking both {other} and {} to {}",
+                    p.itglue_id, link.scopable_id
+                )));
+            }
+        }
+        if placed.insert(p.itglue_id.clone(), p.outcome).is_some() {
+            return Err(misbehaving(format!(
+                "two placements for record {}",
+                p.itglue_id
+            )));
+        }
+    }
+    let undecided = seen
+        .keys()
+        .filter(|id| !decided_ids.contains(id.as_str()))
+        .count();
+    if placed.len() != undecided {
+        return Err(AppError::new(
+            Exit::ConnectorFailed,
+            format!(
+                "the connector placed {} of {undecided} records; nothing was applied",
+                placed.len()
+            ),
+        ));
+    }
+
+    let mut counts = SyncCounts {
+        fetched: (seen.len() + unreadable.len()) as u64,
+        errored: unreadable.len() as u64,
+        ..SyncCounts::default()
+    };
+    let mut changes = Vec::new();
+    let mut kept = Vec::new();
+    let mut unplaced = Vec::new();
+    let mut linked = manual_linked_fetched;
+    let mut ids: Vec<&String> = placed.keys().collect();
+    ids.sort_by(|a, b| id_order(a, b));
+    for id in ids {
+        let name = seen
+            .get(id.as_str())
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        match &placed[id.as_str()] {
+            types::Outcome::Linked(link) => {
+                linked += 1;
+                let evidence: Vec<String> = link
+                    .evidence
+                    .iter()
+                    .map(|e| evidence_name(*e).to_string())
+                    .collect();
+                match existing_auto.get(id.as_str()) {
+                    Some(old) if *old == link.scopable_id => {
+                        kept.push((id.clone(), old.clone(), json!(evidence).to_string()));
+                    }
+                    Some(old) => {
+                        changes.push(Change::Remove {
+                            itglue_id: id.clone(),
+                            scopable_id: old.clone(),
+                            why: format!("the evidence now points at {}", link.scopable_id),
+                        });
+                        changes.push(Change::Add {
+                            itglue_id: id.clone(),
+                            scopable_id: link.scopable_id.clone(),
+                            evidence,
+                        });
+                    }
+                    None => changes.push(Change::Add {
+                        itglue_id: id.clone(),
+                        scopable_id: link.scopable_id.clone(),
+                        evidence,
+                    }),
+                }
+            }
+            types::Outcome::Unplaced(u) => {
+                if let Some(old) = existing_auto.get(id.as_str()) {
+                    changes.push(Change::Remove {
+                        itglue_id: id.clone(),
+                        scopable_id: old.clone(),
+                        why: format!("now {}", reason_name(u.reason)),
+                    });
+                }
+                unplaced.push((
+                    id.clone(),
+                    name,
+                    reason_name(u.reason).to_string(),
+                    json!(u.candidates).to_string(),
+                    json!(u.suggestions).to_string(),
+                ));
+            }
+        }
+    }
+    // Automatic links whose record is gone from the API, or is now decided by hand.
+    let mut gone: Vec<(&String, &String)> = existing_auto
+        .iter()
+        .filter(|(id, _)| !placed.contains_key(id.as_str()))
+        .collect();
+    gone.sort_by(|a, b| id_order(a.0, b.0));
+    for (id, old) in gone {
+        let why = if seen.contains_key(id.as_str()) {
+            "a manual decision replaced it"
+        } else {
+            "the record is no longer in IT Glue"
+        };
+        changes.push(Change::Remove {
+            itglue_id: id.clone(),
+            scopable_id: old.clone(),
+            why: why.into(),
+        });
+    }
+    for bad in unreadable {
+        let id = bad.id.clone().unwrap_or_default();
+        unplaced.push((
+            id,
+            bad.detail.clone(),
+            "invalid-record".into(),
+            "[]".into(),
+            "[]".into(),
+        ));
+    }
+    counts.linked = linked;
+    counts.skipped = counts.fetched - counts.linked - counts.errored;
+    counts.new_links = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Add { .. }))
+        .count() as u64;
+    counts.removed_links = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Remove { .. }))
+        .count() as u64;
+    Ok(Plan {
+        counts,
+        changes,
+        kept,
+        unplaced,
+        seen,
+    })
+}
+
+/// Orders ids numerically when both are numbers, else as text.
+pub fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+        _ => a.cmp(b),
+    }
+}
+
+fn apply(
+    conn: &mut Connection,
+    connector: &str,
+    kind: &str,
+    plan: &Plan,
+    run_id: i64,
+) -> Result<(), AppError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let now = db::now();
+    for change in &plan.changes {
+        match change {
+            Change::Remove { itglue_id, .. } => {
+                tx.execute(
+                    "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'auto'",
+                    params![connector, kind, itglue_id],
+                )?;
+            }
+            Change::Add {
+                itglue_id,
+                scopable_id,
+                evidence,
+            } => {
+                tx.execute(
+                    "INSERT INTO links (connector, kind, itglue_id, scopable_id, source, evidence, linked_at)
+                     VALUES (?1, ?2, ?3, ?4, 'auto', ?5, ?6)",
+                    params![connector, kind, itglue_id, scopable_id, json!(evidence).to_string(), now],
+                )?;
+            }
+        }
+    }
+    for (itglue_id, scopable_id, evidence) in &plan.kept {
+        tx.execute(
+            "UPDATE links SET evidence = ?5 WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND scopable_id = ?4",
+            params![connector, kind, itglue_id, scopable_id, evidence],
+        )?;
+    }
+    tx.execute(
+        "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2",
+        params![connector, kind],
+    )?;
+    for (id, name, reason, candidates, suggestions) in &plan.unplaced {
+        tx.execute(
+            "INSERT OR REPLACE INTO unplaced (connector, kind, itglue_id, name, reason, candidates, suggestions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![connector, kind, id, name, reason, candidates, suggestions],
+        )?;
+    }
+    tx.execute(
+        "DELETE FROM itglue_records WHERE connector = ?1 AND kind = ?2",
+        params![connector, kind],
+    )?;
+    for (id, s) in &plan.seen {
+        tx.execute(
+            "INSERT INTO itglue_records (connector, kind, itglue_id, name, organization_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![connector, kind, id, s.name, s.organization_id],
+        )?;
+    }
+    finish_run(&tx, run_id, "ok", &plan.counts, None)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn start_run(
+    conn: &Connection,
+    connector: &str,
+    kind: &str,
+    dry_run: bool,
+) -> Result<i64, AppError> {
+    // A run still marked running was interrupted (the process died): say so.
+    conn.execute(
+        "UPDATE sync_runs SET status = 'failed', error = 'interrupted before it finished; nothing was applied',
+                finished_at = coalesce(finished_at, started_at)
+         WHERE connector = ?1 AND status = 'running'",
+        params![connector],
+    )?;
+    conn.execute(
+        "INSERT INTO sync_runs (connector, kind, dry_run, started_at, status) VALUES (?1, ?2, ?3, ?4, 'running')",
+        params![connector, kind, dry_run, db::now()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn finish_run(
+    conn: &Connection,
+    run_id: i64,
+    status: &str,
+    c: &SyncCounts,
+    error: Option<&str>,
+) -> Result<(), AppError> {
+    conn.execute(
+        "UPDATE sync_runs SET finished_at = ?2, status = ?3, fetched = ?4, linked = ?5, skipped = ?6,
+                errored = ?7, new_links = ?8, removed_links = ?9, requests = ?10, error = ?11
+         WHERE id = ?1",
+        params![
+            run_id,
+            db::now(),
+            status,
+            c.fetched as i64,
+            c.linked as i64,
+            c.skipped as i64,
+            c.errored as i64,
+            c.new_links as i64,
+            c.removed_links as i64,
+            c.requests as i64,
+            error
+        ],
+    )?;
+    Ok(())
+}
+
+fn run_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    Ok(json!({
+        "kind": r.get::<_, String>("kind")?,
+        "fetched": r.get::<_, i64>("fetched")?,
+        "linked": r.get::<_, i64>("linked")?,
+        "skipped": r.get::<_, i64>("skipped")?,
+        "errored": r.get::<_, i64>("errored")?,
+        "new_links": r.get::<_, i64>("new_links")?,
+        "removed_links": r.get::<_, i64>("removed_links")?,
+        "requests": r.get::<_, i64>("requests")?,
+        "dry_run": r.get::<_, bool>("dry_run")?,
+        "started_at": r.get::<_, String>("started_at")?,
+        "finished_at": r.get::<_, Option<String>>("finished_at")?,
+        "status": r.get::<_, String>("status")?,
+        "error": r.get::<_, Option<String>>("error")?,
+    }))
+}
+
+/// The last (non-dry-run) sync of a kind as a status summary, or null.
+pub fn last_run_summary(conn: &Connection, connector: &str, kind: &str) -> Result<Value, AppError> {
+    let v = conn
+        .query_row(
+            "SELECT * FROM sync_runs WHERE connector = ?1 AND kind = ?2 AND dry_run = 0 AND status != 'running'
+             ORDER BY id DESC LIMIT 1",
+            params![connector, kind],
+            run_json,
+        )
+        .optional()?;
+    Ok(v.unwrap_or(Value::Null))
+}
+
+/// Recent sync runs (all kinds), newest first, with their row ids.
+pub fn recent_runs(
+    conn: &Connection,
+    connector: &str,
+    limit: usize,
+) -> Result<Vec<(i64, Value)>, AppError> {
+    let mut stmt =
+        conn.prepare("SELECT * FROM sync_runs WHERE connector = ?1 ORDER BY id DESC LIMIT ?2")?;
+    let rows = stmt.query_map(params![connector, limit as i64], |r| {
+        Ok((r.get("id")?, run_json(r)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The stored connection's call context, region and base URL.
+fn stored_context(
+    app: &App,
+) -> Result<(CallContext, String, crate::policy::BaseUrl, String), AppError> {
+    let stored = db::connection(&app.conn, app.name())?.ok_or_else(|| {
+        AppError::new(
+            Exit::Usage,
+            format!(
+                "not connected; run `scopable-host {} connect --region us|eu|au` first",
+                app.name()
+            ),
+        )
+    })?;
+    let vault = Vault::open(&app.db_path, false)?.ok_or_else(|| {
+        AppError::new(
+            Exit::BadInput,
+            format!(
+                "the stored key cannot be read: no vault key ({} or {}); reconnect",
+                crate::vault::MASTER_KEY_ENV,
+                crate::vault::key_file_for(&app.db_path).display()
+            ),
+        )
+    })?;
+    let account = db::account_id(&app.conn)?;
+    let key = vault.open_secret(
+        &stored.key_nonce,
+        &stored.key_ciphertext,
+        &account,
+        app.name(),
+    )?;
+    let base = crate::policy::BaseUrl::parse_endpoint(&stored.endpoint)
+        .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?;
+    let ctx = app.call_context(base.clone(), &key)?;
+    Ok((ctx, stored.region, base, stored.verified_at))
+}
+
+fn progress_bar(show: bool, label: &'static str) -> Option<indicatif::ProgressBar> {
+    if !show {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} pages ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(label);
+    Some(bar)
+}
+
+/// Runs a sync of one kind and returns its counts and changes. Records a failed run when it
+/// fails after starting.
+pub fn sync(
+    app: &mut App,
+    rt: &tokio::runtime::Runtime,
+    kind: RecordKind,
+    dry_run: bool,
+    show_progress: bool,
+) -> Result<(SyncCounts, Vec<Change>, String, String), AppError> {
+    let (ctx, region, base, verified_at) = stored_context(app)?;
+    let connector = app.name().to_string();
+    let run_id = start_run(&app.conn, &connector, kind.as_str(), dry_run)?;
+    let started_at: String = app.conn.query_row(
+        "SELECT started_at FROM sync_runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    let timeout = Duration::from_secs(app.connector.manifest.limits.sync_timeout_secs);
+    let bar = progress_bar(show_progress, kind.as_str());
+    let on_progress = |done: u32, total: Option<u32>| {
+        if let Some(bar) = &bar {
+            if let Some(total) = total {
+                bar.set_length(u64::from(total));
+            }
+            bar.set_position(u64::from(done));
+        }
+    };
+    let result = rt.block_on(async {
+        match tokio::time::timeout(timeout, compute(app, &ctx, kind, on_progress)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::App(AppError::new(
+                Exit::Unavailable,
+                format!(
+                    "the sync did not finish within {} s (sync_timeout_secs); nothing was applied",
+                    timeout.as_secs()
+                ),
+            ))),
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let requests = ctx.requests.load(Ordering::Relaxed);
+    let outcome = result.map_err(|f| match f {
+        Failure::App(e) => e,
+        Failure::Fetch(e) => e.into_app_error(app, &region, &base, Some(&verified_at)),
+    });
+    match outcome {
+        Ok(mut plan) => {
+            plan.counts.requests = requests;
+            if dry_run {
+                finish_run(&app.conn, run_id, "ok", &plan.counts, None)?;
+            } else {
+                apply(&mut app.conn, &connector, kind.as_str(), &plan, run_id)?;
+            }
+            let finished_at: String = app.conn.query_row(
+                "SELECT finished_at FROM sync_runs WHERE id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )?;
+            Ok((plan.counts, plan.changes, started_at, finished_at))
+        }
+        Err(e) => {
+            let counts = SyncCounts {
+                requests,
+                ..SyncCounts::default()
+            };
+            finish_run(&app.conn, run_id, "failed", &counts, Some(&e.message))?;
+            Err(e)
+        }
+    }
+}
+
+enum Failure {
+    App(AppError),
+    Fetch(fetch::FetchError),
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Failure {
+        Failure::App(e)
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Failure {
+        Failure::App(e.into())
+    }
+}
+
+async fn compute(
+    app: &App,
+    ctx: &CallContext,
+    kind: RecordKind,
+    progress: impl FnMut(u32, Option<u32>),
+) -> Result<Plan, Failure> {
+    let connector = app.name();
+    let decided = decisions(&app.conn, connector, kind.as_str())?;
+    let existing = auto_links(&app.conn, connector, kind.as_str())?;
+    let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
+    match kind {
+        RecordKind::Organization => {
+            let listing: Listing<types::Organization> =
+                fetch::fetch_all::<types::OrganizationPage>(app, ctx, progress)
+                    .await
+                    .map_err(Failure::Fetch)?;
+            let clients = crate::records::clients(&app.conn)?;
+            let client_ids: HashSet<String> = clients.iter().map(|c| c.id.clone()).collect();
+            let seen: BTreeMap<String, Seen> = listing
+                .records
+                .iter()
+                .map(|o| {
+                    (
+                        o.id.clone(),
+                        Seen {
+                            name: o.name.clone(),
+                            organization_id: None,
+                        },
+                    )
+                })
+                .collect();
+            let manual_fetched = decided
+                .manual
+                .iter()
+                .filter(|p| seen.contains_key(&p.itglue_id))
+                .count() as u64;
+            let input = types::MatchInput::Organizations(types::OrganizationMatch {
+                organizations: listing.records,
+                clients,
+                manual_links: decided.manual.clone(),
+                ignored: decided.ignored.clone(),
+            });
+            let placements = app
+                .connector
+                .match_records(ctx, input)
+                .await
+                .map_err(call_failed)?;
+            Ok(plan(
+                placements,
+                seen,
+                &listing.unreadable,
+                &decided,
+                &existing,
+                manual_fetched,
+                |_, client| {
+                    if client_ids.contains(client) {
+                        Ok(())
+                    } else {
+                        Err(format!("a link to client {client:?}, which does not exist"))
+                    }
+                },
+            )?)
+        }
+        RecordKind::Configuration => {
+            let listing: Listing<types::Configuration> =
+                fetch::fetch_all::<types::ConfigurationPage>(app, ctx, progress)
+                    .await
+                    .map_err(Failure::Fetch)?;
+            // Each linked organization (auto or manual) has exactly one client.
+            let parents: Vec<types::Pair> =
+                crate::records::organization_links(&app.conn, connector)?;
+            let parent_of: HashMap<String, String> = parents
+                .iter()
+                .map(|p| (p.itglue_id.clone(), p.scopable_id.clone()))
+                .collect();
+            let parent_clients: HashSet<&str> = parent_of.values().map(String::as_str).collect();
+            let scopable = crate::records::configurations_of(&app.conn, &parent_clients)?;
+            let client_of: HashMap<String, String> = scopable
+                .iter()
+                .map(|c| (c.id.clone(), c.client_id.clone()))
+                .collect();
+            let seen: BTreeMap<String, Seen> = listing
+                .records
+                .iter()
+                .map(|c| {
+                    (
+                        c.id.clone(),
+                        Seen {
+                            name: c.name.clone(),
+                            organization_id: Some(c.organization_id.clone()),
+                        },
+                    )
+                })
+                .collect();
+            let org_of: HashMap<String, String> = listing
+                .records
+                .iter()
+                .map(|c| (c.id.clone(), c.organization_id.clone()))
+                .collect();
+            let manual_fetched = decided
+                .manual
+                .iter()
+                .filter(|p| seen.contains_key(&p.itglue_id))
+                .count() as u64;
+            let input = types::MatchInput::Configurations(types::ConfigurationMatch {
+                configurations: listing.records,
+                scopable_configurations: scopable,
+                parents,
+                manual_links: decided.manual.clone(),
+                ignored: decided.ignored.clone(),
+            });
+            let placements = app
+                .connector
+                .match_records(ctx, input)
+                .await
+                .map_err(call_failed)?;
+            Ok(plan(
+                placements,
+                seen,
+                &listing.unreadable,
+                &decided,
+                &existing,
+                manual_fetched,
+                |id, target| {
+                    let expected = org_of.get(id).and_then(|org| parent_of.get(org));
+                    match (expected, client_of.get(target)) {
+                        (_, None) => Err(format!(
+                            "a link to configuration {target:?}, which does not exist under a linked client"
+                        )),
+                        (Some(want), Some(got)) if want == got => Ok(()),
+                        _ => Err(format!(
+                            "a link from configuration {id} to {target:?}, outside the client its organization is linked to"
+                        )),
+                    }
+                },
+            )?)
+        }
+    }
+}
+
+/// `itglue sync organizations|configurations [--dry-run] [--json]`.
+pub fn sync_command(
+    app: &mut App,
+    rt: &tokio::runtime::Runtime,
+    kind: RecordKind,
+    dry_run: bool,
+    json_out: bool,
+) -> Result<(), AppError> {
+    let show_progress = !json_out && std::io::stderr().is_terminal();
+    let (counts, changes, started_at, finished_at) = sync(app, rt, kind, dry_run, show_progress)?;
+    if json_out {
+        print_json(&json!({
+            "kind": kind.as_str(),
+            "fetched": counts.fetched,
+            "linked": counts.linked,
+            "skipped": counts.skipped,
+            "errored": counts.errored,
+            "new_links": counts.new_links,
+            "removed_links": counts.removed_links,
+            "requests": counts.requests,
+            "dry_run": dry_run,
+            "started_at": started_at,
+            "finished_at": finished_at,
+        }));
+        return Ok(());
+    }
+    let plural = match kind {
+        RecordKind::Organization => "organizations",
+        RecordKind::Configuration => "configurations",
+    };
+    let target = match kind {
+        RecordKind::Organization => "client",
+        RecordKind::Configuration => "configuration",
+    };
+    for change in &changes {
+        match change {
+            Change::Add {
+                itglue_id,
+                scopable_id,
+                evidence,
+            } => {
+                println!(
+                    "  + {itglue_id} -> {target} {scopable_id} ({})",
+                    evidence.join(", ")
+                )
+            }
+            Change::Remove {
+                itglue_id,
+                scopable_id,
+                why,
+            } => {
+                println!("  - {itglue_id} -x {target} {scopable_id} ({why})")
+            }
+        }
+    }
+    let verb = if dry_run {
+        "Dry run (nothing changed)"
+    } else {
+        "Synced"
+    };
+    println!(
+        "{verb}: {} {plural} fetched: {} linked, {} skipped, {} errored; {} new links, {} removed; {} requests.",
+        counts.fetched,
+        counts.linked,
+        counts.skipped,
+        counts.errored,
+        counts.new_links,
+        counts.removed_links,
+        counts.requests
+    );
+    if counts.skipped + counts.errored > 0 {
+        println!(
+            "See what could not be placed: scopable-host {} unplaced",
+            app.name()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! `undeclared-query`: a declared path with a query key the manifest does not declare.
+
+use crate::types::{Endpoint, Error, Verified};
+use crate::{net, report};
+
+pub fn run(endpoint: &Endpoint) -> Result<Verified, Error> {
+    let url = format!("{}/organizations?page[size]=1&debug=1", endpoint.base_url);
+    report::attempts(&[("debug=1".to_string(), net::get(&url))])
+}
