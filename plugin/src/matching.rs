@@ -1,4 +1,4 @@
-//! The matching rules of `matching.md`: organizations onto clients by normalized name, and
+//! The matching rules: organizations onto clients by normalized name, and
 //! configurations onto Scopable configurations by serial, MAC and hostname. Exact and unique
 //! evidence only; everything else is returned unplaced with its reason and candidates.
 //!
@@ -338,7 +338,9 @@ fn normalized_macs(raw: &[String]) -> Vec<String> {
     macs
 }
 
-/// The rules of matching.md for one IT Glue configuration, before the one-to-one check.
+/// The rules for one IT Glue configuration, before the one-to-one check: archived, then the
+/// parent, then strong candidates (a usable serial or MAC), then hostname candidates, then
+/// `no-match`.
 ///
 /// `archived` is decided before the parent: it is a fact about the record itself, and an
 /// archived configuration would not link even once its organization is placed, so reporting
@@ -378,9 +380,10 @@ fn decide_configuration(
         .as_deref()
         .and_then(|s| index.serial(client, s).first().copied());
     let mut strong: Vec<usize> = serial_hit.into_iter().collect();
+    let mut seen: HashSet<usize> = strong.iter().copied().collect();
     for mac in &macs {
         if let Some(&hit) = index.mac(client, mac).first()
-            && !strong.contains(&hit)
+            && seen.insert(hit)
         {
             strong.push(hit);
         }

@@ -63,9 +63,10 @@ const PLACEHOLDER_SERIALS: [&str; 20] = [
     "",
 ];
 
-/// MAC addresses shared by many unrelated machines (virtual adapters, broadcast, all-zero),
-/// in the normalized form. Multicast addresses are rejected separately.
-const PLACEHOLDER_MACS: [&str; 15] = [
+/// MAC addresses shared by many unrelated machines (all-zero, broadcast, Windows virtual and
+/// RAS adapters, VMware host-side adapters, VirtualBox host-only), in the normalized form.
+/// Multicast addresses are rejected separately.
+const PLACEHOLDER_MACS: [&str; 16] = [
     "000000000000",
     "ffffffffffff",
     "feffffffffff",
@@ -81,18 +82,17 @@ const PLACEHOLDER_MACS: [&str; 15] = [
     "005056c00006",
     "005056c00007",
     "005056c00008",
+    "0a0027000000",
 ];
 
-/// The VirtualBox host-only adapter, kept apart from the list above only for readability.
-const VIRTUALBOX_HOST_ONLY_MAC: &str = "0a0027000000";
-
-/// Normalizes an organization or client name for exact comparison (matching.md, steps 1-5).
+/// Normalizes an organization or client name for exact comparison: NFKC; format characters
+/// (Cf) dropped; full Unicode lowercase, then NFKC again; apostrophes and full stops dropped and
+/// every other punctuation character (P*) made a space; white space collapsed and trimmed.
 ///
 /// The steps are repeated until the result no longer changes: dropping a punctuation mark can
 /// leave, say, a combining accent next to a letter, which the next NFKC pass composes. For
-/// ordinary names the first pass is already the fixed point, so this only makes the function
-/// idempotent on odd input; it never makes two names equal that one pass would keep apart
-/// except through that same composition.
+/// ordinary names the first pass is already the fixed point; the repetition only makes the
+/// function idempotent on odd input, so a stored normalized name always normalizes to itself.
 pub fn normalize_name(raw: &str) -> String {
     let mut current = normalize_name_once(raw);
     // A handful of passes always suffices in practice; the bound keeps hostile input cheap.
@@ -199,7 +199,7 @@ pub fn normalize_mac(raw: &str) -> Option<String> {
     let first_byte = u8::from_str_radix(&hex[..2], 16).ok()?;
     // The lowest bit of the first byte marks a group address: never one device.
     let multicast = first_byte & 1 == 1;
-    if multicast || PLACEHOLDER_MACS.contains(&hex.as_str()) || hex == VIRTUALBOX_HOST_ONLY_MAC {
+    if multicast || PLACEHOLDER_MACS.contains(&hex.as_str()) {
         None
     } else {
         Some(hex)

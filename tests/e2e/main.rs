@@ -1,1 +1,8 @@
+//! End-to-end tests: the real `scopable-host` binary, the real connector components, a real
+//! IT Glue simulator on 127.0.0.1 and a real SQLite file, in one test binary.
 
+mod util;
+
+mod connect;
+mod hostile;
+mod sync;

@@ -12,7 +12,8 @@ pub enum When {
     /// The next `n` requests (that reach this rule).
     NextN(u64),
     /// Every `n`th request received since the rule was added (the nth, 2nth...), counting
-    /// every request the simulator receives, whichever rule answers it. `n == 0` never matches.
+    /// every well-formed request the simulator receives, whichever rule answers it (a request
+    /// refused as malformed is never faulted and not counted). `n == 0` never matches.
     EveryNth(u64),
     /// Requests whose path, with or without its region prefix (`/eu`), starts with this.
     PathPrefix(String),

@@ -1,0 +1,1 @@
+//! Hostile components (being written).
