@@ -77,6 +77,9 @@ impl Page for types::ConfigurationPage {
     }
 }
 
+/// One fetched page, split into its parts.
+type Parts<R> = (Vec<R>, Vec<types::UnreadableRecord>, types::PageInfo);
+
 /// Everything a listing returned, de-duplicated by id.
 pub struct Listing<R> {
     /// Readable records, in id order of first appearance.
@@ -133,14 +136,7 @@ pub async fn fetch_all<P: Page>(
     let concurrency = connector.manifest.limits.concurrency as usize;
     let first = fetch_with_retries::<P>(connector.clone(), ctx.clone(), 1).await?;
     let (records, unreadable, info) = first.into_parts();
-    let mut pages: BTreeMap<
-        u32,
-        (
-            Vec<P::Record>,
-            Vec<types::UnreadableRecord>,
-            types::PageInfo,
-        ),
-    > = BTreeMap::new();
+    let mut pages: BTreeMap<u32, Parts<P::Record>> = BTreeMap::new();
     let expected_total = info.total_count;
     let total_pages = info.total_pages;
     let mut next = info.next_page;
@@ -190,14 +186,7 @@ pub async fn fetch_all<P: Page>(
 }
 
 fn assemble<P: Page>(
-    pages: BTreeMap<
-        u32,
-        (
-            Vec<P::Record>,
-            Vec<types::UnreadableRecord>,
-            types::PageInfo,
-        ),
-    >,
+    pages: BTreeMap<u32, Parts<P::Record>>,
     expected_total: Option<u64>,
 ) -> Result<Listing<P::Record>, FetchError> {
     let page_count = pages.len() as u32;

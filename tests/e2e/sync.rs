@@ -531,3 +531,22 @@ fn several_pages_are_fetched_and_counted() {
         "{pages:?}"
     );
 }
+
+#[test]
+fn the_sample_data_set_syncs_and_settles() {
+    let env = Env::new();
+    env.connect();
+    env.import_sample();
+    for kind in ["organizations", "configurations"] {
+        let first = env.sync(kind);
+        assert_counts_add_up(&first);
+        assert!(first["linked"].as_u64().unwrap() > 0, "{first}");
+        assert!(first["skipped"].as_u64().unwrap() > 0, "{first}");
+        let second = env.sync(kind);
+        assert_eq!((second["new_links"].as_u64(), second["removed_links"].as_u64()), (Some(0), Some(0)));
+        assert_eq!(second["linked"], first["linked"]);
+    }
+    let human = env.run(&["itglue", "unplaced"]);
+    assert!(human.ok().contains("Organizations we couldn't place"), "{}", human.stdout);
+    assert!(human.stdout.contains("multiple-clients"), "{}", human.stdout);
+}
