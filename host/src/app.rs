@@ -201,6 +201,12 @@ impl App {
             ),
             audit,
             requests: Default::default(),
+            budget: Some(crate::budget::Budget::new(
+                self.capability_conn.clone(),
+                self.name(),
+                manifest.limits.budget_requests,
+                std::time::Duration::from_secs(manifest.limits.budget_window_secs),
+            )),
         })
     }
 
@@ -209,7 +215,10 @@ impl App {
         let limits = &self.connector.manifest.limits;
         crate::retry::with_retries(
             limits,
-            || self.connector.test(ctx),
+            || async {
+                ctx.pace().await?;
+                self.connector.test(ctx).await
+            },
             |e, attempt, wait| {
                 tracing::warn!("test attempt {attempt} failed ({e}); retrying in {wait:?}");
             },
@@ -282,6 +291,7 @@ pub fn call_failure(
             Exit::Failure,
             format!("{e}. Check --region or --endpoint ({}).", base.to_url()),
         ),
+        CallError::Host(_) => AppError::new(Exit::Failure, format!("{e}")),
         _ => AppError::new(Exit::ConnectorFailed, format!("{e}")),
     }
 }

@@ -140,10 +140,10 @@ CREATE TABLE IF NOT EXISTS kv (
     PRIMARY KEY (connector, key)
 );
 CREATE TABLE IF NOT EXISTS request_budget (
-    connector    TEXT PRIMARY KEY,
-    window_start INTEGER NOT NULL,
-    used         INTEGER NOT NULL
+    connector TEXT NOT NULL,
+    at_ms     INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS request_budget_at ON request_budget(connector, at_ms);
 "#;
 
 /// Opens (creating if needed) the database at `path`, checks it, and brings the schema up to

@@ -98,7 +98,13 @@ async fn fetch_with_retries<P: Page>(
     let limits = connector.manifest.limits.clone();
     crate::retry::with_retries(
         &limits,
-        || P::fetch(connector.clone(), ctx.clone(), page),
+        || {
+            let (connector, ctx) = (connector.clone(), ctx.clone());
+            async move {
+                ctx.pace().await?;
+                P::fetch(connector, ctx, page).await
+            }
+        },
         |e, attempt, wait| {
             tracing::warn!("page {page}: attempt {attempt} failed ({e}); retrying in {wait:?}");
         },

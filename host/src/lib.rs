@@ -7,6 +7,7 @@ pub mod app;
 pub mod audit;
 #[allow(missing_docs)]
 pub mod bindings;
+pub mod budget;
 pub mod builtin;
 pub mod capabilities;
 pub mod cli;

@@ -122,11 +122,16 @@ pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
     Ok(())
 }
 
+/// A name fit for one terminal column: control characters shown as `?`, at most `n` chars.
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if clean.chars().count() <= n {
+        clean
     } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
+        format!("{}…", clean.chars().take(n - 1).collect::<String>())
     }
 }
 

@@ -107,6 +107,9 @@ pub enum CallError {
         /// Which limit, or the trap message.
         reason: String,
     },
+    /// The host itself failed around the call (its database, for instance).
+    #[error("the host failed: {0}")]
+    Host(String),
     /// The call exceeded its wall-clock limit.
     #[error("the connector's {export} call did not finish within {seconds} s (call_timeout_ms)")]
     Timeout {
@@ -394,6 +397,22 @@ pub struct CallContext {
     pub storage: crate::storage::StorageHandle,
     /// Requests sent so far with this context (all calls, retries included).
     pub requests: Arc<std::sync::atomic::AtomicU64>,
+    /// The shared request budget, when pacing applies.
+    pub budget: Option<crate::budget::Budget>,
+}
+
+impl CallContext {
+    /// Waits for room in the request budget (one request per export call that reaches the
+    /// network; a connector making more is still capped by `max_requests_per_call`).
+    pub async fn pace(&self) -> Result<(), CallError> {
+        match &self.budget {
+            Some(b) => b
+                .acquire()
+                .await
+                .map_err(|e| CallError::Host(e.to_string())),
+            None => Ok(()),
+        }
+    }
 }
 
 impl LoadedConnector {

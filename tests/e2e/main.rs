@@ -4,5 +4,6 @@
 mod util;
 
 mod connect;
+mod faults;
 mod hostile;
 mod sync;

@@ -62,7 +62,7 @@ pub struct Env {
 }
 
 /// The compiled-component cache shared by every test (compiling once is enough).
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache")
 }
 

@@ -1,0 +1,291 @@
+//! A bad day at IT Glue and bad input at every door: retries that give the same links as a
+//! clean run, partial listings that fail instead of linking, a SIGKILL mid-sync, unreadable
+//! records, and damaged database files.
+
+use crate::util::{Env, US_KEY, assert_counts_add_up};
+use itglue_sim::{Config, Dataset, Fault, FaultRule, Org, SimConfig, When};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// A data set of `n` organizations (two pages of 1000 when n > 1000), half with a client.
+fn big_env(n: u64) -> Env {
+    let orgs: Vec<Org> = (1..=n)
+        .map(|i| Org::new(i, &format!("Customer {i}")))
+        .collect();
+    let configs: Vec<Config> = (1..=n)
+        .step_by(2)
+        .map(|i| Config::new(10_000 + i, i, &format!("PC {i}")).with_serial(&format!("SN-{i:06}")))
+        .collect();
+    let env = Env::with(SimConfig::with_dataset(Dataset {
+        organizations: orgs,
+        configurations: configs,
+        ..Dataset::default()
+    }));
+    env.connect();
+    let mut clients = String::from("id,name\n");
+    let mut cfgs = String::from("id,client_id,name,hostname,serial_number,mac_address\n");
+    for i in (1..=n).step_by(2) {
+        clients.push_str(&format!("c{i},Customer {i}\n"));
+        cfgs.push_str(&format!("s{i},c{i},PC,,SN-{i:06},\n"));
+    }
+    env.import(&clients, &cfgs);
+    env
+}
+
+/// Runs a sync through the built-in component with fast retries.
+fn fast_sync(env: &Env, kind: &str) -> crate::util::Run {
+    let (wasm, manifest) =
+        env.itglue_with_limits("max_attempts = 8\nretry_base_ms = 5\nretry_max_ms = 50");
+    env.run(&[
+        "--connector",
+        &wasm,
+        "--manifest",
+        &manifest,
+        "itglue",
+        "sync",
+        kind,
+        "--json",
+    ])
+}
+
+fn link_table(env: &Env) -> Vec<(String, String, String)> {
+    let mut stmt = env
+        .sqlite()
+        .prepare("SELECT kind, itglue_id, scopable_id FROM links ORDER BY kind, itglue_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    stmt.sort();
+    stmt
+}
+
+#[test]
+fn a_flaky_api_gives_the_same_links_as_a_clean_run() {
+    let clean = big_env(1500);
+    assert_counts_add_up(&fast_sync(&clean, "organizations").json());
+    assert_counts_add_up(&fast_sync(&clean, "configurations").json());
+    let expected = link_table(&clean);
+    assert!(expected.len() > 1000);
+
+    let flaky = big_env(1500);
+    flaky
+        .sim
+        .add_fault(FaultRule::new(When::EveryNth(3), Fault::unavailable()));
+    flaky.sim.add_fault(FaultRule::new(
+        When::EveryNth(5),
+        Fault::Html { status: 502 },
+    ));
+    flaky
+        .sim
+        .add_fault(FaultRule::new(When::EveryNth(7), Fault::rate_limited()));
+    flaky.sim.add_fault(FaultRule::new(
+        When::EveryNth(11),
+        Fault::rate_limited_retry_after("0"),
+    ));
+    flaky
+        .sim
+        .add_fault(FaultRule::new(When::EveryNth(13), Fault::Truncated));
+    flaky
+        .sim
+        .add_fault(FaultRule::new(When::EveryNth(17), Fault::Reset));
+    let orgs = fast_sync(&flaky, "organizations").json();
+    let configs = fast_sync(&flaky, "configurations").json();
+    assert_counts_add_up(&orgs);
+    assert_counts_add_up(&configs);
+    let requests = orgs["requests"].as_u64().unwrap() + configs["requests"].as_u64().unwrap();
+    assert!(
+        requests > 3,
+        "three pages, and the retries are counted: {orgs} {configs}"
+    );
+    assert_eq!(
+        flaky
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r.status != 200)
+            .count() as u64,
+        requests - 3
+    );
+    assert_eq!(link_table(&flaky), expected);
+}
+
+#[test]
+fn a_partial_listing_fails_and_links_nothing() {
+    let env = big_env(1500);
+    env.sim.add_fault(FaultRule::always(Fault::ShiftTotal(1)));
+    let run = fast_sync(&env, "organizations");
+    run.fails(4, "nothing was linked");
+    assert!(run.stdout.is_empty());
+    assert!(link_table(&env).is_empty());
+    let status = env.run(&["itglue", "status", "--json"]).json();
+    assert_eq!(status["organization"]["status"], "failed");
+
+    // A total that changes between pages fails the same way.
+    env.sim.clear_faults();
+    env.sim
+        .add_fault(FaultRule::new(When::Page(2), Fault::ShiftTotal(-3)));
+    fast_sync(&env, "organizations").fails(4, "changed while paging");
+    assert!(link_table(&env).is_empty());
+
+    // An API that stays down fails after bounded retries, naming the page.
+    env.sim.clear_faults();
+    env.sim
+        .add_fault(FaultRule::new(When::Page(2), Fault::gateway_timeout()));
+    fast_sync(&env, "organizations").fails(4, "page 2");
+    assert!(link_table(&env).is_empty());
+}
+
+#[test]
+fn unreadable_records_are_errored_not_fatal() {
+    let mut ds = Dataset {
+        organizations: vec![Org::new(1, "Acme"), Org::new(2, "Beta")],
+        ..Dataset::default()
+    };
+    ds.raw_organizations = vec![
+        json!({"type": "organizations", "attributes": {"name": "No id"}}),
+        json!({"id": "77", "type": "organizations", "attributes": {"name": 12345}}),
+        json!({"id": "78", "type": "organizations", "attributes": {"name": "x".repeat(100_000)}}),
+        json!({"id": "79", "type": "organizations", "attributes": {"name": "Ctrl\u{7}\u{1b}[31mName"}}),
+    ];
+    let env = Env::with(SimConfig::with_dataset(ds));
+    env.connect();
+    env.import(
+        "id,name\nc1,Acme\n",
+        "id,client_id,name,hostname,serial_number,mac_address\n",
+    );
+    let s = env.sync("organizations");
+    assert_counts_add_up(&s);
+    assert_eq!(s["fetched"], 6);
+    assert_eq!(s["errored"], 2);
+    assert_eq!(s["linked"], 1);
+    let unplaced = env.run(&["itglue", "unplaced", "--json"]).json();
+    let invalid = unplaced
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["reason"] == "invalid-record")
+        .count();
+    assert_eq!(invalid, 2, "{unplaced}");
+    // The human list stays one line per record, whatever the names hold.
+    let human = env.run(&["itglue", "unplaced"]);
+    assert!(
+        !human.ok().contains('\u{1b}'),
+        "control characters reach the terminal"
+    );
+}
+
+#[test]
+fn sigkill_mid_sync_keeps_the_database_and_the_previous_links() {
+    let env = big_env(2500);
+    fast_sync(&env, "organizations").json();
+    let before = link_table(&env);
+    assert_eq!(before.len(), 1250);
+
+    // Slow the pages down and kill the process while it is fetching.
+    env.sim
+        .add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(
+            400,
+        ))));
+    env.sim.clear_requests();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scopable-host"))
+        .arg("--db")
+        .arg(env.db())
+        .args(["itglue", "sync", "organizations", "--json"])
+        .env("SCOPABLE_CACHE_DIR", crate::util::cache_dir())
+        .env_remove("ITGLUE_API_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.sim.requests().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    env.sim.clear_faults();
+
+    let integrity: String = env
+        .sqlite()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    assert_eq!(link_table(&env), before, "the previous links are intact");
+    // The next sync completes normally and records the interrupted one.
+    let again = fast_sync(&env, "organizations").json();
+    assert_eq!(
+        (again["new_links"].as_u64(), again["removed_links"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let interrupted: i64 = env
+        .sqlite()
+        .query_row(
+            "SELECT count(*) FROM sync_runs WHERE status = 'failed' AND error LIKE 'interrupted%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(interrupted, 1);
+}
+
+#[test]
+fn damaged_or_foreign_database_files_are_refused_clearly() {
+    let env = Env::new();
+    env.write(
+        "scopable.db",
+        b"this is not a database at all, just text that is long enough....",
+    );
+    env.run(&["itglue", "status"])
+        .fails(6, "not a usable Scopable database");
+
+    let env = Env::new();
+    {
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER); INSERT INTO invoices VALUES (1);")
+            .unwrap();
+    }
+    env.run(&["itglue", "status"]).fails(6, "another program");
+
+    let env = Env::new();
+    env.run(&["itglue", "status"]).ok();
+    {
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99;").unwrap();
+    }
+    env.run(&["itglue", "status"])
+        .fails(6, "newer than this program");
+    env.run_key(US_KEY, &["itglue", "test", "--endpoint", &env.endpoint()])
+        .fails(6, "newer");
+}
+
+#[test]
+fn a_stalled_server_gives_a_clear_error_within_the_bound() {
+    let env = Env::new();
+    env.connect();
+    env.sim
+        .add_fault(FaultRule::always(Fault::StallAfterHeaders(
+            Duration::from_secs(30),
+        )));
+    let (wasm, manifest) =
+        env.itglue_with_limits("max_attempts = 2\nretry_base_ms = 5\nbetween_bytes_timeout_ms = 300\nfirst_byte_timeout_ms = 300");
+    let run = env.run(&[
+        "--connector",
+        &wasm,
+        "--manifest",
+        &manifest,
+        "itglue",
+        "sync",
+        "organizations",
+        "--json",
+    ]);
+    run.fails(4, "unavailable");
+    assert!(run.stdout.is_empty());
+    assert_eq!(
+        env.sim.requests().len(),
+        1 + 2,
+        "connect, then two attempts"
+    );
+}
