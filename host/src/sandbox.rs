@@ -510,6 +510,21 @@ impl LoadedConnector {
         }
     }
 
+    /// Creates a store and instantiates the component without calling anything (what every
+    /// call pays before it starts; measured by the benchmark).
+    pub async fn instantiate_only(&self, ctx: &CallContext) -> Result<(), CallError> {
+        let report = Arc::new(Mutex::new(CallReport::default()));
+        let mut store = self.new_store(ctx, report);
+        self.pre
+            .instantiate_async(&mut store)
+            .await
+            .map(|_| ())
+            .map_err(|e| CallError::Trap {
+                export: "instantiate",
+                reason: first_line(&format!("{e:#}")),
+            })
+    }
+
     /// Calls `test`.
     pub async fn test(&self, ctx: &CallContext) -> Result<types::Verified, CallError> {
         let endpoint = self.endpoint(ctx);

@@ -26,6 +26,14 @@ use bindings::scopable::integration::types::{
     ConfigurationPage, Endpoint, Error, MatchInput, OrganizationPage, Placement, Verified,
 };
 
+/// The contract's records, for native callers (benchmarks comparing wasm with native).
+pub use bindings::scopable::integration::types;
+
+/// The matching rules as a plain function: what the `match` export runs.
+pub fn place(input: &MatchInput) -> Vec<Placement> {
+    matching::place(input)
+}
+
 /// The component's implementation of the `integration` world's exports.
 struct Connector;
 
@@ -43,7 +51,7 @@ impl Guest for Connector {
     }
 
     fn match_(input: MatchInput) -> Vec<Placement> {
-        matching::place(&input)
+        place(&input)
     }
 }
 
