@@ -11,6 +11,7 @@ use crate::outbound::Outbound;
 use crate::policy::Denial;
 use crate::storage::StorageHandle;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
@@ -23,6 +24,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 const MAX_LOG_LINES: u32 = 1000;
 /// Longest log line kept, in characters.
 const MAX_LOG_CHARS: usize = 1000;
+/// Extra room in each output pipe past the limit (larger than any single write from std).
+const OUTPUT_SLACK: usize = 64 * 1024;
 
 /// What happened during one export call, shared with the hooks (and read after a timeout).
 #[derive(Debug, Clone, Default)]
@@ -35,8 +38,68 @@ pub struct CallReport {
     pub response_too_large: Option<u64>,
     /// Set when the guest asked for more memory than allowed.
     pub memory_exceeded: bool,
-    /// Set when the guest's output filled its buffer.
+    /// Set when the guest's output went over its limit.
     pub output_exceeded: bool,
+    /// Set when the guest ran longer than its CPU limit.
+    pub cpu_exceeded: bool,
+}
+
+/// Time spent running one call (inside `poll`), as opposed to waiting on I/O.
+#[derive(Clone, Default)]
+pub struct CpuClock(Arc<Mutex<(Duration, Option<Instant>)>>);
+
+impl CpuClock {
+    /// Running time so far, including the poll in progress.
+    pub fn used(&self) -> Duration {
+        match self.0.lock() {
+            Ok(g) => g.0 + g.1.map(|t| t.elapsed()).unwrap_or_default(),
+            Err(_) => Duration::MAX,
+        }
+    }
+
+    fn start(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            g.1 = Some(Instant::now());
+        }
+    }
+
+    fn stop(&self) {
+        if let Ok(mut g) = self.0.lock()
+            && let Some(t) = g.1.take()
+        {
+            g.0 += t.elapsed();
+        }
+    }
+}
+
+/// A future whose time inside `poll` is charged to a [`CpuClock`].
+pub struct Running<F> {
+    inner: std::pin::Pin<Box<F>>,
+    clock: CpuClock,
+}
+
+impl<F> Running<F> {
+    /// Wraps `inner`.
+    pub fn new(inner: F, clock: CpuClock) -> Running<F> {
+        Running {
+            inner: Box::pin(inner),
+            clock,
+        }
+    }
+}
+
+impl<F: Future> Future for Running<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.clock.start();
+        let result = self.inner.as_mut().poll(cx);
+        self.clock.stop();
+        result
+    }
 }
 
 /// Memory and table limits, recording when the memory limit is hit.
@@ -95,6 +158,8 @@ pub struct GuestState {
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
     output_cap: usize,
+    /// Time spent running the current call.
+    pub cpu: CpuClock,
     log_lines: u32,
     report: Arc<Mutex<CallReport>>,
 }
@@ -108,8 +173,10 @@ impl GuestState {
         report: Arc<Mutex<CallReport>>,
     ) -> GuestState {
         let half = (limits.max_output_bytes as usize / 2).max(1);
-        let stdout = MemoryOutputPipe::new(half);
-        let stderr = MemoryOutputPipe::new(half);
+        // Slack beyond the limit, so a write that crosses it is kept and seen as excess
+        // (the pipe refuses writes past its capacity, which the guest may swallow).
+        let stdout = MemoryOutputPipe::new(half + OUTPUT_SLACK);
+        let stderr = MemoryOutputPipe::new(half + OUTPUT_SLACK);
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -139,9 +206,15 @@ impl GuestState {
             stdout,
             stderr,
             output_cap: half,
+            cpu: CpuClock::default(),
             log_lines: 0,
             report,
         }
+    }
+
+    /// The call's report.
+    pub fn report(&self) -> &Arc<Mutex<CallReport>> {
+        &self.report
     }
 
     /// The captured stdout and stderr (lossy UTF-8), noting when the limit was reached.
@@ -152,7 +225,7 @@ impl GuestState {
             if bytes.is_empty() {
                 continue;
             }
-            if bytes.len() >= self.output_cap
+            if bytes.len() > self.output_cap
                 && let Ok(mut r) = self.report.lock()
             {
                 r.output_exceeded = true;

@@ -446,8 +446,20 @@ impl LoadedConnector {
         let state = GuestState::new(limits, outbound, ctx.storage.clone(), report);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline((limits.cpu_ms / EPOCH_TICK.as_millis() as u64).max(1));
-        store.epoch_deadline_trap();
+        // Epochs tick on wall time, also while the guest waits on the network. So the deadline
+        // only wakes this check, which compares the time actually spent running the call.
+        let budget = Duration::from_millis(limits.cpu_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            let data = ctx.data();
+            if data.cpu.used() > budget {
+                if let Ok(mut r) = data.report().lock() {
+                    r.cpu_exceeded = true;
+                }
+                return Err(wasmtime::Error::msg("CPU limit reached"));
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
         store
     }
 
@@ -475,11 +487,13 @@ impl LoadedConnector {
         let report = Arc::new(Mutex::new(CallReport::default()));
         let mut store = self.new_store(ctx, report.clone());
         let timeout = Duration::from_millis(self.limits().call_timeout_ms);
+        let cpu = store.data().cpu.clone();
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             f(&mut store, instance).await
         };
-        let outcome = tokio::time::timeout(timeout, run).await;
+        let outcome =
+            tokio::time::timeout(timeout, crate::capabilities::Running::new(run, cpu)).await;
         let output = store.data_mut().take_output();
         drop(store);
         if !output.is_empty() {
@@ -487,6 +501,13 @@ impl LoadedConnector {
         }
         let report = report.lock().map(|r| r.clone()).unwrap_or_default();
         let first_denial = report.denials.first().cloned();
+        if report.output_exceeded {
+            // Over-long output stops the call whatever the guest made of the refused writes.
+            return Err(CallError::Trap {
+                export,
+                reason: output_reason(self.limits()),
+            });
+        }
         match outcome {
             Err(_) => Err(CallError::Timeout {
                 export,
@@ -603,22 +624,26 @@ fn classify_trap(
             "memory limit of {} MiB reached ([limits] memory_mb)",
             limits.memory_mb
         )
-    } else if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+    } else if report.cpu_exceeded || err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         format!(
             "CPU limit of {} ms reached ([limits] cpu_ms)",
             limits.cpu_ms
         )
     } else if report.output_exceeded {
-        format!(
-            "wrote more than {} bytes to stdout/stderr ([limits] max_output_bytes)",
-            limits.max_output_bytes
-        )
+        output_reason(limits)
     } else if let Some(limit) = report.response_too_large {
         format!("a response exceeded max_response_bytes ({limit} bytes)")
     } else {
         format!("trap: {}", first_line(&format!("{err:#}")))
     };
     CallError::Trap { export, reason }
+}
+
+fn output_reason(limits: &Limits) -> String {
+    format!(
+        "wrote more than {} bytes to stdout/stderr ([limits] max_output_bytes)",
+        limits.max_output_bytes
+    )
 }
 
 fn first_line(s: &str) -> String {

@@ -736,18 +736,16 @@ async fn compute(
                 .iter()
                 .filter(|p| seen.contains_key(&p.itglue_id))
                 .count() as u64;
-            let input = types::MatchInput::Configurations(types::ConfigurationMatch {
-                configurations: listing.records,
-                scopable_configurations: scopable,
-                parents,
-                manual_links: decided.manual.clone(),
-                ignored: decided.ignored.clone(),
-            });
-            let placements = app
-                .connector
-                .match_records(ctx, input)
-                .await
-                .map_err(call_failed)?;
+            let placements = match_configurations_in_batches(
+                app,
+                ctx,
+                listing.records,
+                scopable,
+                &parents,
+                &decided,
+            )
+            .await
+            .map_err(call_failed)?;
             Ok(plan(
                 placements,
                 seen,
@@ -770,6 +768,89 @@ async fn compute(
             )?)
         }
     }
+}
+
+/// Most records (IT Glue plus Scopable configurations) handed to one `match` call. Matching
+/// is exact within a client, so batches of whole clients give the same placements as one call,
+/// in bounded guest memory.
+const MATCH_BATCH: usize = 10_000;
+
+type Group = (Vec<types::Configuration>, Vec<types::ScopableConfiguration>);
+
+/// Places configurations in batches of whole clients.
+async fn match_configurations_in_batches(
+    app: &App,
+    ctx: &CallContext,
+    configurations: Vec<types::Configuration>,
+    scopable: Vec<types::ScopableConfiguration>,
+    parents: &[types::Pair],
+    decided: &Decisions,
+) -> Result<Vec<types::Placement>, crate::sandbox::CallError> {
+    let client_of_org: HashMap<&str, &str> = parents
+        .iter()
+        .map(|p| (p.itglue_id.as_str(), p.scopable_id.as_str()))
+        .collect();
+    // Group by the parent's client; configurations without a linked parent share one group.
+    let mut groups: BTreeMap<Option<String>, Group> = BTreeMap::new();
+    for c in configurations {
+        let client = client_of_org
+            .get(c.organization_id.as_str())
+            .map(|s| s.to_string());
+        groups.entry(client).or_default().0.push(c);
+    }
+    for s in scopable {
+        if let Some(group) = groups.get_mut(&Some(s.client_id.clone())) {
+            group.1.push(s);
+        }
+    }
+    let mut placements = Vec::new();
+    let mut batch: Vec<(Option<String>, Group)> = Vec::new();
+    let mut batch_size = 0;
+    let mut groups = groups.into_iter().peekable();
+    while let Some(group) = groups.next() {
+        batch_size += group.1.0.len() + group.1.1.len();
+        batch.push(group);
+        if batch_size < MATCH_BATCH && groups.peek().is_some() {
+            continue;
+        }
+        let clients: HashSet<String> = batch.iter().filter_map(|(c, _)| c.clone()).collect();
+        let (mut configurations, mut scopable) = (Vec::new(), Vec::new());
+        for (_, (c, s)) in batch.drain(..) {
+            configurations.extend(c);
+            scopable.extend(s);
+        }
+        let ids: HashSet<&str> = configurations.iter().map(|c| c.id.as_str()).collect();
+        let targets: HashSet<&str> = scopable.iter().map(|s| s.id.as_str()).collect();
+        let manual_links = decided
+            .manual
+            .iter()
+            .filter(|p| {
+                ids.contains(p.itglue_id.as_str()) || targets.contains(p.scopable_id.as_str())
+            })
+            .cloned()
+            .collect();
+        let ignored = decided
+            .ignored
+            .iter()
+            .filter(|i| ids.contains(i.as_str()))
+            .cloned()
+            .collect();
+        let parents = parents
+            .iter()
+            .filter(|p| clients.contains(&p.scopable_id))
+            .cloned()
+            .collect();
+        let input = types::MatchInput::Configurations(types::ConfigurationMatch {
+            configurations,
+            scopable_configurations: scopable,
+            parents,
+            manual_links,
+            ignored,
+        });
+        placements.extend(app.connector.match_records(ctx, input).await?);
+        batch_size = 0;
+    }
+    Ok(placements)
 }
 
 /// `itglue sync organizations|configurations [--dry-run] [--json]`.

@@ -543,10 +543,62 @@ fn the_sample_data_set_syncs_and_settles() {
         assert!(first["linked"].as_u64().unwrap() > 0, "{first}");
         assert!(first["skipped"].as_u64().unwrap() > 0, "{first}");
         let second = env.sync(kind);
-        assert_eq!((second["new_links"].as_u64(), second["removed_links"].as_u64()), (Some(0), Some(0)));
+        assert_eq!(
+            (
+                second["new_links"].as_u64(),
+                second["removed_links"].as_u64()
+            ),
+            (Some(0), Some(0))
+        );
         assert_eq!(second["linked"], first["linked"]);
     }
     let human = env.run(&["itglue", "unplaced"]);
-    assert!(human.ok().contains("Organizations we couldn't place"), "{}", human.stdout);
-    assert!(human.stdout.contains("multiple-clients"), "{}", human.stdout);
+    assert!(
+        human.ok().contains("Organizations we couldn't place"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human.stdout.contains("multiple-clients"),
+        "{}",
+        human.stdout
+    );
+}
+
+#[test]
+fn concurrent_batched_syncs_equal_a_sequential_one() {
+    // 300 organizations x 40 configurations: 12 configuration pages and two match batches.
+    let run = |concurrency: u32| {
+        let env = Env::with(SimConfig::with_dataset(itglue_sim::generated_dataset(
+            300, 40,
+        )));
+        env.connect();
+        let (clients, configurations) = itglue_sim::generated_scopable_csv(300, 40);
+        env.import(&clients, &configurations);
+        let (wasm, manifest) = env.itglue_with_limits(&format!("concurrency = {concurrency}"));
+        let sync = |kind: &str| {
+            env.run(&[
+                "--connector",
+                &wasm,
+                "--manifest",
+                &manifest,
+                "itglue",
+                "sync",
+                kind,
+                "--json",
+            ])
+            .json()
+        };
+        assert_eq!(sync("organizations")["linked"], 300);
+        let configs = sync("configurations");
+        assert_counts_add_up(&configs);
+        assert_eq!(configs["fetched"], 12_000);
+        assert_eq!(configs["requests"], 12);
+        (configs["linked"].clone(), links(&env, "configuration"))
+    };
+    let (linked_seq, seq) = run(1);
+    let (linked_par, par) = run(4);
+    assert_eq!(linked_seq, 12_000);
+    assert_eq!(linked_par, linked_seq);
+    assert_eq!(par, seq);
 }
