@@ -48,15 +48,6 @@ impl AuditSink {
         }
     }
 
-    /// A sink that only logs (for `audit` and `check` runs without a database).
-    pub fn discard(connector: &str, digest: &str) -> AuditSink {
-        AuditSink {
-            conn: None,
-            connector: connector.to_string(),
-            digest: digest.to_string(),
-        }
-    }
-
     /// Records one event (and emits it as a tracing event).
     pub fn record(&self, e: Event) {
         let decision = if e.allowed { "allowed" } else { "denied" };

@@ -198,7 +198,8 @@ impl GuestState {
                     .table_elements(1_000_000)
                     .instances(64)
                     .tables(64)
-                    .memories(8)
+                    // `memory_size` bounds each memory; one memory keeps that the whole budget.
+                    .memories(1)
                     .trap_on_grow_failure(true)
                     .build(),
                 report: report.clone(),

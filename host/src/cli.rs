@@ -399,7 +399,16 @@ fn test_command(app: &App, target: Target, connect: bool) -> Result<(), AppError
             })?;
             let account = db::account_id(&app.conn)?;
             (
-                vault.open_secret(&conn.key_nonce, &conn.key_ciphertext, &account, app.name())?,
+                vault.open_secret(
+                    &conn.key_nonce,
+                    &conn.key_ciphertext,
+                    crate::vault::Binding {
+                        account: &account,
+                        connector: app.name(),
+                        region: &conn.region,
+                        endpoint: &conn.endpoint,
+                    },
+                )?,
                 true,
             )
         }
@@ -454,7 +463,16 @@ fn test_command(app: &App, target: Target, connect: bool) -> Result<(), AppError
         let vault = Vault::open(&app.db_path, true)?
             .ok_or_else(|| AppError::new(Exit::BadInput, "cannot create the vault key file"))?;
         let account = db::account_id(&app.conn)?;
-        let (nonce, ciphertext) = vault.seal(&key, &account, app.name());
+        let endpoint = base.to_url();
+        let (nonce, ciphertext) = vault.seal(
+            &key,
+            crate::vault::Binding {
+                account: &account,
+                connector: app.name(),
+                region: &region,
+                endpoint: &endpoint,
+            },
+        );
         db::save_connection(
             &app.conn,
             app.name(),

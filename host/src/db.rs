@@ -149,6 +149,7 @@ CREATE INDEX IF NOT EXISTS request_budget_at ON request_budget(connector, at_ms)
 /// Opens (creating if needed) the database at `path`, checks it, and brings the schema up to
 /// date. WAL mode, so the audit writer and the main flow can work side by side.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
+    let created = !path.exists();
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -160,6 +161,12 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         detail: e.to_string(),
     };
     conn.busy_timeout(Duration::from_secs(10))?;
+    if created {
+        // Links and audit records are the account's business: owner-only, like the key file.
+        // SQLite gives the -wal and -shm files the database file's mode.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(not_db)?;

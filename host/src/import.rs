@@ -293,6 +293,58 @@ mod tests {
         assert_eq!(count(&conn, "configurations"), 0);
     }
 
+    fn csv_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let cell = prop_oneof![
+            "[a-z0-9 ]{0,6}".prop_map(String::into_bytes),
+            Just(b"\"a,b\"".to_vec()),
+            Just(b"\"".to_vec()),
+            Just(vec![0xff, 0xfe]),
+            Just(b"\x07".to_vec()),
+            Just("\u{feff}".as_bytes().to_vec()),
+            prop::collection::vec(any::<u8>(), 0..6),
+        ];
+        let row = prop::collection::vec(cell, 0..8).prop_map(|cells| cells.join(&b","[..]));
+        (any::<bool>(), prop::collection::vec(row, 0..12)).prop_map(|(header, rows)| {
+            let mut out = if header {
+                b"id,name\n".to_vec()
+            } else {
+                Vec::new()
+            };
+            for r in rows {
+                out.extend(r);
+                out.push(b'\n');
+            }
+            out
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+        ))]
+
+        /// Any file either imports or fails with bad input, naming a line, and changes nothing.
+        #[test]
+        fn any_file_imports_whole_or_not_at_all(bytes in csv_bytes()) {
+            let (dir, conn) = db();
+            let f = write(&dir, "fuzz.csv", &bytes);
+            clients(&conn, &write(&dir, "seed.csv", b"id,name\nseed,Seed\n")).unwrap();
+            match clients(&conn, &f) {
+                Ok(_) => {}
+                Err(e) => {
+                    proptest::prop_assert_eq!(e.exit, Exit::BadInput);
+                    proptest::prop_assert!(e.message.contains("line") || e.message.contains("cannot read"), "{}", e.message);
+                    proptest::prop_assert_eq!(count(&conn, "clients"), 1);
+                }
+            }
+            let err = configurations(&conn, &f);
+            if err.is_err() {
+                proptest::prop_assert_eq!(count(&conn, "configurations"), 0);
+            }
+        }
+    }
+
     #[test]
     fn macs_split_on_semicolons_commas_and_spaces() {
         assert_eq!(split_macs("a;b c,d  e"), vec!["a", "b", "c", "d", "e"]);

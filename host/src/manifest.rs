@@ -200,6 +200,12 @@ impl Manifest {
                 self.name
             )));
         }
+        if ["import", "audit", "help"].contains(&self.name.as_str()) {
+            return Err(invalid(format!(
+                "name {:?} is a host command; choose another",
+                self.name
+            )));
+        }
         if let Some(digest) = &self.sha256
             && (digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()))
         {

@@ -23,6 +23,7 @@ use wasmtime_wasi_http::{
 pub struct Credential {
     header: HeaderName,
     value: HeaderValue,
+    prefix_len: usize,
 }
 
 impl std::fmt::Debug for Credential {
@@ -40,7 +41,26 @@ impl Credential {
         let mut value = HeaderValue::from_str(&format!("{prefix}{key}"))
             .map_err(|_| "the key contains characters that cannot be sent in a header (control characters or non-ASCII); paste it again".to_string())?;
         value.set_sensitive(true);
-        Ok(Credential { header, value })
+        Ok(Credential {
+            header,
+            value,
+            prefix_len: prefix.len(),
+        })
+    }
+
+    /// `text` with the key replaced by `<redacted>`: connector output and error details are
+    /// shown to the admin and stored, and a server may echo the key back.
+    pub fn redact(&self, text: &str) -> String {
+        let key = self
+            .value
+            .to_str()
+            .ok()
+            .and_then(|full| full.get(self.prefix_len..))
+            .unwrap_or("");
+        if key.len() < 4 || !text.contains(key) {
+            return text.to_string();
+        }
+        text.replace(key, "<redacted>")
     }
 
     /// The header name.
@@ -56,6 +76,7 @@ pub struct Outbound {
     audit: AuditSink,
     report: Arc<Mutex<CallReport>>,
     sent: Arc<AtomicU64>,
+    network: bool,
     timeouts: RequestOptions,
     max_response_bytes: u64,
 }
@@ -68,6 +89,7 @@ impl Outbound {
         audit: AuditSink,
         report: Arc<Mutex<CallReport>>,
         sent: Arc<AtomicU64>,
+        network: bool,
         limits: &Limits,
     ) -> Outbound {
         Outbound {
@@ -76,6 +98,7 @@ impl Outbound {
             audit,
             report,
             sent,
+            network,
             timeouts: RequestOptions {
                 connect_timeout: Some(Duration::from_millis(limits.connect_timeout_ms)),
                 first_byte_timeout: Some(Duration::from_millis(limits.first_byte_timeout_ms)),
@@ -147,12 +170,19 @@ impl WasiHttpHooks for Outbound {
             ..Event::default()
         };
         // The policy sees the request exactly as the guest built it, before anything else.
-        let checked = self.policy.check(
-            request.method(),
-            request.uri(),
-            request.headers(),
-            self.requests_sent(),
-        );
+        let checked = if self.network {
+            self.policy.check(
+                request.method(),
+                request.uri(),
+                request.headers(),
+                self.requests_sent(),
+            )
+        } else {
+            Err(Denial {
+                rule: Rule::NoNetwork,
+                message: "this export may not use the network (`match` is a pure function)".into(),
+            })
+        };
         let checked = checked.and_then(|()| {
             let declared = request
                 .headers()
@@ -164,7 +194,7 @@ impl WasiHttpHooks for Outbound {
                     .contains_key(http::header::TRANSFER_ENCODING)
             {
                 Err(Denial {
-                    rule: Rule::Method,
+                    rule: Rule::Body,
                     message: "requests may not carry a body (connectors are read-only)".into(),
                 })
             } else {
@@ -376,5 +406,23 @@ impl Drop for MeteredBody {
         if self.pending.is_some() {
             self.finish(None, Some("body not read to the end".into()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_redact_the_key_and_hide_it_from_debug() {
+        let c = Credential::new("Authorization", "Bearer ", "s3cr3t-key").unwrap();
+        assert_eq!(c.header().as_str(), "authorization");
+        assert_eq!(
+            c.redact("server said: bad key s3cr3t-key!"),
+            "server said: bad key <redacted>!"
+        );
+        assert_eq!(c.redact("nothing here"), "nothing here");
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(Credential::new("x-api-key", "", "bad\nkey").is_err());
     }
 }

@@ -27,6 +27,10 @@ pub enum Rule {
     Header,
     /// The export call already made its maximum number of requests.
     Budget,
+    /// The request carries a body (connectors are read-only).
+    Body,
+    /// The export may not use the network at all (`match` is a pure function).
+    NoNetwork,
 }
 
 impl Rule {
@@ -42,6 +46,8 @@ impl Rule {
             Rule::Query => "query",
             Rule::Header => "header",
             Rule::Budget => "request-budget",
+            Rule::Body => "body",
+            Rule::NoNetwork => "no-network",
         }
     }
 }

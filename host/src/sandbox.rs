@@ -181,7 +181,8 @@ impl Sandbox {
             None => return Err(LoadError::DigestMissing { actual: digest }),
         }
         let started = Instant::now();
-        let (component, from_cache) = self.compile(bytes, &digest)?;
+        let (component, cached) = self.compile(bytes, &digest)?;
+        let from_cache = matches!(cached, Cached::Hit);
         let imports = component_imports(&self.engine, &component);
         if let Some(bad) = imports.iter().find(|i| !import_allowed(i)) {
             return Err(LoadError::ForbiddenImport {
@@ -203,6 +204,14 @@ impl Sandbox {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        if let Cached::Miss(Some(path)) = cached
+            && let Err(e) = write_private_atomically(&path, &component)
+        {
+            tracing::warn!(
+                "could not cache the compiled component at {}: {e}",
+                path.display()
+            );
+        }
         tracing::debug!(
             connector = %manifest.name,
             sha256 = %digest,
@@ -220,8 +229,9 @@ impl Sandbox {
         })
     }
 
-    /// Compiles a component, through the on-disk cache when there is one.
-    fn compile(&self, bytes: &[u8], digest: &str) -> Result<(Component, bool), LoadError> {
+    /// Compiles a component, or loads it from the on-disk cache. Returns where to cache a
+    /// fresh compilation (written only once the component passed every check).
+    fn compile(&self, bytes: &[u8], digest: &str) -> Result<(Component, Cached), LoadError> {
         let cache_file = self.cache_dir.as_ref().and_then(|dir| {
             ensure_private_dir(dir)
                 .map_err(|e| tracing::warn!("compiled-component cache disabled: {e}"))
@@ -231,19 +241,11 @@ impl Sandbox {
         if let Some(path) = &cache_file
             && let Some(component) = self.load_cached(path)
         {
-            return Ok((component, true));
+            return Ok((component, Cached::Hit));
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        if let Some(path) = &cache_file
-            && let Err(e) = write_private_atomically(path, &component)
-        {
-            tracing::warn!(
-                "could not cache the compiled component at {}: {e}",
-                path.display()
-            );
-        }
-        Ok((component, false))
+        Ok((component, Cached::Miss(cache_file)))
     }
 
     fn load_cached(&self, path: &Path) -> Option<Component> {
@@ -276,6 +278,12 @@ impl Sandbox {
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
         format!("{:016x}", hasher.finish())
     }
+}
+
+/// Whether a compiled component came from the cache, or where to put it.
+enum Cached {
+    Hit,
+    Miss(Option<PathBuf>),
 }
 
 /// The default cache directory: `$SCOPABLE_CACHE_DIR`, else `$XDG_CACHE_HOME/scopable`,
@@ -433,7 +441,12 @@ impl LoadedConnector {
         }
     }
 
-    fn new_store(&self, ctx: &CallContext, report: Arc<Mutex<CallReport>>) -> Store<GuestState> {
+    fn new_store(
+        &self,
+        ctx: &CallContext,
+        report: Arc<Mutex<CallReport>>,
+        network: bool,
+    ) -> Store<GuestState> {
         let limits = self.limits();
         let outbound = Outbound::new(
             ctx.policy.clone(),
@@ -441,6 +454,7 @@ impl LoadedConnector {
             ctx.audit.clone(),
             report.clone(),
             ctx.requests.clone(),
+            network,
             limits,
         );
         let state = GuestState::new(limits, outbound, ctx.storage.clone(), report);
@@ -485,7 +499,7 @@ impl LoadedConnector {
         R: Send,
     {
         let report = Arc::new(Mutex::new(CallReport::default()));
-        let mut store = self.new_store(ctx, report.clone());
+        let mut store = self.new_store(ctx, report.clone(), export != "match");
         let timeout = Duration::from_millis(self.limits().call_timeout_ms);
         let cpu = store.data().cpu.clone();
         let run = async {
@@ -494,7 +508,7 @@ impl LoadedConnector {
         };
         let outcome =
             tokio::time::timeout(timeout, crate::capabilities::Running::new(run, cpu)).await;
-        let output = store.data_mut().take_output();
+        let output = ctx.credential.redact(&store.data_mut().take_output());
         drop(store);
         if !output.is_empty() {
             tracing::info!(target: "connector", export, output = %output, "connector output");
@@ -520,7 +534,7 @@ impl LoadedConnector {
                 } else if let Some(limit) = report.response_too_large {
                     Err(CallError::ResponseTooLarge(limit))
                 } else {
-                    Err(CallError::Guest(guest_error))
+                    Err(CallError::Guest(redact(guest_error, &ctx.credential)))
                 }
             }
             Ok(Ok(Ok(value))) => match first_denial {
@@ -535,7 +549,7 @@ impl LoadedConnector {
     /// call pays before it starts; measured by the benchmark).
     pub async fn instantiate_only(&self, ctx: &CallContext) -> Result<(), CallError> {
         let report = Arc::new(Mutex::new(CallReport::default()));
-        let mut store = self.new_store(ctx, report);
+        let mut store = self.new_store(ctx, report, false);
         self.pre
             .instantiate_async(&mut store)
             .await
@@ -610,6 +624,23 @@ impl LoadedConnector {
             })
         })
         .await
+    }
+}
+
+/// The error with the key taken out of its details.
+fn redact(e: types::Error, credential: &crate::outbound::Credential) -> types::Error {
+    use types::Error as E;
+    let r = |d: String| credential.redact(&d);
+    match e {
+        E::Unauthorized(d) => E::Unauthorized(r(d)),
+        E::NotFound(d) => E::NotFound(r(d)),
+        E::RateLimited(x) => E::RateLimited(types::RateLimited {
+            retry_after_seconds: x.retry_after_seconds,
+            detail: r(x.detail),
+        }),
+        E::Unavailable(d) => E::Unavailable(r(d)),
+        E::BadResponse(d) => E::BadResponse(r(d)),
+        E::Denied(d) => E::Denied(r(d)),
     }
 }
 

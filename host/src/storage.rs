@@ -111,11 +111,13 @@ impl StorageHandle {
                     self.max_value
                 )));
             }
-            self.with_conn(|c| {
+            self.with_conn(|conn| {
+                // Check and write in one transaction, so concurrent writers cannot both fit.
+                let c = conn.unchecked_transaction().map_err(unavailable)?;
                 let (count, total, existing): (u64, u64, Option<u64>) = c
                     .query_row(
-                        "SELECT count(*), coalesce(sum(length(key) + length(value)), 0),
-                                (SELECT length(key) + length(value) FROM kv WHERE connector = ?1 AND key = ?2)
+                        "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0),
+                                (SELECT length(CAST(key AS BLOB)) + length(value) FROM kv WHERE connector = ?1 AND key = ?2)
                          FROM kv WHERE connector = ?1",
                         params![self.connector, key],
                         |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, Option<i64>>(2)?.map(|v| v as u64))),
@@ -139,7 +141,7 @@ impl StorageHandle {
                     params![self.connector, key, value],
                 )
                 .map_err(unavailable)?;
-                Ok(())
+                c.commit().map_err(unavailable)
             })
         })
     }

@@ -166,6 +166,12 @@ fn plan(
         .collect();
     let mut placed: HashMap<String, types::Outcome> = HashMap::new();
     let mut taken: HashMap<String, String> = HashMap::new();
+    // Targets of manual links are never taken automatically.
+    let manual_targets: HashMap<&str, &str> = decided
+        .manual
+        .iter()
+        .map(|p| (p.scopable_id.as_str(), p.itglue_id.as_str()))
+        .collect();
     for p in placements {
         let misbehaving = |what: String| {
             AppError::new(
@@ -187,6 +193,12 @@ fn plan(
         }
         if let types::Outcome::Linked(link) = &p.outcome {
             valid_target(&p.itglue_id, &link.scopable_id).map_err(misbehaving)?;
+            if let Some(holder) = manual_targets.get(link.scopable_id.as_str()) {
+                return Err(misbehaving(format!(
+                    "linking {} to {}, which is linked by hand to {holder}",
+                    p.itglue_id, link.scopable_id
+                )));
+            }
             if let Some(other) = taken.insert(link.scopable_id.clone(), p.itglue_id.clone()) {
                 return Err(misbehaving(format!(
                     "linking both {other} and {} to {}",
@@ -519,8 +531,12 @@ fn stored_context(
     let key = vault.open_secret(
         &stored.key_nonce,
         &stored.key_ciphertext,
-        &account,
-        app.name(),
+        crate::vault::Binding {
+            account: &account,
+            connector: app.name(),
+            region: &stored.region,
+            endpoint: &stored.endpoint,
+        },
     )?;
     let base = crate::policy::BaseUrl::parse_endpoint(&stored.endpoint)
         .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?;
@@ -726,6 +742,12 @@ async fn compute(
                     )
                 })
                 .collect();
+            let archived: HashSet<String> = listing
+                .records
+                .iter()
+                .filter(|c| c.archived)
+                .map(|c| c.id.clone())
+                .collect();
             let org_of: HashMap<String, String> = listing
                 .records
                 .iter()
@@ -754,6 +776,9 @@ async fn compute(
                 &existing,
                 manual_fetched,
                 |id, target| {
+                    if archived.contains(id) {
+                        return Err(format!("a link for archived configuration {id}"));
+                    }
                     let expected = org_of.get(id).and_then(|org| parent_of.get(org));
                     match (expected, client_of.get(target)) {
                         (_, None) => Err(format!(

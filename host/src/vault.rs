@@ -41,6 +41,20 @@ pub enum VaultError {
     Undecryptable,
 }
 
+/// What a stored key is bound to: decrypting it under any other account, connector, region
+/// or endpoint fails, so a database edited to point the key elsewhere cannot use it.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    /// The database's account id.
+    pub account: &'a str,
+    /// The connector's name.
+    pub connector: &'a str,
+    /// The region name.
+    pub region: &'a str,
+    /// The base URL the key is sent to.
+    pub endpoint: &'a str,
+}
+
 /// A loaded master key.
 pub struct Vault {
     cipher: XChaCha20Poly1305,
@@ -115,10 +129,10 @@ impl Vault {
     }
 
     /// Encrypts `secret`; returns (nonce, ciphertext).
-    pub fn seal(&self, secret: &str, account: &str, connector: &str) -> (Vec<u8>, Vec<u8>) {
+    pub fn seal(&self, secret: &str, binding: Binding<'_>) -> (Vec<u8>, Vec<u8>) {
         let mut nonce = [0u8; 24];
         OsRng.fill_bytes(&mut nonce);
-        let aad = associated_data(account, connector);
+        let aad = associated_data(binding);
         let ciphertext = self
             .cipher
             .encrypt(
@@ -138,13 +152,12 @@ impl Vault {
         &self,
         nonce: &[u8],
         ciphertext: &[u8],
-        account: &str,
-        connector: &str,
+        binding: Binding<'_>,
     ) -> Result<String, VaultError> {
         if nonce.len() != 24 {
             return Err(VaultError::Undecryptable);
         }
-        let aad = associated_data(account, connector);
+        let aad = associated_data(binding);
         let plain = self
             .cipher
             .decrypt(
@@ -159,8 +172,12 @@ impl Vault {
     }
 }
 
-fn associated_data(account: &str, connector: &str) -> Vec<u8> {
-    format!("scopable-vault-v1\naccount={account}\nconnector={connector}").into_bytes()
+fn associated_data(b: Binding<'_>) -> Vec<u8> {
+    format!(
+        "scopable-vault-v1\naccount={}\nconnector={}\nregion={}\nendpoint={}",
+        b.account, b.connector, b.region, b.endpoint
+    )
+    .into_bytes()
 }
 
 fn decode_key(text: &str) -> Option<[u8; 32]> {
@@ -182,19 +199,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_binds_account_and_connector() {
+    fn round_trip_binds_account_connector_and_endpoint() {
+        let b = |account, connector, endpoint| Binding {
+            account,
+            connector,
+            region: "us",
+            endpoint,
+        };
         let v = Vault::from_key(&[7u8; 32]);
-        let (nonce, ct) = v.seal("secret-key", "acct", "itglue");
+        let (nonce, ct) = v.seal("secret-key", b("acct", "itglue", "https://api.itglue.com"));
         assert!(!ct.windows(6).any(|w| w == b"secret"));
         assert_eq!(
-            v.open_secret(&nonce, &ct, "acct", "itglue").unwrap(),
+            v.open_secret(&nonce, &ct, b("acct", "itglue", "https://api.itglue.com"))
+                .unwrap(),
             "secret-key"
         );
-        assert!(v.open_secret(&nonce, &ct, "other", "itglue").is_err());
-        assert!(v.open_secret(&nonce, &ct, "acct", "other").is_err());
+        assert!(
+            v.open_secret(&nonce, &ct, b("other", "itglue", "https://api.itglue.com"))
+                .is_err()
+        );
+        assert!(
+            v.open_secret(&nonce, &ct, b("acct", "other", "https://api.itglue.com"))
+                .is_err()
+        );
+        assert!(
+            v.open_secret(&nonce, &ct, b("acct", "itglue", "https://evil.test"))
+                .is_err()
+        );
         let w = Vault::from_key(&[8u8; 32]);
         assert!(matches!(
-            w.open_secret(&nonce, &ct, "acct", "itglue"),
+            w.open_secret(&nonce, &ct, b("acct", "itglue", "https://api.itglue.com")),
             Err(VaultError::Undecryptable)
         ));
     }
@@ -206,14 +240,20 @@ mod tests {
         // The environment variable would take precedence; these tests never set it.
         assert!(Vault::open(&db, false).unwrap().is_none());
         let v = Vault::open(&db, true).unwrap().unwrap();
-        let (n, c) = v.seal("k", "a", "c");
+        let bind = Binding {
+            account: "a",
+            connector: "c",
+            region: "us",
+            endpoint: "https://x.test",
+        };
+        let (n, c) = v.seal("k", bind);
         let mode = std::fs::metadata(key_file_for(&db))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = Vault::open(&db, false).unwrap().unwrap();
-        assert_eq!(again.open_secret(&n, &c, "a", "c").unwrap(), "k");
+        assert_eq!(again.open_secret(&n, &c, bind).unwrap(), "k");
         std::fs::set_permissions(key_file_for(&db), std::fs::Permissions::from_mode(0o644))
             .unwrap();
         assert!(matches!(

@@ -9,6 +9,9 @@ mod jsonapi;
 mod matching;
 mod normalize;
 
+#[cfg(test)]
+mod fuzz;
+
 /// The code generated from the WIT world: the contract's types and the `Guest` trait.
 // The generated glue passes flattened records as many arguments; that is not ours to change.
 #[allow(clippy::too_many_arguments)]

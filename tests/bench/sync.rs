@@ -73,7 +73,10 @@ fn main() {
     let mut report = Report::default();
 
     // 1. The full sync through the real binary.
-    println!("\n[1/5] full sync through {}", env!("CARGO_BIN_EXE_scopable-host"));
+    println!(
+        "\n[1/5] full sync through {}",
+        env!("CARGO_BIN_EXE_scopable-host")
+    );
     let ws = Workspace::new(work.path(), &sim);
     ws.prepare(&clients_csv, &configs_csv);
     sim.clear_requests();
@@ -95,9 +98,7 @@ fn main() {
     // 2. The transfer floor: the same pages with a plain client, no parsing.
     println!("\n[2/5] transfer floor (plain HTTP/1.1 client, {concurrency} at a time)");
     let org_urls: Vec<String> = (1..=org_pages)
-        .map(|n| {
-            format!("/organizations?page%5Bsize%5D={page_size}&page%5Bnumber%5D={n}&sort=id")
-        })
+        .map(|n| format!("/organizations?page%5Bsize%5D={page_size}&page%5Bnumber%5D={n}&sort=id"))
         .collect();
     let config_urls: Vec<String> = (1..=config_pages)
         .map(|n| {
@@ -163,7 +164,10 @@ fn main() {
         .load(ITGLUE_WASM, shipped.clone(), Some(ITGLUE_SHA256))
         .expect("compile the built-in connector");
     let compile_time = t.elapsed();
-    assert!(!compiled.from_cache, "a fresh cache directory was not empty");
+    assert!(
+        !compiled.from_cache,
+        "a fresh cache directory was not empty"
+    );
     let sandbox2 = Sandbox::new(Some(cache)).expect("create a second sandbox");
     let t = Instant::now();
     let cached = sandbox2
@@ -385,12 +389,7 @@ fn main() {
         "< 300 MiB",
         Verdict::check(peak > 0 && peak < 300 * 1024),
     );
-    report.row(
-        "component compile",
-        ms(compile_time),
-        "",
-        Verdict::Info(""),
-    );
+    report.row("component compile", ms(compile_time), "", Verdict::Info(""));
     report.row(
         "component load from cache",
         ms(cache_time),
@@ -1167,5 +1166,9 @@ macro_rules! binding {
     };
 }
 
-binding!(wasm_input, wasm_summary_of, scopable_host::sandbox::wit_types);
+binding!(
+    wasm_input,
+    wasm_summary_of,
+    scopable_host::sandbox::wit_types
+);
 binding!(native_input, native_summary_of, scopable_itglue::types);

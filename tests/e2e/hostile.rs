@@ -1028,3 +1028,62 @@ fn key_never_leaks() {
         );
     }
 }
+
+/// A component whose `match` proposes links to records that do not exist, or uses the
+/// network: the host refuses the whole result and changes no link.
+#[test]
+fn bad_match() {
+    let env = env();
+    let h = Hostile::new(&env, "bad-match", guests::BAD_MATCH);
+    h.run_with(
+        KEY,
+        &[
+            "connect",
+            "--region",
+            "us",
+            "--endpoint",
+            &env.sim.base_url(),
+        ],
+        &[],
+    )
+    .ok();
+    env.import(
+        "id,name\nc1,Acme\n",
+        "id,client_id,name,hostname,serial_number,mac_address\n",
+    );
+    let run = h.run_with(KEY, &["sync", "organizations", "--json"], &[]);
+    assert_refused(&run, 5, "client \"ghost\", which does not exist");
+    assert!(run.stderr.contains("nothing was applied"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    let links: i64 = env
+        .sqlite()
+        .query_row("SELECT count(*) FROM links", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(links, 0);
+    let clients: i64 = env
+        .sqlite()
+        .query_row("SELECT count(*) FROM clients", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(clients, 1, "no client was created");
+    let status = h.run_with(KEY, &["status", "--json"], &[]).json();
+    assert_eq!(status["organization"]["status"], "failed");
+
+    // `match` may not use the network at all.
+    env.import(
+        "id,name\nc1,Acme\nc2,network\n",
+        "id,client_id,name,hostname,serial_number,mac_address\n",
+    );
+    let run = h.run_with(KEY, &["sync", "organizations", "--json"], &[]);
+    assert_refused(&run, 5, "no-network");
+    let denied: i64 = env
+        .sqlite()
+        .query_row(
+            "SELECT count(*) FROM audit WHERE decision = 'denied' AND rule = 'no-network'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(denied, 1);
+    // Its data exports answer from memory, and `match` was stopped: the API saw nothing.
+    assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
+}

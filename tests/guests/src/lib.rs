@@ -27,6 +27,8 @@ use types::{
 pub mod net;
 pub mod report;
 
+#[cfg(feature = "bad-match")]
+mod bad_match;
 #[cfg(feature = "filesystem")]
 mod filesystem;
 #[cfg(feature = "flood")]
@@ -95,13 +97,19 @@ impl Guest for Component {
         return sockets::run(&endpoint);
         #[cfg(feature = "well-behaved")]
         return well_behaved::run(&endpoint);
+        #[cfg(feature = "bad-match")]
+        return Ok(bad_match::verified());
         let _ = endpoint;
         Err(Error::BadResponse(
             "no hostile behaviour selected: build hostile-guests with one feature".to_string(),
         ))
     }
 
+    // With `bad-match` selected, the fallback below is unreachable by design.
+    #[allow(unreachable_code)]
     fn fetch_orgs(_endpoint: Endpoint, _page: u32) -> Result<OrganizationPage, Error> {
+        #[cfg(feature = "bad-match")]
+        return Ok(bad_match::organizations());
         Err(report::only_test())
     }
 
@@ -109,7 +117,11 @@ impl Guest for Component {
         Err(report::only_test())
     }
 
-    fn match_(_input: MatchInput) -> Vec<Placement> {
+    #[allow(unreachable_code)]
+    fn match_(input: MatchInput) -> Vec<Placement> {
+        #[cfg(feature = "bad-match")]
+        return bad_match::place(&input);
+        let _ = input;
         Vec::new()
     }
 }
