@@ -24,7 +24,8 @@ Examples:
   scopable-host import clients clients.csv
   ITGLUE_API_KEY=... scopable-host itglue connect --region eu
   scopable-host itglue sync organizations
-  scopable-host itglue unplaced --json";
+  scopable-host itglue unplaced --json
+  scopable-host check my-connector.wasm --manifest my-connector.toml";
 
 /// Runs sandboxed Scopable connectors and links what they find to existing records.
 #[derive(Debug, Parser)]
@@ -57,6 +58,17 @@ enum Command {
     Audit {
         /// The component.
         component: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the conformance scenario against a connector component and print a table.
+    Check {
+        /// The component.
+        component: PathBuf,
+        /// Also test and page through this endpoint (key in the manifest's variable).
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -240,6 +252,17 @@ fn run(cli: Cli) -> Result<(), AppError> {
         }
         Command::Audit { component, json } => {
             crate::inspect::audit_command(&component, cli.manifest.as_deref(), json)
+        }
+        Command::Check {
+            component,
+            endpoint,
+            json,
+        } => {
+            let manifest = cli
+                .manifest
+                .clone()
+                .ok_or_else(|| AppError::new(Exit::Usage, "check needs --manifest FILE.toml"))?;
+            crate::check::check_command(&component, &manifest, endpoint.as_deref(), json)
         }
         Command::Itglue(args) => {
             if matches!(source, ConnectorSource::File { .. }) {

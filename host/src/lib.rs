@@ -10,6 +10,7 @@ pub mod bindings;
 pub mod budget;
 pub mod builtin;
 pub mod capabilities;
+pub mod check;
 pub mod cli;
 pub mod db;
 pub mod fetch;

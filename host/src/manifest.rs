@@ -200,7 +200,7 @@ impl Manifest {
                 self.name
             )));
         }
-        if ["import", "audit", "help"].contains(&self.name.as_str()) {
+        if ["import", "audit", "check", "help"].contains(&self.name.as_str()) {
             return Err(invalid(format!(
                 "name {:?} is a host command; choose another",
                 self.name

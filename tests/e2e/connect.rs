@@ -304,3 +304,47 @@ fn audit_prints_the_surface_of_the_builtin_connector() {
         "{text}"
     );
 }
+
+#[test]
+fn check_passes_on_the_itglue_connector() {
+    let env = Env::new();
+    let (wasm, manifest) = env.itglue_with_limits("");
+    let run = env.run_key(
+        US_KEY,
+        &[
+            "check",
+            &wasm,
+            "--manifest",
+            &manifest,
+            "--endpoint",
+            &env.endpoint(),
+            "--json",
+        ],
+    );
+    let report = run.json();
+    assert_eq!(report["passed"], true, "{report}");
+    let checks = report["checks"].as_array().unwrap();
+    assert!(checks.len() >= 10, "{report}");
+    assert!(checks.iter().all(|c| c["result"] == "pass"), "{report}");
+    let names: Vec<&str> = checks
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "error: 401",
+        "error: 429",
+        "error: 503",
+        "paging: organizations",
+        "paging: configurations",
+        "match:",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(expected)),
+            "{expected} missing: {names:?}"
+        );
+    }
+    // Offline: the endpoint checks are skipped, the rest still pass.
+    let table = env.run(&["check", &wasm, "--manifest", &manifest]);
+    assert!(table.ok().contains("SKIP"), "{}", table.stdout);
+    assert!(table.stdout.contains("0 failed"), "{}", table.stdout);
+}

@@ -1087,3 +1087,43 @@ fn bad_match() {
     // Its data exports answer from memory, and `match` was stopped: the API saw nothing.
     assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
 }
+
+/// `check` fails a hostile component with a clear table and exit 5.
+#[test]
+fn check_fails_a_hostile_component() {
+    let env = env();
+    let h = Hostile::new(&env, "post", guests::POST);
+    let manifest = h.manifest.to_str().expect("utf-8 path");
+    let run = env.run(&["check", h.wasm, "--manifest", manifest]);
+    assert_eq!(
+        run.code, 5,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    assert!(run.stdout.contains("FAIL"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("error: 401 -> unauthorized"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("failed"), "{}", run.stderr);
+    // A component the host refuses fails at load, in the table too.
+    let fs = Hostile::new(&env, "filesystem", guests::FILESYSTEM);
+    let run = env.run(&[
+        "check",
+        fs.wasm,
+        "--manifest",
+        fs.manifest.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 5);
+    let report: Value = serde_json::from_str(&run.stdout).expect("json table");
+    assert_eq!(report["passed"], false);
+    assert!(
+        report["checks"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("wasi:filesystem"),
+        "{report}"
+    );
+}
