@@ -210,6 +210,32 @@ impl App {
         })
     }
 
+    /// Decrypts the stored connection's key (bound to its account, connector, region and
+    /// endpoint).
+    pub fn stored_key(&self, stored: &db::StoredConnection) -> Result<String, AppError> {
+        let vault = crate::vault::Vault::open(&self.db_path, false)?.ok_or_else(|| {
+            AppError::new(
+                Exit::BadInput,
+                format!(
+                    "the stored key cannot be read: no vault key ({} or {}); reconnect with `connect`",
+                    crate::vault::MASTER_KEY_ENV,
+                    crate::vault::key_file_for(&self.db_path).display()
+                ),
+            )
+        })?;
+        let account = db::account_id(&self.conn)?;
+        Ok(vault.open_secret(
+            &stored.key_nonce,
+            &stored.key_ciphertext,
+            crate::vault::Binding {
+                account: &account,
+                connector: self.name(),
+                region: &stored.region,
+                endpoint: &stored.endpoint,
+            },
+        )?)
+    }
+
     /// Calls `test` with retries.
     pub async fn test(&self, ctx: &CallContext) -> Result<types::Verified, CallError> {
         let limits = &self.connector.manifest.limits;

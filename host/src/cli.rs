@@ -409,32 +409,7 @@ fn test_command(app: &App, target: Target, connect: bool) -> Result<(), AppError
     let given = read_key(&manifest.credential.env, connect || stored.is_none())?;
     let (key, using_stored) = match (given, &stored) {
         (Some(key), _) => (key, false),
-        (None, Some(conn)) if !connect => {
-            let vault = Vault::open(&app.db_path, false)?.ok_or_else(|| {
-                AppError::new(
-                    Exit::BadInput,
-                    format!(
-                        "the stored key cannot be read: no vault key ({} or {}); reconnect with `connect`",
-                        crate::vault::MASTER_KEY_ENV,
-                        crate::vault::key_file_for(&app.db_path).display()
-                    ),
-                )
-            })?;
-            let account = db::account_id(&app.conn)?;
-            (
-                vault.open_secret(
-                    &conn.key_nonce,
-                    &conn.key_ciphertext,
-                    crate::vault::Binding {
-                        account: &account,
-                        connector: app.name(),
-                        region: &conn.region,
-                        endpoint: &conn.endpoint,
-                    },
-                )?,
-                true,
-            )
-        }
+        (None, Some(conn)) if !connect => (app.stored_key(conn)?, true),
         (None, _) => {
             return Err(AppError::new(
                 Exit::Usage,

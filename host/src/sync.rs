@@ -7,7 +7,6 @@ use crate::cli::{RecordKind, print_json};
 use crate::db;
 use crate::fetch::{self, Listing};
 use crate::sandbox::{CallContext, wit_types as types};
-use crate::vault::Vault;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -77,6 +76,16 @@ struct Plan {
 struct Decisions {
     manual: Vec<types::Pair>,
     ignored: Vec<String>,
+}
+
+impl Decisions {
+    /// How many manually linked records are among those received.
+    fn linked_among(&self, seen: &BTreeMap<String, Seen>) -> u64 {
+        self.manual
+            .iter()
+            .filter(|p| seen.contains_key(&p.itglue_id))
+            .count() as u64
+    }
 }
 
 fn decisions(conn: &Connection, connector: &str, kind: &str) -> Result<Decisions, AppError> {
@@ -517,27 +526,7 @@ fn stored_context(
             ),
         )
     })?;
-    let vault = Vault::open(&app.db_path, false)?.ok_or_else(|| {
-        AppError::new(
-            Exit::BadInput,
-            format!(
-                "the stored key cannot be read: no vault key ({} or {}); reconnect",
-                crate::vault::MASTER_KEY_ENV,
-                crate::vault::key_file_for(&app.db_path).display()
-            ),
-        )
-    })?;
-    let account = db::account_id(&app.conn)?;
-    let key = vault.open_secret(
-        &stored.key_nonce,
-        &stored.key_ciphertext,
-        crate::vault::Binding {
-            account: &account,
-            connector: app.name(),
-            region: &stored.region,
-            endpoint: &stored.endpoint,
-        },
-    )?;
+    let key = app.stored_key(&stored)?;
     let base = crate::policy::BaseUrl::parse_endpoint(&stored.endpoint)
         .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?;
     let ctx = app.call_context(base.clone(), &key)?;
@@ -679,11 +668,7 @@ async fn compute(
                     )
                 })
                 .collect();
-            let manual_fetched = decided
-                .manual
-                .iter()
-                .filter(|p| seen.contains_key(&p.itglue_id))
-                .count() as u64;
+            let manual_fetched = decided.linked_among(&seen);
             let input = types::MatchInput::Organizations(types::OrganizationMatch {
                 organizations: listing.records,
                 clients,
@@ -753,11 +738,7 @@ async fn compute(
                 .iter()
                 .map(|c| (c.id.clone(), c.organization_id.clone()))
                 .collect();
-            let manual_fetched = decided
-                .manual
-                .iter()
-                .filter(|p| seen.contains_key(&p.itglue_id))
-                .count() as u64;
+            let manual_fetched = decided.linked_among(&seen);
             let placements = match_configurations_in_batches(
                 app,
                 ctx,
