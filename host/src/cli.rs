@@ -106,7 +106,13 @@ struct Target {
 #[derive(Debug, Subcommand)]
 enum ConnectorCommand {
     /// Check a key (from ITGLUE_API_KEY, stdin, or a prompt) or the stored connection.
-    Test(Target),
+    Test {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Test a key and, if it works, store it encrypted with the region.
     Connect(Target),
     /// Pull records and link them to existing Scopable records.
@@ -327,8 +333,8 @@ fn connector_command(
         ));
     }
     match command {
-        ConnectorCommand::Test(target) => test_command(&app, target, false),
-        ConnectorCommand::Connect(target) => test_command(&app, target, true),
+        ConnectorCommand::Test { target, json } => test_command(&app, target, false, json),
+        ConnectorCommand::Connect(target) => test_command(&app, target, true, false),
         ConnectorCommand::Status { json } => status_command(&app, json),
         ConnectorCommand::Activity { json, limit } => activity_command(&app, json, limit),
         ConnectorCommand::Disconnect => {
@@ -403,7 +409,7 @@ fn read_key(env_name: &str, prompt: bool) -> Result<Option<String>, AppError> {
     Ok(None)
 }
 
-fn test_command(app: &App, target: Target, connect: bool) -> Result<(), AppError> {
+fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Result<(), AppError> {
     let manifest = &app.connector.manifest;
     let stored = db::connection(&app.conn, app.name())?;
     let given = read_key(&manifest.credential.env, connect || stored.is_none())?;
@@ -488,7 +494,18 @@ fn test_command(app: &App, target: Target, connect: bool) -> Result<(), AppError
         if using_stored {
             db::touch_verified(&app.conn, app.name())?;
         }
-        println!("{} ({where_})", verified.detail);
+        if json_out {
+            print_json(&json!({
+                "verified": true,
+                "detail": verified.detail,
+                "total_organizations": verified.total_organizations,
+                "region": region,
+                "endpoint": base.to_url(),
+                "stored_connection": using_stored,
+            }));
+        } else {
+            println!("{} ({where_})", verified.detail);
+        }
     }
     Ok(())
 }

@@ -10,6 +10,17 @@ fn right_key_verifies_wrong_key_exits_3() {
     let ok = env.run_key(US_KEY, &["itglue", "test", "--endpoint", &env.endpoint()]);
     assert!(ok.ok().contains("Verified"), "{}", ok.stdout);
     assert!(ok.stdout.contains("organizations visible"), "{}", ok.stdout);
+    let json = env
+        .run_key(
+            US_KEY,
+            &["itglue", "test", "--endpoint", &env.endpoint(), "--json"],
+        )
+        .json();
+    assert_eq!(json["verified"], true);
+    let sample = itglue_sim::sample_dataset();
+    let total = sample.organizations.len() + sample.raw_organizations.len();
+    assert_eq!(json["total_organizations"], total as u64);
+    assert_eq!(json["region"], "us");
 
     let bad = env.run_key(
         "not-the-key",
