@@ -195,9 +195,10 @@ impl GuestState {
             limiter: Limiter {
                 inner: StoreLimitsBuilder::new()
                     .memory_size(memory)
-                    .table_elements(1_000_000)
+                    // Tables live outside linear memory: keep them small too (8 bytes an element).
+                    .table_elements(100_000)
                     .instances(64)
-                    .tables(64)
+                    .tables(8)
                     // `memory_size` bounds each memory; one memory keeps that the whole budget.
                     .memories(1)
                     .trap_on_grow_failure(true)

@@ -98,7 +98,8 @@ pub struct Limits {
     pub page_size: u32,
     /// Guest linear memory, in MiB.
     pub memory_mb: u64,
-    /// Guest execution time per export call, in milliseconds (epoch deadline: traps).
+    /// Guest running time per export call, in milliseconds (time spent waiting on the network
+    /// does not count); checked every epoch tick, and the call traps when it is spent.
     pub cpu_ms: u64,
     /// Wall-clock time per export call, including time spent waiting on the network.
     pub call_timeout_ms: u64,
@@ -112,7 +113,7 @@ pub struct Limits {
     pub max_response_bytes: u64,
     /// Requests one export call may make.
     pub max_requests_per_call: u32,
-    /// Bytes of stdout plus stderr captured per call; writing more stops the guest.
+    /// Bytes of stdout plus stderr captured per call; writing more fails the call.
     pub max_output_bytes: u64,
     /// Largest value the storage capability accepts.
     pub storage_max_value_bytes: u64,

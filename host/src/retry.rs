@@ -7,7 +7,8 @@ use crate::sandbox::CallError;
 use chacha20poly1305::aead::{OsRng, rand_core::RngCore};
 use std::time::Duration;
 
-/// Whether a failed call may succeed if tried again.
+/// Whether a failed call may succeed if tried again. `bad-response` is retried on purpose:
+/// HTML, empty and truncated bodies come from proxies and overloaded servers, and pass.
 pub fn retryable(e: &CallError) -> bool {
     matches!(
         e,

@@ -537,10 +537,12 @@ impl LoadedConnector {
                     Err(CallError::Guest(redact(guest_error, &ctx.credential)))
                 }
             }
-            Ok(Ok(Ok(value))) => match first_denial {
-                // A connector that swallowed a denial still made a forbidden request.
-                Some(denial) => Err(CallError::Denied(denial.to_string())),
-                None => Ok(value),
+            Ok(Ok(Ok(value))) => match (first_denial, report.response_too_large) {
+                // A connector that swallowed a denial still made a forbidden request, and one
+                // that swallowed a cut-off response worked from partial data.
+                (Some(denial), _) => Err(CallError::Denied(denial.to_string())),
+                (None, Some(limit)) => Err(CallError::ResponseTooLarge(limit)),
+                (None, None) => Ok(value),
             },
         }
     }

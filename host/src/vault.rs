@@ -174,7 +174,7 @@ impl Vault {
 
 fn associated_data(b: Binding<'_>) -> Vec<u8> {
     format!(
-        "scopable-vault-v1\naccount={}\nconnector={}\nregion={}\nendpoint={}",
+        "scopable-vault-v2\naccount={}\nconnector={}\nregion={}\nendpoint={}",
         b.account, b.connector, b.region, b.endpoint
     )
     .into_bytes()
