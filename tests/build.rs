@@ -1,5 +1,6 @@
-//! Builds every hostile component (one per feature of `tests/guests`) for wasm32-wasip2 and
-//! generates `$OUT_DIR/guests.rs`: a path constant per component and `foreach_hostile!`.
+//! Builds every hostile component (one per feature of `tests/guests`) and the example Docuvault
+//! connector (`examples/docuvault`) for wasm32-wasip2, and generates `$OUT_DIR/guests.rs`: a
+//! path constant per component, `foreach_hostile!` and `EXAMPLE_CONNECTOR`.
 //!
 //! The components are built by a nested cargo into `target/wasm-guests`, one feature at a time
 //! (the features are read from `tests/guests/Cargo.toml`, so adding one there is enough).
@@ -14,6 +15,9 @@ use std::time::Instant;
 const TARGET: &str = "wasm32-wasip2";
 const PACKAGE: &str = "hostile-guests";
 const ARTIFACT: &str = "hostile_guests.wasm";
+/// The example connector's package and the component it builds.
+const EXAMPLE_PACKAGE: &str = "scopable-docuvault";
+const EXAMPLE_ARTIFACT: &str = "scopable_docuvault.wasm";
 
 fn main() {
     let manifest_dir =
@@ -33,6 +37,15 @@ fn main() {
     );
     println!("cargo:rerun-if-changed={}", guests_manifest.display());
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
+    let example_dir = workspace.join("examples").join("docuvault");
+    println!(
+        "cargo:rerun-if-changed={}",
+        example_dir.join("src").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        example_dir.join("Cargo.toml").display()
+    );
 
     let manifest = fs::read_to_string(&guests_manifest)
         .unwrap_or_else(|e| panic!("reading {}: {e}", guests_manifest.display()));
@@ -92,16 +105,67 @@ fn main() {
         );
         components.push((name.as_str(), dest));
     }
-    drop(lock);
     eprintln!(
         "built {} hostile guests in {:.1?}",
         components.len(),
         started.elapsed()
     );
+    let example = build_example(&workspace, &target_dir, &out_dir);
+    drop(lock);
 
     let generated = out_dir.join("guests.rs");
-    fs::write(&generated, generate(&components))
-        .unwrap_or_else(|e| panic!("writing {}: {e}", generated.display()));
+    let mut text = generate(&components);
+    let _ = writeln!(
+        text,
+        "/// The example Docuvault connector (wasm32-wasip2), built from `examples/docuvault`.\n\
+         pub const EXAMPLE_CONNECTOR: &str = {:?};",
+        example.to_str().expect("OUT_DIR is valid UTF-8")
+    );
+    fs::write(&generated, text).unwrap_or_else(|e| panic!("writing {}: {e}", generated.display()));
+}
+
+/// Builds the example connector into the shared nested target dir and copies it to `out_dir`.
+fn build_example(workspace: &Path, target_dir: &Path, out_dir: &Path) -> PathBuf {
+    let started = Instant::now();
+    let status = nested_cargo()
+        .current_dir(workspace)
+        .args([
+            "build",
+            "-p",
+            EXAMPLE_PACKAGE,
+            "--target",
+            TARGET,
+            "--release",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .unwrap_or_else(|e| panic!("example connector: could not run cargo: {e}"));
+    if !status.success() {
+        panic!(
+            "the example connector failed to build ({status}); reproduce with: cargo build -p \
+             {EXAMPLE_PACKAGE} --target {TARGET} --release"
+        );
+    }
+    let built = target_dir
+        .join(TARGET)
+        .join("release")
+        .join(EXAMPLE_ARTIFACT);
+    let dest = out_dir.join("example_docuvault.wasm");
+    fs::copy(&built, &dest).unwrap_or_else(|e| {
+        panic!(
+            "example connector: copying {} to {}: {e}",
+            built.display(),
+            dest.display()
+        )
+    });
+    eprintln!(
+        "built the example connector in {:.1?}: {}",
+        started.elapsed(),
+        dest.display()
+    );
+    dest
 }
 
 /// The feature names in the `[features]` table of the guests' manifest, in order, without

@@ -4,6 +4,7 @@
 mod util;
 
 mod connect;
+mod example;
 mod faults;
 mod hostile;
 mod sync;

@@ -4,6 +4,9 @@
 
 mod api;
 mod data;
+/// The example Docuvault connector's tiny simulator (`examples/docuvault/simulator.rs`).
+#[path = "../../examples/docuvault/simulator.rs"]
+pub mod example_sim;
 mod fault;
 /// The hostile test components (built by `build.rs`): their paths and `foreach_hostile!`.
 pub mod guests;
