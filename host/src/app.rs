@@ -259,7 +259,7 @@ pub fn clean_key(raw: &str) -> Result<String, AppError> {
     if key.is_empty() {
         return Err(AppError::new(
             Exit::BadInput,
-            "the API key is empty; paste the key from IT Glue (Account > Settings > API Keys)",
+            "the API key is empty; paste the key again",
         ));
     }
     if key.chars().any(|c| c.is_control()) {
@@ -271,20 +271,23 @@ pub fn clean_key(raw: &str) -> Result<String, AppError> {
     if !key.is_ascii() {
         return Err(AppError::new(
             Exit::BadInput,
-            "the API key contains non-ASCII characters; copy it again from IT Glue",
+            "the API key contains non-ASCII characters; copy it again",
         ));
     }
     Ok(key.to_string())
 }
 
 /// Maps a failed export call to an exit status and a message. `verified_before` is when the
-/// stored connection last passed a test (it makes a revoked key the likeliest cause of a 401).
+/// stored connection last passed a test (it makes a revoked key the likeliest cause of a 401,
+/// for services that revoke idle keys).
 pub fn call_failure(
     e: &CallError,
+    manifest: &crate::manifest::Manifest,
     region: &str,
     base: &BaseUrl,
     verified_before: Option<&str>,
 ) -> AppError {
+    let service = manifest.service();
     match e {
         CallError::Guest(types::Error::Unauthorized(detail)) => {
             // The connector's first sentence says what the API answered; the hints are ours.
@@ -294,15 +297,18 @@ pub fn call_failure(
                 .unwrap_or(detail)
                 .trim_end_matches('.');
             let region_hint = format!(
-                "check that region {region} ({}) matches your IT Glue account: a key from another region is rejected the same way",
+                "check that region {region} ({}) matches your {service} account: a key from another region is rejected the same way",
                 base.host
             );
-            let message = match verified_before {
-                Some(at) => format!(
-                    "That key didn't work ({detail}). It was verified on {at}: IT Glue revokes keys unused for 90 days, so generate a fresh key and reconnect; otherwise re-copy the key (watch for spaces), {region_hint}, and check IT Glue's IP access control."
+            let idle = manifest.credential.idle_revocation_days;
+            let message = match (verified_before, idle) {
+                (Some(at), Some(days)) => format!(
+                    "That key didn't work ({detail}). It was verified on {at}: {service} revokes keys unused for {days} days, so generate a fresh key and reconnect; otherwise re-copy the key (watch for spaces), {region_hint}, and check {service}'s IP access control."
                 ),
-                None => format!(
-                    "That key didn't work ({detail}). Re-copy the key (watch for spaces at either end), {region_hint}; keys idle for 90 days are revoked, and IT Glue's IP access control can also refuse this machine."
+                (_, idle) => format!(
+                    "That key didn't work ({detail}). Re-copy the key (watch for spaces at either end), {region_hint}{}; {service}'s IP access control can also refuse this machine.",
+                    idle.map(|d| format!("; keys idle for {d} days are revoked"))
+                        .unwrap_or_default()
                 ),
             };
             AppError::new(Exit::Unauthorized, message)
@@ -310,7 +316,7 @@ pub fn call_failure(
         CallError::Guest(types::Error::RateLimited(_) | types::Error::Unavailable(_)) => {
             AppError::new(
                 Exit::Unavailable,
-                format!("IT Glue is unavailable after retries: {e}. Try again later."),
+                format!("{service} is unavailable after retries: {e}. Try again later."),
             )
         }
         CallError::Guest(types::Error::NotFound(_)) => AppError::new(

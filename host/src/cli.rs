@@ -16,7 +16,7 @@ Exit status:
   1  any other failure
   2  usage error
   3  the key was rejected (401/403)
-  4  IT Glue unavailable after retries (network, 5xx, 429)
+  4  the service (IT Glue) unavailable after retries (network, 5xx, 429)
   5  the connector failed (trap, limit, denied request, unreadable response)
   6  bad input data (import file, ids, vault, database file)
 
@@ -379,7 +379,7 @@ fn connector_command(
 
 /// Reads the key: the manifest's environment variable, else stdin when it is piped and not
 /// empty, else (with `prompt`) a no-echo prompt on the terminal.
-fn read_key(env_name: &str, prompt: bool) -> Result<Option<String>, AppError> {
+fn read_key(env_name: &str, service: &str, prompt: bool) -> Result<Option<String>, AppError> {
     if let Some(value) = std::env::var_os(env_name) {
         return app::clean_key(&value.to_string_lossy()).map(Some);
     }
@@ -402,7 +402,7 @@ fn read_key(env_name: &str, prompt: bool) -> Result<Option<String>, AppError> {
         }
     }
     if prompt && stdin.is_terminal() {
-        let typed = rpassword::prompt_password("IT Glue API key (input hidden): ")
+        let typed = rpassword::prompt_password(format!("{service} API key (input hidden): "))
             .map_err(|e| AppError::new(Exit::BadInput, format!("cannot read the key: {e}")))?;
         return app::clean_key(&typed).map(Some);
     }
@@ -412,7 +412,11 @@ fn read_key(env_name: &str, prompt: bool) -> Result<Option<String>, AppError> {
 fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Result<(), AppError> {
     let manifest = &app.connector.manifest;
     let stored = db::connection(&app.conn, app.name())?;
-    let given = read_key(&manifest.credential.env, connect || stored.is_none())?;
+    let given = read_key(
+        &manifest.credential.env,
+        manifest.service(),
+        connect || stored.is_none(),
+    )?;
     let (key, using_stored) = match (given, &stored) {
         (Some(key), _) => (key, false),
         (None, Some(conn)) if !connect => (app.stored_key(conn)?, true),
@@ -431,28 +435,37 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
             ));
         }
     };
-    // Region: flag, else the stored connection's (when testing it), else the default.
-    let region = target
-        .region
-        .clone()
-        .or_else(|| {
-            stored
-                .as_ref()
-                .filter(|_| target.endpoint.is_none())
-                .map(|c| c.region.clone())
-        })
-        .unwrap_or_else(|| manifest.default_region.clone());
-    let endpoint = target.endpoint.clone().or_else(|| {
-        stored
-            .as_ref()
-            .filter(|c| {
-                using_stored
-                    && target.region.is_none()
-                    && c.endpoint != manifest.region_url(&c.region).unwrap_or("")
-            })
-            .map(|c| c.endpoint.clone())
-    });
-    let base = app.base_url(&region, endpoint.as_deref())?;
+    let (region, base) = match stored.as_ref().filter(|_| using_stored) {
+        // The stored key only ever goes where it was connected.
+        Some(conn) => {
+            let base = crate::policy::BaseUrl::parse_endpoint(&conn.endpoint)
+                .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?;
+            if target.region.is_some() || target.endpoint.is_some() {
+                let region = target.region.clone().unwrap_or_else(|| conn.region.clone());
+                let asked = app.base_url(&region, target.endpoint.as_deref())?;
+                if asked != base {
+                    return Err(AppError::new(
+                        Exit::Usage,
+                        format!(
+                            "the stored key is only sent to {}, where it was connected; to test {}, give the key ({} or stdin)",
+                            conn.endpoint,
+                            asked.to_url(),
+                            manifest.credential.env
+                        ),
+                    ));
+                }
+            }
+            (conn.region.clone(), base)
+        }
+        None => {
+            let region = target
+                .region
+                .clone()
+                .unwrap_or_else(|| manifest.default_region.clone());
+            let base = app.base_url(&region, target.endpoint.as_deref())?;
+            (region, base)
+        }
+    };
     let ctx = app.call_context(base.clone(), &key)?;
     let rt = runtime()?;
     let verified_before = stored
@@ -461,7 +474,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
         .map(|c| c.verified_at.clone());
     let verified = rt
         .block_on(app.test(&ctx))
-        .map_err(|e| app::call_failure(&e, &region, &base, verified_before.as_deref()))?;
+        .map_err(|e| app::call_failure(&e, manifest, &region, &base, verified_before.as_deref()))?;
     let where_ = format!("region {region}, {}", base.to_url());
     if connect {
         let vault = Vault::open(&app.db_path, true)?

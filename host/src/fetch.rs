@@ -259,9 +259,10 @@ impl FetchError {
         base: &crate::policy::BaseUrl,
         verified: Option<&str>,
     ) -> AppError {
-        let _ = app;
         match self {
-            FetchError::Call(e) => crate::app::call_failure(&e, region, base, verified),
+            FetchError::Call(e) => {
+                crate::app::call_failure(&e, &app.connector.manifest, region, base, verified)
+            }
             FetchError::Inconsistent(m) => AppError::new(Exit::Unavailable, m),
             FetchError::Host(m) => AppError::new(Exit::Failure, m),
         }

@@ -46,6 +46,9 @@ pub struct Manifest {
     /// One line saying what the connector reads.
     #[serde(default)]
     pub description: String,
+    /// The service's name as people know it (`IT Glue`), used in messages; defaults to `name`.
+    #[serde(default)]
+    pub display_name: Option<String>,
     /// The sha256 of the component (hex). Required for components loaded from a file; a
     /// component whose digest differs is refused.
     #[serde(default)]
@@ -74,6 +77,10 @@ pub struct Credential {
     pub prefix: String,
     /// The environment variable the command line reads the key from.
     pub env: String,
+    /// Days after which the service revokes an unused key, if it does (IT Glue: 90). Makes a
+    /// rejected key that worked before point at revocation first.
+    #[serde(default)]
+    pub idle_revocation_days: Option<u32>,
 }
 
 /// One request shape the connector may make.
@@ -291,6 +298,11 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// The service's name for messages.
+    pub fn service(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.name)
     }
 
     /// The base URL of a region, or an error listing the regions there are.

@@ -311,7 +311,7 @@ fn plan(
         let why = if seen.contains_key(id.as_str()) {
             "a manual decision replaced it"
         } else {
-            "the record is no longer in IT Glue"
+            "the record no longer exists at the source"
         };
         changes.push(Change::Remove {
             itglue_id: id.clone(),

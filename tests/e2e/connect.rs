@@ -359,3 +359,22 @@ fn check_passes_on_the_itglue_connector() {
     assert!(table.ok().contains("SKIP"), "{}", table.stdout);
     assert!(table.stdout.contains("0 failed"), "{}", table.stdout);
 }
+
+#[test]
+fn the_stored_key_only_goes_where_it_was_connected() {
+    let env = Env::new();
+    env.connect();
+    env.sim.clear_requests();
+    let eu = env.sim.region_url("eu");
+    let run = env.run(&["itglue", "test", "--endpoint", &eu]);
+    run.fails(2, "only sent to");
+    env.run(&["itglue", "test", "--region", "eu"])
+        .fails(2, "only sent to");
+    assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
+    // Naming the connected endpoint again is fine.
+    assert!(
+        env.run(&["itglue", "test", "--endpoint", &env.endpoint()])
+            .ok()
+            .contains("Verified")
+    );
+}
