@@ -543,7 +543,7 @@ fn status_command(app: &App, json: bool) -> Result<(), AppError> {
     match &stored {
         Some(c) => println!(
             "Connected to {} (region {}, {}); key last verified {}.",
-            app.name(),
+            app.connector.manifest.service(),
             c.region,
             c.endpoint,
             c.verified_at
