@@ -289,3 +289,88 @@ fn a_stalled_server_gives_a_clear_error_within_the_bound() {
         "connect, then two attempts"
     );
 }
+
+#[test]
+fn a_page_that_is_not_json_fails_the_run_after_retries() {
+    let env = big_env(1500);
+    env.sim.add_fault(FaultRule::new(
+        When::Page(2),
+        Fault::Status {
+            status: 200,
+            retry_after: None,
+            body: "{\"data\": [ {\"id\": \"1\", \"attributes\": ".into(),
+        },
+    ));
+    let run = fast_sync(&env, "organizations");
+    run.fails(5, "page 2");
+    assert!(run.stderr.contains("unreadable"), "{}", run.stderr);
+    assert!(link_table(&env).is_empty());
+    let attempts = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.query.contains("page%5Bnumber%5D=2"))
+        .count();
+    assert_eq!(attempts, 8, "bounded retries (max_attempts = 8)");
+}
+
+#[test]
+fn duplicate_ids_across_pages_are_a_partial_list() {
+    // Page size 2: ids 1,2 | 2,3 -- a record was served twice, so one was never seen.
+    let orgs = vec![
+        Org::new(1, "A"),
+        Org::new(2, "B"),
+        Org::new(2, "B"),
+        Org::new(3, "C"),
+    ];
+    let env = Env::with(SimConfig::with_dataset(Dataset {
+        organizations: orgs,
+        ..Dataset::default()
+    }));
+    env.connect();
+    env.import(
+        "id,name\nc1,A\n",
+        "id,client_id,name,hostname,serial_number,mac_address\n",
+    );
+    let (wasm, manifest) = env.itglue_with_limits("page_size = 2\nmax_attempts = 1");
+    let run = env.run(&[
+        "--connector",
+        &wasm,
+        "--manifest",
+        &manifest,
+        "itglue",
+        "sync",
+        "organizations",
+        "--json",
+    ]);
+    run.fails(4, "partial list");
+    assert!(link_table(&env).is_empty());
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_on_the_first_byte() {
+    let env = Env::new();
+    env.connect();
+    env.sim
+        .add_fault(FaultRule::always(Fault::Stall(Duration::from_secs(30))));
+    let (wasm, manifest) = env.itglue_with_limits("max_attempts = 1\nfirst_byte_timeout_ms = 300");
+    let run = env.run(&[
+        "--connector",
+        &wasm,
+        "--manifest",
+        &manifest,
+        "itglue",
+        "sync",
+        "organizations",
+    ]);
+    run.fails(4, "unavailable");
+    // The host's first-byte timeout ended the request, not the server closing it after 30 s.
+    assert!(
+        run.stderr.to_lowercase().contains("timeout")
+            || run.stderr.to_lowercase().contains("timed out"),
+        "{}",
+        run.stderr
+    );
+    let status = env.run(&["itglue", "status", "--json"]).json();
+    assert_eq!(status["organization"]["status"], "failed");
+}
