@@ -246,7 +246,7 @@ fn plan(
     let mut unplaced = Vec::new();
     let mut linked = manual_linked_fetched;
     let mut ids: Vec<&String> = placed.keys().collect();
-    ids.sort_by(|a, b| id_order(a, b));
+    ids.sort_by_cached_key(|id| id_key(id));
     for id in ids {
         let name = seen
             .get(id.as_str())
@@ -348,6 +348,14 @@ fn plan(
     })
 }
 
+/// A sort key giving [`id_order`]'s order, computed once per id.
+pub fn id_key(id: &str) -> (u8, u64, String) {
+    match id.parse::<u64>() {
+        Ok(n) => (0, n, String::new()),
+        Err(_) => (1, 0, id.to_string()),
+    }
+}
+
 /// Orders ids numerically when both are numbers, else as text.
 pub fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {
@@ -367,53 +375,90 @@ fn apply(
 ) -> Result<(), AppError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = db::now();
+    // What is stored now, so that only rows that change are written.
+    let mut stored_evidence: HashMap<String, String> = HashMap::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT itglue_id, evidence FROM links WHERE connector = ?1 AND kind = ?2 AND source = 'auto'",
+        )?;
+        for row in stmt.query_map(params![connector, kind], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let (id, evidence) = row?;
+            stored_evidence.insert(id, evidence);
+        }
+    }
+    let mut stored_records: HashMap<String, (String, Option<String>)> = HashMap::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT itglue_id, name, organization_id FROM itglue_records WHERE connector = ?1 AND kind = ?2",
+        )?;
+        for row in stmt.query_map(params![connector, kind], |r| {
+            Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))
+        })? {
+            let (id, record) = row?;
+            stored_records.insert(id, record);
+        }
+    }
     for change in &plan.changes {
         match change {
             Change::Remove { itglue_id, .. } => {
-                tx.execute(
+                tx.prepare_cached(
                     "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'auto'",
-                    params![connector, kind, itglue_id],
-                )?;
+                )?
+                .execute(params![connector, kind, itglue_id])?;
             }
             Change::Add {
                 itglue_id,
                 scopable_id,
                 evidence,
             } => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO links (connector, kind, itglue_id, scopable_id, source, evidence, linked_at)
                      VALUES (?1, ?2, ?3, ?4, 'auto', ?5, ?6)",
-                    params![connector, kind, itglue_id, scopable_id, json!(evidence).to_string(), now],
-                )?;
+                )?
+                .execute(params![connector, kind, itglue_id, scopable_id, json!(evidence).to_string(), now])?;
             }
         }
     }
     for (itglue_id, scopable_id, evidence) in &plan.kept {
-        tx.execute(
+        if stored_evidence.get(itglue_id) == Some(evidence) {
+            continue;
+        }
+        tx.prepare_cached(
             "UPDATE links SET evidence = ?5 WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND scopable_id = ?4",
-            params![connector, kind, itglue_id, scopable_id, evidence],
-        )?;
+        )?
+        .execute(params![connector, kind, itglue_id, scopable_id, evidence])?;
     }
     tx.execute(
         "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2",
         params![connector, kind],
     )?;
     for (id, name, reason, candidates, suggestions) in &plan.unplaced {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO unplaced (connector, kind, itglue_id, name, reason, candidates, suggestions)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![connector, kind, id, name, reason, candidates, suggestions],
-        )?;
+        )?
+        .execute(params![connector, kind, id, name, reason, candidates, suggestions])?;
     }
-    tx.execute(
-        "DELETE FROM itglue_records WHERE connector = ?1 AND kind = ?2",
-        params![connector, kind],
-    )?;
+    for id in stored_records.keys() {
+        if !plan.seen.contains_key(id) {
+            tx.prepare_cached(
+                "DELETE FROM itglue_records WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
+            )?
+            .execute(params![connector, kind, id])?;
+        }
+    }
     for (id, s) in &plan.seen {
-        tx.execute(
-            "INSERT INTO itglue_records (connector, kind, itglue_id, name, organization_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![connector, kind, id, s.name, s.organization_id],
-        )?;
+        let unchanged = stored_records
+            .get(id)
+            .is_some_and(|(name, org)| *name == s.name && *org == s.organization_id);
+        if unchanged {
+            continue;
+        }
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO itglue_records (connector, kind, itglue_id, name, organization_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![connector, kind, id, s.name, s.organization_id])?;
     }
     finish_run(&tx, run_id, "ok", &plan.counts, None)?;
     tx.commit()?;
