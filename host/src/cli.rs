@@ -16,7 +16,7 @@ Exit status:
   1  any other failure
   2  usage error
   3  the key was rejected (401/403)
-  4  the service (IT Glue) unavailable after retries (network, 5xx, 429)
+  4  IT Glue (or the connector's service) unavailable after retries (network, 5xx, 429)
   5  the connector failed (trap, limit, denied request, unreadable response)
   6  bad input data (import file, ids, vault, database file)
 
@@ -86,8 +86,23 @@ enum ImportKind {
     Configurations,
 }
 
+const CONNECTOR_EXAMPLES: &str = "\
+A first run:
+  scopable-host import clients clients.csv
+  scopable-host import configurations configurations.csv
+  ITGLUE_API_KEY=... scopable-host itglue test --region us
+  ITGLUE_API_KEY=... scopable-host itglue connect --region us
+  scopable-host itglue sync organizations
+  scopable-host itglue sync configurations
+  scopable-host itglue unplaced
+
+Resolving what could not be placed:
+  scopable-host itglue link organization 123456 c-42      # match by hand, or change a match
+  scopable-host itglue ignore configuration 987654        # never link it, stop listing it
+  scopable-host itglue reset organization 123456          # back to automatic matching";
+
 #[derive(Debug, Parser)]
-#[command(no_binary_name = true)]
+#[command(no_binary_name = true, after_help = CONNECTOR_EXAMPLES)]
 struct ConnectorArgs {
     #[command(subcommand)]
     command: ConnectorCommand,
