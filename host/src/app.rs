@@ -207,6 +207,9 @@ impl App {
                 manifest.limits.budget_requests,
                 std::time::Duration::from_secs(manifest.limits.budget_window_secs),
             )),
+            in_flight: Some(Arc::new(tokio::sync::Semaphore::new(
+                manifest.limits.concurrency as usize,
+            ))),
         })
     }
 

@@ -129,6 +129,7 @@ fn context(connector: &LoadedConnector, base: BaseUrl, key: &str) -> Result<Call
         audit,
         requests: Default::default(),
         budget: None,
+        in_flight: None,
     })
 }
 

@@ -139,7 +139,9 @@ pub async fn fetch_all<P: Page>(
     mut progress: impl FnMut(u32, Option<u32>),
 ) -> Result<Listing<P::Record>, FetchError> {
     let connector = app.connector.clone();
-    let concurrency = connector.manifest.limits.concurrency as usize;
+    // HTTP requests in flight are bounded by `concurrency` (the context's semaphore); twice as
+    // many calls run, so parsing one page overlaps fetching the next.
+    let concurrency = connector.manifest.limits.concurrency as usize * 2;
     let first = fetch_with_retries::<P>(connector.clone(), ctx.clone(), 1).await?;
     let (records, unreadable, info) = first.into_parts();
     let mut pages: BTreeMap<u32, Parts<P::Record>> = BTreeMap::new();

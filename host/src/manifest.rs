@@ -139,7 +139,8 @@ pub struct Limits {
     pub budget_requests: u32,
     /// The pacing window, in seconds.
     pub budget_window_secs: u64,
-    /// Pages fetched at once after the first page.
+    /// HTTP requests in flight at once after the first page; twice as many fetch calls run,
+    /// so that parsing one page overlaps fetching the next.
     pub concurrency: u32,
     /// Wall-clock time for a whole sync, in seconds.
     pub sync_timeout_secs: u64,

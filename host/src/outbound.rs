@@ -77,6 +77,7 @@ pub struct Outbound {
     report: Arc<Mutex<CallReport>>,
     sent: Arc<AtomicU64>,
     network: bool,
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
     timeouts: RequestOptions,
     max_response_bytes: u64,
 }
@@ -90,6 +91,7 @@ impl Outbound {
         report: Arc<Mutex<CallReport>>,
         sent: Arc<AtomicU64>,
         network: bool,
+        in_flight: Option<Arc<tokio::sync::Semaphore>>,
         limits: &Limits,
     ) -> Outbound {
         Outbound {
@@ -99,6 +101,7 @@ impl Outbound {
             report,
             sent,
             network,
+            in_flight,
             timeouts: RequestOptions {
                 connect_timeout: Some(Duration::from_millis(limits.connect_timeout_ms)),
                 first_byte_timeout: Some(Duration::from_millis(limits.first_byte_timeout_ms)),
@@ -228,7 +231,16 @@ impl WasiHttpHooks for Outbound {
         let audit = self.audit.clone();
         let report = self.report.clone();
         let max = self.max_response_bytes;
+        let in_flight = self.in_flight.clone();
         Box::new(async move {
+            // Held until the body is read (or dropped): the API sees at most `concurrency`
+            // requests at once, while more calls may be parsing what they received.
+            let permit = match in_flight {
+                Some(s) => Some(s.acquire_owned().await.map_err(|_| {
+                    HttpError::InternalError(Some("the request limiter closed".into()))
+                })?),
+                None => None,
+            };
             let started = Instant::now();
             let (response, io) =
                 match wasmtime_wasi_http::default_send_request(request, Some(options)).await {
@@ -279,6 +291,7 @@ impl WasiHttpHooks for Outbound {
                     report,
                     event,
                     started,
+                    _permit: permit,
                 }),
             };
             Ok((
@@ -326,6 +339,8 @@ struct Pending {
     report: Arc<Mutex<CallReport>>,
     event: Event,
     started: Instant,
+    /// The request's place among those in flight, given back when the body is done.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A response body that counts bytes, fails past the limit, and audits when done.

@@ -407,6 +407,9 @@ pub struct CallContext {
     pub requests: Arc<std::sync::atomic::AtomicU64>,
     /// The shared request budget, when pacing applies.
     pub budget: Option<crate::budget::Budget>,
+    /// Bounds the HTTP requests in flight across every call made with this context (each
+    /// request holds a permit until its body is read). `None`: no bound beyond the call's own.
+    pub in_flight: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl CallContext {
@@ -455,6 +458,7 @@ impl LoadedConnector {
             report.clone(),
             ctx.requests.clone(),
             network,
+            ctx.in_flight.clone(),
             limits,
         );
         let state = GuestState::new(limits, outbound, ctx.storage.clone(), report);

@@ -1016,6 +1016,7 @@ fn context(connector: &LoadedConnector, endpoint: &str) -> CallContext {
         audit,
         requests: Default::default(),
         budget: None,
+        in_flight: None,
     }
 }
 
