@@ -83,25 +83,21 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Hooks for one export call.
+    /// Hooks for one export call made with `ctx`; `network: false` refuses every request.
     pub fn new(
-        policy: Arc<OutboundPolicy>,
-        credential: Arc<Credential>,
-        audit: AuditSink,
+        ctx: &crate::sandbox::CallContext,
         report: Arc<Mutex<CallReport>>,
-        sent: Arc<AtomicU64>,
         network: bool,
-        in_flight: Option<Arc<tokio::sync::Semaphore>>,
         limits: &Limits,
     ) -> Outbound {
         Outbound {
-            policy,
-            credential,
-            audit,
+            policy: ctx.policy.clone(),
+            credential: ctx.credential.clone(),
+            audit: ctx.audit.clone(),
             report,
-            sent,
+            sent: ctx.requests.clone(),
             network,
-            in_flight,
+            in_flight: ctx.in_flight.clone(),
             timeouts: RequestOptions {
                 connect_timeout: Some(Duration::from_millis(limits.connect_timeout_ms)),
                 first_byte_timeout: Some(Duration::from_millis(limits.first_byte_timeout_ms)),

@@ -451,16 +451,7 @@ impl LoadedConnector {
         network: bool,
     ) -> Store<GuestState> {
         let limits = self.limits();
-        let outbound = Outbound::new(
-            ctx.policy.clone(),
-            ctx.credential.clone(),
-            ctx.audit.clone(),
-            report.clone(),
-            ctx.requests.clone(),
-            network,
-            ctx.in_flight.clone(),
-            limits,
-        );
+        let outbound = Outbound::new(ctx, report.clone(), network, limits);
         let state = GuestState::new(limits, outbound, ctx.storage.clone(), report);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
