@@ -31,51 +31,34 @@ pub trait Page: Send + 'static {
         Self: Sized;
 }
 
-impl Page for types::OrganizationPage {
-    type Record = types::Organization;
-    fn into_parts(
-        self,
-    ) -> (
-        Vec<Self::Record>,
-        Vec<types::UnreadableRecord>,
-        types::PageInfo,
-    ) {
-        (self.records, self.unreadable, self.info)
-    }
-    fn id(record: &Self::Record) -> &str {
-        &record.id
-    }
-    async fn fetch(
-        connector: Arc<LoadedConnector>,
-        ctx: CallContext,
-        page: u32,
-    ) -> Result<Self, CallError> {
-        connector.fetch_orgs(&ctx, page).await
-    }
+/// Implements [`Page`] for a page type, its record type and the export that fetches it.
+macro_rules! page {
+    ($page:ty, $record:ty, $export:ident) => {
+        impl Page for $page {
+            type Record = $record;
+            fn into_parts(self) -> Parts<Self::Record> {
+                (self.records, self.unreadable, self.info)
+            }
+            fn id(record: &Self::Record) -> &str {
+                &record.id
+            }
+            async fn fetch(
+                connector: Arc<LoadedConnector>,
+                ctx: CallContext,
+                page: u32,
+            ) -> Result<Self, CallError> {
+                connector.$export(&ctx, page).await
+            }
+        }
+    };
 }
 
-impl Page for types::ConfigurationPage {
-    type Record = types::Configuration;
-    fn into_parts(
-        self,
-    ) -> (
-        Vec<Self::Record>,
-        Vec<types::UnreadableRecord>,
-        types::PageInfo,
-    ) {
-        (self.records, self.unreadable, self.info)
-    }
-    fn id(record: &Self::Record) -> &str {
-        &record.id
-    }
-    async fn fetch(
-        connector: Arc<LoadedConnector>,
-        ctx: CallContext,
-        page: u32,
-    ) -> Result<Self, CallError> {
-        connector.fetch_configs(&ctx, page).await
-    }
-}
+page!(types::OrganizationPage, types::Organization, fetch_orgs);
+page!(
+    types::ConfigurationPage,
+    types::Configuration,
+    fetch_configs
+);
 
 /// One fetched page, split into its parts.
 type Parts<R> = (Vec<R>, Vec<types::UnreadableRecord>, types::PageInfo);

@@ -34,18 +34,10 @@ fn big_env(n: u64) -> Env {
 
 /// Runs a sync through the built-in component with fast retries.
 fn fast_sync(env: &Env, kind: &str) -> crate::util::Run {
-    let (wasm, manifest) =
-        env.itglue_with_limits("max_attempts = 8\nretry_base_ms = 5\nretry_max_ms = 50");
-    env.run(&[
-        "--connector",
-        &wasm,
-        "--manifest",
-        &manifest,
-        "itglue",
-        "sync",
-        kind,
-        "--json",
-    ])
+    env.run_itglue_with(
+        "max_attempts = 8\nretry_base_ms = 5\nretry_max_ms = 50",
+        &["sync", kind, "--json"],
+    )
 }
 
 fn link_table(env: &Env) -> Vec<(String, String, String)> {
@@ -269,18 +261,9 @@ fn a_stalled_server_gives_a_clear_error_within_the_bound() {
         .add_fault(FaultRule::always(Fault::StallAfterHeaders(
             Duration::from_secs(30),
         )));
-    let (wasm, manifest) =
-        env.itglue_with_limits("max_attempts = 2\nretry_base_ms = 5\nbetween_bytes_timeout_ms = 300\nfirst_byte_timeout_ms = 300");
-    let run = env.run(&[
-        "--connector",
-        &wasm,
-        "--manifest",
-        &manifest,
-        "itglue",
-        "sync",
+    let run = env.run_itglue_with("max_attempts = 2\nretry_base_ms = 5\nbetween_bytes_timeout_ms = 300\nfirst_byte_timeout_ms = 300", &["sync",
         "organizations",
-        "--json",
-    ]);
+        "--json",]);
     run.fails(4, "unavailable");
     assert!(run.stdout.is_empty());
     assert_eq!(
@@ -332,17 +315,10 @@ fn duplicate_ids_across_pages_are_a_partial_list() {
         "id,name\nc1,A\n",
         "id,client_id,name,hostname,serial_number,mac_address\n",
     );
-    let (wasm, manifest) = env.itglue_with_limits("page_size = 2\nmax_attempts = 1");
-    let run = env.run(&[
-        "--connector",
-        &wasm,
-        "--manifest",
-        &manifest,
-        "itglue",
-        "sync",
-        "organizations",
-        "--json",
-    ]);
+    let run = env.run_itglue_with(
+        "page_size = 2\nmax_attempts = 1",
+        &["sync", "organizations", "--json"],
+    );
     run.fails(4, "partial list");
     assert!(link_table(&env).is_empty());
 }
@@ -353,16 +329,10 @@ fn a_server_that_never_answers_times_out_on_the_first_byte() {
     env.connect();
     env.sim
         .add_fault(FaultRule::always(Fault::Stall(Duration::from_secs(30))));
-    let (wasm, manifest) = env.itglue_with_limits("max_attempts = 1\nfirst_byte_timeout_ms = 300");
-    let run = env.run(&[
-        "--connector",
-        &wasm,
-        "--manifest",
-        &manifest,
-        "itglue",
-        "sync",
-        "organizations",
-    ]);
+    let run = env.run_itglue_with(
+        "max_attempts = 1\nfirst_byte_timeout_ms = 300",
+        &["sync", "organizations"],
+    );
     run.fails(4, "unavailable");
     // The host's first-byte timeout ended the request, not the server closing it after 30 s.
     assert!(

@@ -575,19 +575,10 @@ fn concurrent_batched_syncs_equal_a_sequential_one() {
         env.connect();
         let (clients, configurations) = itglue_sim::generated_scopable_csv(300, 40);
         env.import(&clients, &configurations);
-        let (wasm, manifest) = env.itglue_with_limits(&format!("concurrency = {concurrency}"));
+        let limits = format!("concurrency = {concurrency}");
         let sync = |kind: &str| {
-            env.run(&[
-                "--connector",
-                &wasm,
-                "--manifest",
-                &manifest,
-                "itglue",
-                "sync",
-                kind,
-                "--json",
-            ])
-            .json()
+            env.run_itglue_with(&limits, &["sync", kind, "--json"])
+                .json()
         };
         assert_eq!(sync("organizations")["linked"], 300);
         let configs = sync("configurations");

@@ -211,6 +211,21 @@ impl Env {
         )
     }
 
+    /// Runs `itglue ARGS` with the built-in component under a manifest whose `[limits]` lines
+    /// are replaced by `limits`.
+    pub fn run_itglue_with(&self, limits: &str, args: &[&str]) -> Run {
+        let (wasm, manifest) = self.itglue_with_limits(limits);
+        let mut all = vec![
+            "--connector",
+            wasm.as_str(),
+            "--manifest",
+            manifest.as_str(),
+            "itglue",
+        ];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     /// A read-only connection to the database.
     pub fn sqlite(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.db()).expect("open db")
