@@ -60,6 +60,9 @@ page!(
     fetch_configs
 );
 
+/// Most pages one listing may have (100 million records at 1000 a page).
+const MAX_PAGES: u32 = 100_000;
+
 /// One fetched page, split into its parts.
 type Parts<R> = (Vec<R>, Vec<types::UnreadableRecord>, types::PageInfo);
 
@@ -134,6 +137,11 @@ pub async fn fetch_all<P: Page>(
     pages.insert(1, (records, unreadable, info));
     progress(1, total_pages);
     match total_pages {
+        Some(total) if total > MAX_PAGES => {
+            return Err(FetchError::Inconsistent(format!(
+                "the API reports {total} pages, more than the {MAX_PAGES} a listing may have"
+            )));
+        }
         Some(total) if total > 1 => {
             // The total is known: fetch the rest at once, bounded.
             let mut set = tokio::task::JoinSet::new();
@@ -155,11 +163,17 @@ pub async fn fetch_all<P: Page>(
                     spawn(&mut set, page);
                 }
             }
+            // The last page must be the last: a listing that grew while paging is partial.
+            if let Some(next) = pages.get(&total).and_then(|p| p.2.next_page) {
+                return Err(FetchError::Inconsistent(format!(
+                    "page {total} of {total} points to a page {next}: the listing changed while paging; sync again"
+                )));
+            }
         }
         _ => {
             // No total: follow next-page one at a time.
             while let Some(page) = next {
-                if pages.contains_key(&page) || page > 100_000 {
+                if pages.contains_key(&page) || page > MAX_PAGES {
                     return Err(FetchError::Inconsistent(format!(
                         "the API pointed to page {page} again; paging would not end"
                     )));

@@ -171,6 +171,19 @@ pub fn configurations(conn: &Connection, file: &Path) -> Result<String, AppError
             clients.insert(id?);
         }
     }
+    // A configuration linked by hand may not move to another client: the link would then
+    // cross clients, and a sync never changes manual links.
+    let mut manual_targets = std::collections::HashMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT c.id, c.client_id FROM configurations c JOIN links l
+             ON l.kind = 'configuration' AND l.source = 'manual' AND l.scopable_id = c.id",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (id, client) = row?;
+            manual_targets.insert(id, client);
+        }
+    }
     for (line, cells) in &rows {
         if !clients.contains(&cells[1]) {
             return Err(bad(
@@ -179,6 +192,18 @@ pub fn configurations(conn: &Connection, file: &Path) -> Result<String, AppError
                 format!(
                     "client {:?} does not exist (import clients first)",
                     cells[1]
+                ),
+            ));
+        }
+        if let Some(client) = manual_targets.get(&cells[0])
+            && *client != cells[1]
+        {
+            return Err(bad(
+                file,
+                *line,
+                format!(
+                    "configuration {:?} is linked by hand under client {client:?}; reset that link before moving it to {:?}",
+                    cells[0], cells[1]
                 ),
             ));
         }

@@ -159,6 +159,49 @@ fn itglue_record(
         })
 }
 
+/// Configurations linked by hand under an organization: (IT Glue id, target, target's client).
+fn manual_configurations_under(
+    app: &App,
+    organization: &str,
+) -> Result<Vec<(String, String, String)>, AppError> {
+    let mut stmt = app.conn.prepare(
+        "SELECT l.itglue_id, l.scopable_id, c.client_id FROM links l
+         JOIN itglue_records r ON r.connector = l.connector AND r.kind = 'configuration' AND r.itglue_id = l.itglue_id
+         JOIN configurations c ON c.id = l.scopable_id
+         WHERE l.connector = ?1 AND l.kind = 'configuration' AND l.source = 'manual' AND r.organization_id = ?2
+         ORDER BY l.itglue_id",
+    )?;
+    let rows = stmt.query_map(params![app.name(), organization], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Refuses to move or drop an organization's link while configurations under it are linked
+/// by hand to another client's records (a sync never changes manual links, so they would stay
+/// crossed).
+fn guard_organization_change(
+    app: &App,
+    organization: &str,
+    new_client: Option<&str>,
+) -> Result<(), AppError> {
+    let stranded: Vec<(String, String, String)> = manual_configurations_under(app, organization)?
+        .into_iter()
+        .filter(|(_, _, client)| Some(client.as_str()) != new_client)
+        .collect();
+    if let Some((config, target, _)) = stranded.first() {
+        return Err(AppError::new(
+            Exit::BadInput,
+            format!(
+                "organization {organization} has {} configuration(s) linked by hand to its current client's records (first: {config} -> {target}); reset them first: scopable-host {} reset configuration {config}",
+                stranded.len(),
+                app.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `link organization|configuration ITGLUE_ID SCOPABLE_ID`: a manual link (or a change of match).
 pub fn link_command(
     app: &App,
@@ -182,6 +225,7 @@ pub fn link_command(
                     format!("client {scopable_id:?} does not exist"),
                 ));
             }
+            guard_organization_change(app, itglue_id, Some(scopable_id))?;
         }
         RecordKind::Configuration => {
             let target_client: Option<String> = app
@@ -280,6 +324,9 @@ pub fn link_command(
 /// `ignore organization|configuration ITGLUE_ID`.
 pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(), AppError> {
     let (name, _) = itglue_record(app, kind, itglue_id)?;
+    if kind == RecordKind::Organization {
+        guard_organization_change(app, itglue_id, None)?;
+    }
     let tx = app.conn.unchecked_transaction()?;
     tx.execute(
         "INSERT OR REPLACE INTO decisions (connector, kind, itglue_id, action, scopable_id, decided_at)
@@ -305,6 +352,9 @@ pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<()
 
 /// `reset organization|configuration ITGLUE_ID`.
 pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(), AppError> {
+    if kind == RecordKind::Organization {
+        guard_organization_change(app, itglue_id, None)?;
+    }
     let tx = app.conn.unchecked_transaction()?;
     let removed = tx.execute(
         "DELETE FROM decisions WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",

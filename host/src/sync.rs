@@ -62,6 +62,28 @@ struct Seen {
     organization_id: Option<String>,
 }
 
+/// What a sync's decisions rest on: every manual decision and every organization link. If it
+/// changes while the sync fetches, the plan is stale and is not applied.
+fn basis(conn: &Connection, connector: &str) -> rusqlite::Result<String> {
+    let mut stmt = conn.prepare(
+        "SELECT 'd', kind, itglue_id, action, coalesce(scopable_id, '') FROM decisions WHERE connector = ?1
+         UNION ALL
+         SELECT 'l', kind, itglue_id, source, scopable_id FROM links WHERE connector = ?1 AND kind = 'organization'
+         ORDER BY 1, 2, 3",
+    )?;
+    let rows = stmt.query_map(params![connector], |r| {
+        Ok(format!(
+            "{}|{}|{}|{}|{}",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
+}
+
 /// The outcome of matching, checked and ready to apply.
 struct Plan {
     counts: SyncCounts,
@@ -71,6 +93,8 @@ struct Plan {
     /// (itglue id, name, reason, candidates JSON, suggestions JSON).
     unplaced: Vec<(String, String, String, String, String)>,
     seen: BTreeMap<String, Seen>,
+    /// [`basis`] when the sync started.
+    basis: String,
 }
 
 struct Decisions {
@@ -319,8 +343,12 @@ fn plan(
             why: why.into(),
         });
     }
-    for bad in unreadable {
-        let id = bad.id.clone().unwrap_or_default();
+    for (n, bad) in unreadable.iter().enumerate() {
+        // Records without an id still get their own row.
+        let id = bad
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("(no id #{})", n + 1));
         unplaced.push((
             id,
             bad.detail.clone(),
@@ -345,6 +373,7 @@ fn plan(
         kept,
         unplaced,
         seen,
+        basis: String::new(),
     })
 }
 
@@ -374,6 +403,12 @@ fn apply(
     run_id: i64,
 ) -> Result<(), AppError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if basis(&tx, connector)? != plan.basis {
+        return Err(AppError::new(
+            Exit::Failure,
+            "manual decisions or organization links changed while the sync ran; nothing was applied: run the sync again",
+        ));
+    }
     let now = db::now();
     // What is stored now, so that only rows that change are written.
     let mut stored_evidence: HashMap<String, String> = HashMap::new();
@@ -424,7 +459,7 @@ fn apply(
             continue;
         }
         tx.prepare_cached(
-            "UPDATE links SET evidence = ?5 WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND scopable_id = ?4",
+            "UPDATE links SET evidence = ?5 WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND scopable_id = ?4 AND source = 'auto'",
         )?
         .execute(params![connector, kind, itglue_id, scopable_id, evidence])?;
     }
@@ -689,10 +724,11 @@ async fn compute(
     progress: impl FnMut(u32, Option<u32>),
 ) -> Result<Plan, Failure> {
     let connector = app.name();
+    let started_basis = basis(&app.conn, connector)?;
     let decided = decisions(&app.conn, connector, kind.as_str())?;
     let existing = auto_links(&app.conn, connector, kind.as_str())?;
     let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
-    match kind {
+    let planned = match kind {
         RecordKind::Organization => {
             let listing: Listing<types::Organization> =
                 fetch::fetch_all::<types::OrganizationPage>(app, ctx, progress)
@@ -818,7 +854,11 @@ async fn compute(
                 },
             )?)
         }
-    }
+    };
+    planned.map(|mut p: Plan| {
+        p.basis = started_basis;
+        p
+    })
 }
 
 /// Most records (IT Glue plus Scopable configurations) handed to one `match` call. Matching

@@ -137,6 +137,7 @@ fn unreadable_records_are_errored_not_fatal() {
     };
     ds.raw_organizations = vec![
         json!({"type": "organizations", "attributes": {"name": "No id"}}),
+        json!({"type": "organizations", "attributes": {"name": "No id either"}}),
         json!({"id": "77", "type": "organizations", "attributes": {"name": 12345}}),
         json!({"id": "78", "type": "organizations", "attributes": {"name": "x".repeat(100_000)}}),
         json!({"id": "79", "type": "organizations", "attributes": {"name": "Ctrl\u{7}\u{1b}[31mName"}}),
@@ -149,8 +150,8 @@ fn unreadable_records_are_errored_not_fatal() {
     );
     let s = env.sync("organizations");
     assert_counts_add_up(&s);
-    assert_eq!(s["fetched"], 6);
-    assert_eq!(s["errored"], 2);
+    assert_eq!(s["fetched"], 7);
+    assert_eq!(s["errored"], 3);
     assert_eq!(s["linked"], 1);
     let unplaced = env.run(&["itglue", "unplaced", "--json"]).json();
     let invalid = unplaced
@@ -159,7 +160,7 @@ fn unreadable_records_are_errored_not_fatal() {
         .iter()
         .filter(|u| u["reason"] == "invalid-record")
         .count();
-    assert_eq!(invalid, 2, "{unplaced}");
+    assert_eq!(invalid, 3, "each unreadable record is listed: {unplaced}");
     // The human list stays one line per record, whatever the names hold.
     let human = env.run(&["itglue", "unplaced"]);
     assert!(

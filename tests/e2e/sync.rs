@@ -593,3 +593,73 @@ fn concurrent_batched_syncs_equal_a_sequential_one() {
     assert_eq!(linked_par, linked_seq);
     assert_eq!(par, seq);
 }
+
+#[test]
+fn manual_configuration_links_pin_their_organization_and_target() {
+    let env = tyrell_env();
+    env.sync("configurations");
+    env.run(&["itglue", "link", "configuration", "107", "s7"])
+        .ok();
+    // Moving, ignoring or resetting the organization would strand the manual link.
+    env.run(&["itglue", "link", "organization", "1", "c2"])
+        .fails(6, "reset them first");
+    env.run(&["itglue", "ignore", "organization", "1"])
+        .fails(6, "reset them first");
+    env.run(&["itglue", "reset", "organization", "1"])
+        .fails(6, "reset them first");
+    // Re-importing the target under another client is refused, naming the line.
+    let moved = TYRELL_CSV.replace("s7,c1,", "s7,c2,");
+    let f = env.write("moved.csv", moved);
+    env.run(&["import", "configurations", f.to_str().unwrap()])
+        .fails(6, "line 8: configuration \"s7\" is linked by hand");
+    assert_eq!(
+        links(&env, "configuration")["107"],
+        ("s7".into(), "manual".into(), vec!["manual".into()])
+    );
+    // Once the configuration's manual link is reset, the organization can move.
+    env.run(&["itglue", "reset", "configuration", "107"]).ok();
+    env.run(&["itglue", "link", "organization", "1", "c2"]).ok();
+    assert_eq!(links(&env, "organization")["1"].0, "c2");
+}
+
+#[test]
+fn a_decision_made_during_a_sync_is_never_overruled() {
+    let env = tyrell_env();
+    env.sim
+        .add_fault(itglue_sim::FaultRule::always(itglue_sim::Fault::Latency(
+            std::time::Duration::from_millis(1500),
+        )));
+    env.sim.clear_requests();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_scopable-host"))
+        .arg("--db")
+        .arg(env.db())
+        .args(["itglue", "sync", "organizations", "--json"])
+        .env("SCOPABLE_CACHE_DIR", crate::util::cache_dir())
+        .env_remove("ITGLUE_API_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while env.sim.requests().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // While the sync waits on IT Glue, the admin ignores organization 1.
+    env.run(&["itglue", "ignore", "organization", "1"]).ok();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("changed while the sync ran"));
+    assert!(
+        !links(&env, "organization").contains_key("1"),
+        "the ignored organization stays unlinked"
+    );
+    env.sim.clear_faults();
+    let again = env.sync("organizations");
+    assert_counts_add_up(&again);
+    assert!(!links(&env, "organization").contains_key("1"));
+}
