@@ -184,7 +184,7 @@ fn the_example_connector_tests_connects_and_syncs() {
     assert_eq!(unplaced["c-5"], expect("multiple-organizations", &["s-5"]));
     assert_eq!(unplaced["c-6"], expect("multiple-organizations", &["s-5"]));
     assert_eq!(unplaced["c-7"], expect("empty-name", &[]));
-    assert_eq!(unplaced[""], expect("invalid-record", &[]));
+    assert_eq!(unplaced["(no id #1)"], expect("invalid-record", &[]));
 
     let configs = dv.sync("configurations");
     assert_counts_add_up(&configs);
