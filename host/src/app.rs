@@ -244,10 +244,7 @@ impl App {
         let limits = &self.connector.manifest.limits;
         crate::retry::with_retries(
             limits,
-            || async {
-                ctx.pace().await?;
-                self.connector.test(ctx).await
-            },
+            || self.connector.test(ctx),
             |e, attempt, wait| {
                 tracing::warn!("test attempt {attempt} failed ({e}); retrying in {wait:?}");
             },

@@ -86,10 +86,7 @@ async fn fetch_with_retries<P: Page>(
         &limits,
         || {
             let (connector, ctx) = (connector.clone(), ctx.clone());
-            async move {
-                ctx.pace().await?;
-                P::fetch(connector, ctx, page).await
-            }
+            P::fetch(connector, ctx, page)
         },
         |e, attempt, wait| {
             tracing::warn!("page {page}: attempt {attempt} failed ({e}); retrying in {wait:?}");

@@ -78,6 +78,7 @@ pub struct Outbound {
     sent: Arc<AtomicU64>,
     network: bool,
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
+    budget: Option<crate::budget::Budget>,
     timeouts: RequestOptions,
     max_response_bytes: u64,
 }
@@ -98,6 +99,7 @@ impl Outbound {
             sent: ctx.requests.clone(),
             network,
             in_flight: ctx.in_flight.clone(),
+            budget: ctx.budget.clone(),
             timeouts: RequestOptions {
                 connect_timeout: Some(Duration::from_millis(limits.connect_timeout_ms)),
                 first_byte_timeout: Some(Duration::from_millis(limits.first_byte_timeout_ms)),
@@ -228,7 +230,15 @@ impl WasiHttpHooks for Outbound {
         let report = self.report.clone();
         let max = self.max_response_bytes;
         let in_flight = self.in_flight.clone();
+        let budget = self.budget.clone();
         Box::new(async move {
+            // Pacing: every request that passed the policy waits for room in the shared budget.
+            if let Some(budget) = budget {
+                budget
+                    .acquire()
+                    .await
+                    .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+            }
             // Held until the body is read (or dropped): the API sees at most `concurrency`
             // requests at once, while more calls may be parsing what they received.
             let permit = match in_flight {

@@ -405,25 +405,12 @@ pub struct CallContext {
     pub storage: crate::storage::StorageHandle,
     /// Requests sent so far with this context (all calls, retries included).
     pub requests: Arc<std::sync::atomic::AtomicU64>,
-    /// The shared request budget, when pacing applies.
+    /// The shared request budget, when pacing applies: every request that passed the policy
+    /// waits for room in it (`Outbound::send_request`).
     pub budget: Option<crate::budget::Budget>,
     /// Bounds the HTTP requests in flight across every call made with this context (each
     /// request holds a permit until its body is read). `None`: no bound beyond the call's own.
     pub in_flight: Option<Arc<tokio::sync::Semaphore>>,
-}
-
-impl CallContext {
-    /// Waits for room in the request budget (one request per export call that reaches the
-    /// network; a connector making more is still capped by `max_requests_per_call`).
-    pub async fn pace(&self) -> Result<(), CallError> {
-        match &self.budget {
-            Some(b) => b
-                .acquire()
-                .await
-                .map_err(|e| CallError::Host(e.to_string())),
-            None => Ok(()),
-        }
-    }
 }
 
 impl LoadedConnector {
