@@ -6,8 +6,7 @@ use crate::audit::AuditSink;
 use crate::builtin;
 use crate::db::{self, DbError};
 use crate::manifest::Manifest;
-use crate::outbound::Credential;
-use crate::policy::{BaseUrl, OutboundPolicy};
+use crate::policy::BaseUrl;
 use crate::sandbox::{
     CallContext, CallError, LoadError, LoadedConnector, Sandbox, wit_types as types,
 };
@@ -178,39 +177,31 @@ impl App {
 
     /// The context for export calls against `base` with `key`.
     pub fn call_context(&self, base: BaseUrl, key: &str) -> Result<CallContext, AppError> {
-        let manifest = &self.connector.manifest;
-        let credential = Credential::new(
-            &manifest.credential.header,
-            &manifest.credential.prefix,
-            key,
-        )
-        .map_err(|e| AppError::new(Exit::BadInput, e))?;
-        let audit = AuditSink::new(
+        let limits = &self.connector.manifest.limits;
+        let mut ctx = CallContext::standalone(&self.connector, base, key)
+            .map_err(|e| AppError::new(Exit::BadInput, e))?;
+        // With the database: audit records and storage go there, and pacing is shared.
+        ctx.audit = AuditSink::new(
             self.capability_conn.clone(),
             self.name(),
             &self.connector.digest,
         );
-        Ok(CallContext {
-            policy: Arc::new(OutboundPolicy::new(manifest, base)),
-            credential: Arc::new(credential),
-            storage: StorageHandle::new(
-                Some(self.capability_conn.clone()),
-                self.name(),
-                &manifest.limits,
-                audit.clone(),
-            ),
-            audit,
-            requests: Default::default(),
-            budget: Some(crate::budget::Budget::new(
-                self.capability_conn.clone(),
-                self.name(),
-                manifest.limits.budget_requests,
-                std::time::Duration::from_secs(manifest.limits.budget_window_secs),
-            )),
-            in_flight: Some(Arc::new(tokio::sync::Semaphore::new(
-                manifest.limits.concurrency as usize,
-            ))),
-        })
+        ctx.storage = StorageHandle::new(
+            Some(self.capability_conn.clone()),
+            self.name(),
+            limits,
+            ctx.audit.clone(),
+        );
+        ctx.budget = Some(crate::budget::Budget::new(
+            self.capability_conn.clone(),
+            self.name(),
+            limits.budget_requests,
+            std::time::Duration::from_secs(limits.budget_window_secs),
+        ));
+        ctx.in_flight = Some(Arc::new(tokio::sync::Semaphore::new(
+            limits.concurrency as usize,
+        )));
+        Ok(ctx)
     }
 
     /// Decrypts the stored connection's key (bound to its account, connector, region and

@@ -5,12 +5,9 @@
 //! completion. Prints a pass/fail table.
 
 use crate::app::{AppError, ConnectorSource, Exit, read_connector};
-use crate::audit::AuditSink;
 use crate::cli::print_json;
-use crate::outbound::Credential;
-use crate::policy::{BaseUrl, OutboundPolicy};
+use crate::policy::BaseUrl;
 use crate::sandbox::{CallContext, CallError, LoadedConnector, Sandbox, wit_types as types};
-use crate::storage::StorageHandle;
 use serde_json::json;
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -118,19 +115,7 @@ fn canned(status: &str, extra: &str, content_type: &str, body: &str) -> String {
 }
 
 fn context(connector: &LoadedConnector, base: BaseUrl, key: &str) -> Result<CallContext, AppError> {
-    let m = &connector.manifest;
-    let credential = Credential::new(&m.credential.header, &m.credential.prefix, key)
-        .map_err(|e| AppError::new(Exit::BadInput, e))?;
-    let audit = AuditSink::discard(&m.name, &connector.digest);
-    Ok(CallContext {
-        policy: Arc::new(OutboundPolicy::new(m, base)),
-        credential: Arc::new(credential),
-        storage: StorageHandle::new(None, &m.name, &m.limits, audit.clone()),
-        audit,
-        requests: Default::default(),
-        budget: None,
-        in_flight: None,
-    })
+    CallContext::standalone(connector, base, key).map_err(|e| AppError::new(Exit::BadInput, e))
 }
 
 fn error_name(e: &CallError) -> String {

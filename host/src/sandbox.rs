@@ -6,7 +6,7 @@ use crate::bindings::{self, Connector, scopable::integration::types};
 use crate::capabilities::{self, CallReport, GuestState};
 use crate::manifest::{Limits, Manifest};
 use crate::outbound::Outbound;
-use crate::policy::OutboundPolicy;
+use crate::policy::{BaseUrl, OutboundPolicy};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -411,6 +411,31 @@ pub struct CallContext {
     /// Bounds the HTTP requests in flight across every call made with this context (each
     /// request holds a permit until its body is read). `None`: no bound beyond the call's own.
     pub in_flight: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl CallContext {
+    /// A context for `connector` against `base` with `key` and no database: audit records go
+    /// to the log only, storage is unavailable, and there is no pacing or shared request
+    /// bound. Fails (without echoing the key) when the key cannot be sent in a header.
+    pub fn standalone(
+        connector: &LoadedConnector,
+        base: BaseUrl,
+        key: &str,
+    ) -> Result<CallContext, String> {
+        let m = &connector.manifest;
+        let credential =
+            crate::outbound::Credential::new(&m.credential.header, &m.credential.prefix, key)?;
+        let audit = crate::audit::AuditSink::discard(&m.name, &connector.digest);
+        Ok(CallContext {
+            policy: Arc::new(OutboundPolicy::new(m, base)),
+            credential: Arc::new(credential),
+            storage: crate::storage::StorageHandle::new(None, &m.name, &m.limits, audit.clone()),
+            audit,
+            requests: Default::default(),
+            budget: None,
+            in_flight: None,
+        })
+    }
 }
 
 impl LoadedConnector {

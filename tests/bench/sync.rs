@@ -12,13 +12,10 @@
 //! also polls `VmHWM` while the sync runs, as a cross-check.
 
 use itglue_sim::{Dataset, SimConfig, Simulator, generated_dataset, generated_scopable_csv};
-use scopable_host::audit::AuditSink;
 use scopable_host::builtin::{ITGLUE_SHA256, ITGLUE_WASM, itglue_manifest};
 use scopable_host::manifest::{ITGLUE_MANIFEST, Manifest};
-use scopable_host::outbound::Credential;
-use scopable_host::policy::{BaseUrl, OutboundPolicy};
+use scopable_host::policy::BaseUrl;
 use scopable_host::sandbox::{CallContext, LoadedConnector, Sandbox, wit_types};
-use scopable_host::storage::StorageHandle;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -1004,20 +1001,8 @@ fn bench_manifest(memory_mb: u64) -> Manifest {
 
 /// A call context for in-process calls: the simulator as endpoint, nothing recorded.
 fn context(connector: &LoadedConnector, endpoint: &str) -> CallContext {
-    let m = &connector.manifest;
     let base = BaseUrl::parse_endpoint(endpoint).expect("a loopback endpoint");
-    let credential = Credential::new(&m.credential.header, &m.credential.prefix, KEY)
-        .expect("a valid credential");
-    let audit = AuditSink::discard(&m.name, &connector.digest);
-    CallContext {
-        policy: Arc::new(OutboundPolicy::new(m, base)),
-        credential: Arc::new(credential),
-        storage: StorageHandle::new(None, &m.name, &m.limits, audit.clone()),
-        audit,
-        requests: Default::default(),
-        budget: None,
-        in_flight: None,
-    }
+    CallContext::standalone(connector, base, KEY).expect("a valid credential")
 }
 
 /// An IT Glue configuration as the connector would hand it to the host.
