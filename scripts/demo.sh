@@ -10,7 +10,9 @@ fi
 echo "==> Building the host, the IT Glue connector component and the simulator (release)"
 cargo build --release --locked -p scopable-host -p scopable-tests --bin scopable-host --bin itglue-sim
 
-bin=target/release
+# Cargo builds where CARGO_TARGET_DIR says, when it is set.
+target="${CARGO_TARGET_DIR:-target}"
+bin="$target/release"
 work=$(mktemp -d "${TMPDIR:-/tmp}/scopable-demo.XXXXXX")
 key="demo-key-$(date +%s)"
 "$bin/itglue-sim" --port 0 --key "$key" --dataset sample >"$work/sim.out" 2>"$work/sim.err" &
@@ -50,5 +52,5 @@ Try next (the simulator stops when this script ends; these work on the database 
   $bin/scopable-host itglue unplaced --json
   $bin/scopable-host itglue link organization 3100112 112     # match by hand
   $bin/scopable-host itglue activity
-  $bin/scopable-host audit target/wasm/wasm32-wasip2/release/scopable_itglue.wasm
+  $bin/scopable-host audit $target/wasm/wasm32-wasip2/release/scopable_itglue.wasm
 NEXT

@@ -22,15 +22,20 @@ use std::sync::{Arc, Mutex};
 pub enum Exit {
     /// Success.
     Ok = 0,
-    /// Any other failure.
+    /// Any other failure, among them the host's own (its database, its disk) and a sync of
+    /// the same kind already running.
     Failure = 1,
     /// Bad usage.
     Usage = 2,
     /// The API rejected the key (401/403).
     Unauthorized = 3,
-    /// The API stayed unavailable after retries (network, 5xx, 429).
+    /// The API stayed unavailable after retries (network, 5xx, 429), or a sync did not finish
+    /// within `sync_timeout_secs`.
     Unavailable = 4,
-    /// The connector failed (trap, limit, denied request, unreadable response).
+    /// The connector failed: a trap, its CPU, memory or `call_timeout_ms` limit (time waiting
+    /// for the request budget not counted), a denied request, an unreadable response, or a
+    /// definite refusal from the API (3xx/4xx), none of them retried except the unreadable
+    /// response.
     ConnectorFailed = 5,
     /// Bad input data (import files, ids, vault, database file).
     BadInput = 6,
@@ -177,31 +182,7 @@ impl App {
 
     /// The context for export calls against `base` with `key`.
     pub fn call_context(&self, base: BaseUrl, key: &str) -> Result<CallContext, AppError> {
-        let limits = &self.connector.manifest.limits;
-        let mut ctx = CallContext::standalone(&self.connector, base, key)
-            .map_err(|e| AppError::new(Exit::BadInput, e))?;
-        // With the database: audit records and storage go there, and pacing is shared.
-        ctx.audit = AuditSink::new(
-            self.capability_conn.clone(),
-            self.name(),
-            &self.connector.digest,
-        );
-        ctx.storage = StorageHandle::new(
-            Some(self.capability_conn.clone()),
-            self.name(),
-            limits,
-            ctx.audit.clone(),
-        );
-        ctx.budget = Some(crate::budget::Budget::new(
-            self.capability_conn.clone(),
-            self.name(),
-            limits.budget_requests,
-            std::time::Duration::from_secs(limits.budget_window_secs),
-        ));
-        ctx.in_flight = Some(Arc::new(tokio::sync::Semaphore::new(
-            limits.concurrency as usize,
-        )));
-        Ok(ctx)
+        database_context(&self.connector, self.capability_conn.clone(), base, key)
     }
 
     /// Decrypts the stored connection's key (bound to its account, connector, region and
@@ -242,6 +223,39 @@ impl App {
         )
         .await
     }
+}
+
+/// The context for export calls of `connector` against `base` with `key`, backed by a
+/// database: audit records and storage go there, and pacing is shared through it. A sync and a
+/// conformance run (`check`, on a temporary database) build their contexts here, so what one
+/// sees is what the other sees.
+pub fn database_context(
+    connector: &LoadedConnector,
+    capability_conn: Arc<Mutex<Connection>>,
+    base: BaseUrl,
+    key: &str,
+) -> Result<CallContext, AppError> {
+    let manifest = &connector.manifest;
+    let limits = &manifest.limits;
+    let mut ctx = CallContext::standalone(connector, base, key)
+        .map_err(|e| AppError::new(Exit::BadInput, e))?;
+    ctx.audit = AuditSink::new(capability_conn.clone(), &manifest.name, &connector.digest);
+    ctx.storage = StorageHandle::new(
+        Some(capability_conn.clone()),
+        &manifest.name,
+        limits,
+        ctx.audit.clone(),
+    );
+    ctx.budget = Some(crate::budget::Budget::new(
+        capability_conn,
+        &manifest.name,
+        limits.budget_requests,
+        std::time::Duration::from_secs(limits.budget_window_secs),
+    ));
+    ctx.in_flight = Some(Arc::new(tokio::sync::Semaphore::new(
+        limits.concurrency as usize,
+    )));
+    Ok(ctx)
 }
 
 /// Validates a key as typed or piped: trimmed, non-empty, one line of visible characters.
@@ -314,7 +328,19 @@ pub fn call_failure(
             Exit::Failure,
             format!("{e}. Check --region or --endpoint ({}).", base.to_url()),
         ),
-        CallError::Host(_) => AppError::new(Exit::Failure, format!("{e}")),
+        CallError::Host(_) => AppError::new(
+            Exit::Failure,
+            format!(
+                "{e}. This is the host's failure, not {service}'s: check the database file and the disk, then run it again."
+            ),
+        ),
+        CallError::Rejected { status, .. } => AppError::new(
+            Exit::ConnectorFailed,
+            format!(
+                "{e}. {service} answered HTTP {status} to the connector's request; check --region or --endpoint ({}), and the connector's version.",
+                base.to_url()
+            ),
+        ),
         _ => AppError::new(Exit::ConnectorFailed, format!("{e}")),
     }
 }

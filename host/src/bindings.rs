@@ -4,6 +4,8 @@
 //! host binds a world with every other export and reaches `match` by name
 //! (see `LoadedConnector::match_records`). The records come from the contract's own `types`
 //! interface, so both sides share one definition.
+//!
+//! Storage imports are async and trappable (see `capabilities`); log is a plain call.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -21,4 +23,7 @@ wasmtime::component::bindgen!({
     ",
     world: "scopable:host/connector",
     exports: { default: async },
+    // Storage does its database work off the async threads (`spawn_blocking`), and may stop a
+    // call that keeps going after too many refusals.
+    imports: { "scopable:integration/storage": async | trappable },
 });

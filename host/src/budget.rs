@@ -83,10 +83,16 @@ impl Budget {
         Ok(wait)
     }
 
-    /// Waits until one request fits in the budget, and reserves it.
+    /// Waits until one request fits in the budget, and reserves it. The database work (a
+    /// write transaction that may wait up to the connection's busy timeout) runs on tokio's
+    /// blocking pool, so the async threads stay free meanwhile.
     pub async fn acquire(&self) -> Result<(), BudgetError> {
         loop {
-            match self.try_take(now_ms())? {
+            let budget = self.clone();
+            let taken = tokio::task::spawn_blocking(move || budget.try_take(now_ms()))
+                .await
+                .map_err(|e| BudgetError(format!("the budget check did not finish: {e}")))?;
+            match taken? {
                 None => return Ok(()),
                 Some(wait) => {
                     tracing::info!(
@@ -128,5 +134,39 @@ mod tests {
         // Once the first request leaves the window, one more fits, and only one.
         assert_eq!(a.try_take(t + 10_000).unwrap(), None);
         assert!(b.try_take(t + 10_000).unwrap().is_some());
+    }
+
+    /// While another connection holds the database's write lock, `acquire` waits on the
+    /// blocking pool: a timer on the same single-threaded runtime still fires on time.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_budget_waiting_on_a_locked_database_does_not_block_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let holder = crate::db::open(&path).unwrap();
+        let budget = Budget::new(
+            Arc::new(Mutex::new(crate::db::open(&path).unwrap())),
+            "itglue",
+            3,
+            Duration::from_secs(10),
+        );
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let acquiring = tokio::spawn(async move { budget.acquire().await });
+        let started = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "a 50 ms timer took {elapsed:?}: the budget blocked the runtime"
+        );
+        assert!(
+            !acquiring.is_finished(),
+            "the budget did not wait for the lock"
+        );
+        holder.execute_batch("COMMIT").unwrap();
+        acquiring.await.unwrap().unwrap();
+        let taken: i64 = holder
+            .query_row("SELECT count(*) FROM request_budget", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(taken, 1);
     }
 }

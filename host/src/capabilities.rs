@@ -32,8 +32,14 @@ const OUTPUT_SLACK: usize = 64 * 1024;
 pub struct CallReport {
     /// Requests that passed the policy.
     pub requests: u32,
-    /// Requests the policy refused.
+    /// Uses the host refused by rule (requests the policy refused, storage used by `match`),
+    /// in order: the first [`MAX_DENIALS_PER_CALL`] refusals of the call at most.
     pub denials: Vec<Denial>,
+    /// Every refused capability use of the call (by rule, or storage over its limits).
+    pub refused: u32,
+    /// Refusals past [`MAX_DENIALS_PER_CALL`], by capability: not audited one by one, they
+    /// stop the call and are summed up in one audit row each when the call ends.
+    pub unrecorded: Vec<(&'static str, u32)>,
     /// Set when a response went over `max_response_bytes` (the limit).
     pub response_too_large: Option<u64>,
     /// Set when the guest asked for more memory than allowed.
@@ -42,6 +48,98 @@ pub struct CallReport {
     pub output_exceeded: bool,
     /// Set when the guest ran longer than its CPU limit.
     pub cpu_exceeded: bool,
+    /// Set when a step the host owns failed (the request budget's database, for instance): the
+    /// call fails as the host's, whatever the guest made of it.
+    pub host_failure: Option<String>,
+    /// The HTTP status of the last response received (`None` once a request failed without
+    /// one): tells a retry whether the API's answer can change.
+    pub last_status: Option<u16>,
+    /// Time spent waiting for the host's pacing, which never counts against `call_timeout_ms`.
+    pub pacing: Pacing,
+}
+
+/// Most refused capability uses one call may make: each is audited; the next one is not, and
+/// stops the call (its error is the first refusal).
+pub const MAX_DENIALS_PER_CALL: u32 = 16;
+
+/// The audit rule of the row that sums up the refusals past [`MAX_DENIALS_PER_CALL`].
+pub const MAX_DENIALS_RULE: &str = "max-denials";
+
+impl CallReport {
+    /// Counts a refused use of `capability` (with the rule's denial, if a rule refused it);
+    /// returns whether it gets its own audit row. Past [`MAX_DENIALS_PER_CALL`] it does not,
+    /// and the call is to be stopped ([`CallReport::over_denial_limit`]).
+    pub fn refuse(&mut self, capability: &'static str, denial: Option<Denial>) -> bool {
+        self.refused = self.refused.saturating_add(1);
+        if self.refused <= MAX_DENIALS_PER_CALL {
+            self.denials.extend(denial);
+            return true;
+        }
+        match self.unrecorded.iter_mut().find(|(c, _)| *c == capability) {
+            Some((_, n)) => *n = n.saturating_add(1),
+            None => self.unrecorded.push((capability, 1)),
+        }
+        false
+    }
+
+    /// Whether the call went past [`MAX_DENIALS_PER_CALL`] refusals and must stop.
+    pub fn over_denial_limit(&self) -> bool {
+        self.refused > MAX_DENIALS_PER_CALL
+    }
+
+    /// Why a call stopped for too many refusals was stopped.
+    pub fn denial_limit_reason(&self) -> String {
+        format!(
+            "more than {MAX_DENIALS_PER_CALL} refused capability uses in one call; the call was stopped"
+        )
+    }
+}
+
+/// The trap that stops a call past [`MAX_DENIALS_PER_CALL`] refusals.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {MAX_DENIALS_PER_CALL} refused capability uses in one call")]
+pub struct TooManyDenials;
+
+/// The time one call's requests spent waiting for the host's pacing (the request budget, the
+/// bound on requests in flight). Overlapping waits count once.
+#[derive(Debug, Clone, Default)]
+pub struct Pacing {
+    /// Requests waiting now.
+    waiting: u32,
+    /// When the current stretch of waiting began.
+    since: Option<Instant>,
+    /// Finished stretches.
+    total: Duration,
+}
+
+impl Pacing {
+    /// A request starts waiting.
+    pub fn begin(&mut self) {
+        if self.waiting == 0 {
+            self.since = Some(Instant::now());
+        }
+        self.waiting += 1;
+    }
+
+    /// A request stops waiting.
+    pub fn end(&mut self) {
+        self.waiting = self.waiting.saturating_sub(1);
+        if self.waiting == 0
+            && let Some(since) = self.since.take()
+        {
+            self.total += since.elapsed();
+        }
+    }
+
+    /// Whether a request is waiting now.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting > 0
+    }
+
+    /// Time spent waiting so far, the stretch in progress included.
+    pub fn waited(&self) -> Duration {
+        self.total + self.since.map(|s| s.elapsed()).unwrap_or_default()
+    }
 }
 
 /// Time spent running one call (inside `poll`), as opposed to waiting on I/O.
@@ -261,21 +359,67 @@ impl WasiHttpView for GuestState {
     }
 }
 
+impl GuestState {
+    /// Passes `result` on, or traps once the call went past [`MAX_DENIALS_PER_CALL`]
+    /// refusals.
+    fn unless_over_denial_limit<T>(&self, result: T) -> wasmtime::Result<T> {
+        if self.report.lock().is_ok_and(|r| r.over_denial_limit()) {
+            return Err(TooManyDenials.into());
+        }
+        Ok(result)
+    }
+}
+
+/// Each operation's database work runs on the blocking pool ([`StorageHandle`]); the guest
+/// waits for it as for any async import, and its CPU clock does not run meanwhile.
 impl storage::Host for GuestState {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, storage::StorageError> {
-        self.storage.get(&key)
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, storage::StorageError>> {
+        let result = self.storage.get(key).await;
+        self.unless_over_denial_limit(result)
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), storage::StorageError> {
-        self.storage.set(&key, &value)
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), storage::StorageError>> {
+        let result = self.storage.set(key, value).await;
+        self.unless_over_denial_limit(result)
     }
 
-    fn delete(&mut self, key: String) -> Result<(), storage::StorageError> {
-        self.storage.delete(&key)
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), storage::StorageError>> {
+        let result = self.storage.delete(key).await;
+        self.unless_over_denial_limit(result)
     }
 
-    fn keys(&mut self) -> Result<Vec<String>, storage::StorageError> {
-        self.storage.keys()
+    async fn keys(&mut self) -> wasmtime::Result<Result<Vec<String>, storage::StorageError>> {
+        let result = self.storage.keys().await;
+        self.unless_over_denial_limit(result)
+    }
+}
+
+/// When the call ends: one audit row per capability sums up the refusals past
+/// [`MAX_DENIALS_PER_CALL`] that were not recorded one by one.
+impl Drop for GuestState {
+    fn drop(&mut self) {
+        let unrecorded = match self.report.lock() {
+            Ok(r) => r.unrecorded.clone(),
+            Err(_) => return,
+        };
+        for (capability, n) in unrecorded {
+            self.storage.audit().record(crate::audit::Event {
+                capability,
+                allowed: false,
+                rule: Some(MAX_DENIALS_RULE.to_string()),
+                detail: Some(format!(
+                    "{n} more denials not recorded: the call was stopped after {MAX_DENIALS_PER_CALL}"
+                )),
+                ..crate::audit::Event::default()
+            });
+        }
     }
 }
 
@@ -291,11 +435,8 @@ impl log::Host for GuestState {
             }
             return;
         }
-        let message: String = message
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(MAX_LOG_CHARS)
-            .collect();
+        // Controls and bidirectional overrides become visible escapes; the line is bounded.
+        let message = crate::display::safe_within(&message, MAX_LOG_CHARS);
         match level {
             log::Level::Debug => tracing::debug!(target: "connector", "{message}"),
             log::Level::Info => tracing::info!(target: "connector", "{message}"),

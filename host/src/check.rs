@@ -12,9 +12,9 @@ use serde_json::json;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One row of the table.
@@ -114,8 +114,53 @@ fn canned(status: &str, extra: &str, content_type: &str, body: &str) -> String {
     )
 }
 
-fn context(connector: &LoadedConnector, base: BaseUrl, key: &str) -> Result<CallContext, AppError> {
-    CallContext::standalone(connector, base, key).map_err(|e| AppError::new(Exit::BadInput, e))
+/// A temporary database for one conformance run: the component gets real storage, audit and
+/// pacing, exactly as in a sync, so a component that behaves only when its storage is missing
+/// is seen as it really is. Deleted when dropped.
+pub struct CheckStore {
+    dir: PathBuf,
+    conn: Arc<Mutex<rusqlite::Connection>>,
+}
+
+impl CheckStore {
+    /// Creates the database in a new owner-only folder under the system's temporary folder.
+    pub fn new() -> Result<CheckStore, AppError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir =
+            std::env::temp_dir().join(format!("scopable-check-{}", crate::vault::random_hex(8)));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                AppError::new(
+                    Exit::Failure,
+                    format!(
+                        "cannot create a temporary database in {}: {e}",
+                        dir.display()
+                    ),
+                )
+            })?;
+        let conn = crate::db::open(&dir.join("check.db"))?;
+        Ok(CheckStore {
+            dir,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+}
+
+impl Drop for CheckStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn context(
+    connector: &LoadedConnector,
+    store: &CheckStore,
+    base: BaseUrl,
+    key: &str,
+) -> Result<CallContext, AppError> {
+    crate::app::database_context(connector, store.conn.clone(), base, key)
 }
 
 fn error_name(e: &CallError) -> String {
@@ -129,11 +174,19 @@ fn error_name(e: &CallError) -> String {
         CallError::Guest(types::Error::Unavailable(_)) => "unavailable".into(),
         CallError::Guest(types::Error::BadResponse(_)) => "bad-response".into(),
         CallError::Guest(types::Error::Denied(_)) => "denied".into(),
+        CallError::Rejected { status, error } => format!(
+            "{} (HTTP {status}, not retried)",
+            error_name(&CallError::Guest(error.clone()))
+        ),
         other => format!("host error: {other}"),
     }
 }
 
-async fn error_classification(connector: &LoadedConnector, rows: &mut Vec<Row>) {
+async fn error_classification(
+    connector: &LoadedConnector,
+    store: &CheckStore,
+    rows: &mut Vec<Row>,
+) {
     let cases: [(&str, String, &str); 6] = [
         (
             "401",
@@ -211,7 +264,7 @@ async fn error_classification(connector: &LoadedConnector, rows: &mut Vec<Row>) 
                 continue;
             }
         };
-        let ctx = match context(connector, base, "check-key") {
+        let ctx = match context(connector, store, base, "check-key") {
             Ok(c) => c,
             Err(e) => {
                 rows.push(row(name, false, e.message));
@@ -281,11 +334,13 @@ fn same(a: &[types::Placement], b: &[types::Placement]) -> bool {
 
 async fn match_determinism(
     connector: &LoadedConnector,
+    store: &CheckStore,
     fetched: Option<Vec<types::Organization>>,
     rows: &mut Vec<Row>,
 ) {
     let Ok(ctx) = context(
         connector,
+        store,
         BaseUrl {
             scheme: "https".into(),
             host: "invalid.test".into(),
@@ -424,7 +479,11 @@ where
 }
 
 /// Runs the scenario and returns the rows.
-pub async fn run(connector: &LoadedConnector, endpoint: Option<(BaseUrl, String)>) -> Vec<Row> {
+pub async fn run(
+    connector: &LoadedConnector,
+    store: &CheckStore,
+    endpoint: Option<(BaseUrl, String)>,
+) -> Vec<Row> {
     let mut rows = vec![row(
         "load: digest, imports, exports, link",
         true,
@@ -434,20 +493,23 @@ pub async fn run(connector: &LoadedConnector, endpoint: Option<(BaseUrl, String)
             connector.imports.len()
         ),
     )];
-    error_classification(connector, &mut rows).await;
+    error_classification(connector, store, &mut rows).await;
     let mut fetched = None;
     match endpoint {
         None => {
             rows.push(skip(
                 "test against the endpoint",
-                "give --endpoint URL and the key in the manifest's variable",
+                format!(
+                    "give --endpoint URL and the key in {}",
+                    connector.manifest.key_env()
+                ),
             ));
             rows.push(skip(
                 "paging to completion",
                 "give --endpoint URL and the key",
             ));
         }
-        Some((base, key)) => match context(connector, base, &key) {
+        Some((base, key)) => match context(connector, store, base, &key) {
             Err(e) => rows.push(row("test against the endpoint", false, e.message)),
             Ok(ctx) => {
                 match connector.test(&ctx).await {
@@ -483,7 +545,7 @@ pub async fn run(connector: &LoadedConnector, endpoint: Option<(BaseUrl, String)
             }
         },
     }
-    match_determinism(connector, fetched, &mut rows).await;
+    match_determinism(connector, store, fetched, &mut rows).await;
     rows
 }
 
@@ -500,6 +562,8 @@ pub fn check_command(
     })?;
     let sandbox = Sandbox::new(None).map_err(|e| AppError::new(Exit::Failure, format!("{e:#}")))?;
     let pinned = manifest.sha256.clone();
+    // Accepted, but broader than a read-only connector usually needs: shown beside the table.
+    let warnings = manifest.warnings();
     let loaded = sandbox.load(&bytes, manifest, pinned.as_deref());
     let rows = match loaded {
         Err(e) => vec![row(
@@ -513,8 +577,8 @@ pub fn check_command(
                 Some(url) => {
                     let base = BaseUrl::parse_endpoint(url)
                         .map_err(|e| AppError::new(Exit::Usage, format!("--endpoint {e}")))?;
-                    let env = &connector.manifest.credential.env;
-                    let key = std::env::var(env).map_err(|_| {
+                    let env = connector.manifest.key_env();
+                    let key = std::env::var(&env).map_err(|_| {
                         AppError::new(Exit::Usage, format!("--endpoint needs the key in {env}"))
                     })?;
                     Some((base, crate::app::clean_key(&key)?))
@@ -525,7 +589,8 @@ pub fn check_command(
                 .enable_all()
                 .build()
                 .map_err(|e| AppError::new(Exit::Failure, e.to_string()))?;
-            rt.block_on(run(&connector, target))
+            let store = CheckStore::new()?;
+            rt.block_on(run(&connector, &store, target))
         }
     };
     let failed = rows.iter().filter(|r| r.result == "fail").count();
@@ -533,29 +598,32 @@ pub fn check_command(
     let skipped = rows.iter().filter(|r| r.result == "skip").count();
     if json_out {
         print_json(
-            &json!({"component": component.display().to_string(), "passed": failed == 0, "checks": rows}),
+            &json!({"component": component.display().to_string(), "passed": failed == 0, "checks": rows, "warnings": warnings}),
         );
     } else {
+        // Details quote the component: each is shown safe and cut to one table cell.
+        use crate::display::{safe, safe_within};
         let width = rows
             .iter()
-            .map(|r| r.check.chars().count())
+            .map(|r| safe(&r.check).chars().count())
             .max()
             .unwrap_or(10);
         println!("{:<width$}  {:<6}  detail", "check", "result");
         for r in &rows {
-            let detail: String = r
-                .detail
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(160)
-                .collect();
             println!(
-                "{:<width$}  {:<6}  {detail}",
-                r.check,
-                r.result.to_uppercase()
+                "{:<width$}  {:<6}  {}",
+                safe(&r.check),
+                r.result.to_uppercase(),
+                safe_within(&r.detail, 160)
             );
         }
         println!("{passed} passed, {failed} failed, {skipped} skipped");
+        if !warnings.is_empty() {
+            println!("Manifest warnings (accepted; broader than most connectors need):");
+            for warning in &warnings {
+                println!("  - {}", safe(warning));
+            }
+        }
     }
     if failed == 0 {
         Ok(())

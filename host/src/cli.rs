@@ -3,6 +3,7 @@
 
 use crate::app::{self, App, AppError, ConnectorSource, Exit};
 use crate::db;
+use crate::display;
 use crate::vault::Vault;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -13,11 +14,14 @@ use std::path::PathBuf;
 const EXIT_CODES: &str = "\
 Exit status:
   0  success
-  1  any other failure
+  1  any other failure: the host's own (database, disk; never retried), a sync of that kind
+     already running
   2  usage error
   3  the key was rejected (401/403)
-  4  IT Glue (or the connector's service) unavailable after retries (network, 5xx, 429)
-  5  the connector failed (trap, limit, denied request, unreadable response)
+  4  IT Glue (or the connector's service) unavailable after retries (network, 5xx, 429,
+     timeouts), or a sync over sync_timeout_secs
+  5  the connector failed (trap, CPU, memory or call_timeout_ms limit, denied request,
+     unreadable response, a redirect or client error from the API: not retried)
   6  bad input data (import file, ids, vault, database file)
 
 Examples:
@@ -240,7 +244,8 @@ pub fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            // One line, whatever the message holds (it can quote a component or the API).
+            eprintln!("error: {}", display::error_line(&e.message));
             std::process::ExitCode::from(e.exit as u8)
         }
     }
@@ -392,8 +397,10 @@ fn connector_command(
     }
 }
 
-/// Reads the key: the manifest's environment variable, else stdin when it is piped and not
-/// empty, else (with `prompt`) a no-echo prompt on the terminal.
+/// Reads the key: the connector's environment variable (`<NAME>_API_KEY`,
+/// [`Manifest::key_env`](crate::manifest::Manifest::key_env); never one a manifest names),
+/// else stdin when it is piped and not empty, else (with `prompt`) a no-echo prompt on the
+/// terminal.
 fn read_key(env_name: &str, service: &str, prompt: bool) -> Result<Option<String>, AppError> {
     if let Some(value) = std::env::var_os(env_name) {
         return app::clean_key(&value.to_string_lossy()).map(Some);
@@ -427,11 +434,8 @@ fn read_key(env_name: &str, service: &str, prompt: bool) -> Result<Option<String
 fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Result<(), AppError> {
     let manifest = &app.connector.manifest;
     let stored = db::connection(&app.conn, app.name())?;
-    let given = read_key(
-        &manifest.credential.env,
-        manifest.service(),
-        connect || stored.is_none(),
-    )?;
+    let key_env = manifest.key_env();
+    let given = read_key(&key_env, manifest.service(), connect || stored.is_none())?;
     let (key, using_stored) = match (given, &stored) {
         (Some(key), _) => (key, false),
         (None, Some(conn)) if !connect => (app.stored_key(conn)?, true),
@@ -439,8 +443,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
             return Err(AppError::new(
                 Exit::Usage,
                 format!(
-                    "no API key given: set {} or pipe the key on stdin{}",
-                    manifest.credential.env,
+                    "no API key given: set {key_env} or pipe the key on stdin{}",
                     if connect {
                         ""
                     } else {
@@ -462,10 +465,9 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
                     return Err(AppError::new(
                         Exit::Usage,
                         format!(
-                            "the stored key is only sent to {}, where it was connected; to test {}, give the key ({} or stdin)",
+                            "the stored key is only sent to {}, where it was connected; to test {}, give the key ({key_env} or stdin)",
                             conn.endpoint,
                             asked.to_url(),
-                            manifest.credential.env
                         ),
                     ));
                 }
@@ -490,7 +492,11 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
     let verified = rt
         .block_on(app.test(&ctx))
         .map_err(|e| app::call_failure(&e, manifest, &region, &base, verified_before.as_deref()))?;
-    let where_ = format!("region {region}, {}", base.to_url());
+    let where_ = format!(
+        "region {}, {}",
+        display::safe(&region),
+        display::safe(&base.to_url())
+    );
     if connect {
         let vault = Vault::open(&app.db_path, true)?
             .ok_or_else(|| AppError::new(Exit::BadInput, "cannot create the vault key file"))?;
@@ -516,7 +522,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
                 verified_at: db::now(),
             },
         )?;
-        println!("{}", verified.detail);
+        println!("{}", display::safe(&verified.detail));
         println!("Connected ({where_}). The key is stored encrypted and will not be shown again.");
     } else {
         if using_stored {
@@ -532,7 +538,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
                 "stored_connection": using_stored,
             }));
         } else {
-            println!("{} ({where_})", verified.detail);
+            println!("{} ({where_})", display::safe(&verified.detail));
         }
     }
     Ok(())
@@ -558,14 +564,14 @@ fn status_command(app: &App, json: bool) -> Result<(), AppError> {
     match &stored {
         Some(c) => println!(
             "Connected to {} (region {}, {}); key last verified {}.",
-            app.connector.manifest.service(),
-            c.region,
-            c.endpoint,
-            c.verified_at
+            display::safe(app.connector.manifest.service()),
+            display::safe(&c.region),
+            display::safe(&c.endpoint),
+            display::safe(&c.verified_at)
         ),
         None => println!(
             "Not connected. Run `scopable-host {} connect --region us|eu|au`.",
-            app.name()
+            display::safe(app.name())
         ),
     }
     for (label, s) in [
@@ -575,20 +581,23 @@ fn status_command(app: &App, json: bool) -> Result<(), AppError> {
         match s {
             Value::Null => println!("{label}: never synced."),
             s => {
-                let status = s["status"].as_str().unwrap_or("");
+                let status = display::safe(s["status"].as_str().unwrap_or(""));
                 let mut line = format!(
                     "{label}: last sync {} ({status}): {} fetched, {} linked, {} skipped, {} errored.",
-                    s["finished_at"]
-                        .as_str()
-                        .or(s["started_at"].as_str())
-                        .unwrap_or(""),
+                    display::safe(
+                        s["finished_at"]
+                            .as_str()
+                            .or(s["started_at"].as_str())
+                            .unwrap_or("")
+                    ),
                     s["fetched"],
                     s["linked"],
                     s["skipped"],
                     s["errored"]
                 );
                 if let Some(err) = s["error"].as_str() {
-                    line.push_str(&format!(" Error: {err}"));
+                    // A stored error can quote the component or the API.
+                    line.push_str(&format!(" Error: {}", display::safe(err)));
                 }
                 println!("{line}");
             }
@@ -628,12 +637,14 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
         println!("No activity yet.");
     }
     for (_, _, e) in entries {
+        // Paths (storage keys) and hosts come from the component: shown safe and bounded.
+        let text = |k: &str| display::safe(e[k].as_str().unwrap_or("")).into_owned();
         if e["kind"] == "sync" {
             println!(
                 "{}  sync {:<13} {:<7} fetched {} linked {} skipped {} errored {} requests {}{}",
-                e["at"].as_str().unwrap_or(""),
-                e["sync_kind"].as_str().unwrap_or(""),
-                e["status"].as_str().unwrap_or(""),
+                text("at"),
+                text("sync_kind"),
+                text("status"),
                 e["fetched"],
                 e["linked"],
                 e["skipped"],
@@ -648,15 +659,15 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
         } else {
             println!(
                 "{}  {:<7} {:<6} {}{}  {}{}  {} B  {} ms",
-                e["at"].as_str().unwrap_or(""),
-                e["capability"].as_str().unwrap_or(""),
-                e["method"].as_str().unwrap_or(""),
-                e["host"].as_str().unwrap_or(""),
-                e["path"].as_str().unwrap_or(""),
-                e["decision"].as_str().unwrap_or(""),
+                text("at"),
+                text("capability"),
+                text("method"),
+                text("host"),
+                text("path"),
+                text("decision"),
                 e["rule"]
                     .as_str()
-                    .map(|r| format!(" ({r})"))
+                    .map(|r| format!(" ({})", display::safe(r)))
                     .unwrap_or_default(),
                 e["bytes"],
                 e["duration_ms"]
@@ -666,10 +677,9 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
     Ok(())
 }
 
-/// Prints a JSON value on stdout.
+/// Prints a JSON value on stdout: exact values, with the characters a terminal would act on
+/// that JSON allows raw (C1 and bidirectional controls, line separators) written as `\uXXXX`
+/// escapes ([`display::json_text`]).
 pub fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into())
-    );
+    println!("{}", display::json_text(value));
 }

@@ -5,8 +5,21 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes (`PRAGMA user_version`): the number of
+/// [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The schema's history: migration `n` (counting from 1) takes a database from version `n - 1`
+/// to version `n`. A database is brought up to date in place by running the migrations past its
+/// version, in order, in one transaction. Append new migrations; never edit one that shipped.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    SCHEMA_V1,
+    // 2: a sync run holds a lease (unix milliseconds) while it works, renewed by its process;
+    // a `running` run whose lease has passed was interrupted.
+    "ALTER TABLE sync_runs ADD COLUMN lease_until INTEGER;
+     CREATE INDEX IF NOT EXISTS sync_runs_running ON sync_runs(connector, kind, status);",
+];
 
 /// A database problem, phrased for the admin.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +49,7 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
 }
 
-const SCHEMA: &str = r#"
+const SCHEMA_V1: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -161,12 +174,11 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         detail: e.to_string(),
     };
     conn.busy_timeout(Duration::from_secs(10))?;
-    if created {
-        // Links and audit records are the account's business: owner-only, like the key file.
-        // SQLite gives the -wal and -shm files the database file's mode.
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-    }
+    // Links and audit records are the account's business: owner-only, like the key file. A
+    // file this user owns that others can read (made by hand, or by an earlier version) is
+    // tightened as well; SQLite gives the -wal and -shm files the database file's mode, and
+    // existing ones are tightened with it.
+    make_private(path, created);
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(not_db)?;
@@ -193,15 +205,68 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
                 detail: "it is a SQLite database of another program".into(),
             });
         }
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))?;
+        migrate(&conn)?;
     }
-    conn.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('account_id', ?1)",
-        params![crate::vault::random_hex(16)],
-    )?;
+    // Opening an existing database writes nothing (and so never waits for a writer).
+    let has_account: bool = conn
+        .query_row(
+            "SELECT 1 FROM meta WHERE key = 'account_id'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !has_account {
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('account_id', ?1)",
+            params![crate::vault::random_hex(16)],
+        )?;
+    }
     Ok(conn)
+}
+
+/// Runs the migrations past the database's version in one write transaction. The version is
+/// read again inside it: another process may have migrated the file meanwhile.
+fn migrate(conn: &Connection) -> Result<(), DbError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (n, migration) in MIGRATIONS.iter().enumerate() {
+            let target = n as i64 + 1;
+            if target > version {
+                conn.execute_batch(migration)?;
+                conn.execute_batch(&format!("PRAGMA user_version = {target}"))?;
+            }
+        }
+        conn.execute_batch("COMMIT")
+    })();
+    if result.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    Ok(result?)
+}
+
+/// Makes the database file (and its `-wal` and `-shm` files) owner-only when this user owns
+/// it. A file someone else owns (an auditor's read-only copy) is left as it is.
+fn make_private(path: &Path, created: bool) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = process_uid();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let ours = created || uid.is_some_and(|uid| meta.uid() == uid);
+        if meta.is_file() && ours && meta.permissions().mode() & 0o077 != 0 {
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+/// This process's user id, read from `/proc/self` (no `libc` call needed).
+fn process_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 /// The database path: `--db`, else `$SCOPABLE_DB`, else `./scopable.db`.
@@ -380,4 +445,85 @@ pub fn audit_records(
         ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_upgrades_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("{SCHEMA_V1} PRAGMA user_version = 1;"))
+                .unwrap();
+            conn.execute(
+                "INSERT INTO sync_runs (connector, kind, dry_run, started_at, status)
+                 VALUES ('itglue', 'organization', 0, '2024-01-01T00:00:00Z', 'ok')",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        const { assert!(SCHEMA_VERSION >= 2) };
+        let (status, lease): (String, Option<i64>) = conn
+            .query_row("SELECT status, lease_until FROM sync_runs", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (status.as_str(), lease),
+            ("ok", None),
+            "the old run is kept"
+        );
+        drop(conn);
+        // Opening again changes nothing, and a newer file is still refused.
+        drop(open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+            .unwrap();
+        assert!(matches!(open(&path), Err(DbError::NewerSchema { .. })));
+    }
+
+    #[test]
+    fn a_fresh_database_gets_every_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("new.db")).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        conn.query_row("SELECT lease_until FROM sync_runs LIMIT 1", [], |_| Ok(()))
+            .optional()
+            .unwrap();
+    }
+
+    #[test]
+    fn database_files_are_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // A new file.
+        let fresh = dir.path().join("fresh.db");
+        drop(open(&fresh).unwrap());
+        assert_eq!(mode(&fresh), 0o600);
+        // An existing file readable by everyone, as an earlier version left it.
+        let old = dir.path().join("old.db");
+        drop(open(&old).unwrap());
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let conn = open(&old).unwrap();
+        let wal = PathBuf::from(format!("{}-wal", old.display()));
+        assert_eq!(mode(&old), 0o600);
+        if wal.exists() {
+            assert_eq!(mode(&wal) & 0o077, 0, "the -wal file");
+        }
+        drop(conn);
+    }
 }

@@ -21,6 +21,10 @@ pub trait Page: Send + 'static {
     );
     /// A record's id.
     fn id(record: &Self::Record) -> &str;
+    /// Why a record cannot be used as received (an id that is not an id), if it cannot.
+    fn invalid(record: &Self::Record) -> Option<String>;
+    /// The bytes of text a record holds (what keeping it costs).
+    fn text_bytes(record: &Self::Record) -> usize;
     /// Calls the matching export.
     fn fetch(
         connector: Arc<LoadedConnector>,
@@ -42,6 +46,12 @@ macro_rules! page {
             fn id(record: &Self::Record) -> &str {
                 &record.id
             }
+            fn invalid(record: &Self::Record) -> Option<String> {
+                record.invalid()
+            }
+            fn text_bytes(record: &Self::Record) -> usize {
+                record.text_bytes()
+            }
             async fn fetch(
                 connector: Arc<LoadedConnector>,
                 ctx: CallContext,
@@ -62,6 +72,144 @@ page!(
 
 /// Most pages one listing may have (100 million records at 1000 a page).
 const MAX_PAGES: u32 = 100_000;
+
+/// Most bytes of text (ids, names, identifiers) one listing may hold in the host's memory,
+/// whatever its record count: a connector cannot grow the host without bound with long names.
+pub const MAX_LISTING_BYTES: usize = 512 * 1024 * 1024;
+
+/// Longest id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// Why `id` is not a usable id: empty, longer than [`MAX_ID_BYTES`], or holding a control
+/// character (which would forge output rows and terminal escapes).
+pub fn invalid_id(what: &str, id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some(format!("{what} is empty"))
+    } else if id.len() > MAX_ID_BYTES {
+        Some(format!("{what} is longer than {MAX_ID_BYTES} bytes"))
+    } else if id.chars().any(char::is_control) {
+        Some(format!("{what} contains a control character"))
+    } else {
+        None
+    }
+}
+
+fn opt_len(s: &Option<String>) -> usize {
+    s.as_ref().map_or(0, String::len)
+}
+
+impl types::Organization {
+    fn invalid(&self) -> Option<String> {
+        invalid_id("the id", &self.id)
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.id.len()
+            + self.name.len()
+            + opt_len(&self.short_name)
+            + opt_len(&self.type_name)
+            + opt_len(&self.status_name)
+    }
+}
+
+impl types::Configuration {
+    fn invalid(&self) -> Option<String> {
+        invalid_id("the id", &self.id)
+            .or_else(|| invalid_id("the organization id", &self.organization_id))
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.id.len()
+            + self.organization_id.len()
+            + self.name.len()
+            + opt_len(&self.hostname)
+            + opt_len(&self.primary_ip)
+            + opt_len(&self.serial_number)
+            + opt_len(&self.type_name)
+            + self.mac_addresses.iter().map(String::len).sum::<usize>()
+    }
+}
+
+/// What one listing may hold: records per page, records and bytes in all.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    page_size: usize,
+    max_page_bytes: usize,
+    max_records: u64,
+    max_bytes: usize,
+}
+
+/// Running totals of a listing, checked against its [`Bounds`] as each page arrives.
+#[derive(Debug, Default)]
+struct Held {
+    records: u64,
+    bytes: usize,
+}
+
+/// Checks one page as it is read: at most the page size asked for, within the listing's
+/// bounds, and every id a usable id (records with unusable ids become unreadable, their id
+/// kept only when it is short and printable-safe to store).
+fn check_page<P: Page>(
+    page: u32,
+    parts: Parts<P::Record>,
+    bounds: Bounds,
+    held: &mut Held,
+) -> Result<Parts<P::Record>, FetchError> {
+    let (records, mut unreadable, info) = parts;
+    let count = records.len() + unreadable.len();
+    if count > bounds.page_size {
+        return Err(FetchError::Connector(format!(
+            "the connector returned {count} records for page {page}, but pages of {} were asked for (page_size); nothing was applied",
+            bounds.page_size
+        )));
+    }
+    let mut bytes = 0usize;
+    let mut kept = Vec::with_capacity(records.len());
+    for record in records {
+        bytes = bytes.saturating_add(P::text_bytes(&record));
+        match P::invalid(&record) {
+            None => kept.push(record),
+            Some(why) => {
+                let id = P::id(&record);
+                unreadable.push(types::UnreadableRecord {
+                    id: (!id.is_empty() && id.len() <= MAX_ID_BYTES).then(|| id.to_string()),
+                    detail: why,
+                });
+            }
+        }
+    }
+    for bad in &mut unreadable {
+        bytes = bytes.saturating_add(bad.detail.len() + opt_len(&bad.id));
+        if bad
+            .id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.len() > MAX_ID_BYTES)
+        {
+            bad.id = None;
+        }
+    }
+    if bytes > bounds.max_page_bytes {
+        return Err(FetchError::Connector(format!(
+            "page {page} holds {bytes} bytes of text, more than one response may carry ({} bytes, max_response_bytes x max_requests_per_call); nothing was applied",
+            bounds.max_page_bytes
+        )));
+    }
+    held.records += count as u64;
+    held.bytes = held.bytes.saturating_add(bytes);
+    if held.records > bounds.max_records {
+        return Err(FetchError::Connector(format!(
+            "the listing holds more than {} records (max_listing_records); nothing was applied. Raise the limit in the manifest if the account really is that large",
+            bounds.max_records
+        )));
+    }
+    if held.bytes > bounds.max_bytes {
+        return Err(FetchError::Connector(format!(
+            "the listing holds more than {} MiB of text; nothing was applied",
+            bounds.max_bytes / (1024 * 1024)
+        )));
+    }
+    Ok((kept, unreadable, info))
+}
 
 /// One fetched page, split into its parts.
 type Parts<R> = (Vec<R>, Vec<types::UnreadableRecord>, types::PageInfo);
@@ -95,6 +243,10 @@ async fn fetch_with_retries<P: Page>(
     .await
     .map_err(|e| match e {
         CallError::Guest(g) => CallError::Guest(with_page(g, page)),
+        CallError::Rejected { status, error } => CallError::Rejected {
+            status,
+            error: with_page(error, page),
+        },
         other => other,
     })
 }
@@ -124,9 +276,30 @@ pub async fn fetch_all<P: Page>(
     let connector = app.connector.clone();
     // HTTP requests in flight are bounded by `concurrency` (the context's semaphore); twice as
     // many calls run, so parsing one page overlaps fetching the next.
-    let concurrency = connector.manifest.limits.concurrency as usize * 2;
+    let limits = &connector.manifest.limits;
+    let concurrency = limits.concurrency as usize * 2;
+    let bounds = Bounds {
+        page_size: limits.page_size as usize,
+        max_page_bytes: usize::try_from(
+            limits
+                .max_response_bytes
+                .saturating_mul(u64::from(limits.max_requests_per_call)),
+        )
+        .unwrap_or(usize::MAX),
+        max_records: limits.max_listing_records,
+        max_bytes: MAX_LISTING_BYTES,
+    };
+    let mut held = Held::default();
     let first = fetch_with_retries::<P>(connector.clone(), ctx.clone(), 1).await?;
-    let (records, unreadable, info) = first.into_parts();
+    let (records, unreadable, info) = check_page::<P>(1, first.into_parts(), bounds, &mut held)?;
+    if let Some(total) = info.total_count
+        && total > bounds.max_records
+    {
+        return Err(FetchError::Connector(format!(
+            "the listing reports {total} records, more than {} (max_listing_records); nothing was applied. Raise the limit in the manifest if the account really is that large",
+            bounds.max_records
+        )));
+    }
     let mut pages: BTreeMap<u32, Parts<P::Record>> = BTreeMap::new();
     let expected_total = info.total_count;
     let total_pages = info.total_pages;
@@ -153,7 +326,7 @@ pub async fn fetch_all<P: Page>(
             while let Some(joined) = set.join_next().await {
                 let (page, result) =
                     joined.map_err(|e| FetchError::Host(format!("a fetch task failed: {e}")))?;
-                let parts = result?.into_parts();
+                let parts = check_page::<P>(page, result?.into_parts(), bounds, &mut held)?;
                 pages.insert(page, parts);
                 progress(pages.len() as u32, Some(total));
                 if let Some(page) = queue.next() {
@@ -178,6 +351,7 @@ pub async fn fetch_all<P: Page>(
                 let parts = fetch_with_retries::<P>(connector.clone(), ctx.clone(), page)
                     .await?
                     .into_parts();
+                let parts = check_page::<P>(page, parts, bounds, &mut held)?;
                 next = parts.2.next_page;
                 pages.insert(page, parts);
                 progress(pages.len() as u32, None);
@@ -244,6 +418,9 @@ pub enum FetchError {
     /// The host itself failed.
     #[error("{0}")]
     Host(String),
+    /// The connector returned pages the host does not accept (too many records, too much).
+    #[error("{0}")]
+    Connector(String),
 }
 
 impl FetchError {
@@ -261,6 +438,7 @@ impl FetchError {
             }
             FetchError::Inconsistent(m) => AppError::new(Exit::Unavailable, m),
             FetchError::Host(m) => AppError::new(Exit::Failure, m),
+            FetchError::Connector(m) => AppError::new(Exit::ConnectorFailed, m),
         }
     }
 }

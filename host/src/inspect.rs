@@ -5,6 +5,7 @@
 use crate::app::{AppError, Exit};
 use crate::builtin;
 use crate::cli::print_json;
+use crate::display::safe;
 use crate::manifest::Manifest;
 use crate::sandbox::{self, Sandbox};
 use serde_json::{Value, json};
@@ -25,6 +26,8 @@ pub struct Report {
     pub accepted: bool,
     /// Why not, when refused.
     pub reasons: Vec<String>,
+    /// What the host accepts but a reviewer should look at twice (`Manifest::warnings`).
+    pub warnings: Vec<String>,
     /// Each import and whether it is granted.
     pub imports: Vec<Value>,
     /// Its exports.
@@ -43,17 +46,28 @@ pub fn inspect(component_path: &Path, manifest_path: Option<&Path>) -> Result<Re
         )
     })?;
     let digest = sandbox::sha256_hex(&bytes);
+    // A manifest the host refuses is still read, so that the report shows what it asks for
+    // and every reason it is refused.
     let manifest = match manifest_path {
-        Some(p) => {
-            Some(Manifest::from_file(p).map_err(|e| AppError::new(Exit::BadInput, e.to_string()))?)
-        }
+        Some(p) => Some(
+            Manifest::read_unvalidated(p)
+                .map_err(|e| AppError::new(Exit::BadInput, e.to_string()))?,
+        ),
         None if digest == builtin::ITGLUE_SHA256 => Some(
             builtin::itglue_manifest().map_err(|e| AppError::new(Exit::Failure, e.to_string()))?,
         ),
         None => None,
     };
     let sandbox = Sandbox::new(None).map_err(|e| AppError::new(Exit::Failure, format!("{e:#}")))?;
-    let mut reasons = Vec::new();
+    let mut reasons: Vec<String> = manifest
+        .iter()
+        .flat_map(Manifest::problems)
+        .map(|p| format!("manifest: {p}"))
+        .collect();
+    let warnings = manifest
+        .as_ref()
+        .map(Manifest::warnings)
+        .unwrap_or_default();
     let (imports, exports) = match Component::new(sandbox.engine(), &bytes) {
         Ok(component) => {
             let imports: Vec<Value> = sandbox::component_imports(sandbox.engine(), &component)
@@ -116,6 +130,7 @@ pub fn inspect(component_path: &Path, manifest_path: Option<&Path>) -> Result<Re
                 "default_region": m.default_region,
                 "hosts": m.regions,
                 "credential": {"header": m.credential.header, "prefix": m.credential.prefix,
+                               "source": key_source(m),
                                "added_by": "host", "visible_to_component": false},
                 "requests": m.requests.iter().map(|r| json!({"method": r.method, "path": r.path, "query": r.query})).collect::<Vec<_>>(),
                 "limits": m.limits,
@@ -127,10 +142,20 @@ pub fn inspect(component_path: &Path, manifest_path: Option<&Path>) -> Result<Re
         sha256: digest,
         accepted: reasons.is_empty(),
         reasons,
+        warnings,
         imports,
         exports,
         manifest: manifest_json,
     })
+}
+
+/// Where the command line reads this connector's key from (the host decides, not the
+/// manifest: [`Manifest::key_env`]).
+pub fn key_source(manifest: &Manifest) -> String {
+    format!(
+        "environment variable {}, or standard input",
+        manifest.key_env()
+    )
 }
 
 /// Prints the report; exits 5 when the component would be refused.
@@ -155,9 +180,14 @@ pub fn audit_command(
     }
 }
 
+/// A string of the report, fit for the terminal (the component and the manifest choose it).
+fn text(v: &Value) -> String {
+    safe(v.as_str().unwrap_or("")).into_owned()
+}
+
 fn print_report(r: &Report) {
-    println!("Component  {}", r.component);
-    println!("sha256     {}", r.sha256);
+    println!("Component  {}", safe(&r.component));
+    println!("sha256     {}", safe(&r.sha256));
     println!("Imports:");
     for i in &r.imports {
         let mark = if i["allowed"] == true {
@@ -165,25 +195,26 @@ fn print_report(r: &Report) {
         } else {
             "REFUSED"
         };
-        println!("  {mark:<8} {}", i["name"].as_str().unwrap_or(""));
+        println!("  {mark:<8} {}", text(&i["name"]));
     }
-    println!("Exports:   {}", r.exports.join(", "));
+    println!("Exports:   {}", safe(&r.exports.join(", ")));
     if let Some(m) = &r.manifest {
         println!(
             "Manifest:  {} ({})",
-            m["name"].as_str().unwrap_or(""),
-            m["description"].as_str().unwrap_or("")
+            text(&m["name"]),
+            text(&m["description"])
         );
         println!("Hosts (one per run, chosen by region or --endpoint; nothing else is reachable):");
         if let Some(hosts) = m["hosts"].as_object() {
             for (region, url) in hosts {
-                println!("  {region:<4} {}", url.as_str().unwrap_or(""));
+                println!("  {:<4} {}", safe(region), text(url));
             }
         }
         println!(
             "Credential: header {} added by the host after the policy check; never visible to the component",
-            m["credential"]["header"].as_str().unwrap_or("")
+            text(&m["credential"]["header"])
         );
+        println!("Key from:   {}", text(&m["credential"]["source"]));
         println!("Requests (exact paths; no body, no redirects followed):");
         if let Some(reqs) = m["requests"].as_array() {
             for q in reqs {
@@ -193,17 +224,23 @@ fn print_report(r: &Report) {
                     .unwrap_or_default();
                 println!(
                     "  {} {}  query: {}",
-                    q["method"].as_str().unwrap_or(""),
-                    q["path"].as_str().unwrap_or(""),
-                    keys.join(" ")
+                    text(&q["method"]),
+                    text(&q["path"]),
+                    safe(&keys.join(" "))
                 );
             }
         }
         println!("Limits:");
         if let Some(limits) = m["limits"].as_object() {
             for (k, v) in limits {
-                println!("  {k:<26} {v}");
+                println!("  {:<26} {}", safe(k), safe(&v.to_string()));
             }
+        }
+    }
+    if !r.warnings.is_empty() {
+        println!("Warnings:");
+        for warning in &r.warnings {
+            println!("  - {}", safe(warning));
         }
     }
     if r.accepted {
@@ -211,7 +248,7 @@ fn print_report(r: &Report) {
     } else {
         println!("Verdict:   REFUSED");
         for reason in &r.reasons {
-            println!("  - {reason}");
+            println!("  - {}", safe(reason));
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod capabilities;
 pub mod check;
 pub mod cli;
 pub mod db;
+pub mod display;
 pub mod fetch;
 pub mod import;
 pub mod inspect;

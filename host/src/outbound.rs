@@ -113,15 +113,24 @@ impl Outbound {
         self.report.lock().map(|r| r.requests).unwrap_or(u32::MAX)
     }
 
+    /// Records a refused request: audited, and counted against the call. Past
+    /// [`crate::capabilities::MAX_DENIALS_PER_CALL`] refusals it is only counted (the call is
+    /// stopped at the next epoch tick and one row sums up the rest).
     fn deny(&self, event: Event, denial: Denial) {
-        self.audit.record(Event {
-            allowed: false,
-            rule: Some(denial.rule.name().to_string()),
-            detail: Some(denial.message.clone()),
-            ..event
-        });
-        if let Ok(mut r) = self.report.lock() {
-            r.denials.push(denial);
+        let rule = denial.rule.name().to_string();
+        let detail = denial.message.clone();
+        let recorded = self
+            .report
+            .lock()
+            .map(|mut r| r.refuse(event.capability, Some(denial)))
+            .unwrap_or(true);
+        if recorded {
+            self.audit.record(Event {
+                allowed: false,
+                rule: Some(rule),
+                detail: Some(detail),
+                ..event
+            });
         }
     }
 }
@@ -147,14 +156,12 @@ type ResponseFuture = Box<
 >;
 
 impl WasiHttpHooks for Outbound {
+    /// Nothing is refused while the guest builds a request: a refusal there leaves no audit
+    /// row and can be swallowed. Every header the guest sets reaches [`OutboundPolicy::check`]
+    /// (an allow-list), which refuses, audits and fails the call. Hop-by-hop headers are taken
+    /// out of responses in `send_request` instead.
     fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
-        let credential = self.credential.header().clone();
-        Arc::new(move |name: &HeaderName| {
-            DEFAULT_FORBIDDEN_HEADERS.contains(name)
-                || *name == credential
-                || name == http::header::AUTHORIZATION
-                || name == http::header::COOKIE
-        })
+        Arc::new(|_: &HeaderName| false)
     }
 
     fn send_request(
@@ -232,26 +239,36 @@ impl WasiHttpHooks for Outbound {
         let in_flight = self.in_flight.clone();
         let budget = self.budget.clone();
         Box::new(async move {
-            // Pacing: every request that passed the policy waits for room in the shared budget.
-            if let Some(budget) = budget {
-                budget
-                    .acquire()
-                    .await
-                    .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+            // Pacing: every request that passed the policy waits for room in the shared budget,
+            // then (held until the body is read, or dropped) for one of the `concurrency`
+            // places in flight: the API sees at most that many requests at once, while more
+            // calls may be parsing what they received. The wait is the host's: it is kept
+            // out of the call's `call_timeout_ms` (`CallReport::pacing`), and a failure here
+            // is the host's too (`CallReport::host_failure`), not the API's.
+            let paced = Paced::begin(&report);
+            if let Some(budget) = budget
+                && let Err(e) = budget.acquire().await
+            {
+                return Err(host_failure(&report, e.to_string()));
             }
-            // Held until the body is read (or dropped): the API sees at most `concurrency`
-            // requests at once, while more calls may be parsing what they received.
             let permit = match in_flight {
-                Some(s) => Some(s.acquire_owned().await.map_err(|_| {
-                    HttpError::InternalError(Some("the request limiter closed".into()))
-                })?),
+                Some(s) => match s.acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        return Err(host_failure(&report, "the request limiter closed".into()));
+                    }
+                },
                 None => None,
             };
+            drop(paced);
             let started = Instant::now();
             let (response, io) =
                 match wasmtime_wasi_http::default_send_request(request, Some(options)).await {
                     Ok(ok) => ok,
                     Err(e) => {
+                        if let Ok(mut r) = report.lock() {
+                            r.last_status = None;
+                        }
                         audit.record(Event {
                             allowed: true,
                             duration_ms: started.elapsed().as_millis() as u64,
@@ -262,6 +279,9 @@ impl WasiHttpHooks for Outbound {
                     }
                 };
             let status = response.status().as_u16();
+            if let Ok(mut r) = report.lock() {
+                r.last_status = Some(status);
+            }
             let declared = response
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
@@ -287,7 +307,11 @@ impl WasiHttpHooks for Outbound {
                 });
                 return Err(HttpError::HttpResponseBodySize(declared));
             }
-            let (parts, body) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
+            // Hop-by-hop headers are the connection's business, not the guest's.
+            for name in &DEFAULT_FORBIDDEN_HEADERS {
+                parts.headers.remove(name);
+            }
             let metered = MeteredBody {
                 inner: body.boxed_unsync(),
                 seen: 0,
@@ -305,6 +329,36 @@ impl WasiHttpHooks for Outbound {
                 Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
             ))
         })
+    }
+}
+
+/// Records a failure of the host's own (its database, its limiter) in the call's report, so
+/// that the call fails as the host's whatever the guest makes of the error it gets.
+fn host_failure(report: &Mutex<CallReport>, message: String) -> HttpError {
+    tracing::error!("{message}");
+    if let Ok(mut r) = report.lock() {
+        r.host_failure.get_or_insert(message);
+    }
+    HttpError::InternalError(Some("the host failed".into()))
+}
+
+/// A request's wait for the host's pacing, ended when dropped (also when the request is).
+struct Paced<'a>(&'a Mutex<CallReport>);
+
+impl<'a> Paced<'a> {
+    fn begin(report: &'a Mutex<CallReport>) -> Paced<'a> {
+        if let Ok(mut r) = report.lock() {
+            r.pacing.begin();
+        }
+        Paced(report)
+    }
+}
+
+impl Drop for Paced<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.0.lock() {
+            r.pacing.end();
+        }
     }
 }
 

@@ -6,6 +6,17 @@ use http::{HeaderMap, Method, Uri};
 use std::fmt;
 use std::net::IpAddr;
 
+/// The only headers a connector may set on a request (lowercase): what a GET needs. Everything
+/// else (method overrides, `x-original-url`, forwarding headers, hop-by-hop headers) is refused
+/// by the header rule; the credential is added by the host.
+pub const GUEST_HEADERS: &[&str] = &[
+    "accept",
+    "accept-language",
+    "user-agent",
+    "if-none-match",
+    "if-modified-since",
+];
+
 /// Which rule refused a request. Recorded in the audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -23,7 +34,8 @@ pub enum Rule {
     Path,
     /// A query key the request shape does not declare, or a pinned value that differs.
     Query,
-    /// The guest tried to set the credential, `authorization` or `cookie`.
+    /// The guest set a header outside [`GUEST_HEADERS`] (the credential, `authorization` and
+    /// `cookie` included).
     Header,
     /// The export call already made its maximum number of requests.
     Budget,
@@ -31,6 +43,8 @@ pub enum Rule {
     Body,
     /// The export may not use the network at all (`match` is a pure function).
     NoNetwork,
+    /// `match` may not use storage (it would carry Scopable's records to a later call).
+    NoStorage,
 }
 
 impl Rule {
@@ -48,6 +62,7 @@ impl Rule {
             Rule::Budget => "request-budget",
             Rule::Body => "body",
             Rule::NoNetwork => "no-network",
+            Rule::NoStorage => crate::storage::NO_STORAGE_IN_MATCH,
         }
     }
 }
@@ -294,6 +309,33 @@ impl OutboundPolicy {
                     ),
                 );
             }
+            if name == "host" {
+                // The host sets `host` from the URL's authority; a second value, or another
+                // one, is the guest's.
+                let mut values = headers.get_all(http::header::HOST).iter();
+                let single = values
+                    .next()
+                    .is_some_and(|v| v.as_bytes() == authority.as_str().as_bytes())
+                    && values.next().is_none();
+                if single {
+                    continue;
+                }
+                return deny(
+                    Rule::Header,
+                    "the connector may not set \"host\": the host sets it from the URL".into(),
+                );
+            }
+            // Whether a body is declared is the body rule's to judge.
+            let body_header = name == "content-length" || name == "transfer-encoding";
+            if !body_header && !GUEST_HEADERS.contains(&name) {
+                return deny(
+                    Rule::Header,
+                    format!(
+                        "the connector may not set {name:?}: a GET carries only {}",
+                        GUEST_HEADERS.join(", ")
+                    ),
+                );
+            }
         }
         let path = uri.path();
         if has_traversal(path) {
@@ -319,12 +361,16 @@ impl OutboundPolicy {
                 ),
             );
         };
-        for pair in uri
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
+        let query = uri.query().unwrap_or("");
+        if query.contains(';') {
+            // Some servers split a query on ';' as well as '&': `page[size]=1;debug=1` would
+            // smuggle an undeclared key past a check that splits on '&' only.
+            return deny(
+                Rule::Query,
+                format!("query {query:?} contains ';', which may separate keys; encode it as %3B"),
+            );
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
             let (Some(key), Some(value)) = (percent_decode(raw_key), percent_decode(raw_value))
             else {
@@ -545,6 +591,16 @@ mod tests {
                 "https://api.itglue.com/organizations?page%ZZ=1",
                 Rule::Query,
             ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations?page[size]=1;debug=1",
+                Rule::Query,
+            ),
+            (
+                Method::GET,
+                "https://api.itglue.com/organizations?sort=id&;debug=1",
+                Rule::Query,
+            ),
         ];
         for (method, url, rule) in cases {
             assert_eq!(check(&p, method.clone(), url), Err(rule), "{method} {url}");
@@ -586,6 +642,38 @@ mod tests {
             let err = p.check(&Method::GET, &uri, &headers, 0).unwrap_err();
             assert_eq!(err.rule, Rule::Header, "{name}");
         }
+        for name in [
+            "x-http-method-override",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-forwarded-for",
+            "host",
+            "connection",
+            "range",
+            "keep-alive",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "DELETE".parse().unwrap(),
+            );
+            let err = p.check(&Method::GET, &uri, &headers, 0).unwrap_err();
+            assert_eq!(err.rule, Rule::Header, "{name}");
+            if name != "host" {
+                assert!(err.message.contains("accept"), "{}", err.message);
+            }
+        }
+        let mut headers = HeaderMap::new();
+        for name in GUEST_HEADERS {
+            headers.insert(http::HeaderName::from_static(name), "x".parse().unwrap());
+        }
+        headers.insert(http::header::CONTENT_LENGTH, "0".parse().unwrap());
+        headers.insert(http::header::HOST, "api.itglue.com".parse().unwrap());
+        assert_eq!(p.check(&Method::GET, &uri, &headers, 0), Ok(()));
+        // A second `host`, or another one, is the guest's.
+        headers.append(http::header::HOST, "evil.test".parse().unwrap());
+        let err = p.check(&Method::GET, &uri, &headers, 0).unwrap_err();
+        assert_eq!(err.rule, Rule::Header);
         let err = p
             .check(&Method::GET, &uri, &HeaderMap::new(), 4)
             .unwrap_err();

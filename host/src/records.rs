@@ -49,7 +49,13 @@ pub fn configurations_of(
             name: r.get(2)?,
             hostname: r.get(3)?,
             serial_number: r.get(4)?,
-            mac_addresses: serde_json::from_str(&macs).unwrap_or_default(),
+            mac_addresses: serde_json::from_str(&macs).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    5,
+                    rusqlite::types::Type::Text,
+                    format!("the stored MAC addresses are not a JSON list of strings ({e}); re-import configurations").into(),
+                )
+            })?,
         })
     })?;
     let mut out = Vec::new();
@@ -60,4 +66,31 @@ pub fn configurations_of(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_stored_macs_are_an_error_not_an_empty_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("m.db")).unwrap();
+        conn.execute_batch(
+            "INSERT INTO clients (id, name) VALUES ('c1', 'Acme');
+             INSERT INTO configurations (id, client_id, name, mac_addresses)
+                 VALUES ('k1', 'c1', 'pc', '[\"00:11:22:33:44:55\"]');",
+        )
+        .unwrap();
+        let clients: HashSet<&str> = ["c1"].into_iter().collect();
+        let ok = configurations_of(&conn, &clients).unwrap();
+        assert_eq!(ok[0].mac_addresses, vec!["00:11:22:33:44:55".to_string()]);
+        conn.execute(
+            "UPDATE configurations SET mac_addresses = 'not json' WHERE id = 'k1'",
+            [],
+        )
+        .unwrap();
+        let err = configurations_of(&conn, &clients).unwrap_err().to_string();
+        assert!(err.contains("MAC addresses"), "{err}");
+    }
 }

@@ -4,19 +4,25 @@
 use crate::bindings::scopable::integration::types;
 use crate::manifest::Limits;
 use crate::sandbox::CallError;
-use chacha20poly1305::aead::{OsRng, rand_core::RngCore};
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-/// Whether a failed call may succeed if tried again. `bad-response` is retried on purpose:
-/// HTML, empty and truncated bodies come from proxies and overloaded servers, and pass.
+/// Whether a failed call may succeed if tried again: only the connector's own error classes
+/// that can change on retry. `bad-response` is among them on purpose: HTML, empty and
+/// truncated bodies come from proxies and overloaded servers (with a 2xx or 5xx status), and
+/// pass. A definite answer (a redirect or a client error, [`crate::sandbox::final_status`]) is
+/// [`CallError::Rejected`] instead, and a failure of the host's own is [`CallError::Host`]:
+/// neither is retried, and neither are denials, traps, limits or timeouts.
 pub fn retryable(e: &CallError) -> bool {
+    matches!(e, CallError::Guest(g) if would_retry(g))
+}
+
+/// Whether a connector error's class is one that may change on retry (`rate-limited`,
+/// `unavailable`, `bad-response`).
+pub fn would_retry(e: &types::Error) -> bool {
     matches!(
         e,
-        CallError::Guest(
-            types::Error::RateLimited(_)
-                | types::Error::Unavailable(_)
-                | types::Error::BadResponse(_)
-        )
+        types::Error::RateLimited(_) | types::Error::Unavailable(_) | types::Error::BadResponse(_)
     )
 }
 
@@ -30,8 +36,14 @@ pub fn delay(limits: &Limits, e: &CallError, attempt: u32) -> Duration {
     }
     let base = limits.retry_base_ms as f64 * 2f64.powi(attempt.saturating_sub(1).min(16) as i32);
     // Full jitter between half and all of the exponential step, so parallel callers spread out.
-    let jitter = 0.5 + (OsRng.next_u32() as f64 / u32::MAX as f64) * 0.5;
+    let jitter = 0.5 + (random_u32() as f64 / u32::MAX as f64) * 0.5;
     Duration::from_millis((base * jitter) as u64).min(max)
+}
+
+/// A random number for jitter. Not a secret: std's per-process randomly keyed hasher is
+/// enough, and keeps the vault's cryptographic generator for keys and nonces alone.
+fn random_u32() -> u32 {
+    (RandomState::new().hash_one(std::time::Instant::now()) >> 32) as u32
 }
 
 /// Runs `call` until it succeeds, fails with a non-retryable error, or runs out of attempts.
@@ -104,6 +116,31 @@ mod tests {
             String::new()
         ))));
         assert!(!retryable(&CallError::Denied(String::new())));
+        // A proxy's HTML or truncated page passes; the same request's 400 or 302 does not.
+        assert!(retryable(&CallError::Guest(types::Error::BadResponse(
+            String::new()
+        ))));
+        assert!(!retryable(&CallError::Rejected {
+            status: 400,
+            error: types::Error::BadResponse(String::new()),
+        }));
+        // The host's own failures are not the API's.
+        assert!(!retryable(&CallError::Host(String::new())));
+        assert!(!retryable(&CallError::Timeout {
+            export: "test",
+            seconds: 1.0,
+        }));
+    }
+
+    #[test]
+    fn only_redirects_and_client_errors_are_final() {
+        use crate::sandbox::final_status;
+        for status in [300, 301, 302, 307, 400, 405, 409, 410, 422, 451] {
+            assert!(final_status(status), "{status}");
+        }
+        for status in [200, 204, 401, 403, 404, 408, 425, 429, 500, 502, 503, 504] {
+            assert!(!final_status(status), "{status}");
+        }
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

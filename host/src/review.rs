@@ -4,6 +4,7 @@
 use crate::app::{App, AppError, Exit};
 use crate::cli::{RecordKind, print_json};
 use crate::db;
+use crate::display::{safe, safe_within};
 use crate::sync::id_order;
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
@@ -49,9 +50,15 @@ pub fn links_command(app: &App, json_out: bool) -> Result<(), AppError> {
     }
     for (kind, it, sc, source, evidence, at) in &rows {
         let evidence: Vec<String> = serde_json::from_str(evidence).unwrap_or_default();
+        // Ids come from the API; every value is shown safe and bounded (`--json` is exact).
         println!(
-            "{kind:<13} {it:>10} -> {sc:<10} {source:<6} {:<22} {at}",
-            evidence.join(",")
+            "{:<13} {:>10} -> {:<10} {:<6} {:<22} {}",
+            safe(kind),
+            safe(it),
+            safe(sc),
+            safe(source),
+            safe(&evidence.join(",")),
+            safe(at)
         );
     }
     Ok(())
@@ -106,12 +113,19 @@ pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
         }
         let candidates: Vec<String> = serde_json::from_str(c).unwrap_or_default();
         let suggestions: Vec<String> = serde_json::from_str(s).unwrap_or_default();
-        let mut line = format!("  {id:>10}  {:<32}  {reason}", truncate(name, 32));
+        // Ids, names, candidates and suggestions come from the API or the component: each is
+        // shown safe and bounded, so none can forge a row or act on the terminal.
+        let mut line = format!(
+            "  {:>10}  {:<32}  {}",
+            safe(id),
+            safe_within(name, NAME_COLUMN),
+            safe(reason)
+        );
         if !candidates.is_empty() {
-            line.push_str(&format!("  candidates: {}", candidates.join(", ")));
+            line.push_str(&format!("  candidates: {}", safe(&candidates.join(", "))));
         }
         if !suggestions.is_empty() {
-            line.push_str(&format!("  suggested: {}", suggestions.join(", ")));
+            line.push_str(&format!("  suggested: {}", safe(&suggestions.join(", "))));
         }
         println!("{line}");
     }
@@ -122,18 +136,8 @@ pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
     Ok(())
 }
 
-/// A name fit for one terminal column: control characters shown as `?`, at most `n` chars.
-fn truncate(s: &str, n: usize) -> String {
-    let clean: String = s
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if clean.chars().count() <= n {
-        clean
-    } else {
-        format!("{}…", clean.chars().take(n - 1).collect::<String>())
-    }
-}
+/// The width of the name column of `unplaced`, in characters.
+const NAME_COLUMN: usize = 32;
 
 fn itglue_record(
     app: &App,
@@ -312,11 +316,18 @@ pub fn link_command(
     )?;
     tx.commit()?;
     println!(
-        "Linked {} {itglue_id} ({name}) to {scopable_id} by hand; syncs will not change it.",
-        kind.as_str()
+        "Linked {} {} ({}) to {} by hand; syncs will not change it.",
+        kind.as_str(),
+        safe(itglue_id),
+        safe(&name),
+        safe(scopable_id)
     );
     if let Some((other, _)) = holder {
-        println!("The automatic link of {other} to {scopable_id} was removed.");
+        println!(
+            "The automatic link of {} to {} was removed.",
+            safe(&other),
+            safe(scopable_id)
+        );
     }
     Ok(())
 }
@@ -339,8 +350,10 @@ pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<()
     )?;
     tx.commit()?;
     println!(
-        "Ignoring {} {itglue_id} ({name}): it will never be linked{}.",
+        "Ignoring {} {} ({}): it will never be linked{}.",
         kind.as_str(),
+        safe(itglue_id),
+        safe(&name),
         if unlinked > 0 {
             "; its link was removed"
         } else {
@@ -375,8 +388,9 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
         ));
     }
     println!(
-        "Reset {} {itglue_id}: the next sync places it automatically.",
-        kind.as_str()
+        "Reset {} {}: the next sync places it automatically.",
+        kind.as_str(),
+        safe(itglue_id)
     );
     Ok(())
 }

@@ -110,8 +110,20 @@ pub enum CallError {
     /// The host itself failed around the call (its database, for instance).
     #[error("the host failed: {0}")]
     Host(String),
+    /// The connector returned a retryable error class (`rate-limited`, `unavailable`,
+    /// `bad-response`) for an answer the API would give again: a redirect or a client error
+    /// ([`final_status`]). Not retried.
+    #[error("{} (HTTP {status}, a definite answer: not retried)", describe_guest_error(.error))]
+    Rejected {
+        /// The HTTP status of the last response.
+        status: u16,
+        /// What the connector returned.
+        error: types::Error,
+    },
     /// The call exceeded its wall-clock limit.
-    #[error("the connector's {export} call did not finish within {seconds} s (call_timeout_ms)")]
+    #[error(
+        "the connector's {export} call did not finish within {seconds} s (call_timeout_ms; time spent waiting for the request budget is not counted)"
+    )]
     Timeout {
         /// The export that was running.
         export: &'static str,
@@ -464,7 +476,10 @@ impl LoadedConnector {
     ) -> Store<GuestState> {
         let limits = self.limits();
         let outbound = Outbound::new(ctx, report.clone(), network, limits);
-        let state = GuestState::new(limits, outbound, ctx.storage.clone(), report);
+        // `match` (the export without network) gets no storage either: it receives Scopable's
+        // records, and storage would carry them to a later call that has the network.
+        let storage = ctx.storage.for_call(report.clone(), network);
+        let state = GuestState::new(limits, outbound, storage, report);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         // Epochs tick on wall time, also while the guest waits on the network. So the deadline
@@ -473,13 +488,21 @@ impl LoadedConnector {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |ctx| {
             let data = ctx.data();
+            // Past the refusal limit the call stops (storage traps at once; a refused request
+            // cannot, so it is stopped here).
+            if data.report().lock().is_ok_and(|r| r.over_denial_limit()) {
+                return Err(crate::capabilities::TooManyDenials.into());
+            }
             if data.cpu.used() > budget {
                 if let Ok(mut r) = data.report().lock() {
                     r.cpu_exceeded = true;
                 }
                 return Err(wasmtime::Error::msg("CPU limit reached"));
             }
-            Ok(wasmtime::UpdateDeadline::Continue(1))
+            // Yield to the executor at every tick: a guest that never waits on I/O would
+            // otherwise keep the host's own timers (the call's and the sync's wall clocks) from
+            // ever firing.
+            Ok(wasmtime::UpdateDeadline::Yield(1))
         });
         store
     }
@@ -513,15 +536,26 @@ impl LoadedConnector {
             let instance = self.pre.instantiate_async(&mut store).await?;
             f(&mut store, instance).await
         };
-        let outcome =
-            tokio::time::timeout(timeout, crate::capabilities::Running::new(run, cpu)).await;
+        let outcome = within_call_timeout(
+            timeout,
+            &report,
+            crate::capabilities::Running::new(run, cpu),
+        )
+        .await;
         let output = ctx.credential.redact(&store.data_mut().take_output());
         drop(store);
         if !output.is_empty() {
+            // The component's text, made inert for the log as for a terminal.
+            let output = crate::display::safe_within(&output, 8 * 1024);
             tracing::info!(target: "connector", export, output = %output, "connector output");
         }
         let report = report.lock().map(|r| r.clone()).unwrap_or_default();
         let first_denial = report.denials.first().cloned();
+        if let Some(failure) = report.host_failure {
+            // The host's own failure (its database, say) is the host's, whatever the guest
+            // made of the error it was handed: not the API's, and not retried.
+            return Err(CallError::Host(failure));
+        }
         if report.output_exceeded {
             // Over-long output stops the call whatever the guest made of the refused writes.
             return Err(CallError::Trap {
@@ -534,6 +568,14 @@ impl LoadedConnector {
                 export,
                 seconds: timeout.as_secs_f64(),
             }),
+            // Stopped for too many refusals: the first one is the call's error.
+            Ok(Err(_)) if report.over_denial_limit() => Err(match first_denial {
+                Some(denial) => CallError::Denied(denial.to_string()),
+                None => CallError::Trap {
+                    export,
+                    reason: report.denial_limit_reason(),
+                },
+            }),
             Ok(Err(trap)) => Err(classify_trap(export, &trap, &report, self.limits())),
             Ok(Ok(Err(guest_error))) => {
                 if let Some(denial) = first_denial {
@@ -541,7 +583,16 @@ impl LoadedConnector {
                 } else if let Some(limit) = report.response_too_large {
                     Err(CallError::ResponseTooLarge(limit))
                 } else {
-                    Err(CallError::Guest(redact(guest_error, &ctx.credential)))
+                    let error = redact(guest_error, &ctx.credential);
+                    match report.last_status {
+                        // The API gave a definite answer that asking again cannot change.
+                        Some(status)
+                            if crate::retry::would_retry(&error) && final_status(status) =>
+                        {
+                            Err(CallError::Rejected { status, error })
+                        }
+                        _ => Err(CallError::Guest(error)),
+                    }
                 }
             }
             Ok(Ok(Ok(value))) => match (first_denial, report.response_too_large) {
@@ -634,6 +685,46 @@ impl LoadedConnector {
         })
         .await
     }
+}
+
+/// Runs a call's future until it finishes or its own time reaches `timeout`. Its own time is
+/// the wall-clock time since it started less the time its requests spent waiting for the
+/// host's pacing ([`crate::capabilities::Pacing`]): the host's pacing never counts against a
+/// call. `Err(())` when the time ran out.
+async fn within_call_timeout<F: Future + Unpin>(
+    timeout: Duration,
+    report: &Mutex<CallReport>,
+    mut run: F,
+) -> Result<F::Output, ()> {
+    /// How often a call paused by pacing checks its time again.
+    const RECHECK: Duration = Duration::from_millis(50);
+    let started = Instant::now();
+    loop {
+        let (paced, pausing) = report
+            .lock()
+            .map(|r| (r.pacing.waited(), r.pacing.is_waiting()))
+            .unwrap_or_default();
+        let used = started.elapsed().saturating_sub(paced);
+        if used >= timeout {
+            return Err(());
+        }
+        let mut left = timeout - used;
+        if pausing {
+            // The call's time stands still while a request waits for pacing, however little
+            // of it is left: look again a little later.
+            left = left.max(RECHECK);
+        }
+        if let Ok(output) = tokio::time::timeout(left, &mut run).await {
+            return Ok(output);
+        }
+    }
+}
+
+/// Whether an HTTP status is a definite answer that the same request would get again: a
+/// redirect or a client error, other than those a retry can change (408, 425, 429) and those
+/// with a class of their own (401, 403, 404).
+pub fn final_status(status: u16) -> bool {
+    matches!(status, 300..=499) && !matches!(status, 401 | 403 | 404 | 408 | 425 | 429)
 }
 
 /// The error with the key taken out of its details.

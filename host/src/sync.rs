@@ -180,7 +180,8 @@ pub fn reason_name(r: types::Reason) -> &'static str {
 
 /// Checks the connector's placements and computes the changes.
 ///
-/// `valid_target(itglue_id, scopable_id)` says whether a proposed link may exist at all.
+/// `valid_target(itglue_id, link)` says whether a proposed link (its target and evidence) may
+/// exist at all.
 #[allow(clippy::too_many_arguments)]
 fn plan(
     placements: Vec<types::Placement>,
@@ -189,7 +190,7 @@ fn plan(
     decided: &Decisions,
     existing_auto: &HashMap<String, String>,
     manual_linked_fetched: u64,
-    valid_target: impl Fn(&str, &str) -> Result<(), String>,
+    valid_target: impl Fn(&str, &types::Link) -> Result<(), String>,
 ) -> Result<Plan, AppError> {
     let decided_ids: HashSet<&str> = decided
         .manual
@@ -225,7 +226,7 @@ fn plan(
             )));
         }
         if let types::Outcome::Linked(link) = &p.outcome {
-            valid_target(&p.itglue_id, &link.scopable_id).map_err(misbehaving)?;
+            valid_target(&p.itglue_id, link).map_err(misbehaving)?;
             if let Some(holder) = manual_targets.get(link.scopable_id.as_str()) {
                 return Err(misbehaving(format!(
                     "linking {} to {}, which is linked by hand to {holder}",
@@ -238,6 +239,16 @@ fn plan(
                     p.itglue_id, link.scopable_id
                 )));
             }
+        }
+        if let types::Outcome::Unplaced(u) = &p.outcome
+            && (u.candidates.len() > MAX_CANDIDATES || u.suggestions.len() > MAX_CANDIDATES)
+        {
+            return Err(misbehaving(format!(
+                "{} candidates and {} suggestions for record {} (at most {MAX_CANDIDATES} each)",
+                u.candidates.len(),
+                u.suggestions.len(),
+                p.itglue_id
+            )));
         }
         if placed.insert(p.itglue_id.clone(), p.outcome).is_some() {
             return Err(misbehaving(format!(
@@ -343,12 +354,27 @@ fn plan(
             why: why.into(),
         });
     }
-    for (n, bad) in unreadable.iter().enumerate() {
-        // Records without an id still get their own row.
-        let id = bad
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("(no id #{})", n + 1));
+    let mut placeholders = 0;
+    let mut listed: HashSet<String> = HashSet::new();
+    for bad in unreadable {
+        // Records without an id still get their own row, under a placeholder no received
+        // record holds.
+        let id = match &bad.id {
+            Some(id) => id.clone(),
+            None => loop {
+                placeholders += 1;
+                let candidate = format!("(no id #{placeholders})");
+                let taken = seen.contains_key(&candidate)
+                    || listed.contains(&candidate)
+                    || unreadable
+                        .iter()
+                        .any(|u| u.id.as_deref() == Some(&candidate));
+                if !taken {
+                    break candidate;
+                }
+            },
+        };
+        listed.insert(id.clone());
         unplaced.push((
             id,
             bad.detail.clone(),
@@ -377,6 +403,77 @@ fn plan(
     })
 }
 
+/// Most candidates, and most suggestions, one unplaced record may carry.
+pub const MAX_CANDIDATES: usize = 100;
+
+/// Which identifiers a record carries (non-empty), for checking a link's evidence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Carries {
+    /// A name.
+    pub name: bool,
+    /// A serial number.
+    pub serial: bool,
+    /// At least one MAC address.
+    pub mac: bool,
+    /// A hostname.
+    pub hostname: bool,
+}
+
+impl Carries {
+    fn of(name: &str, serial: Option<&str>, macs: &[String], hostname: Option<&str>) -> Carries {
+        let some = |v: Option<&str>| v.is_some_and(|v| !v.trim().is_empty());
+        Carries {
+            name: !name.trim().is_empty(),
+            serial: some(serial),
+            mac: macs.iter().any(|m| !m.trim().is_empty()),
+            hostname: some(hostname),
+        }
+    }
+}
+
+/// Checks a link's evidence against the record kind and what both records carry: an
+/// organization links on its name only; a configuration on its serial, MAC or hostname, each
+/// one carried by both sides; no evidence twice, and at least one.
+pub fn check_evidence(
+    kind: RecordKind,
+    evidence: &[types::Evidence],
+    source: Carries,
+    target: Carries,
+) -> Result<(), String> {
+    use types::Evidence as E;
+    if evidence.is_empty() {
+        return Err("a link without evidence".into());
+    }
+    for (i, e) in evidence.iter().enumerate() {
+        let name = evidence_name(*e);
+        if evidence[..i].contains(e) {
+            return Err(format!("evidence {name} twice"));
+        }
+        let allowed = match kind {
+            RecordKind::Organization => *e == E::Name,
+            RecordKind::Configuration => *e != E::Name,
+        };
+        if !allowed {
+            return Err(format!(
+                "evidence {name}, which never links {} records",
+                kind.as_str()
+            ));
+        }
+        let carried = |c: Carries| match e {
+            E::Name => c.name,
+            E::Serial => c.serial,
+            E::Mac => c.mac,
+            E::Hostname => c.hostname,
+        };
+        if !carried(source) || !carried(target) {
+            return Err(format!(
+                "evidence {name}, which the records do not both carry"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A sort key giving [`id_order`]'s order, computed once per id.
 pub fn id_key(id: &str) -> (u8, u64, String) {
     match id.parse::<u64>() {
@@ -403,6 +500,18 @@ fn apply(
     run_id: i64,
 ) -> Result<(), AppError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Only the holder of the lease writes: a run whose lease lapsed may have been taken over.
+    let (status, lease_until): (String, Option<i64>) = tx.query_row(
+        "SELECT status, lease_until FROM sync_runs WHERE id = ?1",
+        [run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if status != "running" || lease_until.is_none_or(|t| t < now_ms()) {
+        return Err(AppError::new(
+            Exit::Failure,
+            "this sync lost its lease (it stopped renewing it long enough for another sync to take over); nothing was applied: run the sync again",
+        ));
+    }
     if basis(&tx, connector)? != plan.basis {
         return Err(AppError::new(
             Exit::Failure,
@@ -500,26 +609,163 @@ fn apply(
     Ok(())
 }
 
+/// How long a run's lease lasts unless its process renews it, by default.
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The environment variable that sets the lease, in seconds (1 to 3600): short leases let a
+/// test see a killed run expire.
+pub const LEASE_ENV: &str = "SCOPABLE_LEASE_SECS";
+
+/// The lease length: [`LEASE_ENV`], else [`DEFAULT_LEASE`].
+fn lease_length() -> Result<Duration, AppError> {
+    let Some(raw) = std::env::var_os(LEASE_ENV) else {
+        return Ok(DEFAULT_LEASE);
+    };
+    match raw.to_str().and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(secs @ 1..=3600) => Ok(Duration::from_secs(secs)),
+        _ => Err(AppError::new(
+            Exit::Usage,
+            format!(
+                "{LEASE_ENV} must be a whole number of seconds from 1 to 3600; unset it for the default ({} s)",
+                DEFAULT_LEASE.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Now, in unix milliseconds (the unit of `sync_runs.lease_until`).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A run that holds the lease of its connector and kind.
+struct Run {
+    id: i64,
+    started_at: String,
+}
+
+/// Starts a run, holding the lease of this connector and kind for `lease`. A `running` run
+/// whose lease has passed was interrupted (its process died) and is marked so; a live one
+/// means a sync of this kind is already running: exit 1, and nothing is written.
 fn start_run(
-    conn: &Connection,
+    conn: &mut Connection,
     connector: &str,
     kind: &str,
     dry_run: bool,
-) -> Result<i64, AppError> {
-    // A run still marked running was interrupted (the process died): say so.
-    conn.execute(
-        "UPDATE sync_runs SET status = 'failed', error = 'interrupted before it finished; nothing was applied',
-                finished_at = coalesce(finished_at, started_at)
-         WHERE connector = ?1 AND status = 'running'",
-        params![connector],
+    lease: Duration,
+) -> Result<Run, AppError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    tx.execute(
+        "UPDATE sync_runs SET status = 'failed',
+                error = 'interrupted before it finished (its process stopped renewing its lease); nothing was applied',
+                finished_at = coalesce(finished_at, started_at), lease_until = NULL
+         WHERE connector = ?1 AND status = 'running' AND (lease_until IS NULL OR lease_until < ?2)",
+        params![connector, now],
     )?;
-    conn.execute(
-        "INSERT INTO sync_runs (connector, kind, dry_run, started_at, status) VALUES (?1, ?2, ?3, ?4, 'running')",
-        params![connector, kind, dry_run, db::now()],
+    let live: Option<(i64, String, i64, bool)> = tx
+        .query_row(
+            "SELECT id, started_at, lease_until, dry_run FROM sync_runs
+             WHERE connector = ?1 AND kind = ?2 AND status = 'running' ORDER BY id LIMIT 1",
+            params![connector, kind],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    if let Some((id, started_at, lease_until, dry)) = live {
+        // The expired runs marked above stay marked.
+        tx.commit()?;
+        let left = Duration::from_millis((lease_until - now).max(0) as u64);
+        return Err(AppError::new(
+            Exit::Failure,
+            format!(
+                "a {}sync of {kind}s is already running (run {id}, started {started_at}); this one changed nothing. Wait for it to finish and run this one again; if its process died, it stops blocking when its lease expires (in {} s at most).",
+                if dry { "dry-run " } else { "" },
+                left.as_secs() + 1
+            ),
+        ));
+    }
+    let started_at = db::now();
+    tx.execute(
+        "INSERT INTO sync_runs (connector, kind, dry_run, started_at, status, lease_until)
+         VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+        params![
+            connector,
+            kind,
+            dry_run,
+            started_at,
+            now + lease.as_millis() as i64
+        ],
     )?;
-    Ok(conn.last_insert_rowid())
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(Run { id, started_at })
 }
 
+/// Renews a run's lease every third of its length from its own thread and connection, until
+/// dropped. When the run is no longer `running` (it finished, or another process found the
+/// lease lapsed and took over) it stops; `apply` then refuses to write.
+struct Heartbeat {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(db_path: &std::path::Path, run_id: i64, lease: Duration) -> Heartbeat {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let path = db_path.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("sync-lease".into())
+            .spawn(move || {
+                let conn = match Connection::open(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("cannot renew the sync's lease: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = conn.busy_timeout(Duration::from_secs(10)) {
+                    tracing::warn!("sync lease: {e}");
+                }
+                let every = lease / 3;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    let renewed = conn.execute(
+                        "UPDATE sync_runs SET lease_until = ?2 WHERE id = ?1 AND status = 'running'",
+                        params![run_id, now_ms() + lease.as_millis() as i64],
+                    );
+                    match renewed {
+                        Ok(0) => return,
+                        Ok(_) => {}
+                        // Tried again at the next beat; the lease outlasts two missed ones.
+                        Err(e) => tracing::warn!("cannot renew the sync's lease: {e}"),
+                    }
+                }
+            });
+        let thread = spawned
+            .map_err(|e| tracing::error!("cannot start the sync's lease renewal: {e}"))
+            .ok();
+        Heartbeat {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Records a run's end, unless it is no longer this process's to record (another process
+/// marked it interrupted after its lease lapsed).
 fn finish_run(
     conn: &Connection,
     run_id: i64,
@@ -529,8 +775,9 @@ fn finish_run(
 ) -> Result<(), AppError> {
     conn.execute(
         "UPDATE sync_runs SET finished_at = ?2, status = ?3, fetched = ?4, linked = ?5, skipped = ?6,
-                errored = ?7, new_links = ?8, removed_links = ?9, requests = ?10, error = ?11
-         WHERE id = ?1",
+                errored = ?7, new_links = ?8, removed_links = ?9, requests = ?10, error = ?11,
+                lease_until = NULL
+         WHERE id = ?1 AND status = 'running'",
         params![
             run_id,
             db::now(),
@@ -542,7 +789,7 @@ fn finish_run(
             c.new_links as i64,
             c.removed_links as i64,
             c.requests as i64,
-            error
+            error.map(|e| crate::audit::bounded(e.to_string()))
         ],
     )?;
     Ok(())
@@ -627,8 +874,10 @@ fn progress_bar(show: bool, label: &'static str) -> Option<indicatif::ProgressBa
     Some(bar)
 }
 
-/// Runs a sync of one kind and returns its counts and changes. Records a failed run when it
-/// fails after starting.
+/// Runs a sync of one kind and returns its counts and changes, holding the lease of its
+/// connector and kind from start to end (a sync of that kind already running: exit 1, and
+/// nothing is changed). Every run that started records its end: `ok`, or `failed` with the
+/// error, whatever failed (the connector, the API, the timeout, the apply transaction).
 pub fn sync(
     app: &mut App,
     rt: &tokio::runtime::Runtime,
@@ -638,12 +887,57 @@ pub fn sync(
 ) -> Result<(SyncCounts, Vec<Change>, String, String), AppError> {
     let (ctx, region, base, verified_at) = stored_context(app)?;
     let connector = app.name().to_string();
-    let run_id = start_run(&app.conn, &connector, kind.as_str(), dry_run)?;
-    let started_at: String = app.conn.query_row(
-        "SELECT started_at FROM sync_runs WHERE id = ?1",
-        [run_id],
-        |r| r.get(0),
-    )?;
+    let lease = lease_length()?;
+    let run = start_run(&mut app.conn, &connector, kind.as_str(), dry_run, lease)?;
+    let heartbeat = Heartbeat::start(&app.db_path, run.id, lease);
+    let result =
+        run_sync(app, rt, &ctx, kind, dry_run, show_progress, run.id).map_err(|f| match f {
+            Failure::App(e) => e,
+            Failure::Fetch(e) => e.into_app_error(app, &region, &base, Some(&verified_at)),
+        });
+    let outcome = match result {
+        Ok((counts, changes)) => app
+            .conn
+            .query_row(
+                "SELECT finished_at FROM sync_runs WHERE id = ?1",
+                [run.id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .map(|finished_at| {
+                let finished_at = finished_at.unwrap_or_else(db::now);
+                (counts, changes, run.started_at, finished_at)
+            })
+            .map_err(AppError::from),
+        Err(e) => {
+            let counts = SyncCounts {
+                requests: ctx.requests.load(Ordering::Relaxed),
+                ..SyncCounts::default()
+            };
+            if let Err(recording) =
+                finish_run(&app.conn, run.id, "failed", &counts, Some(&e.message))
+            {
+                // The run is marked interrupted once its lease lapses.
+                tracing::error!("cannot record the failed run: {recording}");
+            }
+            Err(e)
+        }
+    };
+    // After the apply transaction ended: the renewal may be waiting for it.
+    drop(heartbeat);
+    outcome
+}
+
+/// The part of [`sync`] that runs under the lease: fetch, match, check, apply.
+fn run_sync(
+    app: &mut App,
+    rt: &tokio::runtime::Runtime,
+    ctx: &CallContext,
+    kind: RecordKind,
+    dry_run: bool,
+    show_progress: bool,
+    run_id: i64,
+) -> Result<(SyncCounts, Vec<Change>), Failure> {
+    let connector = app.name().to_string();
     let timeout = Duration::from_secs(app.connector.manifest.limits.sync_timeout_secs);
     let bar = progress_bar(show_progress, kind.as_str());
     let on_progress = |done: u32, total: Option<u32>| {
@@ -655,12 +949,14 @@ pub fn sync(
         }
     };
     let result = rt.block_on(async {
-        match tokio::time::timeout(timeout, compute(app, &ctx, kind, on_progress)).await {
+        match tokio::time::timeout(timeout, compute(app, ctx, kind, on_progress)).await {
             Ok(r) => r,
+            // The whole sync's wall clock, API waits and pacing included: a service too slow
+            // for the listing (the connector's own time is bounded per call, exit 5).
             Err(_) => Err(Failure::App(AppError::new(
                 Exit::Unavailable,
                 format!(
-                    "the sync did not finish within {} s (sync_timeout_secs); nothing was applied",
+                    "the sync did not finish within {} s (sync_timeout_secs, the whole sync's wall clock, waits for the API and the request budget included); nothing was applied. Try again later, or raise sync_timeout_secs for a listing this large",
                     timeout.as_secs()
                 ),
             ))),
@@ -669,35 +965,14 @@ pub fn sync(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let requests = ctx.requests.load(Ordering::Relaxed);
-    let outcome = result.map_err(|f| match f {
-        Failure::App(e) => e,
-        Failure::Fetch(e) => e.into_app_error(app, &region, &base, Some(&verified_at)),
-    });
-    match outcome {
-        Ok(mut plan) => {
-            plan.counts.requests = requests;
-            if dry_run {
-                finish_run(&app.conn, run_id, "ok", &plan.counts, None)?;
-            } else {
-                apply(&mut app.conn, &connector, kind.as_str(), &plan, run_id)?;
-            }
-            let finished_at: String = app.conn.query_row(
-                "SELECT finished_at FROM sync_runs WHERE id = ?1",
-                [run_id],
-                |r| r.get(0),
-            )?;
-            Ok((plan.counts, plan.changes, started_at, finished_at))
-        }
-        Err(e) => {
-            let counts = SyncCounts {
-                requests,
-                ..SyncCounts::default()
-            };
-            finish_run(&app.conn, run_id, "failed", &counts, Some(&e.message))?;
-            Err(e)
-        }
+    let mut plan = result?;
+    plan.counts.requests = ctx.requests.load(Ordering::Relaxed);
+    if dry_run {
+        finish_run(&app.conn, run_id, "ok", &plan.counts, None)?;
+    } else {
+        apply(&mut app.conn, &connector, kind.as_str(), &plan, run_id)?;
     }
+    Ok((plan.counts, plan.changes))
 }
 
 enum Failure {
@@ -735,7 +1010,15 @@ async fn compute(
                     .await
                     .map_err(Failure::Fetch)?;
             let clients = crate::records::clients(&app.conn)?;
-            let client_ids: HashSet<String> = clients.iter().map(|c| c.id.clone()).collect();
+            let client_carries: HashMap<String, Carries> = clients
+                .iter()
+                .map(|c| (c.id.clone(), Carries::of(&c.name, None, &[], None)))
+                .collect();
+            let org_carries: HashMap<String, Carries> = listing
+                .records
+                .iter()
+                .map(|o| (o.id.clone(), Carries::of(&o.name, None, &[], None)))
+                .collect();
             let seen: BTreeMap<String, Seen> = listing
                 .records
                 .iter()
@@ -768,12 +1051,14 @@ async fn compute(
                 &decided,
                 &existing,
                 manual_fetched,
-                |_, client| {
-                    if client_ids.contains(client) {
-                        Ok(())
-                    } else {
-                        Err(format!("a link to client {client:?}, which does not exist"))
-                    }
+                |id, link| {
+                    let client = &link.scopable_id;
+                    let Some(target) = client_carries.get(client) else {
+                        return Err(format!("a link to client {client:?}, which does not exist"));
+                    };
+                    let source = org_carries.get(id).copied().unwrap_or_default();
+                    check_evidence(RecordKind::Organization, &link.evidence, source, *target)
+                        .map_err(|e| format!("a link from organization {id} to {client} with {e}"))
                 },
             )?)
         }
@@ -794,6 +1079,31 @@ async fn compute(
             let client_of: HashMap<String, String> = scopable
                 .iter()
                 .map(|c| (c.id.clone(), c.client_id.clone()))
+                .collect();
+            let target_carries: HashMap<String, Carries> = scopable
+                .iter()
+                .map(|c| {
+                    let carries = Carries::of(
+                        &c.name,
+                        c.serial_number.as_deref(),
+                        &c.mac_addresses,
+                        c.hostname.as_deref(),
+                    );
+                    (c.id.clone(), carries)
+                })
+                .collect();
+            let source_carries: HashMap<String, Carries> = listing
+                .records
+                .iter()
+                .map(|c| {
+                    let carries = Carries::of(
+                        &c.name,
+                        c.serial_number.as_deref(),
+                        &c.mac_addresses,
+                        c.hostname.as_deref(),
+                    );
+                    (c.id.clone(), carries)
+                })
                 .collect();
             let seen: BTreeMap<String, Seen> = listing
                 .records
@@ -837,20 +1147,29 @@ async fn compute(
                 &decided,
                 &existing,
                 manual_fetched,
-                |id, target| {
+                |id, link| {
+                    let target = &link.scopable_id;
                     if archived.contains(id) {
                         return Err(format!("a link for archived configuration {id}"));
                     }
                     let expected = org_of.get(id).and_then(|org| parent_of.get(org));
                     match (expected, client_of.get(target)) {
-                        (_, None) => Err(format!(
-                            "a link to configuration {target:?}, which does not exist under a linked client"
-                        )),
-                        (Some(want), Some(got)) if want == got => Ok(()),
-                        _ => Err(format!(
-                            "a link from configuration {id} to {target:?}, outside the client its organization is linked to"
-                        )),
+                        (_, None) => {
+                            return Err(format!(
+                                "a link to configuration {target:?}, which does not exist under a linked client"
+                            ));
+                        }
+                        (Some(want), Some(got)) if want == got => {}
+                        _ => {
+                            return Err(format!(
+                                "a link from configuration {id} to {target:?}, outside the client its organization is linked to"
+                            ));
+                        }
                     }
+                    let source = source_carries.get(id).copied().unwrap_or_default();
+                    let dest = target_carries.get(target).copied().unwrap_or_default();
+                    check_evidence(RecordKind::Configuration, &link.evidence, source, dest)
+                        .map_err(|e| format!("a link from configuration {id} to {target} with {e}"))
                 },
             )?)
         }
@@ -978,6 +1297,8 @@ pub fn sync_command(
         RecordKind::Organization => "client",
         RecordKind::Configuration => "configuration",
     };
+    // Ids come from the API and the component: shown safe and bounded (`--json` is exact).
+    use crate::display::safe;
     for change in &changes {
         match change {
             Change::Add {
@@ -986,8 +1307,10 @@ pub fn sync_command(
                 evidence,
             } => {
                 println!(
-                    "  + {itglue_id} -> {target} {scopable_id} ({})",
-                    evidence.join(", ")
+                    "  + {} -> {target} {} ({})",
+                    safe(itglue_id),
+                    safe(scopable_id),
+                    safe(&evidence.join(", "))
                 )
             }
             Change::Remove {
@@ -995,7 +1318,12 @@ pub fn sync_command(
                 scopable_id,
                 why,
             } => {
-                println!("  - {itglue_id} -x {target} {scopable_id} ({why})")
+                println!(
+                    "  - {} -x {target} {} ({})",
+                    safe(itglue_id),
+                    safe(scopable_id),
+                    safe(why)
+                )
             }
         }
     }
@@ -1021,4 +1349,134 @@ pub fn sync_command(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn seen(ids: &[&str]) -> BTreeMap<String, Seen> {
+        ids.iter()
+            .map(|id| {
+                (
+                    id.to_string(),
+                    Seen {
+                        name: format!("name {id}"),
+                        organization_id: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn no_decisions() -> Decisions {
+        Decisions {
+            manual: Vec::new(),
+            ignored: Vec::new(),
+        }
+    }
+
+    fn unplaced(id: &str, candidates: usize, suggestions: usize) -> types::Placement {
+        types::Placement {
+            itglue_id: id.to_string(),
+            outcome: types::Outcome::Unplaced(types::Unplaced {
+                reason: types::Reason::MultipleClients,
+                candidates: (0..candidates).map(|i| format!("c{i}")).collect(),
+                suggestions: (0..suggestions).map(|i| format!("c{i}")).collect(),
+            }),
+        }
+    }
+
+    fn run(
+        placements: Vec<types::Placement>,
+        ids: &[&str],
+        unreadable: &[types::UnreadableRecord],
+    ) -> Result<Plan, AppError> {
+        plan(
+            placements,
+            seen(ids),
+            unreadable,
+            &no_decisions(),
+            &HashMap::new(),
+            0,
+            |_, _| Ok(()),
+        )
+    }
+
+    #[test]
+    fn candidates_and_suggestions_are_bounded() {
+        assert!(run(vec![unplaced("1", 100, 100)], &["1"], &[]).is_ok());
+        for (c, s) in [(101, 0), (0, 101), (100_000, 100_000)] {
+            let err = run(vec![unplaced("1", c, s)], &["1"], &[]).err().unwrap();
+            assert_eq!(err.exit, Exit::ConnectorFailed);
+            assert!(err.message.contains("at most 100"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn placeholders_for_id_less_records_never_collide_with_real_ids() {
+        let id_less = |detail: &str| types::UnreadableRecord {
+            id: None,
+            detail: detail.to_string(),
+        };
+        // A record really named like the first placeholder, and an unreadable one too.
+        let unreadable = [
+            id_less("no id"),
+            types::UnreadableRecord {
+                id: Some("(no id #2)".into()),
+                detail: "bad name".into(),
+            },
+            id_less("no id either"),
+        ];
+        let plan = run(
+            vec![unplaced("(no id #1)", 0, 0)],
+            &["(no id #1)"],
+            &unreadable,
+        )
+        .unwrap();
+        let ids: Vec<&str> = plan.unplaced.iter().map(|u| u.0.as_str()).collect();
+        let unique: HashSet<&str> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        assert_eq!(unique.len(), 4, "two rows share an id: {ids:?}");
+        assert!(
+            ids.contains(&"(no id #3)") && ids.contains(&"(no id #4)"),
+            "{ids:?}"
+        );
+    }
+
+    #[test]
+    fn evidence_must_fit_the_kind_and_the_records() {
+        use types::Evidence as E;
+        let all = Carries {
+            name: true,
+            serial: true,
+            mac: true,
+            hostname: true,
+        };
+        let name_only = Carries {
+            name: true,
+            ..Carries::default()
+        };
+        let org = RecordKind::Organization;
+        let config = RecordKind::Configuration;
+        assert!(check_evidence(org, &[E::Name], name_only, name_only).is_ok());
+        for e in [E::Hostname, E::Mac, E::Serial] {
+            let err = check_evidence(org, &[e], all, all).unwrap_err();
+            assert!(err.contains("never links organization"), "{err}");
+        }
+        assert!(check_evidence(config, &[E::Name], all, all).is_err());
+        assert!(check_evidence(config, &[E::Serial, E::Mac], all, all).is_ok());
+        assert!(check_evidence(config, &[], all, all).is_err());
+        assert!(check_evidence(config, &[E::Mac, E::Mac], all, all).is_err());
+        // Evidence one side does not carry.
+        let no_serial = Carries {
+            serial: false,
+            ..all
+        };
+        for (a, b) in [(no_serial, all), (all, no_serial)] {
+            let err = check_evidence(config, &[E::Serial], a, b).unwrap_err();
+            assert!(err.contains("do not both carry"), "{err}");
+        }
+        assert!(check_evidence(org, &[E::Name], Carries::default(), name_only).is_err());
+    }
 }

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 /// The token the simulator accepts: distinctive, so that a leak would be unmistakable.
 const TOKEN: &str = "dv-token-3c9a71";
-/// The manifest's variable for the token.
-const TOKEN_ENV: &str = "DOCUVAULT_TOKEN";
+/// The variable the host reads the token from (`<NAME>_API_KEY`).
+const TOKEN_ENV: &str = "DOCUVAULT_API_KEY";
 /// The example's own manifest, as shipped (no `sha256`: the tests pin a copy).
 const MANIFEST: &str = include_str!("../../examples/docuvault/manifest.toml");
 /// The paths the manifest declares.
@@ -56,7 +56,7 @@ impl Docuvault {
     }
 
     /// `scopable-host --connector .. --manifest .. docuvault ARGS`, with `token` (if any) in
-    /// the manifest's variable.
+    /// [`TOKEN_ENV`].
     fn run(&self, token: Option<&str>, args: &[&str]) -> Run {
         let mut all = vec![
             "--connector",
@@ -281,6 +281,11 @@ fn audit_and_check_accept_the_example() {
     assert_eq!(report["manifest"]["name"], "docuvault");
     assert_eq!(report["manifest"]["credential"]["header"], "authorization");
     assert_eq!(report["manifest"]["credential"]["prefix"], "Bearer ");
+    assert_eq!(
+        report["manifest"]["credential"]["source"],
+        format!("environment variable {TOKEN_ENV}, or standard input")
+    );
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
     for export in ["test", "fetch-orgs", "fetch-configs", "match"] {
         let exports = report["exports"].as_array().expect("exports");
         assert!(exports.iter().any(|e| e == export), "{report}");

@@ -187,6 +187,8 @@ fn sigkill_mid_sync_keeps_the_database_and_the_previous_links() {
         .arg(env.db())
         .args(["itglue", "sync", "organizations", "--json"])
         .env("SCOPABLE_CACHE_DIR", crate::util::cache_dir())
+        // A short lease, so the killed run stops blocking soon.
+        .env("SCOPABLE_LEASE_SECS", "6")
         .env_remove("ITGLUE_API_KEY")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -207,8 +209,17 @@ fn sigkill_mid_sync_keeps_the_database_and_the_previous_links() {
         .unwrap();
     assert_eq!(integrity, "ok");
     assert_eq!(link_table(&env), before, "the previous links are intact");
-    // The next sync completes normally and records the interrupted one.
-    let again = fast_sync(&env, "organizations").json();
+    // Its lease still holds for a few seconds: a sync now is refused and changes nothing.
+    fast_sync(&env, "organizations").fails(1, "already running");
+    // Once the lease has expired, the next sync completes normally and records the
+    // interrupted one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut again = fast_sync(&env, "organizations");
+    while again.code == 1 && again.stderr.contains("already running") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        again = fast_sync(&env, "organizations");
+    }
+    let again = again.json();
     assert_eq!(
         (again["new_links"].as_u64(), again["removed_links"].as_u64()),
         (Some(0), Some(0))

@@ -5,6 +5,9 @@
 //! the host must still serve a well-behaved component and the built-in connector.
 
 use crate::util::{Env, Run, files_under};
+// Tests of hostile components kept in other files, named here for `foreach_hostile!`.
+#[allow(unused_imports)]
+use crate::hostile_host::{bad_evidence, header_override, page_flood, semicolon_query, two_faced};
 use itglue_sim::{Fault, FaultRule, LoggedRequest, guests};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -13,26 +16,34 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
+// Hostile components whose tests live in their own files, named here for the check below.
+pub(crate) use crate::confinement::match_exfil;
+pub(crate) use crate::manifest_trust::{broad_manifest, vault_key};
+pub(crate) use crate::terminal::terminal_escape;
+
 /// The key the simulator accepts (region `us`, the root) in these tests: distinctive, so that
 /// a leak of it anywhere is unmistakable.
-const KEY: &str = "hostile-test-KEY-5b0c";
+pub(crate) const KEY: &str = "hostile-test-KEY-5b0c";
 /// The key of `key_never_leaks`.
-const LEAK_KEY: &str = "k3y-NEVER-LEAK-7f1e";
-/// The environment variable the hostile manifests read the key from.
-const KEY_ENV: &str = "HOSTILE_KEY";
+pub(crate) const LEAK_KEY: &str = "k3y-NEVER-LEAK-7f1e";
+/// The environment variable the host reads the hostile connector's key from (its name,
+/// `hostile`, uppercased, then `_API_KEY`).
+pub(crate) const KEY_ENV: &str = "HOSTILE_API_KEY";
 
 // The manifest's limits, small enough for fast tests.
-const CPU_MS: u64 = 10_000;
-const SPIN_CPU_MS: u64 = 2_000;
-const MEMORY_MB: u64 = 64;
-const MAX_RESPONSE_BYTES: u64 = 1 << 20;
-const MAX_REQUESTS: usize = 4;
-const MAX_OUTPUT_BYTES: usize = 64 << 10;
-const STORAGE_MAX_KEYS: i64 = 50;
-const STORAGE_MAX_VALUE_BYTES: i64 = 4096;
-const STORAGE_MAX_TOTAL_BYTES: i64 = 64 << 10;
+pub(crate) const CPU_MS: u64 = 10_000;
+pub(crate) const SPIN_CPU_MS: u64 = 2_000;
+pub(crate) const MEMORY_MB: u64 = 64;
+pub(crate) const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_REQUESTS: usize = 4;
+pub(crate) const MAX_OUTPUT_BYTES: usize = 64 << 10;
+pub(crate) const STORAGE_MAX_KEYS: i64 = 50;
+pub(crate) const STORAGE_MAX_VALUE_BYTES: i64 = 4096;
+pub(crate) const STORAGE_MAX_TOTAL_BYTES: i64 = 64 << 10;
 /// How many requests the `flood` guest tries (`tests/guests/src/flood.rs`, `REQUESTS`).
-const FLOOD_REQUESTS: usize = 500;
+pub(crate) const FLOOD_REQUESTS: usize = 500;
+/// Refusals audited one by one per call (`capabilities::MAX_DENIALS_PER_CALL`).
+pub(crate) const MAX_DENIALS: usize = 16;
 
 /// A test must exist for every hostile component: a new guest without one fails to compile.
 macro_rules! assert_test_exists {
@@ -44,26 +55,31 @@ macro_rules! assert_test_exists {
 itglue_sim::foreach_hostile!(assert_test_exists);
 
 /// A fresh workspace whose simulator accepts [`KEY`] for the US region.
-fn env() -> Env {
+pub(crate) fn env() -> Env {
     let env = Env::new();
     env.sim.set_key("us", Some(KEY));
     env
 }
 
 /// One component under a `hostile` manifest written into the workspace.
-struct Hostile<'a> {
-    env: &'a Env,
-    wasm: &'static str,
-    manifest: PathBuf,
-    sha256: String,
+pub(crate) struct Hostile<'a> {
+    pub(crate) env: &'a Env,
+    pub(crate) wasm: &'static str,
+    pub(crate) manifest: PathBuf,
+    pub(crate) sha256: String,
 }
 
 impl<'a> Hostile<'a> {
-    fn new(env: &'a Env, label: &str, wasm: &'static str) -> Hostile<'a> {
+    pub(crate) fn new(env: &'a Env, label: &str, wasm: &'static str) -> Hostile<'a> {
         Hostile::with_cpu(env, label, wasm, CPU_MS)
     }
 
-    fn with_cpu(env: &'a Env, label: &str, wasm: &'static str, cpu_ms: u64) -> Hostile<'a> {
+    pub(crate) fn with_cpu(
+        env: &'a Env,
+        label: &str,
+        wasm: &'static str,
+        cpu_ms: u64,
+    ) -> Hostile<'a> {
         let bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("reading {wasm}: {e}"));
         let sha256 = scopable_host::sandbox::sha256_hex(&bytes);
         let manifest = env.write(&format!("{label}.toml"), manifest_text(&sha256, cpu_ms));
@@ -76,8 +92,8 @@ impl<'a> Hostile<'a> {
     }
 
     /// Runs `scopable-host --connector .. --manifest .. hostile ARGS` with `key` in the
-    /// manifest's variable.
-    fn run_with(&self, key: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+    /// [`KEY_ENV`].
+    pub(crate) fn run_with(&self, key: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
         let manifest = self.manifest.to_str().expect("utf-8 path");
         let mut all = vec!["--connector", self.wasm, "--manifest", manifest, "hostile"];
         all.extend_from_slice(args);
@@ -87,18 +103,18 @@ impl<'a> Hostile<'a> {
     }
 
     /// Calls the component's `test` export once against the simulator.
-    fn test(&self) -> Run {
+    pub(crate) fn test(&self) -> Run {
         self.test_with_key(KEY)
     }
 
-    fn test_with_key(&self, key: &str) -> Run {
+    pub(crate) fn test_with_key(&self, key: &str) -> Run {
         let endpoint = self.env.sim.base_url();
         self.run_with(key, &["test", "--endpoint", &endpoint], &[])
     }
 
     /// `scopable-host audit COMPONENT --manifest M --json`, parsed (the command exits 5 when
     /// it refuses the component, and prints the report either way).
-    fn audit_report(&self) -> (Run, Value) {
+    pub(crate) fn audit_report(&self) -> (Run, Value) {
         let manifest = self.manifest.to_str().expect("utf-8 path");
         let run = self
             .env
@@ -113,7 +129,7 @@ impl<'a> Hostile<'a> {
     }
 }
 
-fn manifest_text(sha256: &str, cpu_ms: u64) -> String {
+pub(crate) fn manifest_text(sha256: &str, cpu_ms: u64) -> String {
     format!(
         r#"name = "hostile"
 description = "a hostile test component"
@@ -154,35 +170,35 @@ max_attempts = 1
 
 /// One row of the `audit` table.
 #[derive(Debug, Clone)]
-struct AuditRow {
-    connector: String,
-    component_sha256: String,
-    capability: String,
-    method: String,
-    host: String,
-    path: String,
-    decision: String,
-    rule: Option<String>,
-    status: Option<i64>,
-    bytes: i64,
-    detail: Option<String>,
+pub(crate) struct AuditRow {
+    pub(crate) connector: String,
+    pub(crate) component_sha256: String,
+    pub(crate) capability: String,
+    pub(crate) method: String,
+    pub(crate) host: String,
+    pub(crate) path: String,
+    pub(crate) decision: String,
+    pub(crate) rule: Option<String>,
+    pub(crate) status: Option<i64>,
+    pub(crate) bytes: i64,
+    pub(crate) detail: Option<String>,
 }
 
 impl AuditRow {
-    fn is_http(&self) -> bool {
+    pub(crate) fn is_http(&self) -> bool {
         self.capability == "http"
     }
 
-    fn denied(&self) -> bool {
+    pub(crate) fn denied(&self) -> bool {
         self.decision == "denied"
     }
 
-    fn rule(&self) -> &str {
+    pub(crate) fn rule(&self) -> &str {
         self.rule.as_deref().unwrap_or("")
     }
 
     /// Every text the row holds, for leak checks.
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         format!(
             "{} {} {} {} {} {} {} {} {:?} {} {}",
             self.connector,
@@ -201,7 +217,7 @@ impl AuditRow {
 }
 
 /// Every audit row, oldest first.
-fn audit(env: &Env) -> Vec<AuditRow> {
+pub(crate) fn audit(env: &Env) -> Vec<AuditRow> {
     let conn = env.sqlite();
     let mut stmt = conn
         .prepare(
@@ -231,13 +247,13 @@ fn audit(env: &Env) -> Vec<AuditRow> {
 }
 
 /// The audit rows of the HTTP capability.
-fn http_rows(rows: &[AuditRow]) -> Vec<&AuditRow> {
+pub(crate) fn http_rows(rows: &[AuditRow]) -> Vec<&AuditRow> {
     rows.iter().filter(|r| r.is_http()).collect()
 }
 
 /// Asserts that no audit row holds `key`, and that every row names the component.
 #[track_caller]
-fn assert_audit_clean(rows: &[AuditRow], hostile: &Hostile<'_>, key: &str) {
+pub(crate) fn assert_audit_clean(rows: &[AuditRow], hostile: &Hostile<'_>, key: &str) {
     for row in rows {
         assert!(
             !row.text().contains(key),
@@ -251,7 +267,7 @@ fn assert_audit_clean(rows: &[AuditRow], hostile: &Hostile<'_>, key: &str) {
 /// Asserts the host's one-line failure: exit `code`, `error: ...` on one stderr line naming
 /// `needle`, nothing on stdout.
 #[track_caller]
-fn assert_refused(run: &Run, code: i32, needle: &str) {
+pub(crate) fn assert_refused(run: &Run, code: i32, needle: &str) {
     run.fails(code, needle);
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one stderr line expected: {}", run.stderr);
@@ -261,7 +277,7 @@ fn assert_refused(run: &Run, code: i32, needle: &str) {
 
 /// Asserts that a run's output does not hold `key`.
 #[track_caller]
-fn assert_no_key_in_output(run: &Run, key: &str) {
+pub(crate) fn assert_no_key_in_output(run: &Run, key: &str) {
     assert!(!run.stdout.contains(key), "key on stdout: {}", run.stdout);
     assert!(!run.stderr.contains(key), "key on stderr: {}", run.stderr);
 }
@@ -269,7 +285,7 @@ fn assert_no_key_in_output(run: &Run, key: &str) {
 /// Asserts that every request the simulator saw is one the policy allows, carrying exactly the
 /// host's key: GET only, declared paths only, no `debug` query, no body, no guest credential.
 #[track_caller]
-fn assert_requests_clean(requests: &[LoggedRequest], key: &str) {
+pub(crate) fn assert_requests_clean(requests: &[LoggedRequest], key: &str) {
     for r in requests {
         assert_eq!(r.method, "GET", "a non-GET request reached the API: {r:?}");
         assert!(
@@ -298,23 +314,23 @@ fn assert_requests_clean(requests: &[LoggedRequest], key: &str) {
 }
 
 /// A listener on a second loopback address (127.0.0.2) that must never be reached.
-struct Canary {
+pub(crate) struct Canary {
     listener: TcpListener,
 }
 
 impl Canary {
-    fn bind(port: u16) -> Canary {
+    pub(crate) fn bind(port: u16) -> Canary {
         let listener = TcpListener::bind(("127.0.0.2", port))
             .unwrap_or_else(|e| panic!("binding the canary on 127.0.0.2:{port}: {e}"));
         Canary { listener }
     }
 
-    fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.listener.local_addr().expect("canary address").port()
     }
 
     #[track_caller]
-    fn assert_untouched(&self) {
+    pub(crate) fn assert_untouched(&self) {
         self.listener.set_nonblocking(true).expect("nonblocking");
         match self.listener.accept() {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -327,7 +343,7 @@ impl Canary {
 /// After a hostile call: a well-behaved component and the built-in connector still work
 /// against the same simulator and database, and make only clean requests.
 #[track_caller]
-fn assert_host_keeps_serving(env: &Env) {
+pub(crate) fn assert_host_keeps_serving(env: &Env) {
     env.sim.clear_faults();
     env.sim.clear_requests();
     let control = Hostile::new(env, "control", guests::WELL_BEHAVED);
@@ -469,25 +485,19 @@ fn smuggle_key() {
     let env = env();
     let h = Hostile::new(&env, "smuggle-key", guests::SMUGGLE_KEY);
     let run = h.test();
-    // The host refuses the three headers as the guest builds its requests (wasi:http's
-    // forbidden-header filter), so no request with them ever exists; the guest reports each
-    // refusal and the call fails.
-    assert_refused(&run, 5, "forbidden header");
-    for name in ["x-api-key", "authorization", "cookie"] {
-        assert!(
-            run.stderr.contains(&format!("{name}: forbidden header")),
-            "{name} not refused: {}",
-            run.stderr
-        );
-    }
-    assert!(run.stderr.contains("got_through=0 of=3"), "{}", run.stderr);
+    // Each request reaches the one outbound gate, whose header allow-list refuses it: the
+    // refusal is audited and fails the call, whatever the guest makes of it.
+    assert_refused(&run, 5, "denied by rule header");
+    assert!(run.stderr.contains("x-api-key"), "{}", run.stderr);
     assert!(!run.stderr.contains("stolen") && !run.stdout.contains("stolen"));
     assert_no_key_in_output(&run, KEY);
 
     let rows = audit(&env);
     assert_audit_clean(&rows, &h, KEY);
-    for row in http_rows(&rows) {
-        // Nothing was allowed out; a refusal on record names the header rule.
+    let http = http_rows(&rows);
+    // One refusal on record per request, each naming the header rule.
+    assert_eq!(http.len(), 3, "{http:?}");
+    for row in http {
         assert!(row.denied() && row.rule() == "header", "{row:?}");
         assert!(!row.text().contains("stolen"), "{row:?}");
     }
@@ -573,15 +583,28 @@ fn flood() {
         .filter(|r| r.denied() && r.rule() == "request-budget")
         .count();
     assert_eq!(allowed, MAX_REQUESTS, "allowed rows");
-    assert_eq!(
-        over_budget,
-        FLOOD_REQUESTS - MAX_REQUESTS,
-        "request-budget rows"
+    // Denials are bounded per call: 16 are recorded one by one, then the call is stopped and
+    // one row sums up the rest.
+    assert_eq!(over_budget, MAX_DENIALS, "request-budget rows");
+    let summary: Vec<&&AuditRow> = http.iter().filter(|r| r.rule() == "max-denials").collect();
+    assert_eq!(summary.len(), 1, "{http:?}");
+    assert!(summary[0].denied(), "{summary:?}");
+    let detail = summary[0].detail.as_deref().unwrap_or("");
+    let unrecorded: usize = detail
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {detail:?}"));
+    assert!(
+        (1..=FLOOD_REQUESTS - MAX_REQUESTS - MAX_DENIALS).contains(&unrecorded),
+        "{detail}"
     );
-    assert_eq!(http.len(), FLOOD_REQUESTS, "every attempt is on record");
-    // The budget stops the fifth request and every one after it.
+    assert!(detail.contains("more denials not recorded"), "{detail}");
+    assert_eq!(http.len(), MAX_REQUESTS + MAX_DENIALS + 1, "{http:?}");
+    // The budget stops the fifth request and every one after it; the summary comes last.
     let first_denied = http.iter().position(|r| r.denied()).expect("a denial");
     assert_eq!(first_denied, MAX_REQUESTS);
+    assert_eq!(http.last().map(|r| r.rule()), Some("max-denials"));
 
     assert_host_keeps_serving(&env);
 }

@@ -3,8 +3,14 @@
 
 mod util;
 
+mod confinement;
 mod connect;
 mod example;
 mod faults;
 mod hostile;
+mod hostile_host;
+mod manifest_trust;
+mod project;
+mod runs;
 mod sync;
+mod terminal;

@@ -658,8 +658,46 @@ fn a_decision_made_during_a_sync_is_never_overruled() {
         !links(&env, "organization").contains_key("1"),
         "the ignored organization stays unlinked"
     );
+    // The refused apply ended its run: failed, with its error, at once (not left `running`
+    // for the next sync to call interrupted).
+    let run = |env: &Env| -> (String, Option<String>, Option<String>) {
+        env.sqlite()
+            .query_row(
+                "SELECT status, error, finished_at FROM sync_runs WHERE kind = 'organization' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+    };
+    let (status, error, finished_at) = run(&env);
+    assert_eq!(status, "failed");
+    assert!(
+        error
+            .as_deref()
+            .unwrap_or("")
+            .contains("changed while the sync ran"),
+        "{error:?}"
+    );
+    assert!(finished_at.is_some());
+    let shown = env.run(&["itglue", "status", "--json"]).json();
+    assert_eq!(shown["organization"]["status"], "failed", "{shown}");
     env.sim.clear_faults();
     let again = env.sync("organizations");
     assert_counts_add_up(&again);
     assert!(!links(&env, "organization").contains_key("1"));
+    let failed_error: Option<String> = env
+        .sqlite()
+        .query_row(
+            "SELECT error FROM sync_runs WHERE kind = 'organization' AND status = 'failed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        failed_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("changed while the sync ran"),
+        "not relabelled: {failed_error:?}"
+    );
 }

@@ -27,8 +27,12 @@ use types::{
 pub mod net;
 pub mod report;
 
+#[cfg(feature = "bad-evidence")]
+mod bad_evidence;
 #[cfg(feature = "bad-match")]
 mod bad_match;
+#[cfg(feature = "broad-manifest")]
+mod broad_manifest;
 #[cfg(feature = "filesystem")]
 mod filesystem;
 #[cfg(feature = "flood")]
@@ -37,14 +41,22 @@ mod flood;
 mod forbidden_path;
 #[cfg(feature = "foreign-host")]
 mod foreign_host;
+#[cfg(feature = "header-override")]
+mod header_override;
 #[cfg(feature = "huge-response")]
 mod huge_response;
+#[cfg(feature = "match-exfil")]
+mod match_exfil;
 #[cfg(feature = "memory-bomb")]
 mod memory_bomb;
+#[cfg(feature = "page-flood")]
+mod page_flood;
 #[cfg(feature = "post")]
 mod post;
 #[cfg(feature = "redirect")]
 mod redirect;
+#[cfg(feature = "semicolon-query")]
+mod semicolon_query;
 #[cfg(feature = "smuggle-key")]
 mod smuggle_key;
 #[cfg(feature = "sockets")]
@@ -55,9 +67,20 @@ mod spin;
 mod stdout_flood;
 #[cfg(feature = "storage-flood")]
 mod storage_flood;
+#[cfg(feature = "terminal-escape")]
+mod terminal_escape;
+#[cfg(feature = "two-faced")]
+mod two_faced;
 #[cfg(feature = "undeclared-query")]
 mod undeclared_query;
-#[cfg(feature = "well-behaved")]
+#[cfg(feature = "vault-key")]
+mod vault_key;
+// Also the behaviour of the components whose attack is their manifest.
+#[cfg(any(
+    feature = "well-behaved",
+    feature = "vault-key",
+    feature = "broad-manifest"
+))]
 mod well_behaved;
 
 /// The component: `test` runs the selected behaviour; the other exports refuse politely.
@@ -99,6 +122,24 @@ impl Guest for Component {
         return well_behaved::run(&endpoint);
         #[cfg(feature = "bad-match")]
         return Ok(bad_match::verified());
+        #[cfg(feature = "match-exfil")]
+        return Ok(match_exfil::verified());
+        #[cfg(feature = "header-override")]
+        return header_override::run(&endpoint);
+        #[cfg(feature = "semicolon-query")]
+        return semicolon_query::run(&endpoint);
+        #[cfg(feature = "page-flood")]
+        return Ok(page_flood::verified());
+        #[cfg(feature = "bad-evidence")]
+        return Ok(bad_evidence::verified());
+        #[cfg(feature = "two-faced")]
+        return two_faced::run(&endpoint);
+        #[cfg(feature = "terminal-escape")]
+        return terminal_escape::run(&endpoint);
+        #[cfg(feature = "vault-key")]
+        return vault_key::run(&endpoint);
+        #[cfg(feature = "broad-manifest")]
+        return broad_manifest::run(&endpoint);
         let _ = endpoint;
         Err(Error::BadResponse(
             "no hostile behaviour selected: build hostile-guests with one feature".to_string(),
@@ -107,13 +148,26 @@ impl Guest for Component {
 
     // With `bad-match` selected, the fallback below is unreachable by design.
     #[allow(unreachable_code)]
-    fn fetch_orgs(_endpoint: Endpoint, _page: u32) -> Result<OrganizationPage, Error> {
+    fn fetch_orgs(endpoint: Endpoint, page: u32) -> Result<OrganizationPage, Error> {
         #[cfg(feature = "bad-match")]
         return Ok(bad_match::organizations());
+        #[cfg(feature = "match-exfil")]
+        return match_exfil::organizations(&endpoint);
+        #[cfg(feature = "page-flood")]
+        return Ok(page_flood::organizations(&endpoint, page));
+        #[cfg(feature = "bad-evidence")]
+        return Ok(bad_evidence::organizations());
+        #[cfg(feature = "terminal-escape")]
+        return terminal_escape::organizations(&endpoint, page);
+        let _ = (endpoint, page);
         Err(report::only_test())
     }
 
+    // With a feature that pages configurations, the fallback below is unreachable by design.
+    #[allow(unreachable_code)]
     fn fetch_configs(_endpoint: Endpoint, _page: u32) -> Result<ConfigurationPage, Error> {
+        #[cfg(feature = "bad-evidence")]
+        return Ok(bad_evidence::configurations());
         Err(report::only_test())
     }
 
@@ -121,6 +175,12 @@ impl Guest for Component {
     fn match_(input: MatchInput) -> Vec<Placement> {
         #[cfg(feature = "bad-match")]
         return bad_match::place(&input);
+        #[cfg(feature = "match-exfil")]
+        return match_exfil::place(&input);
+        #[cfg(feature = "bad-evidence")]
+        return bad_evidence::place(&input);
+        #[cfg(feature = "terminal-escape")]
+        return terminal_escape::place(&input);
         let _ = input;
         Vec::new()
     }
