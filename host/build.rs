@@ -23,6 +23,8 @@ fn main() {
             for watched in [
                 "plugin/src",
                 "plugin/Cargo.toml",
+                "plugin/normalize/src",
+                "plugin/normalize/Cargo.toml",
                 "plugin/manifest.toml",
                 "wit",
                 "Cargo.lock",

@@ -1,6 +1,7 @@
-//! Builds every hostile component (one per feature of `tests/guests`) and the example Docuvault
-//! connector (`examples/docuvault`) for wasm32-wasip2, and generates `$OUT_DIR/guests.rs`: a
-//! path constant per component, `foreach_hostile!` and `EXAMPLE_CONNECTOR`.
+//! Builds every hostile component (one per feature of `tests/guests`), the example Docuvault
+//! connector (`examples/docuvault`) and the connector guide's minimal connector
+//! (`examples/minimal`) for wasm32-wasip2, and generates `$OUT_DIR/guests.rs`: a path constant
+//! per component, `foreach_hostile!`, `EXAMPLE_CONNECTOR` and `MINIMAL_CONNECTOR`.
 //!
 //! The components are built by a nested cargo into `target/wasm-guests`, one feature at a time
 //! (the features are read from `tests/guests/Cargo.toml`, so adding one there is enough).
@@ -18,6 +19,9 @@ const ARTIFACT: &str = "hostile_guests.wasm";
 /// The example connector's package and the component it builds.
 const EXAMPLE_PACKAGE: &str = "scopable-docuvault";
 const EXAMPLE_ARTIFACT: &str = "scopable_docuvault.wasm";
+/// The connector guide's minimal connector: its package and the component it builds.
+const MINIMAL_PACKAGE: &str = "scopable-exampledocs";
+const MINIMAL_ARTIFACT: &str = "scopable_exampledocs.wasm";
 
 fn main() {
     let manifest_dir =
@@ -45,6 +49,23 @@ fn main() {
     println!(
         "cargo:rerun-if-changed={}",
         example_dir.join("Cargo.toml").display()
+    );
+    let minimal_dir = workspace.join("examples").join("minimal");
+    for part in ["src", "wit", "Cargo.toml"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            minimal_dir.join(part).display()
+        );
+    }
+    // The example uses the shared normalization crate.
+    let normalize_dir = workspace.join("plugin").join("normalize");
+    println!(
+        "cargo:rerun-if-changed={}",
+        normalize_dir.join("src").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        normalize_dir.join("Cargo.toml").display()
     );
 
     let manifest = fs::read_to_string(&guests_manifest)
@@ -110,7 +131,22 @@ fn main() {
         components.len(),
         started.elapsed()
     );
-    let example = build_example(&workspace, &target_dir, &out_dir);
+    let example = build_example(
+        &workspace,
+        &target_dir,
+        &out_dir,
+        (EXAMPLE_PACKAGE, EXAMPLE_ARTIFACT, "example_docuvault.wasm"),
+    );
+    let minimal = build_example(
+        &workspace,
+        &target_dir,
+        &out_dir,
+        (
+            MINIMAL_PACKAGE,
+            MINIMAL_ARTIFACT,
+            "minimal_exampledocs.wasm",
+        ),
+    );
     drop(lock);
 
     let generated = out_dir.join("guests.rs");
@@ -121,47 +157,49 @@ fn main() {
          pub const EXAMPLE_CONNECTOR: &str = {:?};",
         example.to_str().expect("OUT_DIR is valid UTF-8")
     );
+    let _ = writeln!(
+        text,
+        "/// The connector guide's minimal connector (wasm32-wasip2), built from `examples/minimal`.\n\
+         pub const MINIMAL_CONNECTOR: &str = {:?};",
+        minimal.to_str().expect("OUT_DIR is valid UTF-8")
+    );
     fs::write(&generated, text).unwrap_or_else(|e| panic!("writing {}: {e}", generated.display()));
 }
 
-/// Builds the example connector into the shared nested target dir and copies it to `out_dir`.
-fn build_example(workspace: &Path, target_dir: &Path, out_dir: &Path) -> PathBuf {
+/// Builds an example connector (`package`, which builds `artifact`) into the shared nested
+/// target dir and copies it to `out_dir` as `dest_name`.
+fn build_example(
+    workspace: &Path,
+    target_dir: &Path,
+    out_dir: &Path,
+    (package, artifact, dest_name): (&str, &str, &str),
+) -> PathBuf {
     let started = Instant::now();
     let status = nested_cargo()
         .current_dir(workspace)
-        .args([
-            "build",
-            "-p",
-            EXAMPLE_PACKAGE,
-            "--target",
-            TARGET,
-            "--release",
-        ])
+        .args(["build", "-p", package, "--target", TARGET, "--release"])
         .arg("--target-dir")
         .arg(target_dir)
         .stdout(Stdio::from(std::io::stderr()))
         .status()
-        .unwrap_or_else(|e| panic!("example connector: could not run cargo: {e}"));
+        .unwrap_or_else(|e| panic!("example connector {package}: could not run cargo: {e}"));
     if !status.success() {
         panic!(
-            "the example connector failed to build ({status}); reproduce with: cargo build -p \
-             {EXAMPLE_PACKAGE} --target {TARGET} --release"
+            "the example connector {package} failed to build ({status}); reproduce with: cargo \
+             build -p {package} --target {TARGET} --release"
         );
     }
-    let built = target_dir
-        .join(TARGET)
-        .join("release")
-        .join(EXAMPLE_ARTIFACT);
-    let dest = out_dir.join("example_docuvault.wasm");
+    let built = target_dir.join(TARGET).join("release").join(artifact);
+    let dest = out_dir.join(dest_name);
     fs::copy(&built, &dest).unwrap_or_else(|e| {
         panic!(
-            "example connector: copying {} to {}: {e}",
+            "example connector {package}: copying {} to {}: {e}",
             built.display(),
             dest.display()
         )
     });
     eprintln!(
-        "built the example connector in {:.1?}: {}",
+        "built the example connector {package} in {:.1?}: {}",
         started.elapsed(),
         dest.display()
     );

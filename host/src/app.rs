@@ -64,7 +64,12 @@ impl AppError {
 impl From<DbError> for AppError {
     fn from(e: DbError) -> AppError {
         let exit = match e {
-            DbError::NotADatabase { .. } | DbError::NewerSchema { .. } => Exit::BadInput,
+            DbError::NotADatabase { .. }
+            | DbError::NewerSchema { .. }
+            | DbError::Missing { .. }
+            | DbError::IsDirectory { .. }
+            | DbError::CannotOpen { .. }
+            | DbError::ReadOnly { .. } => Exit::BadInput,
             DbError::Sqlite(_) => Exit::Failure,
         };
         AppError::new(exit, e.to_string())
@@ -144,7 +149,30 @@ impl App {
     /// Opens the database at `db_path` and loads the connector.
     pub fn open(db_path: &Path, source: &ConnectorSource) -> Result<App, AppError> {
         let conn = db::open(db_path)?;
-        let capability_conn = Arc::new(Mutex::new(db::open(db_path)?));
+        let capability_conn = db::open(db_path)?;
+        App::with_connections(db_path, conn, capability_conn, source)
+    }
+
+    /// Opens the database at `db_path` for reading only ([`db::open_read_only`]: never
+    /// created, migrated or written) and loads the connector, for the commands that only read.
+    /// Its call contexts cannot record anything: a read-only app makes no export calls.
+    pub fn open_read_only(db_path: &Path, source: &ConnectorSource) -> Result<App, AppError> {
+        let conn = db::open_read_only(db_path)?;
+        // Never used to write; opened lazily by SQLite, so it costs nothing unused.
+        let capability_conn = Connection::open_with_flags(
+            db_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(DbError::from)?;
+        App::with_connections(db_path, conn, capability_conn, source)
+    }
+
+    fn with_connections(
+        db_path: &Path,
+        conn: Connection,
+        capability_conn: Connection,
+        source: &ConnectorSource,
+    ) -> Result<App, AppError> {
         let (bytes, manifest) = read_connector(source)?;
         let sandbox = Sandbox::new(crate::sandbox::default_cache_dir()).map_err(|e| {
             AppError::new(Exit::Failure, format!("cannot start the sandbox: {e:#}"))
@@ -154,7 +182,7 @@ impl App {
         Ok(App {
             db_path: db_path.to_path_buf(),
             conn,
-            capability_conn,
+            capability_conn: Arc::new(Mutex::new(capability_conn)),
             connector: Arc::new(connector),
         })
     }
@@ -218,7 +246,13 @@ impl App {
             limits,
             || self.connector.test(ctx),
             |e, attempt, wait| {
-                tracing::warn!("test attempt {attempt} failed ({e}); retrying in {wait:?}");
+                crate::fetch::notice(&crate::fetch::retry_notice(
+                    "test",
+                    e,
+                    attempt,
+                    limits.max_attempts,
+                    wait,
+                ));
             },
         )
         .await

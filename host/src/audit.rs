@@ -278,7 +278,18 @@ impl AuditSink {
             Ok(()) => return,
             Err(TrySendError::Full(message)) => {
                 tracing::warn!("the audit queue is full; waiting for the writer");
-                queue.send(message).err().map(|e| e.0)
+                // On a multi-threaded runtime, tell it this thread is about to block, so its
+                // other tasks move on; elsewhere (a plain thread) blocking is fine.
+                let in_runtime = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                });
+                if in_runtime {
+                    tokio::task::block_in_place(|| queue.send(message))
+                        .err()
+                        .map(|e| e.0)
+                } else {
+                    queue.send(message).err().map(|e| e.0)
+                }
             }
             Err(TrySendError::Disconnected(message)) => Some(message),
         };
@@ -372,7 +383,29 @@ fn write_batch(conn: &Mutex<Connection>, records: &[AuditRecord]) {
     if records.is_empty() {
         return;
     }
-    let result = match conn.lock() {
+    // A busy database (another process writing longer than the busy timeout) is tried again
+    // a few times before the batch is given up, loudly.
+    let mut last_error = String::new();
+    for attempt in 0..WRITE_ATTEMPTS {
+        match try_write_batch(conn, records) {
+            Ok(()) => return,
+            Err(e) => last_error = e,
+        }
+        if attempt + 1 < WRITE_ATTEMPTS {
+            std::thread::sleep(Duration::from_millis(200 << attempt));
+        }
+    }
+    tracing::error!(
+        "could not write {} audit records after {WRITE_ATTEMPTS} attempts: {last_error}",
+        records.len()
+    );
+}
+
+/// Attempts to write one batch of audit records.
+const WRITE_ATTEMPTS: u32 = 5;
+
+fn try_write_batch(conn: &Mutex<Connection>, records: &[AuditRecord]) -> Result<(), String> {
+    match conn.lock() {
         Ok(c) => (|| {
             let tx =
                 rusqlite::Transaction::new_unchecked(&c, rusqlite::TransactionBehavior::Immediate)?;
@@ -384,9 +417,6 @@ fn write_batch(conn: &Mutex<Connection>, records: &[AuditRecord]) {
         })()
         .map_err(|e| e.to_string()),
         Err(_) => Err("audit connection poisoned".to_string()),
-    };
-    if let Err(e) = result {
-        tracing::error!("could not write {} audit records: {e}", records.len());
     }
 }
 
@@ -447,6 +477,28 @@ mod tests {
         let written = rows(&conn);
         assert_eq!(written.len(), 1, "{written:?}");
         assert_eq!(written[0].1, "/organizations");
+    }
+
+    /// A database busy for longer than the connection's busy timeout delays a batch; it is
+    /// written once the database is free again, not lost.
+    #[test]
+    fn a_batch_is_retried_while_the_database_stays_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir);
+        conn.lock()
+            .unwrap()
+            .busy_timeout(Duration::from_millis(50))
+            .unwrap();
+        let holder = db::open(&dir.path().join("a.db")).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let sink = AuditSink::with_retention(conn.clone(), "itglue", "d1", Retention::default());
+        sink.record(event("/organizations"));
+        // Longer than the busy timeout and the first back-off.
+        std::thread::sleep(Duration::from_millis(400));
+        holder.execute_batch("COMMIT").unwrap();
+        sink.flush();
+        let written = rows(&conn);
+        assert_eq!(written.len(), 1, "{written:?}");
     }
 
     /// Dropping the last handle writes everything still queued before it returns.

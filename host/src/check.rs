@@ -6,6 +6,7 @@
 
 use crate::app::{AppError, ConnectorSource, Exit, read_connector};
 use crate::cli::print_json;
+use crate::fetch::{Page, PageGuard};
 use crate::policy::BaseUrl;
 use crate::sandbox::{CallContext, CallError, LoadedConnector, Sandbox, wit_types as types};
 use serde_json::json;
@@ -418,15 +419,77 @@ async fn match_determinism(
                 }
             );
             rows.push(row(name, ok, detail));
+            rows.push(placements_accepted(&orgs, &clients, &a));
         }
         (Err(e), _) | (_, Err(e)) => rows.push(row(name, false, e.to_string())),
     }
 }
 
+/// Whether a sync would accept these placements: each link to a client that exists, on
+/// evidence an organization link may have and both records carry, and bounded candidate and
+/// suggestion lists (`sync::plan`'s rules).
+fn placements_accepted(
+    orgs: &[types::Organization],
+    clients: &[types::Client],
+    placements: &[types::Placement],
+) -> Row {
+    use crate::cli::RecordKind;
+    use crate::sync::{Carries, MAX_CANDIDATES, check_evidence};
+    let name = "match: a sync accepts every placement";
+    let carries = |name: &str| Carries::of(name, None, &[], None);
+    let org_names: std::collections::HashMap<&str, &str> = orgs
+        .iter()
+        .map(|o| (o.id.as_str(), o.name.as_str()))
+        .collect();
+    let client_names: std::collections::HashMap<&str, &str> = clients
+        .iter()
+        .map(|c| (c.id.as_str(), c.name.as_str()))
+        .collect();
+    for p in placements {
+        let problem = match &p.outcome {
+            types::Outcome::Linked(link) => match client_names.get(link.scopable_id.as_str()) {
+                None => Some(format!(
+                    "a link to client {:?}, which does not exist",
+                    link.scopable_id
+                )),
+                Some(client) => {
+                    let source =
+                        carries(org_names.get(p.itglue_id.as_str()).copied().unwrap_or(""));
+                    check_evidence(
+                        RecordKind::Organization,
+                        &link.evidence,
+                        &source,
+                        &carries(client),
+                    )
+                    .err()
+                }
+            },
+            types::Outcome::Unplaced(u)
+                if u.candidates.len() > MAX_CANDIDATES || u.suggestions.len() > MAX_CANDIDATES =>
+            {
+                Some(format!(
+                    "{} candidates and {} suggestions (at most {MAX_CANDIDATES} each)",
+                    u.candidates.len(),
+                    u.suggestions.len()
+                ))
+            }
+            types::Outcome::Unplaced(_) => None,
+        };
+        if let Some(problem) = problem {
+            return row(name, false, format!("record {}: {problem}", p.itglue_id));
+        }
+    }
+    row(
+        name,
+        true,
+        format!("{} placements checked", placements.len()),
+    )
+}
+
 async fn paging<P, F, Fut>(label: &str, fetch: F, rows: &mut Vec<Row>) -> Option<Vec<P>>
 where
     F: Fn(u32) -> Fut,
-    Fut: Future<Output = Result<(Vec<P>, usize, types::PageInfo, Vec<String>), CallError>>,
+    Fut: Future<Output = Result<(Vec<P>, usize, types::PageInfo, Vec<String>), String>>,
 {
     let name = format!("paging: {label} to completion");
     let mut page = 1;
@@ -516,14 +579,24 @@ pub async fn run(
                     Ok(v) => rows.push(row("test against the endpoint", true, v.detail)),
                     Err(e) => rows.push(row("test against the endpoint", false, e.to_string())),
                 }
+                // Each page passes the sync's own checks (page size, text, ids, listing).
+                let limits = &connector.manifest.limits;
+                let (org_guard, config_guard) = (PageGuard::new(limits), PageGuard::new(limits));
                 fetched = paging(
                     "organizations",
                     |page| {
                         let ctx = ctx.clone();
+                        let guard = &org_guard;
                         async move {
-                            let p = connector.fetch_orgs(&ctx, page).await?;
-                            let ids = p.records.iter().map(|r| r.id.clone()).collect();
-                            Ok((p.records, p.unreadable.len(), p.info, ids))
+                            let p = connector
+                                .fetch_orgs(&ctx, page)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            let (records, unreadable, info) = guard
+                                .admit::<types::OrganizationPage>(page, p.into_parts())
+                                .map_err(|e| e.to_string())?;
+                            let ids = records.iter().map(|r| r.id.clone()).collect();
+                            Ok((records, unreadable.len(), info, ids))
                         }
                     },
                     &mut rows,
@@ -533,10 +606,17 @@ pub async fn run(
                     "configurations",
                     |page| {
                         let ctx = ctx.clone();
+                        let guard = &config_guard;
                         async move {
-                            let p = connector.fetch_configs(&ctx, page).await?;
-                            let ids = p.records.iter().map(|r| r.id.clone()).collect();
-                            Ok((p.records, p.unreadable.len(), p.info, ids))
+                            let p = connector
+                                .fetch_configs(&ctx, page)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            let (records, unreadable, info) = guard
+                                .admit::<types::ConfigurationPage>(page, p.into_parts())
+                                .map_err(|e| e.to_string())?;
+                            let ids = records.iter().map(|r| r.id.clone()).collect();
+                            Ok((records, unreadable.len(), info, ids))
                         }
                     },
                     &mut rows,
@@ -635,5 +715,74 @@ pub fn check_command(
                 passed + failed
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    fn org(id: &str, name: &str) -> types::Organization {
+        types::Organization {
+            id: id.into(),
+            name: name.into(),
+            short_name: None,
+            type_name: None,
+            status_name: None,
+        }
+    }
+
+    fn linked(id: &str, target: &str, evidence: types::Evidence) -> types::Placement {
+        types::Placement {
+            itglue_id: id.into(),
+            outcome: types::Outcome::Linked(types::Link {
+                scopable_id: target.into(),
+                evidence: vec![evidence],
+            }),
+        }
+    }
+
+    #[test]
+    fn check_refuses_what_a_sync_would_refuse() {
+        let orgs = [org("1", "Acme")];
+        let clients = [types::Client {
+            id: "c1".into(),
+            name: "Acme".into(),
+        }];
+        let honest =
+            placements_accepted(&orgs, &clients, &[linked("1", "c1", types::Evidence::Name)]);
+        assert_eq!(honest.result, "pass", "{}", honest.detail);
+        let hostname = placements_accepted(
+            &orgs,
+            &clients,
+            &[linked("1", "c1", types::Evidence::Hostname)],
+        );
+        assert_eq!(hostname.result, "fail");
+        assert!(hostname.detail.contains("hostname"), "{}", hostname.detail);
+        let ghost = placements_accepted(
+            &orgs,
+            &clients,
+            &[linked("1", "ghost", types::Evidence::Name)],
+        );
+        assert_eq!(ghost.result, "fail");
+        let many: Vec<String> = (0..101).map(|i| format!("c{i}")).collect();
+        let flooded = placements_accepted(
+            &orgs,
+            &clients,
+            &[types::Placement {
+                itglue_id: "1".into(),
+                outcome: types::Outcome::Unplaced(types::Unplaced {
+                    reason: types::Reason::MultipleClients,
+                    candidates: many,
+                    suggestions: Vec::new(),
+                }),
+            }],
+        );
+        assert_eq!(flooded.result, "fail");
+        assert!(
+            flooded.detail.contains("101 candidates"),
+            "{}",
+            flooded.detail
+        );
     }
 }

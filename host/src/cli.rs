@@ -29,6 +29,7 @@ Examples:
   ITGLUE_API_KEY=... scopable-host itglue connect --region eu
   scopable-host itglue sync organizations
   scopable-host itglue unplaced --json
+  scopable-host search clients \"acme inc\"
   scopable-host check my-connector.wasm --manifest my-connector.toml";
 
 /// Runs sandboxed Scopable connectors and links what they find to existing records.
@@ -77,11 +78,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pin a manifest to a rebuilt component: rewrite its `sha256` line (with --manifest),
+    /// only if the host would load the component under it.
+    Pin {
+        /// The component.
+        component: PathBuf,
+    },
+    /// Find Scopable clients or configurations by name (configurations also by hostname,
+    /// serial number or MAC address), compared as the matcher compares them; prints ids to
+    /// paste into `link`. Reads the database only.
+    Search {
+        /// Which records.
+        #[arg(value_enum)]
+        what: SearchWhat,
+        /// Part of a name, or a hostname, serial number or MAC address.
+        query: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many records (1 to 10000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=crate::search::MAX_LIMIT as u64))]
+        limit: u64,
+    },
     /// The built-in IT Glue connector.
     Itglue(ConnectorArgs),
     /// Another connector, by its manifest's name (with --connector and --manifest).
     #[command(external_subcommand)]
     Other(Vec<OsString>),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SearchWhat {
+    #[value(alias = "client")]
+    Clients,
+    #[value(alias = "configuration")]
+    Configurations,
+}
+
+impl SearchWhat {
+    fn kind(self) -> crate::search::SearchKind {
+        match self {
+            SearchWhat::Clients => crate::search::SearchKind::Client,
+            SearchWhat::Configurations => crate::search::SearchKind::Configuration,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -101,7 +141,9 @@ A first run:
   scopable-host itglue unplaced
 
 Resolving what could not be placed:
+  scopable-host search clients \"acme\"                     # find the client's id
   scopable-host itglue link organization 123456 c-42      # match by hand, or change a match
+  scopable-host itglue link organization 123456 --find \"Acme Inc\"   # only if one client matches
   scopable-host itglue ignore configuration 987654        # never link it, stop listing it
   scopable-host itglue reset organization 123456          # back to automatic matching";
 
@@ -171,8 +213,16 @@ enum ConnectorCommand {
         kind: RecordKind,
         /// The IT Glue id.
         itglue_id: String,
-        /// The Scopable id.
-        scopable_id: String,
+        /// The Scopable id (or give --find).
+        #[arg(required_unless_present = "find")]
+        scopable_id: Option<String>,
+        /// Link to the one Scopable record this query finds, as `search` finds it (for a
+        /// configuration: within its organization's client); refused unless exactly one.
+        #[arg(long, value_name = "QUERY", conflicts_with = "scopable_id")]
+        find: Option<String>,
+        /// Take the target from the record linked to it automatically (without asking).
+        #[arg(long)]
+        take: bool,
     },
     /// Never link this record, and stop listing it as unplaced.
     Ignore {
@@ -190,7 +240,13 @@ enum ConnectorCommand {
         /// The IT Glue id.
         itglue_id: String,
     },
-    /// Audit records and sync runs, newest first.
+    /// Every ignored record, with its name, and when and by whom it was ignored.
+    Ignored {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Audit records, sync runs and decisions, newest first.
     Activity {
         /// Print JSON.
         #[arg(long)]
@@ -201,6 +257,21 @@ enum ConnectorCommand {
     },
     /// Delete the stored key and connection settings (links stay).
     Disconnect,
+}
+
+impl ConnectorCommand {
+    /// Whether the command only reads the database: it then opens it read-only
+    /// ([`App::open_read_only`]), and never creates, migrates or changes it.
+    fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            ConnectorCommand::Status { .. }
+                | ConnectorCommand::Links { .. }
+                | ConnectorCommand::Unplaced { .. }
+                | ConnectorCommand::Activity { .. }
+                | ConnectorCommand::Ignored { .. }
+        )
+    }
 }
 
 /// A record kind, as named on the command line and in JSON.
@@ -226,6 +297,7 @@ impl RecordKind {
 
 /// Parses the arguments, runs the command, and returns the exit status.
 pub fn main() -> std::process::ExitCode {
+    quiet_on_closed_stdout();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SCOPABLE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt()
@@ -269,11 +341,15 @@ fn run(cli: Cli) -> Result<(), AppError> {
     match cli.command {
         Command::Import { what, file } => {
             let conn = db::open(&db_path)?;
-            let summary = match what {
+            let imported = match what {
                 ImportKind::Clients => crate::import::clients(&conn, &file)?,
                 ImportKind::Configurations => crate::import::configurations(&conn, &file)?,
             };
-            println!("{summary}");
+            for warning in &imported.warnings {
+                // Column names come from the file.
+                eprintln!("warning: {}", display::error_line(warning));
+            }
+            print_line(format_args!("{imported}"));
             Ok(())
         }
         Command::Audit { component, json } => {
@@ -290,6 +366,19 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 .ok_or_else(|| AppError::new(Exit::Usage, "check needs --manifest FILE.toml"))?;
             crate::check::check_command(&component, &manifest, endpoint.as_deref(), json)
         }
+        Command::Pin { component } => {
+            let manifest = cli
+                .manifest
+                .clone()
+                .ok_or_else(|| AppError::new(Exit::Usage, "pin needs --manifest FILE.toml"))?;
+            crate::pin::pin_command(&component, &manifest)
+        }
+        Command::Search {
+            what,
+            query,
+            json,
+            limit,
+        } => search_command(&db_path, what.kind(), &query, json, limit),
         Command::Itglue(args) => {
             if matches!(source, ConnectorSource::File { .. }) {
                 // `itglue` with --connector runs that component under the given manifest;
@@ -309,12 +398,13 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 .map(|w| w.to_string_lossy().to_string())
                 .unwrap_or_default();
             if matches!(source, ConnectorSource::Builtin) {
-                return Err(AppError::new(
-                    Exit::Usage,
-                    format!(
+                let message = match did_you_mean(&name) {
+                    Some(known) => format!("unknown command {name:?}; did you mean {known:?}?"),
+                    None => format!(
                         "unknown command {name:?}; run another connector with --connector FILE.wasm --manifest FILE.toml {name} ..."
                     ),
-                ));
+                };
+                return Err(AppError::new(Exit::Usage, message));
             }
             let args = ConnectorArgs::try_parse_from(words)
                 .map_err(|e| AppError::new(Exit::Usage, e.to_string().trim().to_string()))?;
@@ -323,7 +413,128 @@ fn run(cli: Cli) -> Result<(), AppError> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+/// The command whose name is closest to a mistyped `name` (at most two edits away), if any.
+fn did_you_mean(name: &str) -> Option<String> {
+    use clap::CommandFactory;
+    let typed = name.to_lowercase();
+    let max = match typed.chars().count() {
+        0..=2 => return None,
+        3..=5 => 1,
+        _ => 2,
+    };
+    Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_string())
+        .filter(|known| known != "help")
+        .map(|known| (edit_distance(&typed, &known), known))
+        .filter(|(distance, _)| *distance <= max)
+        .min()
+        .map(|(_, known)| known)
+}
+
+/// The Levenshtein distance between two strings, counted in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// `search clients|configurations QUERY [--json] [--limit N]`: opens the database read-only
+/// (never creating or migrating it) and lists what [`crate::search::search`] finds.
+fn search_command(
+    db_path: &std::path::Path,
+    kind: crate::search::SearchKind,
+    query: &str,
+    json: bool,
+    limit: u64,
+) -> Result<(), AppError> {
+    let conn = db::open_read_only(db_path)?;
+    let limit = usize::try_from(limit).unwrap_or(crate::search::MAX_LIMIT);
+    let found = crate::search::search(&conn, kind, query, None, Some(limit))?;
+    if json {
+        let hits = serde_json::to_value(&found.hits).map_err(|e| {
+            AppError::new(
+                Exit::Failure,
+                format!("cannot write the search as JSON: {e}"),
+            )
+        })?;
+        print_json(&hits);
+        return Ok(());
+    }
+    let plural = kind.plural();
+    if found.hits.is_empty() {
+        print_line(format_args!(
+            "No {plural} match \"{}\".",
+            display::safe(query)
+        ));
+        return Ok(());
+    }
+    let counted = if found.total == 1 {
+        format!("1 {} matches", kind.as_str())
+    } else {
+        format!("{} {plural} match", found.total)
+    };
+    print_line(format_args!("{counted} \"{}\":", display::safe(query)));
+    for hit in &found.hits {
+        // Ids, names and identifiers come from imported files: each is shown safe and
+        // bounded, the id first so that it can be pasted.
+        let mut line = format!(
+            "  {:<12}  {:<32}",
+            display::safe(&hit.id),
+            display::safe_within(&hit.name, SEARCH_NAME_COLUMN)
+        );
+        if let (Some(id), Some(name)) = (&hit.client_id, &hit.client_name) {
+            line.push_str(&format!(
+                "  client {} ({})",
+                display::safe(id),
+                display::safe_within(name, SEARCH_NAME_COLUMN)
+            ));
+        }
+        line.push_str("  ");
+        line.push_str(hit.matched.as_str());
+        if hit.matched != crate::search::Field::Name {
+            line.push(' ');
+            line.push_str(&display::safe(&hit.matched_value));
+        }
+        if !hit.exact {
+            line.push_str(" (partial)");
+        }
+        print_line(format_args!("{}", line.trim_end()));
+    }
+    if found.total > found.hits.len() {
+        print_line(format_args!(
+            "Showing {} of {}; narrow the query or raise --limit.",
+            found.hits.len(),
+            found.total
+        ));
+    }
+    let record = match kind {
+        crate::search::SearchKind::Client => "organization",
+        crate::search::SearchKind::Configuration => "configuration",
+    };
+    print_line(format_args!(
+        "Link by hand: scopable-host itglue link {record} ITGLUE_ID ID"
+    ));
+    Ok(())
+}
+
+/// The width of the name columns of `search`, in characters.
+const SEARCH_NAME_COLUMN: usize = 32;
+
+/// The async runtime the command line runs export calls on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -342,7 +553,11 @@ fn connector_command(
     name: &str,
     command: ConnectorCommand,
 ) -> Result<(), AppError> {
-    let mut app = App::open(db_path, source)?;
+    let mut app = if command.only_reads() {
+        App::open_read_only(db_path, source)?
+    } else {
+        App::open(db_path, source)?
+    };
     if app.name() != name {
         return Err(AppError::new(
             Exit::Usage,
@@ -358,18 +573,31 @@ fn connector_command(
         ConnectorCommand::Status { json } => status_command(&app, json),
         ConnectorCommand::Activity { json, limit } => activity_command(&app, json, limit),
         ConnectorCommand::Disconnect => {
-            let removed = db::delete_connection(&app.conn, app.name())?;
+            let tx = app.conn.unchecked_transaction()?;
+            let removed = db::delete_connection(&tx, app.name())?;
+            if removed {
+                crate::review::record_decision(
+                    &tx,
+                    app.name(),
+                    crate::review::DecisionAction::Disconnect,
+                    None,
+                    None,
+                    &crate::review::cli_actor(),
+                )?;
+            }
+            tx.commit()?;
             let links: i64 = app.conn.query_row(
                 "SELECT count(*) FROM links WHERE connector = ?1",
                 [app.name()],
                 |r| r.get(0),
             )?;
+            let links = display::count(links.max(0) as u64, "link stays", "links stay");
             if removed {
-                println!(
-                    "Disconnected: the stored key and connection settings are deleted; {links} links stay."
-                );
+                print_line(format_args!(
+                    "Disconnected: the stored key and connection settings are deleted; {links}."
+                ));
             } else {
-                println!("Not connected; nothing to delete ({links} links stay).");
+                print_line(format_args!("Not connected; nothing to delete ({links})."));
             }
             Ok(())
         }
@@ -383,11 +611,26 @@ fn connector_command(
         }
         ConnectorCommand::Links { json } => crate::review::links_command(&app, json),
         ConnectorCommand::Unplaced { json } => crate::review::unplaced_command(&app, json),
+        ConnectorCommand::Ignored { json } => crate::review::ignored_command(&app, json),
         ConnectorCommand::Link {
             kind,
             itglue_id,
             scopable_id,
-        } => crate::review::link_command(&app, kind, &itglue_id, &scopable_id),
+            find,
+            take,
+        } => {
+            let target = match (&scopable_id, &find) {
+                (_, Some(query)) => crate::review::LinkTarget::Find(query),
+                (Some(id), None) => crate::review::LinkTarget::Id(id),
+                (None, None) => {
+                    return Err(AppError::new(
+                        Exit::Usage,
+                        "link needs a SCOPABLE_ID or --find QUERY",
+                    ));
+                }
+            };
+            crate::review::link_command(&app, kind, &itglue_id, target, take)
+        }
         ConnectorCommand::Ignore { kind, itglue_id } => {
             crate::review::ignore_command(&app, kind, &itglue_id)
         }
@@ -424,6 +667,7 @@ fn read_key(env_name: &str, service: &str, prompt: bool) -> Result<Option<String
         }
     }
     if prompt && stdin.is_terminal() {
+        let service = crate::display::safe(service);
         let typed = rpassword::prompt_password(format!("{service} API key (input hidden): "))
             .map_err(|e| AppError::new(Exit::BadInput, format!("cannot read the key: {e}")))?;
         return app::clean_key(&typed).map(Some);
@@ -545,100 +789,147 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
 }
 
 fn status_command(app: &App, json: bool) -> Result<(), AppError> {
-    let stored = db::connection(&app.conn, app.name())?;
-    let summary = |kind: &str| crate::sync::last_run_summary(&app.conn, app.name(), kind);
-    let organization = summary("organization")?;
-    let configuration = summary("configuration")?;
+    let database = database_shown(&app.db_path);
+    let value = status_json(&app.conn, app.name(), &database)?;
     if json {
-        let value = json!({
-            "connected": stored.is_some(),
-            "region": stored.as_ref().map(|c| c.region.clone()),
-            "endpoint": stored.as_ref().map(|c| c.endpoint.clone()),
-            "verified_at": stored.as_ref().map(|c| c.verified_at.clone()),
-            "organization": organization,
-            "configuration": configuration,
-        });
         print_json(&value);
         return Ok(());
     }
-    match &stored {
-        Some(c) => println!(
-            "Connected to {} (region {}, {}); key last verified {}.",
+    let text = |v: &Value| display::safe(v.as_str().unwrap_or("")).into_owned();
+    if value["connected"] == true {
+        print_line(format_args!(
+            "Connected to {} (region {}, {}); key last verified {}; database {}.",
             display::safe(app.connector.manifest.service()),
-            display::safe(&c.region),
-            display::safe(&c.endpoint),
-            display::safe(&c.verified_at)
-        ),
-        None => println!(
-            "Not connected. Run `scopable-host {} connect --region us|eu|au`.",
+            text(&value["region"]),
+            text(&value["endpoint"]),
+            text(&value["verified_at"]),
+            display::safe(&database)
+        ));
+    } else {
+        print_line(format_args!(
+            "Not connected (database {}). Run `scopable-host {} connect --region us|eu|au`.",
+            display::safe(&database),
             display::safe(app.name())
-        ),
+        ));
     }
-    for (label, s) in [
-        ("Organizations", &organization),
-        ("Configurations", &configuration),
+    for (label, kind) in [
+        ("Organizations", "organization"),
+        ("Configurations", "configuration"),
     ] {
-        match s {
-            Value::Null => println!("{label}: never synced."),
-            s => {
-                let status = display::safe(s["status"].as_str().unwrap_or(""));
-                let mut line = format!(
-                    "{label}: last sync {} ({status}): {} fetched, {} linked, {} skipped, {} errored.",
-                    display::safe(
-                        s["finished_at"]
-                            .as_str()
-                            .or(s["started_at"].as_str())
-                            .unwrap_or("")
-                    ),
-                    s["fetched"],
-                    s["linked"],
-                    s["skipped"],
-                    s["errored"]
-                );
-                if let Some(err) = s["error"].as_str() {
-                    // A stored error can quote the component or the API.
-                    line.push_str(&format!(" Error: {}", display::safe(err)));
-                }
-                println!("{line}");
-            }
-        }
+        print_line(format_args!("{label}: {}", summary_text(&value[kind])));
     }
     Ok(())
 }
 
+/// How `status` names the database it read: its absolute path.
+fn database_shown(path: &std::path::Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// What `status --json` prints: the connection, `"database"` (the database read), and each
+/// kind's last sync ([`crate::sync::last_run_summary`]: `"status"` `"running"`, `"ok"` or
+/// `"failed"`, and `"last_ok"` with the counts of the last sync that succeeded).
+pub fn status_json(
+    conn: &rusqlite::Connection,
+    connector: &str,
+    database: &str,
+) -> Result<Value, AppError> {
+    let stored = db::connection(conn, connector)?;
+    let summary = |kind: &str| crate::sync::last_run_summary(conn, connector, kind);
+    Ok(json!({
+        "connected": stored.is_some(),
+        "region": stored.as_ref().map(|c| c.region.clone()),
+        "endpoint": stored.as_ref().map(|c| c.endpoint.clone()),
+        "verified_at": stored.as_ref().map(|c| c.verified_at.clone()),
+        "database": database,
+        "organization": summary("organization")?,
+        "configuration": summary("configuration")?,
+    }))
+}
+
+/// One kind's line in `status`, after its label: the last sync, and the last good counts when
+/// that sync is running or failed.
+fn summary_text(s: &Value) -> String {
+    if s.is_null() {
+        return "never synced.".into();
+    }
+    // Stored errors can quote the component or the API: shown inert and bounded.
+    let text = |v: &Value| display::safe(v.as_str().unwrap_or("")).into_owned();
+    let when = |v: &Value| {
+        if v["finished_at"].is_string() {
+            text(&v["finished_at"])
+        } else {
+            text(&v["started_at"])
+        }
+    };
+    let counts = |v: &Value| {
+        format!(
+            "{} fetched, {} linked, {} skipped, {} errored",
+            v["fetched"], v["linked"], v["skipped"], v["errored"]
+        )
+    };
+    let last_ok = || match &s["last_ok"] {
+        Value::Null => " No sync has succeeded yet.".to_string(),
+        ok => format!(" Last good sync {}: {}.", when(ok), counts(ok)),
+    };
+    match s["status"].as_str() {
+        Some("ok") => format!("last sync {} (ok): {}.", when(s), counts(s)),
+        Some("running") => format!(
+            "a sync is running, started {} (running).{}",
+            text(&s["started_at"]),
+            last_ok()
+        ),
+        _ => {
+            let error = text(&s["error"]);
+            format!(
+                "last sync {} ({}). Error: {}.{}",
+                when(s),
+                text(&s["status"]),
+                error.trim_end_matches('.'),
+                last_ok()
+            )
+        }
+    }
+}
+
 fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError> {
-    let mut entries: Vec<(String, i64, Value)> = Vec::new();
-    for (id, a) in db::audit_records(&app.conn, app.name(), limit)? {
-        let mut v = serde_json::to_value(&a).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut v {
-            map.insert("kind".into(), json!("request"));
-        }
-        entries.push((a.at.clone(), id, v));
-    }
-    for (id, run) in crate::sync::recent_runs(&app.conn, app.name(), limit)? {
-        let at = run["started_at"].as_str().unwrap_or("").to_string();
-        let mut v = run;
-        if let Value::Object(map) = &mut v {
-            let kind = map.remove("kind").unwrap_or(Value::Null);
-            map.insert("sync_kind".into(), kind);
-            map.insert("kind".into(), json!("sync"));
-            map.insert("at".into(), json!(at.clone()));
-        }
-        entries.push((at, id, v));
-    }
-    // Newest first; ties (same second) keep insertion order newest first.
-    entries.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
-    entries.truncate(limit);
+    let entries = activity(&app.conn, app.name(), limit)?;
     if json {
-        print_json(&Value::Array(entries.into_iter().map(|e| e.2).collect()));
+        print_json(&Value::Array(entries));
         return Ok(());
     }
     if entries.is_empty() {
         println!("No activity yet.");
     }
-    for (_, _, e) in entries {
-        // Paths (storage keys) and hosts come from the component: shown safe and bounded.
+    for e in entries {
+        // Paths (storage keys) and hosts come from the component, ids from the API, actors
+        // from whoever decided: shown safe and bounded.
         let text = |k: &str| display::safe(e[k].as_str().unwrap_or("")).into_owned();
+        if e["kind"] == "decision" {
+            let record = match (e["record_kind"].as_str(), e["source_id"].as_str()) {
+                (Some(kind), Some(id)) => {
+                    format!(" {} {}", display::safe(kind), display::safe(id))
+                }
+                _ => String::new(),
+            };
+            let target = match (e["action"].as_str(), e["scopable_id"].as_str()) {
+                (Some("reset"), Some(target)) => {
+                    format!(" (was linked to {})", display::safe(target))
+                }
+                (_, Some(target)) => format!(" -> {}", display::safe(target)),
+                _ => String::new(),
+            };
+            println!(
+                "{}  decision {}{record}{target}  by {}",
+                text("at"),
+                text("action"),
+                text("actor")
+            );
+            continue;
+        }
         if e["kind"] == "sync" {
             println!(
                 "{}  sync {:<13} {:<7} fetched {} linked {} skipped {} errored {} requests {}{}",
@@ -658,13 +949,17 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
             );
         } else {
             println!(
-                "{}  {:<7} {:<6} {}{}  {}{}  {} B  {} ms",
+                "{}  {:<7} {:<6} {}{}  {}{}{}  {} B  {} ms",
                 text("at"),
                 text("capability"),
                 text("method"),
                 text("host"),
                 text("path"),
                 text("decision"),
+                e["status"]
+                    .as_u64()
+                    .map(|status| format!(" HTTP {status}"))
+                    .unwrap_or_default(),
                 e["rule"]
                     .as_str()
                     .map(|r| format!(" ({})", display::safe(r)))
@@ -677,9 +972,95 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
     Ok(())
 }
 
+/// The newest `limit` entries of a connector's activity, newest first, as `activity --json`
+/// lists them: requests (`"kind": "request"`, the audit record's fields), sync runs
+/// (`"kind": "sync"`) and decisions (`{"at", "kind": "decision", "action", "record_kind",
+/// "source_id", "scopable_id", "actor"}`).
+pub fn activity(
+    conn: &rusqlite::Connection,
+    connector: &str,
+    limit: usize,
+) -> Result<Vec<Value>, AppError> {
+    // (at, source order, row id, entry): entries of one second keep their own order.
+    let mut entries: Vec<(String, u8, i64, Value)> = Vec::new();
+    for (id, a) in db::audit_records(conn, connector, limit)? {
+        let mut v = serde_json::to_value(&a).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut v {
+            map.insert("kind".into(), json!("request"));
+        }
+        entries.push((a.at.clone(), 0, id, v));
+    }
+    for (id, run) in crate::sync::recent_runs(conn, connector, limit)? {
+        let at = run["started_at"].as_str().unwrap_or("").to_string();
+        let mut v = run;
+        if let Value::Object(map) = &mut v {
+            let kind = map.remove("kind").unwrap_or(Value::Null);
+            map.insert("sync_kind".into(), kind);
+            map.insert("kind".into(), json!("sync"));
+            map.insert("at".into(), json!(at.clone()));
+        }
+        entries.push((at, 0, id, v));
+    }
+    for (id, d) in crate::review::logged_decisions(conn, connector, limit)? {
+        let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut v {
+            map.insert("kind".into(), json!("decision"));
+        }
+        entries.push((d.at.clone(), 1, id, v));
+    }
+    // Newest first; ties (same second) keep insertion order newest first.
+    entries.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+    entries.truncate(limit);
+    Ok(entries.into_iter().map(|e| e.3).collect())
+}
+
 /// Prints a JSON value on stdout: exact values, with the characters a terminal would act on
 /// that JSON allows raw (C1 and bidirectional controls, line separators) written as `\uXXXX`
-/// escapes ([`display::json_text`]).
+/// escapes ([`display::json_text`]). A reader that went away ends the process quietly
+/// ([`print_line`]).
 pub fn print_json(value: &Value) {
-    println!("{}", display::json_text(value));
+    print_line(format_args!("{}", display::json_text(value)));
+}
+
+/// Writes one line on stdout. When the reader has gone (`scopable-host ... | head -1`), the
+/// rest of the output is not wanted: the process ends at once, quietly, with status 0 (the
+/// command's changes, if any, were made before it printed). Any other write failure (a full
+/// disk) ends it with status 1 and one line on stderr.
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        stdout_failed(&e);
+    }
+}
+
+/// Ends the process after a failed write to stdout: quietly (status 0) when the reader has
+/// gone, else with status 1 and one line on stderr.
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write the output: {e}");
+    std::process::exit(Exit::Failure as i32);
+}
+
+/// Makes `println!` anywhere in the program behave like [`print_line`] when stdout's reader
+/// has gone: the standard library panics then ("failed printing to stdout"), and this ends the
+/// process quietly with status 0 instead of reporting a crash (status 101). Every other panic
+/// goes to the default hook.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or("");
+        if message.starts_with("failed printing to stdout")
+            && message.to_ascii_lowercase().contains("broken pipe")
+        {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

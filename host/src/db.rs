@@ -19,7 +19,34 @@ pub const MIGRATIONS: &[&str] = &[
     // a `running` run whose lease has passed was interrupted.
     "ALTER TABLE sync_runs ADD COLUMN lease_until INTEGER;
      CREATE INDEX IF NOT EXISTS sync_runs_running ON sync_runs(connector, kind, status);",
+    // 3: every decision (link, ignore, reset, disconnect) is logged with its actor; and each
+    // received record keeps every identifier the matcher reads, so that it can be placed again
+    // without the network (`identifiers_kept` is 0 on rows written before, until the next sync).
+    MIGRATION_V3,
 ];
+
+const MIGRATION_V3: &str = r#"
+CREATE TABLE IF NOT EXISTS decision_log (
+    id          INTEGER PRIMARY KEY,
+    at          TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    action      TEXT NOT NULL CHECK (action IN ('link', 'ignore', 'reset', 'disconnect')),
+    record_kind TEXT CHECK (record_kind IN ('organization', 'configuration')),
+    source_id   TEXT,
+    scopable_id TEXT,
+    actor       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decision_log_record ON decision_log(connector, record_kind, source_id);
+ALTER TABLE itglue_records ADD COLUMN short_name TEXT;
+ALTER TABLE itglue_records ADD COLUMN type_name TEXT;
+ALTER TABLE itglue_records ADD COLUMN status_name TEXT;
+ALTER TABLE itglue_records ADD COLUMN hostname TEXT;
+ALTER TABLE itglue_records ADD COLUMN primary_ip TEXT;
+ALTER TABLE itglue_records ADD COLUMN serial_number TEXT;
+ALTER TABLE itglue_records ADD COLUMN mac_addresses TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE itglue_records ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE itglue_records ADD COLUMN identifiers_kept INTEGER NOT NULL DEFAULT 0;
+"#;
 
 /// A database problem, phrased for the admin.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +70,40 @@ pub enum DbError {
         path: String,
         /// The version found.
         found: i64,
+    },
+    /// A command that only reads found no database at the path (it never creates one).
+    #[error(
+        "there is no database at {path}; point --db (or SCOPABLE_DB) at your Scopable database, or create this one with `scopable-host --db {path} import clients FILE.csv`"
+    )]
+    Missing {
+        /// The database path.
+        path: String,
+    },
+    /// The path names a directory.
+    #[error(
+        "{path} is a directory, not a database file; give --db (or SCOPABLE_DB) the file's path, for example {path}/scopable.db"
+    )]
+    IsDirectory {
+        /// The database path.
+        path: String,
+    },
+    /// The file could not be opened (permissions, a missing folder, a read-only disk).
+    #[error(
+        "cannot open the database {path} ({detail}); check that the file and its folder exist and that this user may use them, or point --db (or SCOPABLE_DB) elsewhere"
+    )]
+    CannotOpen {
+        /// The database path.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The file can be read but not written by this user, and the command changes it.
+    #[error(
+        "{path} is read-only for this user, and this command changes the database; run it as the database's owner, or use a command that only reads (status, links, unplaced, ignored, activity, search)"
+    )]
+    ReadOnly {
+        /// The database path.
+        path: String,
     },
     /// Any other SQLite error.
     #[error("database error: {0}")]
@@ -163,17 +224,33 @@ CREATE INDEX IF NOT EXISTS request_budget_at ON request_budget(connector, at_ms)
 /// date. WAL mode, so the audit writer and the main flow can work side by side.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
     let created = !path.exists();
+    if path.is_dir() {
+        return Err(DbError::IsDirectory {
+            path: path.display().to_string(),
+        });
+    }
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    )
+    .map_err(|e| DbError::CannotOpen {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
     let not_db = |e: rusqlite::Error| DbError::NotADatabase {
         path: path.display().to_string(),
         detail: e.to_string(),
     };
     conn.busy_timeout(Duration::from_secs(10))?;
+    // SQLite falls back to reading a file this user may not write: say so, rather than fail
+    // on the first write with a puzzling message.
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+        return Err(DbError::ReadOnly {
+            path: path.display().to_string(),
+        });
+    }
     // Links and audit records are the account's business: owner-only, like the key file. A
     // file this user owns that others can read (made by hand, or by an earlier version) is
     // tightened as well; SQLite gives the -wal and -shm files the database file's mode, and
@@ -244,6 +321,180 @@ fn migrate(conn: &Connection) -> Result<(), DbError> {
         let _ = conn.execute_batch("ROLLBACK");
     }
     Ok(result?)
+}
+
+/// Opens the database at `path` for reading only, for the commands that only read (`status`,
+/// `links`, `unplaced`, `activity`, ...). It never creates, migrates or writes the file:
+///
+/// - no file at `path`: [`DbError::Missing`]; a directory: [`DbError::IsDirectory`];
+/// - a file this user may read but not write (an auditor's copy, mode 0444, in a folder they
+///   cannot write) is read as it is; SQLite would need to create the `-shm` file beside it,
+///   so when that is impossible and no `-wal` file holds changes, the file is read as
+///   immutable;
+/// - a file of an older schema is read through an upgraded copy in memory: the file keeps
+///   its version, and the next command that writes upgrades it;
+/// - a newer schema, a file of another program, an empty or damaged file: refused as
+///   [`open`] refuses them.
+pub fn open_read_only(path: &Path) -> Result<Connection, DbError> {
+    let shown = || path.display().to_string();
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Absolute: a relative default (`./scopable.db`) depends on the folder it ran in.
+            let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            return Err(DbError::Missing {
+                path: absolute.display().to_string(),
+            });
+        }
+        Err(e) => {
+            return Err(DbError::CannotOpen {
+                path: shown(),
+                detail: e.to_string(),
+            });
+        }
+        Ok(meta) if meta.is_dir() => return Err(DbError::IsDirectory { path: shown() }),
+        Ok(_) => {}
+    }
+    let not_db = |e: rusqlite::Error| DbError::NotADatabase {
+        path: shown(),
+        detail: e.to_string(),
+    };
+    let (conn, uri, version) = match read_only_connection(path, false) {
+        Ok(opened) => opened,
+        Err(e) if cannot_open(&e) && !wal_holds_changes(path) => {
+            read_only_connection(path, true).map_err(|e| open_failure(path, e))?
+        }
+        Err(e) => return Err(open_failure(path, e)),
+    };
+    if version > SCHEMA_VERSION {
+        return Err(DbError::NewerSchema {
+            path: shown(),
+            found: version,
+        });
+    }
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(not_db)?;
+    if version == 0 {
+        return Err(DbError::NotADatabase {
+            path: shown(),
+            detail: if tables > 0 {
+                "it is a SQLite database of another program".into()
+            } else {
+                "it is empty".into()
+            },
+        });
+    }
+    if version < SCHEMA_VERSION {
+        drop(conn);
+        return upgraded_copy(&uri, version).map_err(|e| match e {
+            DbError::Sqlite(e) => not_db(e),
+            other => other,
+        });
+    }
+    Ok(conn)
+}
+
+/// A read-only connection to `path` (as immutable if asked), its URI and schema version.
+fn read_only_connection(
+    path: &Path,
+    immutable: bool,
+) -> rusqlite::Result<(Connection, String, i64)> {
+    let uri = read_only_uri(path, immutable);
+    let conn = Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // The first read: it needs the WAL index when the file is in WAL mode.
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok((conn, uri, version))
+}
+
+/// `file:PATH?mode=ro`, the path percent-encoded.
+fn read_only_uri(path: &Path, immutable: bool) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro");
+    if immutable {
+        uri.push_str("&immutable=1");
+    }
+    uri
+}
+
+/// Whether SQLite could not open a file (for a read-only WAL database: its `-shm` file).
+fn cannot_open(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    )
+}
+
+/// Whether a `-wal` file beside the database holds changes not yet in the file itself.
+fn wal_holds_changes(path: &Path) -> bool {
+    std::fs::metadata(format!("{}-wal", path.display())).is_ok_and(|m| m.len() > 0)
+}
+
+/// A failed read-only open, phrased for the admin.
+fn open_failure(path: &Path, e: rusqlite::Error) -> DbError {
+    let shown = path.display().to_string();
+    if !cannot_open(&e) {
+        return DbError::NotADatabase {
+            path: shown,
+            detail: e.to_string(),
+        };
+    }
+    let detail = if wal_holds_changes(path) {
+        "its -wal file holds recent changes, and this user cannot create the -shm file beside it to read them; ask the owner to run any command on it once, or copy the file with its -wal file".to_string()
+    } else {
+        e.to_string()
+    };
+    DbError::CannotOpen {
+        path: shown,
+        detail,
+    }
+}
+
+/// An in-memory copy of the database at `uri` (schema version `version`, older than this
+/// program's), brought up to date: every table, its rows and its indexes, then the migrations.
+fn upgraded_copy(uri: &str, version: i64) -> Result<Connection, DbError> {
+    let copy = Connection::open_in_memory()?;
+    copy.execute("ATTACH DATABASE ?1 AS old", [uri])?;
+    let objects: Vec<(String, String, String)> = {
+        let mut stmt = copy.prepare(
+            "SELECT type, name, sql FROM old.sqlite_master
+             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+             ORDER BY type != 'table', rowid",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (kind, name, sql) in &objects {
+        // Unqualified, the statement creates the object in the copy.
+        copy.execute_batch(sql)?;
+        if kind == "table" {
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            copy.execute_batch(&format!(
+                "INSERT INTO main.{quoted} SELECT * FROM old.{quoted}"
+            ))?;
+        }
+    }
+    copy.execute_batch("DETACH DATABASE old")?;
+    copy.pragma_update(None, "user_version", version)?;
+    migrate(&copy)?;
+    Ok(copy)
 }
 
 /// Makes the database file (and its `-wal` and `-shm` files) owner-only when this user owns
@@ -493,6 +744,81 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_database_upgrades_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "{} {} PRAGMA user_version = 2;",
+                MIGRATIONS[0], MIGRATIONS[1]
+            ))
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO itglue_records (connector, kind, itglue_id, name, organization_id)
+                     VALUES ('itglue', 'configuration', '7', 'PC 7', '1');
+                 INSERT INTO decisions (connector, kind, itglue_id, action, scopable_id, decided_at)
+                     VALUES ('itglue', 'configuration', '7', 'ignore', NULL, '2024-01-01T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        const { assert!(SCHEMA_VERSION >= 3) };
+        // The record and the decision are kept; the record is marked as lacking identifiers
+        // until the next sync stores them.
+        let (name, org, macs, archived, kept): (String, String, String, bool, bool) = conn
+            .query_row(
+                "SELECT name, organization_id, mac_addresses, archived, identifiers_kept
+                 FROM itglue_records WHERE itglue_id = '7'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (name.as_str(), org.as_str(), macs.as_str(), archived, kept),
+            ("PC 7", "1", "[]", false, false)
+        );
+        let action: String = conn
+            .query_row(
+                "SELECT action FROM decisions WHERE itglue_id = '7'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(action, "ignore");
+        // The decisions log exists, empty, and takes a decision with its actor.
+        let logged: i64 = conn
+            .query_row("SELECT count(*) FROM decision_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(logged, 0);
+        conn.execute(
+            "INSERT INTO decision_log (at, connector, action, record_kind, source_id, scopable_id, actor)
+             VALUES ('2024-01-02T00:00:00Z', 'itglue', 'disconnect', NULL, NULL, NULL, 'cli:alice')",
+            [],
+        )
+        .unwrap();
+        // An action the log does not know is refused.
+        assert!(
+            conn.execute(
+                "INSERT INTO decision_log (at, connector, action, actor) VALUES ('t', 'itglue', 'guess', 'cli:a')",
+                [],
+            )
+            .is_err()
+        );
+        drop(conn);
+        // Opening again changes nothing.
+        let conn = open(&path).unwrap();
+        let logged: i64 = conn
+            .query_row("SELECT count(*) FROM decision_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(logged, 1);
+    }
+
+    #[test]
     fn a_fresh_database_gets_every_migration() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(&dir.path().join("new.db")).unwrap();
@@ -503,6 +829,76 @@ mod tests {
         conn.query_row("SELECT lease_until FROM sync_runs LIMIT 1", [], |_| Ok(()))
             .optional()
             .unwrap();
+    }
+
+    #[test]
+    fn reading_only_never_creates_migrates_or_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.db");
+        assert!(matches!(
+            open_read_only(&missing),
+            Err(DbError::Missing { .. })
+        ));
+        assert!(!missing.exists());
+        assert!(matches!(
+            open_read_only(dir.path()),
+            Err(DbError::IsDirectory { .. })
+        ));
+        assert!(matches!(open(dir.path()), Err(DbError::IsDirectory { .. })));
+        // An older schema is read through an upgraded copy; the file keeps its version.
+        let old = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&old).unwrap();
+            conn.execute_batch(&format!(
+                "{SCHEMA_V1} PRAGMA user_version = 1;
+                 INSERT INTO clients (id, name) VALUES ('c1', 'Acme');"
+            ))
+            .unwrap();
+        }
+        let bytes = std::fs::read(&old).unwrap();
+        let conn = open_read_only(&old).unwrap();
+        let (name, no_lease): (String, i64) = conn
+            .query_row(
+                "SELECT (SELECT name FROM clients), (SELECT max(lease_until) IS NULL FROM sync_runs)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (name.as_str(), no_lease),
+            ("Acme", 1),
+            "migration 2's column is there"
+        );
+        let copy_version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(copy_version, SCHEMA_VERSION);
+        drop(conn);
+        assert_eq!(std::fs::read(&old).unwrap(), bytes, "the file changed");
+        // A current one is read in place, and refuses writes.
+        let current = dir.path().join("current.db");
+        drop(open(&current).unwrap());
+        let conn = open_read_only(&current).unwrap();
+        assert!(
+            conn.execute("INSERT INTO clients (id, name) VALUES ('x', 'y')", [])
+                .is_err()
+        );
+        // Newer, foreign and empty files are refused.
+        Connection::open(&current)
+            .unwrap()
+            .execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+            .unwrap();
+        assert!(matches!(
+            open_read_only(&current),
+            Err(DbError::NewerSchema { .. })
+        ));
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(
+            open_read_only(&empty),
+            Err(DbError::NotADatabase { .. })
+        ));
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
     }
 
     #[test]

@@ -182,6 +182,13 @@ pub fn json_text(value: &serde_json::Value) -> String {
     escape_json_text(&text).into_owned()
 }
 
+/// `n` and the noun that goes with it: `count(1, "request", "requests")` is `1 request`,
+/// `count(0, ..)` and `count(2, ..)` take the plural.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,59 @@ use crate::sandbox::{CallContext, CallError, LoadedConnector, wit_types as types
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+/// The progress line of the sync running in this process, when it shows one.
+static PROGRESS_LINE: std::sync::Mutex<Option<indicatif::ProgressBar>> =
+    std::sync::Mutex::new(None);
+
+/// Makes `bar` (or none) the progress line that [`notice`] prints above.
+pub fn set_progress_line(bar: Option<indicatif::ProgressBar>) {
+    if let Ok(mut line) = PROGRESS_LINE.lock() {
+        *line = bar;
+    }
+}
+
+/// Prints one line for the admin on stderr, above the progress line if one is showing. Never
+/// on stdout, which carries the command's result (`--json` included).
+pub fn notice(line: &str) {
+    let bar = PROGRESS_LINE.lock().ok().and_then(|bar| bar.clone());
+    match bar {
+        Some(bar) => bar.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// The line shown before a retry: what failed (`subject`, e.g. `page 3`), what the service
+/// answered (the connector's words, made safe and bounded), when the next try is and which
+/// attempt it will be: "page 3: IT Glue answered HTTP 503 for /organizations (Service
+/// Unavailable); retrying in 4.0 s (attempt 2 of 5)".
+pub fn retry_notice(
+    subject: &str,
+    e: &CallError,
+    attempt: u32,
+    max_attempts: u32,
+    wait: std::time::Duration,
+) -> String {
+    let said = match e {
+        CallError::Guest(types::Error::RateLimited(r)) => r.detail.clone(),
+        CallError::Guest(types::Error::Unavailable(d)) => d.clone(),
+        CallError::Guest(types::Error::BadResponse(d)) => format!("an unreadable answer: {d}"),
+        other => other.to_string(),
+    };
+    let wait = if wait < std::time::Duration::from_secs(1) {
+        format!("{} ms", wait.as_millis())
+    } else if wait < std::time::Duration::from_secs(10) {
+        format!("{:.1} s", wait.as_secs_f64())
+    } else {
+        format!("{} s", wait.as_secs_f64().round())
+    };
+    format!(
+        "{}: {}; retrying in {wait} (attempt {} of {max_attempts})",
+        crate::display::safe(subject),
+        crate::display::safe_within(&said, 300),
+        attempt + 1
+    )
+}
+
 /// A page of either kind, reduced to what paging needs.
 pub trait Page: Send + 'static {
     /// The record type.
@@ -77,6 +130,9 @@ const MAX_PAGES: u32 = 100_000;
 /// whatever its record count: a connector cannot grow the host without bound with long names.
 pub const MAX_LISTING_BYTES: usize = 512 * 1024 * 1024;
 
+/// Most bytes of text one page may hold, whatever the manifest's response limits allow.
+pub const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Longest id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 255;
 
@@ -87,8 +143,10 @@ pub fn invalid_id(what: &str, id: &str) -> Option<String> {
         Some(format!("{what} is empty"))
     } else if id.len() > MAX_ID_BYTES {
         Some(format!("{what} is longer than {MAX_ID_BYTES} bytes"))
-    } else if id.chars().any(char::is_control) {
-        Some(format!("{what} contains a control character"))
+    } else if id.chars().any(crate::display::is_unsafe) {
+        Some(format!(
+            "{what} contains a control or bidirectional formatting character"
+        ))
     } else {
         None
     }
@@ -137,6 +195,54 @@ struct Bounds {
     max_page_bytes: usize,
     max_records: u64,
     max_bytes: usize,
+}
+
+impl Bounds {
+    fn of(limits: &crate::manifest::Limits) -> Bounds {
+        Bounds {
+            page_size: limits.page_size as usize,
+            max_page_bytes: usize::try_from(
+                limits
+                    .max_response_bytes
+                    .saturating_mul(u64::from(limits.max_requests_per_call))
+                    .min(MAX_PAGE_BYTES as u64),
+            )
+            .unwrap_or(MAX_PAGE_BYTES),
+            max_records: limits.max_listing_records,
+            max_bytes: MAX_LISTING_BYTES,
+        }
+    }
+}
+
+/// The checks a sync applies to each page as it is read, for other readers of a listing
+/// (`check`): the same bounds, the same id validation.
+pub struct PageGuard {
+    bounds: Bounds,
+    held: std::sync::Mutex<Held>,
+}
+
+impl PageGuard {
+    /// A guard for one listing under `limits`.
+    pub fn new(limits: &crate::manifest::Limits) -> PageGuard {
+        PageGuard {
+            bounds: Bounds::of(limits),
+            held: Default::default(),
+        }
+    }
+
+    /// Checks page `page` as a sync would: its records (those with unusable ids moved to
+    /// the unreadable ones), or why the sync would fail.
+    pub fn admit<P: Page>(
+        &self,
+        page: u32,
+        parts: Parts<P::Record>,
+    ) -> Result<Parts<P::Record>, FetchError> {
+        let mut held = self
+            .held
+            .lock()
+            .map_err(|_| FetchError::Host("the page guard was poisoned".into()))?;
+        check_page::<P>(page, parts, self.bounds, &mut held)
+    }
 }
 
 /// Running totals of a listing, checked against its [`Bounds`] as each page arrives.
@@ -190,7 +296,7 @@ fn check_page<P: Page>(
     }
     if bytes > bounds.max_page_bytes {
         return Err(FetchError::Connector(format!(
-            "page {page} holds {bytes} bytes of text, more than one response may carry ({} bytes, max_response_bytes x max_requests_per_call); nothing was applied",
+            "page {page} holds {bytes} bytes of text, more than the responses of one call may carry ({} bytes: max_response_bytes x max_requests_per_call, at most 64 MiB); nothing was applied",
             bounds.max_page_bytes
         )));
     }
@@ -212,7 +318,7 @@ fn check_page<P: Page>(
 }
 
 /// One fetched page, split into its parts.
-type Parts<R> = (Vec<R>, Vec<types::UnreadableRecord>, types::PageInfo);
+pub type Parts<R> = (Vec<R>, Vec<types::UnreadableRecord>, types::PageInfo);
 
 /// Everything a listing returned, de-duplicated by id.
 pub struct Listing<R> {
@@ -237,7 +343,13 @@ async fn fetch_with_retries<P: Page>(
             P::fetch(connector, ctx, page)
         },
         |e, attempt, wait| {
-            tracing::warn!("page {page}: attempt {attempt} failed ({e}); retrying in {wait:?}");
+            notice(&retry_notice(
+                &format!("page {page}"),
+                e,
+                attempt,
+                limits.max_attempts,
+                wait,
+            ));
         },
     )
     .await
@@ -278,17 +390,7 @@ pub async fn fetch_all<P: Page>(
     // many calls run, so parsing one page overlaps fetching the next.
     let limits = &connector.manifest.limits;
     let concurrency = limits.concurrency as usize * 2;
-    let bounds = Bounds {
-        page_size: limits.page_size as usize,
-        max_page_bytes: usize::try_from(
-            limits
-                .max_response_bytes
-                .saturating_mul(u64::from(limits.max_requests_per_call)),
-        )
-        .unwrap_or(usize::MAX),
-        max_records: limits.max_listing_records,
-        max_bytes: MAX_LISTING_BYTES,
-    };
+    let bounds = Bounds::of(limits);
     let mut held = Held::default();
     let first = fetch_with_retries::<P>(connector.clone(), ctx.clone(), 1).await?;
     let (records, unreadable, info) = check_page::<P>(1, first.into_parts(), bounds, &mut held)?;

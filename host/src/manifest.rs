@@ -384,6 +384,29 @@ impl Manifest {
                 problems.push(format!("region {region}: {problem}"));
             }
         }
+        // Shown to people in prompts and messages: printable, one short line.
+        if let Some(display_name) = &self.display_name
+            && (display_name.trim().is_empty()
+                || display_name.chars().count() > 64
+                || display_name.chars().any(crate::display::is_unsafe))
+        {
+            problems.push(
+                "display_name must be 1 to 64 characters without control or bidirectional formatting characters".into(),
+            );
+        }
+        for region in self.regions.keys() {
+            if region.is_empty()
+                || region.len() > 32
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                problems.push(format!(
+                    "region name {:?} must be 1 to 32 letters, digits, '-' or '_'",
+                    crate::display::safe(region)
+                ));
+            }
+        }
         self.credential_problems(&mut problems);
         if self.requests.is_empty() {
             problems.push("declare at least one [[requests]] entry".into());
@@ -414,7 +437,9 @@ impl Manifest {
                 "name {:?} must be lowercase letters, digits and '-'",
                 self.name
             ));
-        } else if ["import", "audit", "check", "help"].contains(&self.name.as_str()) {
+        } else if ["import", "audit", "check", "pin", "search", "help"]
+            .contains(&self.name.as_str())
+        {
             problems.push(format!(
                 "name {:?} is a host command; choose another",
                 self.name
@@ -912,6 +937,11 @@ query = ["page", "order=id"]
             assert!(err.contains("SCOPABLE_"), "{name}: {err}");
         }
         Manifest::parse(&minimal("").replace("demo-docs", "my-scopable"), "m").unwrap();
+        // The command line's own commands are not connector names.
+        for name in ["import", "audit", "check", "pin", "search", "help"] {
+            let err = refusal(&minimal("").replace("demo-docs", name));
+            assert!(err.contains("is a host command"), "{name}: {err}");
+        }
     }
 
     #[test]
@@ -1093,5 +1123,26 @@ query = ["page", "order=id"]
         let err = refusal(&minimal("[limits]\nmax_attempts = 5000000000\n"));
         assert!(err.contains("max_attempts = 5000000000"), "{err}");
         assert!(err.contains("line "), "{err}");
+    }
+
+    #[test]
+    fn names_shown_to_people_are_printable() {
+        for bad in [
+            "",
+            "   ",
+            "IT\u{1b}[8mGlue",
+            "IT Glue\u{202e}",
+            &"x".repeat(65),
+        ] {
+            let text = ITGLUE_MANIFEST.replace(
+                "display_name = \"IT Glue\"",
+                &format!("display_name = {}", serde_json::to_string(bad).unwrap()),
+            );
+            let err = Manifest::parse(&text, "m").unwrap_err().to_string();
+            assert!(err.contains("display_name"), "{bad:?}: {err}");
+        }
+        let text = ITGLUE_MANIFEST.replace("eu = ", "\"e\\nu\" = ");
+        let err = Manifest::parse(&text, "m").unwrap_err().to_string();
+        assert!(err.contains("region name"), "{err}");
     }
 }

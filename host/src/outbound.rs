@@ -117,21 +117,25 @@ impl Outbound {
     /// [`crate::capabilities::MAX_DENIALS_PER_CALL`] refusals it is only counted (the call is
     /// stopped at the next epoch tick and one row sums up the rest).
     fn deny(&self, event: Event, denial: Denial) {
-        let rule = denial.rule.name().to_string();
-        let detail = denial.message.clone();
-        let recorded = self
-            .report
-            .lock()
-            .map(|mut r| r.refuse(event.capability, Some(denial)))
-            .unwrap_or(true);
-        if recorded {
-            self.audit.record(Event {
-                allowed: false,
-                rule: Some(rule),
-                detail: Some(detail),
-                ..event
-            });
-        }
+        record_denial(&self.report, &self.audit, event, denial);
+    }
+}
+
+/// [`Outbound::deny`], for the parts of a request checked after `send_request` returned.
+fn record_denial(report: &Mutex<CallReport>, audit: &AuditSink, event: Event, denial: Denial) {
+    let rule = denial.rule.name().to_string();
+    let detail = denial.message.clone();
+    let recorded = report
+        .lock()
+        .map(|mut r| r.refuse(event.capability, Some(denial)))
+        .unwrap_or(true);
+    if recorded {
+        audit.record(Event {
+            allowed: false,
+            rule: Some(rule),
+            detail: Some(detail),
+            ..event
+        });
     }
 }
 
@@ -192,10 +196,12 @@ impl WasiHttpHooks for Outbound {
             })
         };
         let checked = checked.and_then(|()| {
+            // Every `content-length` value must be `0` (a second value could declare a body).
             let declared = request
                 .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0");
+                .get_all(http::header::CONTENT_LENGTH)
+                .iter()
+                .any(|v| v.as_bytes() != b"0");
             if declared
                 || request
                     .headers()
@@ -210,7 +216,13 @@ impl WasiHttpHooks for Outbound {
             }
         });
         if let Err(denial) = checked {
-            tracing::warn!(method = %event.method, host = %event.host, path = %event.path, rule = denial.rule.name(), "request denied");
+            tracing::warn!(
+                method = %crate::display::safe(&event.method),
+                host = %crate::display::safe(&event.host),
+                path = %crate::display::safe(&event.path),
+                rule = denial.rule.name(),
+                "request denied"
+            );
             self.deny(event, denial);
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
@@ -222,8 +234,9 @@ impl WasiHttpHooks for Outbound {
             self.credential.header.clone(),
             self.credential.value.clone(),
         );
-        // A body without a declared length is cut off at its first byte.
-        let request = request.map(|body| NoBody { inner: body }.boxed_unsync());
+        // The body is read to its end before anything is sent (a guest may write it after
+        // handing the request over, as waki does); the request goes out with an empty one.
+        let (parts, guest_body) = request.into_parts();
         let guest = options.unwrap_or_default();
         let options = RequestOptions {
             connect_timeout: tighter(guest.connect_timeout, self.timeouts.connect_timeout),
@@ -235,10 +248,23 @@ impl WasiHttpHooks for Outbound {
         };
         let audit = self.audit.clone();
         let report = self.report.clone();
+        let credential_header = self.credential.header().clone();
         let max = self.max_response_bytes;
         let in_flight = self.in_flight.clone();
         let budget = self.budget.clone();
         Box::new(async move {
+            if let Err(denial) = read_empty_body(guest_body).await {
+                tracing::warn!(
+                    method = %crate::display::safe(&event.method),
+                    host = %crate::display::safe(&event.host),
+                    path = %crate::display::safe(&event.path),
+                    rule = denial.rule.name(),
+                    "request denied"
+                );
+                record_denial(&report, &audit, event, denial);
+                return Err(HttpError::HttpRequestDenied);
+            }
+            let request = http::Request::from_parts(parts, empty_body());
             // Pacing: every request that passed the policy waits for room in the shared budget,
             // then (held until the body is read, or dropped) for one of the `concurrency`
             // places in flight: the API sees at most that many requests at once, while more
@@ -308,11 +334,9 @@ impl WasiHttpHooks for Outbound {
                 return Err(HttpError::HttpResponseBodySize(declared));
             }
             let (mut parts, body) = response.into_parts();
-            // Hop-by-hop headers are the connection's business, not the guest's.
-            for name in &DEFAULT_FORBIDDEN_HEADERS {
-                parts.headers.remove(name);
-            }
+            scrub(&mut parts.headers, &credential_header);
             let metered = MeteredBody {
+                credential_header,
                 inner: body.boxed_unsync(),
                 seen: 0,
                 max,
@@ -362,35 +386,36 @@ impl Drop for Paced<'_> {
     }
 }
 
-/// A request body that must stay empty: any data frame fails the request instead of
-/// being sent.
-struct NoBody {
-    inner: wasmtime_wasi_http::WasiBody,
-}
-
-impl Body for NoBody {
-    type Data = Bytes;
-    type Error = HttpError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(|d| !d.is_empty()) => {
-                Poll::Ready(Some(Err(HttpError::HttpRequestDenied)))
+/// Reads a request body to its end: `Ok` when it ends holding no data and no trailers, else
+/// the denial (rule `body`). Nothing of the request has been sent yet.
+async fn read_empty_body(mut body: wasmtime_wasi_http::WasiBody) -> Result<(), Denial> {
+    let refused = |message: String| Denial {
+        rule: Rule::Body,
+        message,
+    };
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) if frame.data_ref().is_some_and(|d| d.is_empty()) => {}
+            Ok(_) => {
+                return Err(refused(
+                    "requests may not carry a body (connectors are read-only)".into(),
+                ));
             }
-            other => other,
+            Err(e) => {
+                return Err(refused(format!(
+                    "the request's body did not end cleanly ({e}); requests may not carry a body (connectors are read-only)"
+                )));
+            }
         }
     }
+    Ok(())
+}
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(0)
-    }
+/// The body every request is sent with.
+fn empty_body() -> wasmtime_wasi_http::WasiBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// The audit record to write once the body is finished (or dropped).
@@ -403,8 +428,27 @@ struct Pending {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// A response body that counts bytes, fails past the limit, and audits when done.
+/// Takes out of a response's headers (or trailers) what the component must never see:
+/// hop-by-hop headers (the connection's business), and anything that could carry a credential
+/// back (the credential header a server might echo, `authorization`, `cookie`, `set-cookie`).
+fn scrub(headers: &mut http::HeaderMap, credential: &HeaderName) {
+    for name in &DEFAULT_FORBIDDEN_HEADERS {
+        headers.remove(name);
+    }
+    headers.remove(credential);
+    for name in [
+        http::header::AUTHORIZATION,
+        http::header::COOKIE,
+        http::header::SET_COOKIE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// A response body that counts bytes, fails past the limit, scrubs trailers, and audits when
+/// done.
 struct MeteredBody {
+    credential_header: HeaderName,
     inner: wasmtime_wasi_http::WasiBody,
     seen: u64,
     max: u64,
@@ -440,7 +484,10 @@ impl Body for MeteredBody {
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
+                if let Some(trailers) = frame.trailers_mut() {
+                    scrub(trailers, &this.credential_header);
+                }
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.max {

@@ -45,6 +45,8 @@ pub enum Rule {
     NoNetwork,
     /// `match` may not use storage (it would carry Scopable's records to a later call).
     NoStorage,
+    /// The export call already made its maximum number of storage operations.
+    StorageOps,
 }
 
 impl Rule {
@@ -63,6 +65,7 @@ impl Rule {
             Rule::Body => "body",
             Rule::NoNetwork => "no-network",
             Rule::NoStorage => crate::storage::NO_STORAGE_IN_MATCH,
+            Rule::StorageOps => "storage-ops",
         }
     }
 }

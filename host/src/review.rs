@@ -5,95 +5,228 @@ use crate::app::{App, AppError, Exit};
 use crate::cli::{RecordKind, print_json};
 use crate::db;
 use crate::display::{safe, safe_within};
+use crate::search::SearchKind;
 use crate::sync::id_order;
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 
-fn parse_list(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| json!([]))
+/// A decision an admin makes, as logged (and listed by `activity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionAction {
+    /// A record linked by hand (or its match changed).
+    Link,
+    /// A record the admin chose never to link.
+    Ignore,
+    /// A manual decision dropped.
+    Reset,
+    /// The stored key and connection settings deleted.
+    Disconnect,
 }
 
-/// `links [--json]`.
-pub fn links_command(app: &App, json_out: bool) -> Result<(), AppError> {
-    let mut stmt = app.conn.prepare(
-        "SELECT kind, itglue_id, scopable_id, source, evidence, linked_at FROM links WHERE connector = ?1",
+impl DecisionAction {
+    /// The action's name in the log and in `activity --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionAction::Link => "link",
+            DecisionAction::Ignore => "ignore",
+            DecisionAction::Reset => "reset",
+            DecisionAction::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// Logs one decision with its actor (`cli:<user>`, [`cli_actor`], or `token:<id>`), to be
+/// listed by `activity`. Call it inside the transaction that makes the decision, so the
+/// decision and its log row stand or fall together. `kind` and `source_id` are `None` for a
+/// decision about the whole connector (`disconnect`); `scopable_id` is the link's target, or
+/// for a reset the target of the manual link it dropped.
+pub fn record_decision(
+    conn: &rusqlite::Connection,
+    connector: &str,
+    action: DecisionAction,
+    record: Option<(RecordKind, &str)>,
+    scopable_id: Option<&str>,
+    actor: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO decision_log (at, connector, action, record_kind, source_id, scopable_id, actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            db::now(),
+            connector,
+            action.as_str(),
+            record.map(|(kind, _)| kind.as_str()),
+            record.map(|(_, id)| id),
+            scopable_id,
+            actor
+        ],
     )?;
-    let mut rows: Vec<(String, String, String, String, String, String)> = stmt
-        .query_map([app.name()], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| id_order(&a.1, &b.1)));
+    Ok(())
+}
+
+/// Longest user name kept in an actor; a longer one is replaced by the user id.
+const MAX_USER_NAME: usize = 64;
+
+/// The actor of a command-line decision: `cli:<user>`, the user from `$USER` or `$LOGNAME`
+/// when it is short and has no control characters or spaces, else `cli:uid:<uid>`.
+pub fn cli_actor() -> String {
+    actor_from(
+        std::env::var("USER").ok().as_deref(),
+        std::env::var("LOGNAME").ok().as_deref(),
+        process_uid(),
+    )
+}
+
+/// [`cli_actor`] from given values (testable without touching the environment).
+fn actor_from(user: Option<&str>, logname: Option<&str>, uid: Option<u32>) -> String {
+    let usable = |name: &&str| {
+        !name.is_empty()
+            && name.chars().count() <= MAX_USER_NAME
+            && !name
+                .chars()
+                .any(|c| c.is_whitespace() || crate::display::is_unsafe(c))
+    };
+    match user.filter(usable).or(logname.filter(usable)) {
+        Some(name) => format!("cli:{name}"),
+        None => match uid {
+            Some(uid) => format!("cli:uid:{uid}"),
+            None => "cli:unknown".to_string(),
+        },
+    }
+}
+
+/// This process's user id, read from `/proc/self`.
+fn process_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// `value` as JSON for `--json`.
+fn to_json(value: impl serde::Serialize) -> Result<Value, AppError> {
+    serde_json::to_value(value)
+        .map_err(|e| AppError::new(Exit::Failure, format!("cannot write the list as JSON: {e}")))
+}
+
+/// The width of a name in a column, in characters.
+const NAME_IN_LIST: usize = 48;
+
+/// A name for a line of text: safe, bounded, and a word when there is none.
+fn shown_name(name: Option<&str>) -> std::borrow::Cow<'_, str> {
+    match name {
+        Some(name) => safe_within(name, NAME_COLUMN),
+        None => std::borrow::Cow::Borrowed("(unknown)"),
+    }
+}
+
+/// `links [--json]`: both sides' names and, for configurations, the values behind the
+/// evidence.
+pub fn links_command(app: &App, json_out: bool) -> Result<(), AppError> {
+    let rows = crate::describe::links(&app.conn, app.name())?;
     if json_out {
-        let list: Vec<Value> = rows
-            .iter()
-            .map(|(kind, it, sc, source, evidence, at)| {
-                json!({"kind": kind, "itglue_id": it, "scopable_id": sc, "source": source,
-                       "evidence": parse_list(evidence), "linked_at": at})
-            })
-            .collect();
-        print_json(&Value::Array(list));
+        print_json(&to_json(&rows)?);
         return Ok(());
     }
     if rows.is_empty() {
         println!(
             "No links yet. Run `scopable-host {} sync organizations`.",
-            app.name()
+            safe(app.name())
         );
     }
-    for (kind, it, sc, source, evidence, at) in &rows {
-        let evidence: Vec<String> = serde_json::from_str(evidence).unwrap_or_default();
-        // Ids come from the API; every value is shown safe and bounded (`--json` is exact).
+    for link in &rows {
+        let evidence = if link.evidence_values.is_empty() {
+            let names: Vec<&str> = link
+                .evidence
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            names.join(",")
+        } else {
+            let values: Vec<String> = link.evidence_values.iter().map(|c| c.to_string()).collect();
+            values.join(", ")
+        };
+        let target = match crate::describe::record_kind(&link.kind) {
+            Some(RecordKind::Organization) => "client",
+            _ => "configuration",
+        };
+        // Ids, names and identifiers come from the API, a component or a CSV file: every value
+        // is shown safe and bounded (`--json` is exact).
         println!(
-            "{:<13} {:>10} -> {:<10} {:<6} {:<22} {}",
-            safe(kind),
-            safe(it),
-            safe(sc),
-            safe(source),
-            safe(&evidence.join(",")),
-            safe(at)
+            "{:<13} {:>10} {:<32} -> {target} {} {:<32} {:<6} {} {}",
+            safe(&link.kind),
+            safe(&link.itglue_id),
+            shown_name(link.name.as_deref()),
+            safe(&link.scopable_id),
+            shown_name(link.scopable_name.as_deref()),
+            safe(&link.source),
+            safe(&link.linked_at),
+            safe(&evidence)
         );
     }
     Ok(())
 }
 
-/// `unplaced [--json]`.
+/// `id name` of each Scopable record in a list, with what its identifiers say when known; one
+/// safe, bounded value.
+fn named_list(
+    ids: &[String],
+    names: &[Option<String>],
+    clues: &[Vec<crate::describe::Clue>],
+) -> String {
+    let items: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut item = safe_within(id, NAME_IN_LIST).into_owned();
+            if let Some(Some(name)) = names.get(i) {
+                item.push(' ');
+                item.push_str(&safe_within(name, NAME_IN_LIST));
+            }
+            if let Some(clues) = clues.get(i).filter(|c| !c.is_empty()) {
+                let clues: Vec<String> = clues.iter().map(|c| c.to_string()).collect();
+                item.push_str(&format!(" ({})", safe_within(&clues.join(", "), 200)));
+            }
+            item
+        })
+        .collect();
+    safe(&items.join(", ")).into_owned()
+}
+
+/// What a configuration's organization needs, for a `parent-unplaced` row.
+fn parent_words(parent: &crate::describe::Parent) -> String {
+    use crate::describe::ParentState;
+    let organization = match (&parent.organization_id, &parent.organization_name) {
+        (Some(id), Some(name)) => format!(
+            "organization {} {}",
+            safe_within(id, NAME_IN_LIST),
+            safe_within(name, NAME_IN_LIST)
+        ),
+        (Some(id), None) => format!("organization {}", safe_within(id, NAME_IN_LIST)),
+        (None, _) => "its organization".to_string(),
+    };
+    let state = match &parent.state {
+        ParentState::Unplaced { reason } => {
+            safe_within(crate::describe::reason_label(reason), NAME_IN_LIST).into_owned()
+        }
+        ParentState::Ignored => "ignored".to_string(),
+        ParentState::Linked {
+            client_id,
+            client_name,
+        } => format!(
+            "now linked to client {} {}; sync configurations again",
+            safe_within(client_id, NAME_IN_LIST),
+            shown_name(client_name.as_deref())
+        ),
+        ParentState::Unknown => "not synced yet".to_string(),
+    };
+    format!("{organization}: {state}")
+}
+
+/// `unplaced [--json]`: names on both sides, each reason in plain words, and once per reason
+/// present, what it means and the commands that resolve it.
 pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
-    let mut stmt = app.conn.prepare(
-        "SELECT u.kind, u.itglue_id, u.name, u.reason, u.candidates, u.suggestions FROM unplaced u
-         WHERE u.connector = ?1
-           AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.connector = u.connector AND d.kind = u.kind AND d.itglue_id = u.itglue_id)
-           AND NOT EXISTS (SELECT 1 FROM links l WHERE l.connector = u.connector AND l.kind = u.kind AND l.itglue_id = u.itglue_id)",
-    )?;
-    let mut rows: Vec<(String, String, String, String, String, String)> = stmt
-        .query_map([app.name()], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| id_order(&a.1, &b.1)));
+    let rows = crate::describe::unplaced(&app.conn, app.name())?;
     if json_out {
-        let list: Vec<Value> = rows
-            .iter()
-            .map(|(kind, id, name, reason, c, s)| {
-                json!({"kind": kind, "itglue_id": id, "name": name, "reason": reason,
-                       "candidates": parse_list(c), "suggestions": parse_list(s)})
-            })
-            .collect();
-        print_json(&Value::Array(list));
+        print_json(&to_json(&rows)?);
         return Ok(());
     }
     if rows.is_empty() {
@@ -101,44 +234,74 @@ pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
         return Ok(());
     }
     let mut current = "";
-    for (kind, id, name, reason, c, s) in &rows {
-        if kind != current {
-            current = kind;
-            let title = if kind == "organization" {
-                "Organizations we couldn't place"
-            } else {
-                "Configurations we couldn't place"
-            };
-            println!("{title}:");
+    let mut present: Vec<(RecordKind, &str)> = Vec::new();
+    for row in &rows {
+        let kind = crate::describe::record_kind(&row.kind);
+        if row.kind != current {
+            current = &row.kind;
+            match kind {
+                Some(k) => println!("{}:", crate::describe::couldnt_place_title(k)),
+                None => println!("{}:", safe(&row.kind)),
+            }
         }
-        let candidates: Vec<String> = serde_json::from_str(c).unwrap_or_default();
-        let suggestions: Vec<String> = serde_json::from_str(s).unwrap_or_default();
-        // Ids, names, candidates and suggestions come from the API or the component: each is
-        // shown safe and bounded, so none can forge a row or act on the terminal.
+        if let Some(k) = kind
+            && !present.contains(&(k, row.reason.as_str()))
+        {
+            present.push((k, &row.reason));
+        }
+        // Ids, names, candidates and suggestions come from the API, the component or a CSV
+        // file: each is shown safe and bounded, so none can forge a row or act on the terminal.
         let mut line = format!(
-            "  {:>10}  {:<32}  {}",
-            safe(id),
-            safe_within(name, NAME_COLUMN),
-            safe(reason)
+            "  {:>10}  {:<32}  {} ({})",
+            safe(&row.itglue_id),
+            safe_within(&row.name, NAME_COLUMN),
+            safe(&row.reason_label),
+            safe(&row.reason)
         );
-        if !candidates.is_empty() {
-            line.push_str(&format!("  candidates: {}", safe(&candidates.join(", "))));
+        if row.reason == "parent-unplaced"
+            && let Some(parent) = &row.parent
+        {
+            line.push_str(&format!("; {}", parent_words(parent)));
         }
-        if !suggestions.is_empty() {
-            line.push_str(&format!("  suggested: {}", safe(&suggestions.join(", "))));
+        if !row.candidates.is_empty() {
+            line.push_str(&format!(
+                "; candidates: {}",
+                named_list(&row.candidates, &row.candidate_names, &row.candidate_clues)
+            ));
+        }
+        if !row.suggestions.is_empty() {
+            line.push_str(&format!(
+                "; suggested: {}",
+                named_list(&row.suggestions, &row.suggestion_names, &[])
+            ));
         }
         println!("{line}");
     }
-    println!(
-        "Link by hand: scopable-host {} link organization|configuration ITGLUE_ID SCOPABLE_ID",
-        app.name()
-    );
+    println!();
+    println!("What to do:");
+    for kind in [RecordKind::Organization, RecordKind::Configuration] {
+        for explanation in crate::describe::reasons(kind) {
+            if !present.contains(&(kind, explanation.reason)) {
+                continue;
+            }
+            println!("  {}: {}:", explanation.label, explanation.sentence);
+            let commands = crate::describe::resolving_commands(
+                app.name(),
+                kind,
+                explanation.reason,
+                None,
+                None,
+            );
+            for command in commands {
+                println!("      {}", safe(&command.command));
+            }
+        }
+    }
     Ok(())
 }
 
 /// The width of the name column of `unplaced`, in characters.
 const NAME_COLUMN: usize = 32;
-
 fn itglue_record(
     app: &App,
     kind: RecordKind,
@@ -211,9 +374,18 @@ pub fn link_command(
     app: &App,
     kind: RecordKind,
     itglue_id: &str,
-    scopable_id: &str,
+    target: LinkTarget<'_>,
+    take: bool,
 ) -> Result<(), AppError> {
     let (name, organization_id) = itglue_record(app, kind, itglue_id)?;
+    let found;
+    let scopable_id = match target {
+        LinkTarget::Id(id) => id,
+        LinkTarget::Find(query) => {
+            found = find_target(app, kind, itglue_id, organization_id.as_deref(), query)?;
+            found.as_str()
+        }
+    };
     match kind {
         RecordKind::Organization => {
             let exists: bool = app
@@ -295,14 +467,50 @@ pub fn link_command(
             ),
         ));
     }
+    let target_name = crate::describe::scopable_name(&app.conn, kind, scopable_id)?;
+    let loser = match &holder {
+        Some((other, _)) => {
+            if kind == RecordKind::Organization {
+                // Its configurations linked by hand would be left under no client.
+                guard_organization_change(app, other, None)?;
+            }
+            let other_name = crate::describe::itglue_name(&app.conn, app.name(), kind, other)?;
+            let taking = Taking {
+                kind,
+                itglue_id,
+                name: &name,
+                target: scopable_id,
+                target_name: target_name.as_deref(),
+                holder: other,
+                holder_name: other_name.as_deref(),
+            };
+            confirm_take(&taking, take)?;
+            Some((other.clone(), other_name.unwrap_or_default()))
+        }
+        None => None,
+    };
     let tx = app.conn.unchecked_transaction()?;
     let now = db::now();
-    if let Some((other, _)) = &holder {
-        // One to one: the automatic link that held this target gives way to the manual one.
-        tx.execute(
+    if let Some((other, other_name)) = &loser {
+        // One to one: the automatic link that held this target gives way to the manual one,
+        // and the record that held it is listed again at once, with the target it lost.
+        let removed = tx.execute(
             "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'auto'",
             params![app.name(), kind.as_str(), other],
         )?;
+        if removed > 0 {
+            tx.execute(
+                "INSERT OR REPLACE INTO unplaced (connector, kind, itglue_id, name, reason, candidates, suggestions)
+                 VALUES (?1, ?2, ?3, ?4, 'target-taken', ?5, '[]')",
+                params![
+                    app.name(),
+                    kind.as_str(),
+                    other,
+                    other_name,
+                    json!([scopable_id]).to_string()
+                ],
+            )?;
+        }
     }
     tx.execute(
         "INSERT OR REPLACE INTO decisions (connector, kind, itglue_id, action, scopable_id, decided_at)
@@ -314,22 +522,202 @@ pub fn link_command(
          VALUES (?1, ?2, ?3, ?4, 'manual', '[\"manual\"]', ?5)",
         params![app.name(), kind.as_str(), itglue_id, scopable_id, now],
     )?;
+    record_decision(
+        &tx,
+        app.name(),
+        DecisionAction::Link,
+        Some((kind, itglue_id)),
+        Some(scopable_id),
+        &cli_actor(),
+    )?;
     tx.commit()?;
+    // The records that matched the target now find it taken: list them at once.
+    rematch_after_decision(app, kind);
+    let target = named(scopable_id, target_name.as_deref());
     println!(
         "Linked {} {} ({}) to {} by hand; syncs will not change it.",
         kind.as_str(),
         safe(itglue_id),
         safe(&name),
-        safe(scopable_id)
+        safe(&target)
     );
-    if let Some((other, _)) = holder {
+    if let Some((other, other_name)) = loser {
         println!(
-            "The automatic link of {} to {} was removed.",
+            "Took {} from {} {} ({}): its automatic link was removed, and it is listed again as unplaced (target-taken).",
+            safe(&target),
+            kind.as_str(),
             safe(&other),
-            safe(scopable_id)
+            safe(&other_name)
         );
     }
     Ok(())
+}
+
+/// What `link` links a record to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTarget<'a> {
+    /// A Scopable id, as given.
+    Id(&'a str),
+    /// The one Scopable record a search finds ([`crate::search::search`]); for a
+    /// configuration, within the client its organization is linked to.
+    Find(&'a str),
+}
+
+/// How many of the records a `--find` query found are named when it finds several.
+const FIND_NAMED: usize = 5;
+
+/// The one record `query` finds for `link --find`, or a refusal (exit 6) that lists what it
+/// found, or says it found nothing.
+fn find_target(
+    app: &App,
+    kind: RecordKind,
+    itglue_id: &str,
+    organization_id: Option<&str>,
+    query: &str,
+) -> Result<String, AppError> {
+    let (search_kind, within) = match kind {
+        RecordKind::Organization => (SearchKind::Client, None),
+        RecordKind::Configuration => {
+            let client: Option<String> = app
+                .conn
+                .query_row(
+                    "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2",
+                    params![app.name(), organization_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(client) = client else {
+                return Err(AppError::new(
+                    Exit::BadInput,
+                    format!(
+                        "configuration {itglue_id}'s organization ({}) is not linked to a client, so there is no client to search in; link the organization first",
+                        organization_id.unwrap_or_default()
+                    ),
+                ));
+            };
+            (SearchKind::Configuration, Some(client))
+        }
+    };
+    let found = crate::search::search(
+        &app.conn,
+        search_kind,
+        query,
+        within.as_deref(),
+        Some(FIND_NAMED),
+    )?;
+    let plural = search_kind.plural();
+    let place = match &within {
+        Some(client) => format!(
+            " of client {}",
+            named(
+                client,
+                crate::describe::scopable_name(&app.conn, RecordKind::Organization, client)?
+                    .as_deref()
+            )
+        ),
+        None => String::new(),
+    };
+    let search_hint = format!("scopable-host search {plural} {}", shell_quoted(query));
+    match found.hits.as_slice() {
+        [one] if found.total == 1 => Ok(one.id.clone()),
+        [] => Err(AppError::new(
+            Exit::BadInput,
+            format!(
+                "no {}{place} matches {query:?}; nothing changed. Look for the right one with `{search_hint}`",
+                search_kind.as_str()
+            ),
+        )),
+        hits => {
+            let mut listed: Vec<String> =
+                hits.iter().map(|h| named(&h.id, Some(&h.name))).collect();
+            if found.total > hits.len() {
+                listed.push(format!("and {} more", found.total - hits.len()));
+            }
+            Err(AppError::new(
+                Exit::BadInput,
+                format!(
+                    "{query:?} finds {} {plural}{place}, not one: {}; nothing changed. Give the id instead (scopable-host {} link {} {itglue_id} ID), or a query that finds only one",
+                    found.total,
+                    listed.join(", "),
+                    app.name(),
+                    kind.as_str()
+                ),
+            ))
+        }
+    }
+}
+
+/// `id (name)`, or the id alone when the name is unknown or empty.
+fn named(id: &str, name: Option<&str>) -> String {
+    match name.filter(|n| !n.is_empty()) {
+        Some(name) => format!("{id} ({name})"),
+        None => id.to_string(),
+    }
+}
+
+/// `text` quoted for a POSIX shell, so that a hint can be pasted as it is.
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A target that `link` would take from the record automatically linked to it.
+struct Taking<'a> {
+    kind: RecordKind,
+    itglue_id: &'a str,
+    name: &'a str,
+    target: &'a str,
+    target_name: Option<&'a str>,
+    holder: &'a str,
+    holder_name: Option<&'a str>,
+}
+
+/// Asks before a target is taken from the record automatically linked to it: with `--take`,
+/// yes; on a terminal (stdin and stderr), the admin's answer on stderr; otherwise no, with a
+/// message saying which record holds it and to add `--take`. Refusing changes nothing.
+fn confirm_take(taking: &Taking<'_>, take: bool) -> Result<(), AppError> {
+    use std::io::{BufRead, IsTerminal, Read, Write};
+    if take {
+        return Ok(());
+    }
+    let target = named(taking.target, taking.target_name);
+    let holder = format!(
+        "{} {}",
+        taking.kind.as_str(),
+        named(taking.holder, taking.holder_name)
+    );
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() && std::io::stderr().is_terminal() {
+        let mut stderr = std::io::stderr().lock();
+        // Names come from the API and imported files: shown safe.
+        let _ = write!(
+            stderr,
+            "Take {} from {}? [y/N] ",
+            safe(&target),
+            safe(&holder)
+        );
+        let _ = stderr.flush();
+        drop(stderr);
+        let mut answer = String::new();
+        let read = stdin.lock().take(256).read_line(&mut answer);
+        let yes = read.is_ok() && matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
+        if yes {
+            return Ok(());
+        }
+        return Err(AppError::new(
+            Exit::BadInput,
+            format!("not taken: {target} stays linked to {holder}; nothing changed"),
+        ));
+    }
+    Err(AppError::new(
+        Exit::BadInput,
+        format!(
+            "{target} is linked automatically to {holder}; nothing changed. To move it to {} {}, add --take: {} {} is then listed as unplaced (target-taken)",
+            taking.kind.as_str(),
+            named(taking.itglue_id, Some(taking.name)),
+            taking.kind.as_str(),
+            taking.holder,
+        ),
+    ))
 }
 
 /// `ignore organization|configuration ITGLUE_ID`.
@@ -348,6 +736,14 @@ pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<()
         "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
         params![app.name(), kind.as_str(), itglue_id],
     )?;
+    record_decision(
+        &tx,
+        app.name(),
+        DecisionAction::Ignore,
+        Some((kind, itglue_id)),
+        None,
+        &cli_actor(),
+    )?;
     tx.commit()?;
     println!(
         "Ignoring {} {} ({}): it will never be linked{}.",
@@ -365,14 +761,62 @@ pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<()
 
 /// `reset organization|configuration ITGLUE_ID`.
 pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(), AppError> {
+    // An automatic link has no decision to drop: say so before anything else is checked.
+    let decided = app
+        .conn
+        .query_row(
+            "SELECT 1 FROM decisions WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
+            params![app.name(), kind.as_str(), itglue_id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    let auto_target: Option<String> = app
+        .conn
+        .query_row(
+            "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'auto'",
+            params![app.name(), kind.as_str(), itglue_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let (false, Some(target)) = (decided, auto_target) {
+        return Err(AppError::new(
+            Exit::BadInput,
+            format!(
+                "{} {itglue_id} is linked automatically (to {target}), not by hand, so there is nothing to reset; to stop it linking use `ignore`: scopable-host {} ignore {} {itglue_id}",
+                kind.as_str(),
+                app.name(),
+                kind.as_str()
+            ),
+        ));
+    }
     if kind == RecordKind::Organization {
         guard_organization_change(app, itglue_id, None)?;
     }
     let tx = app.conn.unchecked_transaction()?;
+    // The target of the manual link it drops (none for an ignore), for the decisions log.
+    let dropped_target: Option<String> = tx
+        .query_row(
+            "SELECT scopable_id FROM decisions WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
+            params![app.name(), kind.as_str(), itglue_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
     let removed = tx.execute(
         "DELETE FROM decisions WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
         params![app.name(), kind.as_str(), itglue_id],
     )?;
+    if removed > 0 {
+        record_decision(
+            &tx,
+            app.name(),
+            DecisionAction::Reset,
+            Some((kind, itglue_id)),
+            dropped_target.as_deref(),
+            &cli_actor(),
+        )?;
+    }
     tx.execute(
         "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'manual'",
         params![app.name(), kind.as_str(), itglue_id],
@@ -387,10 +831,301 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
             ),
         ));
     }
+    let rematched = rematch_after_decision(app, kind);
+    let placed = rematched.as_ref().and_then(|r| {
+        r.unplaced
+            .iter()
+            .find(|(id, _)| id == itglue_id)
+            .map(|(_, reason)| {
+                format!(
+                    "it is listed again with what could not be placed: {}",
+                    safe(crate::describe::reason_label(reason))
+                )
+            })
+            .or_else(|| {
+                r.would_link
+                    .iter()
+                    .find(|(id, _)| id == itglue_id)
+                    .map(|(_, target)| {
+                        let name = crate::describe::scopable_name(&app.conn, kind, target)
+                            .ok()
+                            .flatten()
+                            .map(|n| format!(" ({})", safe_within(&n, NAME_COLUMN)))
+                            .unwrap_or_default();
+                        format!("it matches {}{name}; the next sync links it", safe(target))
+                    })
+            })
+    });
     println!(
-        "Reset {} {}: the next sync places it automatically.",
+        "Reset {} {}: {}.",
         kind.as_str(),
-        safe(itglue_id)
+        safe(itglue_id),
+        placed.unwrap_or_else(|| "the next sync places it automatically".to_string())
     );
     Ok(())
+}
+
+/// Places the stored records of `kind` again after a decision, without the network
+/// ([`crate::sync::rematch_stored`]), so that `unplaced` shows at once what the decision
+/// changed; after an organization's decision, its configurations too (their parent may have
+/// changed). The decision is already made: when the records cannot be placed again now, a
+/// line on stderr says why, and the next sync places them. Returns what became of `kind`'s
+/// records.
+pub fn rematch_after_decision(app: &App, kind: RecordKind) -> Option<crate::sync::Rematched> {
+    let rt = match crate::cli::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!(
+                "warning: the decision is saved, but `unplaced` could not be refreshed ({}); the next sync refreshes it",
+                crate::display::error_line(&e.message)
+            );
+            return None;
+        }
+    };
+    let rematched = rematch_kind(app, &rt, kind);
+    if kind == RecordKind::Organization {
+        rematch_kind(app, &rt, RecordKind::Configuration);
+    }
+    rematched
+}
+
+/// One kind of [`rematch_after_decision`].
+fn rematch_kind(
+    app: &App,
+    rt: &tokio::runtime::Runtime,
+    kind: RecordKind,
+) -> Option<crate::sync::Rematched> {
+    match crate::sync::rematch_stored(app, rt, kind) {
+        Ok(Ok(rematched)) => Some(rematched),
+        Ok(Err(crate::sync::NotRematched::NothingStored(_))) => None,
+        Ok(Err(why)) => {
+            eprintln!("note: `unplaced` is not refreshed: {why}");
+            None
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: the decision is saved, but `unplaced` could not be refreshed ({}); the next sync refreshes it",
+                crate::display::error_line(&e.message)
+            );
+            None
+        }
+    }
+}
+
+/// One ignored record, as `ignored` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IgnoredRecord {
+    /// `organization` or `configuration`.
+    pub kind: String,
+    /// The IT Glue id.
+    pub itglue_id: String,
+    /// The connector-side id (the same as `itglue_id`).
+    pub source_id: String,
+    /// The record's name as last received, or `None` when the last sync did not receive it.
+    pub name: Option<String>,
+    /// When it was ignored.
+    pub decided_at: String,
+    /// Who ignored it, or `None` for a decision made before decisions were logged.
+    pub actor: Option<String>,
+}
+
+/// Every ignored record of a connector, organizations first, by id.
+pub fn ignored_records(
+    conn: &rusqlite::Connection,
+    connector: &str,
+) -> Result<Vec<IgnoredRecord>, AppError> {
+    let mut stmt = conn.prepare(
+        "SELECT d.kind, d.itglue_id, r.name, d.decided_at,
+                (SELECT g.actor FROM decision_log g
+                  WHERE g.connector = d.connector AND g.record_kind = d.kind
+                    AND g.source_id = d.itglue_id AND g.action = 'ignore'
+                  ORDER BY g.id DESC LIMIT 1)
+         FROM decisions d
+         LEFT JOIN itglue_records r
+                ON r.connector = d.connector AND r.kind = d.kind AND r.itglue_id = d.itglue_id
+         WHERE d.connector = ?1 AND d.action = 'ignore'",
+    )?;
+    let mut rows: Vec<IgnoredRecord> = stmt
+        .query_map([connector], |r| {
+            let id: String = r.get(1)?;
+            Ok(IgnoredRecord {
+                kind: r.get(0)?,
+                source_id: id.clone(),
+                itglue_id: id,
+                name: r.get(2)?,
+                decided_at: r.get(3)?,
+                actor: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.sort_by(|a, b| {
+        b.kind
+            .cmp(&a.kind)
+            .then_with(|| id_order(&a.itglue_id, &b.itglue_id))
+    });
+    Ok(rows)
+}
+
+/// `ignored [--json]`: every ignored record, with its name, and when and by whom.
+pub fn ignored_command(app: &App, json_out: bool) -> Result<(), AppError> {
+    let rows = ignored_records(&app.conn, app.name())?;
+    if json_out {
+        print_json(&serde_json::to_value(&rows).unwrap_or_else(|_| json!([])));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("Nothing is ignored.");
+        return Ok(());
+    }
+    let mut current = "";
+    for row in &rows {
+        if row.kind != current {
+            current = &row.kind;
+            println!(
+                "{}:",
+                if current == "organization" {
+                    "Ignored organizations"
+                } else {
+                    "Ignored configurations"
+                }
+            );
+        }
+        // Ids and names come from the API, actors from the environment of whoever decided:
+        // each is shown safe and bounded.
+        println!(
+            "  {:>10}  {:<32}  ignored {} by {}",
+            safe(&row.itglue_id),
+            safe_within(
+                row.name.as_deref().unwrap_or("(not in the last sync)"),
+                NAME_COLUMN
+            ),
+            safe(&row.decided_at),
+            safe(row.actor.as_deref().unwrap_or("an earlier version"))
+        );
+    }
+    println!(
+        "Place one again: scopable-host {} reset organization|configuration ITGLUE_ID",
+        safe(app.name())
+    );
+    Ok(())
+}
+
+/// One logged decision, as `activity` lists it (with `"kind": "decision"`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LoggedDecision {
+    /// When it was made.
+    pub at: String,
+    /// `link`, `ignore`, `reset` or `disconnect`.
+    pub action: String,
+    /// `organization` or `configuration`; `None` for `disconnect`.
+    pub record_kind: Option<String>,
+    /// The connector-side id of the record; `None` for `disconnect`.
+    pub source_id: Option<String>,
+    /// The link's target; for a reset, the target of the manual link it dropped.
+    pub scopable_id: Option<String>,
+    /// Who made it: `cli:<user>` or `token:<token_id>`.
+    pub actor: String,
+}
+
+/// The newest logged decisions of a connector, newest first, with their row ids.
+pub fn logged_decisions(
+    conn: &rusqlite::Connection,
+    connector: &str,
+    limit: usize,
+) -> Result<Vec<(i64, LoggedDecision)>, AppError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, at, action, record_kind, source_id, scopable_id, actor FROM decision_log
+         WHERE connector = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![connector, limit as i64], |r| {
+        Ok((
+            r.get(0)?,
+            LoggedDecision {
+                at: r.get(1)?,
+                action: r.get(2)?,
+                record_kind: r.get(3)?,
+                source_id: r.get(4)?,
+                scopable_id: r.get(5)?,
+                actor: r.get(6)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod decision_tests {
+    use super::*;
+
+    #[test]
+    fn the_actor_is_the_user_when_the_name_is_fit_to_show() {
+        assert_eq!(
+            actor_from(Some("alice"), Some("bob"), Some(1000)),
+            "cli:alice"
+        );
+        assert_eq!(actor_from(None, Some("bob"), Some(1000)), "cli:bob");
+        // Control characters, spaces, bidirectional controls, empty or over-long names are
+        // not taken: the next source is.
+        for bad in [
+            "ev\u{1b}[31mil",
+            "two words",
+            "a\u{202e}b",
+            "",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                actor_from(Some(bad), Some("bob"), Some(7)),
+                "cli:bob",
+                "{bad:?}"
+            );
+            assert_eq!(actor_from(Some(bad), None, Some(7)), "cli:uid:7", "{bad:?}");
+        }
+        assert_eq!(actor_from(Some(&"x".repeat(64)), None, None).len(), 68);
+        assert_eq!(actor_from(None, None, None), "cli:unknown");
+    }
+
+    #[test]
+    fn a_decision_is_logged_with_its_actor() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = db::open(&dir.path().join("d.db")).unwrap();
+        record_decision(
+            &conn,
+            "itglue",
+            DecisionAction::Link,
+            Some((RecordKind::Organization, "1001")),
+            Some("c1"),
+            "cli:alice",
+        )
+        .unwrap();
+        record_decision(
+            &conn,
+            "itglue",
+            DecisionAction::Disconnect,
+            None,
+            None,
+            "cli:bob",
+        )
+        .unwrap();
+        let logged = logged_decisions(&conn, "itglue", 10).unwrap();
+        let rows: Vec<_> = logged.iter().map(|(_, d)| d.clone()).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (
+                rows[0].action.as_str(),
+                rows[0].record_kind.as_deref(),
+                rows[0].actor.as_str()
+            ),
+            ("disconnect", None, "cli:bob")
+        );
+        assert_eq!(
+            (
+                rows[1].action.as_str(),
+                rows[1].record_kind.as_deref(),
+                rows[1].source_id.as_deref(),
+                rows[1].scopable_id.as_deref()
+            ),
+            ("link", Some("organization"), Some("1001"), Some("c1"))
+        );
+        assert!(logged_decisions(&conn, "other", 10).unwrap().is_empty());
+    }
 }

@@ -333,10 +333,15 @@ fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
 fn write_private_atomically(path: &Path, component: &Component) -> anyhow::Result<()> {
     let bytes = component.serialize()?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // A file left under this name by an earlier process is never reused (its mode would be
+    // kept): it is removed, and the new one created owner-only.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     file.write_all(&bytes)?;
@@ -808,5 +813,149 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// Loads the built-in component through a fresh sandbox (a new engine, as a new process
+    /// would have) caching in `dir`.
+    fn load_builtin(dir: &Path) -> LoadedConnector {
+        let sandbox = Sandbox::new(Some(dir.to_path_buf())).unwrap();
+        let manifest = crate::builtin::itglue_manifest().unwrap();
+        sandbox
+            .load(
+                crate::builtin::ITGLUE_WASM,
+                manifest,
+                Some(crate::builtin::ITGLUE_SHA256),
+            )
+            .unwrap()
+    }
+
+    /// The files in `dir`, by name, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The one compiled artifact in `dir`.
+    fn artifact_in(dir: &Path) -> PathBuf {
+        let names = names_in(dir);
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(
+            names[0].starts_with(crate::builtin::ITGLUE_SHA256) && names[0].ends_with(".cwasm"),
+            "{names:?}"
+        );
+        dir.join(&names[0])
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// A cache directory others may enter is made owner-only; the artifact is written
+    /// owner-only, with no temporary file left; a later engine reuses it, and the reused
+    /// component runs.
+    #[tokio::test]
+    async fn the_cache_is_owner_only_and_its_artifacts_are_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let first = load_builtin(&dir);
+        assert!(!first.from_cache);
+        assert_eq!(mode_of(&dir), 0o700);
+        let artifact = artifact_in(&dir);
+        assert_eq!(mode_of(&artifact), 0o600);
+
+        let second = load_builtin(&dir);
+        assert!(second.from_cache, "the cached artifact was not reused");
+        assert_eq!(artifact_in(&dir), artifact);
+        let base = BaseUrl::parse("http://127.0.0.1:9").unwrap();
+        let ctx = CallContext::standalone(&second, base, "k3y").unwrap();
+        second.instantiate_only(&ctx).await.unwrap();
+
+        // A directory that does not exist yet is created owner-only.
+        let nested = tmp.path().join("a").join("b");
+        assert!(!load_builtin(&nested).from_cache);
+        assert_eq!(mode_of(&nested), 0o700);
+        artifact_in(&nested);
+    }
+
+    /// Deserializing trusts the bytes, so an artifact that others could have written, or one
+    /// that is damaged, is never loaded: the component is compiled again and the artifact
+    /// replaced, owner-only. Temporary files left by an interrupted write break nothing.
+    #[test]
+    fn unsafe_damaged_or_stale_cache_files_are_not_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        assert!(!load_builtin(&dir).from_cache);
+        let artifact = artifact_in(&dir);
+
+        // Writable by the group or others: ignored, then replaced.
+        for mode in [0o620, 0o602, 0o666] {
+            std::fs::set_permissions(&artifact, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(!load_builtin(&dir).from_cache, "mode {mode:o} trusted");
+            assert_eq!(mode_of(&artifact), 0o600);
+            assert!(load_builtin(&dir).from_cache);
+        }
+
+        // Damaged: not loaded, recompiled, replaced.
+        std::fs::write(&artifact, b"not a compiled component").unwrap();
+        assert!(!load_builtin(&dir).from_cache);
+        assert!(load_builtin(&dir).from_cache);
+
+        // Temporary files of an interrupted write, this process's own name among them, open
+        // to others: the next write still leaves one owner-only artifact, and they are never
+        // loaded in its place.
+        std::fs::remove_file(&artifact).unwrap();
+        let ours = artifact.with_extension(format!("tmp{}", std::process::id()));
+        let other = artifact.with_extension("tmp1");
+        for stale in [&ours, &other] {
+            std::fs::write(stale, b"half a component").unwrap();
+            std::fs::set_permissions(stale, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        assert!(!load_builtin(&dir).from_cache);
+        assert_eq!(mode_of(&artifact), 0o600);
+        assert!(load_builtin(&dir).from_cache);
+        assert!(
+            !ours.exists(),
+            "this process's temporary file was left behind"
+        );
+    }
+
+    /// An artifact or a cache directory owned by another user is not trusted: the artifact is
+    /// not loaded, and nothing is written into the directory. Changing owners needs root; as
+    /// another user the test says so and checks nothing more.
+    #[test]
+    fn cache_files_of_another_user_are_not_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        load_builtin(&dir);
+        let artifact = artifact_in(&dir);
+        const NOBODY: u32 = 65534;
+        if let Err(e) = std::os::unix::fs::chown(&artifact, Some(NOBODY), None) {
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+            eprintln!("not root: ownership checks not exercised ({e})");
+            return;
+        }
+        assert!(
+            !load_builtin(&dir).from_cache,
+            "another user's artifact was loaded"
+        );
+        assert_eq!(
+            std::fs::metadata(&artifact).unwrap().uid(),
+            current_uid().unwrap()
+        );
+        assert!(load_builtin(&dir).from_cache);
+
+        // A directory of another user's: the cache is off, nothing is read or written there.
+        std::fs::remove_file(&artifact).unwrap();
+        std::os::unix::fs::chown(&dir, Some(NOBODY), None).unwrap();
+        assert!(!load_builtin(&dir).from_cache);
+        assert!(!load_builtin(&dir).from_cache);
+        assert!(names_in(&dir).is_empty(), "{:?}", names_in(&dir));
     }
 }

@@ -17,6 +17,11 @@ use std::time::Instant;
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 
+/// Most storage operations one export call may make (each is audited, so this also bounds the
+/// audit rows one call can write). The next one is refused (rule `storage-ops`) and fails the
+/// call.
+pub const MAX_STORAGE_OPS_PER_CALL: u32 = 1000;
+
 /// The audit rule of a storage operation refused because the export is `match`.
 pub const NO_STORAGE_IN_MATCH: &str = "no-storage-in-match";
 
@@ -39,6 +44,8 @@ struct CallScope {
     report: Arc<Mutex<CallReport>>,
     /// False for `match`: every operation is refused.
     allowed: bool,
+    /// Operations asked for so far in this call.
+    ops: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl StorageHandle {
@@ -66,7 +73,11 @@ impl StorageHandle {
     /// refused with `unavailable`, audited under [`NO_STORAGE_IN_MATCH`], and fails the call.
     pub fn for_call(&self, report: Arc<Mutex<CallReport>>, allowed: bool) -> StorageHandle {
         StorageHandle {
-            call: Some(CallScope { report, allowed }),
+            call: Some(CallScope {
+                report,
+                allowed,
+                ops: Default::default(),
+            }),
             ..self.clone()
         }
     }
@@ -127,6 +138,34 @@ impl StorageHandle {
                 "storage is not available to `match`".into(),
             ));
         }
+        if let Some(scope) = &self.call {
+            let n = scope.ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n > MAX_STORAGE_OPS_PER_CALL {
+                let denial = Denial {
+                    rule: Rule::StorageOps,
+                    message: format!(
+                        "this call already made {MAX_STORAGE_OPS_PER_CALL} storage operations; keep state small and read it once per call"
+                    ),
+                };
+                let detail = denial.message.clone();
+                if refuse(&scope.report, Some(denial)) {
+                    self.audit.record(Event {
+                        capability: "storage",
+                        method: op.to_string(),
+                        path,
+                        allowed: false,
+                        rule: Some(Rule::StorageOps.name().to_string()),
+                        bytes,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        detail: Some(detail),
+                        ..Event::default()
+                    });
+                }
+                return Err(StorageError::QuotaExceeded(format!(
+                    "more than {MAX_STORAGE_OPS_PER_CALL} storage operations in one call"
+                )));
+            }
+        }
         let this = self.clone();
         let result = tokio::task::spawn_blocking(move || f(&this))
             .await
@@ -142,6 +181,17 @@ impl StorageHandle {
             Err(StorageError::InvalidKey(_)) => Some("storage-key"),
             Err(StorageError::Unavailable(_)) => Some("storage-unavailable"),
         };
+        // The database failing under a storage call is the host's failure, not the API's or
+        // the connector's (a database-less run answers `unavailable` by design).
+        if let (Some(scope), Err(StorageError::Unavailable(why)), Some(_)) =
+            (&self.call, &result, &self.conn)
+            && let Ok(mut r) = scope.report.lock()
+            && r.host_failure.is_none()
+        {
+            r.host_failure = Some(format!(
+                "the connector's storage in the database failed: {why}"
+            ));
+        }
         let recorded = match (&self.call, rule) {
             (Some(scope), Some(_)) => refuse(&scope.report, None),
             _ => true,
@@ -430,5 +480,151 @@ mod tests {
         let rows = f.rows();
         assert_eq!(rows.len() as u32, MAX_DENIALS_PER_CALL, "{rows:?}");
         assert_eq!(f.kv_rows(), 0);
+    }
+
+    /// A handle on its own connection to `f`'s database, under `limits`.
+    fn handle_with(f: &Fixture, limits: &Limits) -> StorageHandle {
+        let conn = Arc::new(Mutex::new(crate::db::open(&f.path).unwrap()));
+        StorageHandle::new(Some(conn), "itglue", limits, f.audit.clone())
+    }
+
+    /// Bytes stored: every key's UTF-8 bytes plus every value's.
+    fn stored_bytes(f: &Fixture) -> i64 {
+        let c = crate::db::open(&f.path).unwrap();
+        c.query_row(
+            "SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0) FROM kv",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    /// Keys and values together stay within `storage_max_total_bytes`, keys counted in UTF-8
+    /// bytes (not characters): the write that would go over is refused (`quota-exceeded`, rule
+    /// `storage-quota`) and stores nothing, and replacing a value counts its new size only.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_total_is_bounded_in_bytes_multi_byte_keys_included() {
+        let f = fixture();
+        let limits = Limits {
+            storage_max_value_bytes: 64,
+            storage_max_total_bytes: 100,
+            ..Limits::default()
+        };
+        let h = handle_with(&f, &limits);
+        // 10 characters, 20 bytes, and 30 bytes of value: 50.
+        let wide = "é".repeat(10);
+        h.set(wide.clone(), vec![1; 30]).await.unwrap();
+        // 5 characters, 10 bytes, and 40: 100, the limit exactly.
+        h.set("ü".repeat(5), vec![2; 40]).await.unwrap();
+        assert_eq!(stored_bytes(&f), 100);
+        // Counted in characters this would fit (86 of 100); in bytes it is 101.
+        let over = h.set("x".into(), Vec::new()).await;
+        match over {
+            Err(StorageError::QuotaExceeded(why)) => {
+                assert!(why.contains("storage_max_total_bytes"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(h.get("x".into()).await.unwrap(), None);
+        assert_eq!(stored_bytes(&f), 100);
+        // Replacing a value counts the new value, not both.
+        h.set(wide.clone(), vec![3; 10]).await.unwrap();
+        assert_eq!(stored_bytes(&f), 80);
+        assert!(matches!(
+            h.set("x".into(), vec![4; 20]).await,
+            Err(StorageError::QuotaExceeded(_))
+        ));
+        h.set("x".into(), vec![4; 19]).await.unwrap();
+        assert_eq!(stored_bytes(&f), 100);
+        // Growing a value past the total is refused too, and keeps the old value.
+        assert!(matches!(
+            h.set(wide.clone(), vec![5; 11]).await,
+            Err(StorageError::QuotaExceeded(_))
+        ));
+        assert_eq!(h.get(wide).await.unwrap(), Some(vec![3; 10]));
+        let refused: Vec<_> = f
+            .rows()
+            .into_iter()
+            .filter(|r| r.1 == "denied")
+            .map(|r| (r.0, r.2))
+            .collect();
+        let quota = Some("storage-quota".to_string());
+        assert_eq!(
+            refused,
+            [
+                ("set".to_string(), quota.clone()),
+                ("set".to_string(), quota.clone()),
+                ("set".to_string(), quota)
+            ]
+        );
+    }
+
+    /// Keys must be 1 to 256 bytes (UTF-8 bytes, not characters): any other is refused with
+    /// `invalid-key` by every operation (rule `storage-key`) and nothing is stored.
+    #[tokio::test(flavor = "current_thread")]
+    async fn keys_outside_one_to_256_bytes_are_invalid() {
+        let f = fixture();
+        let h = &f.handle;
+        let longest = "k".repeat(MAX_KEY_BYTES);
+        let wide = "é".repeat(MAX_KEY_BYTES / 2); // 128 characters, 256 bytes
+        h.set(longest.clone(), b"v".to_vec()).await.unwrap();
+        h.set(wide.clone(), b"v".to_vec()).await.unwrap();
+        let invalid = |r: Result<(), StorageError>| match r {
+            Err(StorageError::InvalidKey(why)) => assert!(why.contains("1..=256 bytes"), "{why}"),
+            other => panic!("{other:?}"),
+        };
+        // 129 characters are 258 bytes.
+        for key in [
+            String::new(),
+            "k".repeat(MAX_KEY_BYTES + 1),
+            "é".repeat(129),
+        ] {
+            invalid(h.set(key.clone(), b"v".to_vec()).await);
+            invalid(h.get(key.clone()).await.map(|_| ()));
+            invalid(h.delete(key).await);
+        }
+        assert_eq!(f.kv_rows(), 2);
+        let rows = f.rows();
+        let refused: Vec<_> = rows.iter().filter(|r| r.1 == "denied").collect();
+        assert_eq!(refused.len(), 9, "{rows:?}");
+        assert!(
+            refused
+                .iter()
+                .all(|r| r.2.as_deref() == Some("storage-key")),
+            "{rows:?}"
+        );
+        assert_eq!(h.get(longest).await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(h.get(wide).await.unwrap(), Some(b"v".to_vec()));
+    }
+
+    /// Writers on separate connections (two processes, say) racing for the last bytes never
+    /// go over the total together: the check and the write are one transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_never_exceed_the_total() {
+        let f = fixture();
+        let limits = Limits {
+            storage_max_total_bytes: 100,
+            ..Limits::default()
+        };
+        let writers = [handle_with(&f, &limits), handle_with(&f, &limits)];
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let h = writers[i % 2].clone();
+            // A 2-byte key and 10 bytes of value: 8 of them fit.
+            tasks.push(tokio::spawn(async move {
+                h.set(format!("{i:02}"), vec![0; 10]).await
+            }));
+        }
+        let mut stored = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => stored += 1,
+                Err(StorageError::QuotaExceeded(_)) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(stored, 8);
+        assert_eq!(f.kv_rows(), 8);
+        assert_eq!(stored_bytes(&f), 96);
     }
 }

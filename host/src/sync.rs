@@ -40,6 +40,8 @@ pub enum Change {
     Add {
         /// IT Glue id.
         itglue_id: String,
+        /// The IT Glue record's name, as received in this sync.
+        name: Option<String>,
         /// Scopable id.
         scopable_id: String,
         /// Evidence names.
@@ -49,6 +51,9 @@ pub enum Change {
     Remove {
         /// IT Glue id.
         itglue_id: String,
+        /// The IT Glue record's name, when it was received in this sync (`None` when the
+        /// record is gone from the source).
+        name: Option<String>,
         /// The Scopable id it pointed to.
         scopable_id: String,
         /// Why.
@@ -56,10 +61,105 @@ pub enum Change {
     },
 }
 
-/// A record as the host keeps it for review: its name and, for configurations, organization.
+/// A record as the host keeps it (`itglue_records`): its name, its organization
+/// (configurations), and every other field the connector gave, the identifiers the matcher
+/// reads among them, so that it can be placed again without the network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Seen {
     name: String,
     organization_id: Option<String>,
+    short_name: Option<String>,
+    type_name: Option<String>,
+    status_name: Option<String>,
+    hostname: Option<String>,
+    primary_ip: Option<String>,
+    serial_number: Option<String>,
+    mac_addresses: Vec<String>,
+    archived: bool,
+}
+
+impl Seen {
+    fn of_organization(o: &types::Organization) -> Seen {
+        Seen {
+            name: o.name.clone(),
+            short_name: o.short_name.clone(),
+            type_name: o.type_name.clone(),
+            status_name: o.status_name.clone(),
+            ..Seen::default()
+        }
+    }
+
+    fn of_configuration(c: &types::Configuration) -> Seen {
+        Seen {
+            name: c.name.clone(),
+            organization_id: Some(c.organization_id.clone()),
+            type_name: c.type_name.clone(),
+            hostname: c.hostname.clone(),
+            primary_ip: c.primary_ip.clone(),
+            serial_number: c.serial_number.clone(),
+            mac_addresses: c.mac_addresses.clone(),
+            archived: c.archived,
+            ..Seen::default()
+        }
+    }
+
+    /// The organization as the connector gave it.
+    fn organization(&self, id: &str) -> types::Organization {
+        types::Organization {
+            id: id.to_string(),
+            name: self.name.clone(),
+            short_name: self.short_name.clone(),
+            type_name: self.type_name.clone(),
+            status_name: self.status_name.clone(),
+        }
+    }
+
+    /// The configuration as the connector gave it.
+    fn configuration(&self, id: &str) -> types::Configuration {
+        types::Configuration {
+            id: id.to_string(),
+            organization_id: self.organization_id.clone().unwrap_or_default(),
+            name: self.name.clone(),
+            hostname: self.hostname.clone(),
+            primary_ip: self.primary_ip.clone(),
+            serial_number: self.serial_number.clone(),
+            mac_addresses: self.mac_addresses.clone(),
+            type_name: self.type_name.clone(),
+            archived: self.archived,
+        }
+    }
+}
+
+/// The stored records of a kind, each with whether it keeps every field (rows written before
+/// the schema kept them, or whose MAC list cannot be read, do not, until the next sync).
+fn stored_records(
+    conn: &Connection,
+    connector: &str,
+    kind: &str,
+) -> rusqlite::Result<BTreeMap<String, (Seen, bool)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT itglue_id, name, organization_id, short_name, type_name, status_name, hostname,
+                primary_ip, serial_number, mac_addresses, archived, identifiers_kept
+         FROM itglue_records WHERE connector = ?1 AND kind = ?2",
+    )?;
+    let rows = stmt.query_map(params![connector, kind], |r| {
+        let macs: Option<Vec<String>> = serde_json::from_str(&r.get::<_, String>(9)?).ok();
+        let kept = r.get::<_, bool>(11)? && macs.is_some();
+        let seen = Seen {
+            name: r.get(1)?,
+            organization_id: r.get(2)?,
+            short_name: r.get(3)?,
+            type_name: r.get(4)?,
+            status_name: r.get(5)?,
+            hostname: r.get(6)?,
+            primary_ip: r.get(7)?,
+            serial_number: r.get(8)?,
+            mac_addresses: macs.unwrap_or_default(),
+            archived: r.get(10)?,
+        };
+        Ok((r.get::<_, String>(0)?, (seen, kept)))
+    })?;
+    rows.collect()
 }
 
 /// What a sync's decisions rest on: every manual decision and every organization link. If it
@@ -302,17 +402,20 @@ fn plan(
                     Some(old) => {
                         changes.push(Change::Remove {
                             itglue_id: id.clone(),
+                            name: Some(name.clone()),
                             scopable_id: old.clone(),
                             why: format!("the evidence now points at {}", link.scopable_id),
                         });
                         changes.push(Change::Add {
                             itglue_id: id.clone(),
+                            name: Some(name),
                             scopable_id: link.scopable_id.clone(),
                             evidence,
                         });
                     }
                     None => changes.push(Change::Add {
                         itglue_id: id.clone(),
+                        name: Some(name),
                         scopable_id: link.scopable_id.clone(),
                         evidence,
                     }),
@@ -322,8 +425,12 @@ fn plan(
                 if let Some(old) = existing_auto.get(id.as_str()) {
                     changes.push(Change::Remove {
                         itglue_id: id.clone(),
+                        name: Some(name.clone()),
                         scopable_id: old.clone(),
-                        why: format!("now {}", reason_name(u.reason)),
+                        why: format!(
+                            "now {}",
+                            crate::describe::reason_label(reason_name(u.reason))
+                        ),
                     });
                 }
                 unplaced.push((
@@ -350,6 +457,7 @@ fn plan(
         };
         changes.push(Change::Remove {
             itglue_id: id.clone(),
+            name: seen.get(id.as_str()).map(|s| s.name.clone()),
             scopable_id: old.clone(),
             why: why.into(),
         });
@@ -406,39 +514,52 @@ fn plan(
 /// Most candidates, and most suggestions, one unplaced record may carry.
 pub const MAX_CANDIDATES: usize = 100;
 
-/// Which identifiers a record carries (non-empty), for checking a link's evidence.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The identifiers a record carries, normalized as the matching rules normalize them
+/// (`scopable_normalize`), for checking a link's evidence. Placeholders and unusable values
+/// are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Carries {
-    /// A name.
-    pub name: bool,
-    /// A serial number.
-    pub serial: bool,
-    /// At least one MAC address.
-    pub mac: bool,
-    /// A hostname.
-    pub hostname: bool,
+    /// The normalized name, when it is not empty.
+    pub name: Option<String>,
+    /// The normalized serial number, when usable.
+    pub serial: Option<String>,
+    /// The usable MAC addresses, normalized.
+    pub macs: Vec<String>,
+    /// The first DNS label of the hostname, when usable.
+    pub hostname: Option<String>,
 }
 
 impl Carries {
-    fn of(name: &str, serial: Option<&str>, macs: &[String], hostname: Option<&str>) -> Carries {
-        let some = |v: Option<&str>| v.is_some_and(|v| !v.trim().is_empty());
+    /// What a record with these fields carries.
+    pub fn of(
+        name: &str,
+        serial: Option<&str>,
+        macs: &[String],
+        hostname: Option<&str>,
+    ) -> Carries {
+        use scopable_normalize as n;
+        let name = n::normalize_name(name);
+        let mut macs: Vec<String> = macs.iter().filter_map(|m| n::normalize_mac(m)).collect();
+        macs.sort();
+        macs.dedup();
         Carries {
-            name: !name.trim().is_empty(),
-            serial: some(serial),
-            mac: macs.iter().any(|m| !m.trim().is_empty()),
-            hostname: some(hostname),
+            name: (!name.is_empty()).then_some(name),
+            serial: serial.and_then(n::normalize_serial),
+            macs,
+            hostname: hostname.and_then(n::normalize_hostname),
         }
     }
 }
 
-/// Checks a link's evidence against the record kind and what both records carry: an
-/// organization links on its name only; a configuration on its serial, MAC or hostname, each
-/// one carried by both sides; no evidence twice, and at least one.
+/// Checks a link's evidence against the record kind and both records: an organization links
+/// on its name only; a configuration on its serial, MAC or hostname; each piece of evidence
+/// must hold on the records themselves (equal normalized names, serials or first hostname
+/// labels, a MAC in common; placeholders never count); no evidence twice, and at least one.
 pub fn check_evidence(
     kind: RecordKind,
     evidence: &[types::Evidence],
-    source: Carries,
-    target: Carries,
+    source: &Carries,
+    target: &Carries,
 ) -> Result<(), String> {
     use types::Evidence as E;
     if evidence.is_empty() {
@@ -459,15 +580,19 @@ pub fn check_evidence(
                 kind.as_str()
             ));
         }
-        let carried = |c: Carries| match e {
-            E::Name => c.name,
-            E::Serial => c.serial,
-            E::Mac => c.mac,
-            E::Hostname => c.hostname,
+        let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+        let holds = match e {
+            E::Name => same(&source.name, &target.name),
+            E::Serial => same(&source.serial, &target.serial),
+            E::Hostname => same(&source.hostname, &target.hostname),
+            E::Mac => source
+                .macs
+                .iter()
+                .any(|m| target.macs.binary_search(m).is_ok()),
         };
-        if !carried(source) || !carried(target) {
+        if !holds {
             return Err(format!(
-                "evidence {name}, which the records do not both carry"
+                "evidence {name}, which the records do not agree on"
             ));
         }
     }
@@ -530,18 +655,7 @@ fn apply(
             stored_evidence.insert(id, evidence);
         }
     }
-    let mut stored_records: HashMap<String, (String, Option<String>)> = HashMap::new();
-    {
-        let mut stmt = tx.prepare(
-            "SELECT itglue_id, name, organization_id FROM itglue_records WHERE connector = ?1 AND kind = ?2",
-        )?;
-        for row in stmt.query_map(params![connector, kind], |r| {
-            Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))
-        })? {
-            let (id, record) = row?;
-            stored_records.insert(id, record);
-        }
-    }
+    let stored_records = stored_records(&tx, connector, kind)?;
     for change in &plan.changes {
         match change {
             Change::Remove { itglue_id, .. } => {
@@ -554,6 +668,7 @@ fn apply(
                 itglue_id,
                 scopable_id,
                 evidence,
+                ..
             } => {
                 tx.prepare_cached(
                     "INSERT INTO links (connector, kind, itglue_id, scopable_id, source, evidence, linked_at)
@@ -576,13 +691,7 @@ fn apply(
         "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2",
         params![connector, kind],
     )?;
-    for (id, name, reason, candidates, suggestions) in &plan.unplaced {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO unplaced (connector, kind, itglue_id, name, reason, candidates, suggestions)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![connector, kind, id, name, reason, candidates, suggestions])?;
-    }
+    insert_unplaced(&tx, connector, kind, &plan.unplaced)?;
     for id in stored_records.keys() {
         if !plan.seen.contains_key(id) {
             tx.prepare_cached(
@@ -594,18 +703,51 @@ fn apply(
     for (id, s) in &plan.seen {
         let unchanged = stored_records
             .get(id)
-            .is_some_and(|(name, org)| *name == s.name && *org == s.organization_id);
+            .is_some_and(|(stored, kept)| *kept && stored == s);
         if unchanged {
             continue;
         }
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO itglue_records (connector, kind, itglue_id, name, organization_id)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR REPLACE INTO itglue_records (connector, kind, itglue_id, name, organization_id,
+                 short_name, type_name, status_name, hostname, primary_ip, serial_number,
+                 mac_addresses, archived, identifiers_kept)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)",
         )?
-        .execute(params![connector, kind, id, s.name, s.organization_id])?;
+        .execute(params![
+            connector,
+            kind,
+            id,
+            s.name,
+            s.organization_id,
+            s.short_name,
+            s.type_name,
+            s.status_name,
+            s.hostname,
+            s.primary_ip,
+            s.serial_number,
+            json!(s.mac_addresses).to_string(),
+            s.archived
+        ])?;
     }
     finish_run(&tx, run_id, "ok", &plan.counts, None)?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Writes `unplaced` rows: (IT Glue id, name, reason, candidates JSON, suggestions JSON).
+fn insert_unplaced(
+    tx: &Connection,
+    connector: &str,
+    kind: &str,
+    rows: &[(String, String, String, String, String)],
+) -> rusqlite::Result<()> {
+    for (id, name, reason, candidates, suggestions) in rows {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO unplaced (connector, kind, itglue_id, name, reason, candidates, suggestions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![connector, kind, id, name, reason, candidates, suggestions])?;
+    }
     Ok(())
 }
 
@@ -813,17 +955,50 @@ fn run_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     }))
 }
 
-/// The last (non-dry-run) sync of a kind as a status summary, or null.
+/// The last (non-dry-run) sync of a kind as a status summary, or null before the first.
+///
+/// The summary is that run's counts, times, `status` and `error`: `"running"` while a process
+/// holds its lease (its counts are still zero), `"failed"` with its error when it failed or was
+/// interrupted (a `running` run whose lease lapsed: its process died), else `"ok"`. `"last_ok"`
+/// holds the counts and times of the newest run that succeeded (the same run when the last one
+/// did), or null, so that a failed or running sync never hides the last good counts.
 pub fn last_run_summary(conn: &Connection, connector: &str, kind: &str) -> Result<Value, AppError> {
-    let v = conn
+    let last = conn
         .query_row(
-            "SELECT * FROM sync_runs WHERE connector = ?1 AND kind = ?2 AND dry_run = 0 AND status != 'running'
+            "SELECT * FROM sync_runs
+             WHERE connector = ?1 AND kind = ?2 AND dry_run = 0 ORDER BY id DESC LIMIT 1",
+            params![connector, kind],
+            |r| Ok((run_json(r)?, r.get::<_, Option<i64>>("lease_until")?)),
+        )
+        .optional()?;
+    let Some((mut summary, lease_until)) = last else {
+        return Ok(Value::Null);
+    };
+    if summary["status"] == "running" && lease_until.is_none_or(|until| until < now_ms()) {
+        // What the next sync will record; a reader does not write it.
+        summary["status"] = json!("failed");
+        summary["error"] = json!(
+            "interrupted before it finished (its process stopped renewing its lease); nothing was applied"
+        );
+    }
+    let last_ok = conn
+        .query_row(
+            "SELECT * FROM sync_runs WHERE connector = ?1 AND kind = ?2 AND dry_run = 0 AND status = 'ok'
              ORDER BY id DESC LIMIT 1",
             params![connector, kind],
             run_json,
         )
-        .optional()?;
-    Ok(v.unwrap_or(Value::Null))
+        .optional()?
+        .map(|mut ok| {
+            if let Value::Object(map) = &mut ok {
+                for key in ["kind", "dry_run", "status", "error"] {
+                    map.remove(key);
+                }
+            }
+            ok
+        });
+    summary["last_ok"] = last_ok.unwrap_or(Value::Null);
+    Ok(summary)
 }
 
 /// Recent sync runs (all kinds), newest first, with their row ids.
@@ -860,18 +1035,41 @@ fn stored_context(
     Ok((ctx, stored.region, base, stored.verified_at))
 }
 
+/// The progress line's look: a bar once page 1 told how many pages there are, a count of
+/// pages when the listing is followed page by page, and before page 1 arrives only a spinner
+/// (never `0/0`).
+fn progress_style(total: Option<u32>, pages_done: u32) -> indicatif::ProgressStyle {
+    let template = match (total, pages_done) {
+        (Some(_), _) => "{msg} [{bar:30}] {pos}/{len} pages ({elapsed})",
+        (None, 0) => "{msg} {spinner} fetching page 1 ({elapsed})",
+        (None, _) => "{msg} {spinner} {pos} pages so far ({elapsed})",
+    };
+    indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
 fn progress_bar(show: bool, label: &'static str) -> Option<indicatif::ProgressBar> {
     if !show {
         return None;
     }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} pages ({elapsed})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = indicatif::ProgressBar::no_length();
+    bar.set_style(progress_style(None, 0));
     bar.set_message(label);
+    bar.enable_steady_tick(Duration::from_millis(200));
     Some(bar)
+}
+
+/// Shows `done` pages (of `total`, when known) on the progress line.
+fn show_progress_on(bar: &indicatif::ProgressBar, done: u32, total: Option<u32>) {
+    let length = total.map(u64::from);
+    if bar.length() != length || bar.position() == 0 {
+        bar.set_style(progress_style(total, done));
+        if let Some(length) = length {
+            bar.set_length(length);
+        }
+    }
+    bar.set_position(u64::from(done));
 }
 
 /// Runs a sync of one kind and returns its counts and changes, holding the lease of its
@@ -940,12 +1138,11 @@ fn run_sync(
     let connector = app.name().to_string();
     let timeout = Duration::from_secs(app.connector.manifest.limits.sync_timeout_secs);
     let bar = progress_bar(show_progress, kind.as_str());
+    // Retry notices go above it.
+    fetch::set_progress_line(bar.clone());
     let on_progress = |done: u32, total: Option<u32>| {
         if let Some(bar) = &bar {
-            if let Some(total) = total {
-                bar.set_length(u64::from(total));
-            }
-            bar.set_position(u64::from(done));
+            show_progress_on(bar, done, total);
         }
     };
     let result = rt.block_on(async {
@@ -962,6 +1159,7 @@ fn run_sync(
             ))),
         }
     });
+    fetch::set_progress_line(None);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -1002,182 +1200,335 @@ async fn compute(
     let started_basis = basis(&app.conn, connector)?;
     let decided = decisions(&app.conn, connector, kind.as_str())?;
     let existing = auto_links(&app.conn, connector, kind.as_str())?;
-    let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
     let planned = match kind {
         RecordKind::Organization => {
             let listing: Listing<types::Organization> =
                 fetch::fetch_all::<types::OrganizationPage>(app, ctx, progress)
                     .await
                     .map_err(Failure::Fetch)?;
-            let clients = crate::records::clients(&app.conn)?;
-            let client_carries: HashMap<String, Carries> = clients
-                .iter()
-                .map(|c| (c.id.clone(), Carries::of(&c.name, None, &[], None)))
-                .collect();
-            let org_carries: HashMap<String, Carries> = listing
-                .records
-                .iter()
-                .map(|o| (o.id.clone(), Carries::of(&o.name, None, &[], None)))
-                .collect();
-            let seen: BTreeMap<String, Seen> = listing
-                .records
-                .iter()
-                .map(|o| {
-                    (
-                        o.id.clone(),
-                        Seen {
-                            name: o.name.clone(),
-                            organization_id: None,
-                        },
-                    )
-                })
-                .collect();
-            let manual_fetched = decided.linked_among(&seen);
-            let input = types::MatchInput::Organizations(types::OrganizationMatch {
-                organizations: listing.records,
-                clients,
-                manual_links: decided.manual.clone(),
-                ignored: decided.ignored.clone(),
-            });
-            let placements = app
-                .connector
-                .match_records(ctx, input)
-                .await
-                .map_err(call_failed)?;
-            Ok(plan(
-                placements,
-                seen,
-                &listing.unreadable,
-                &decided,
-                &existing,
-                manual_fetched,
-                |id, link| {
-                    let client = &link.scopable_id;
-                    let Some(target) = client_carries.get(client) else {
-                        return Err(format!("a link to client {client:?}, which does not exist"));
-                    };
-                    let source = org_carries.get(id).copied().unwrap_or_default();
-                    check_evidence(RecordKind::Organization, &link.evidence, source, *target)
-                        .map_err(|e| format!("a link from organization {id} to {client} with {e}"))
-                },
-            )?)
+            plan_organizations(app, ctx, listing, &decided, &existing).await
         }
         RecordKind::Configuration => {
             let listing: Listing<types::Configuration> =
                 fetch::fetch_all::<types::ConfigurationPage>(app, ctx, progress)
                     .await
                     .map_err(Failure::Fetch)?;
-            // Each linked organization (auto or manual) has exactly one client.
-            let parents: Vec<types::Pair> =
-                crate::records::organization_links(&app.conn, connector)?;
-            let parent_of: HashMap<String, String> = parents
-                .iter()
-                .map(|p| (p.itglue_id.clone(), p.scopable_id.clone()))
-                .collect();
-            let parent_clients: HashSet<&str> = parent_of.values().map(String::as_str).collect();
-            let scopable = crate::records::configurations_of(&app.conn, &parent_clients)?;
-            let client_of: HashMap<String, String> = scopable
-                .iter()
-                .map(|c| (c.id.clone(), c.client_id.clone()))
-                .collect();
-            let target_carries: HashMap<String, Carries> = scopable
-                .iter()
-                .map(|c| {
-                    let carries = Carries::of(
-                        &c.name,
-                        c.serial_number.as_deref(),
-                        &c.mac_addresses,
-                        c.hostname.as_deref(),
-                    );
-                    (c.id.clone(), carries)
-                })
-                .collect();
-            let source_carries: HashMap<String, Carries> = listing
-                .records
-                .iter()
-                .map(|c| {
-                    let carries = Carries::of(
-                        &c.name,
-                        c.serial_number.as_deref(),
-                        &c.mac_addresses,
-                        c.hostname.as_deref(),
-                    );
-                    (c.id.clone(), carries)
-                })
-                .collect();
-            let seen: BTreeMap<String, Seen> = listing
-                .records
-                .iter()
-                .map(|c| {
-                    (
-                        c.id.clone(),
-                        Seen {
-                            name: c.name.clone(),
-                            organization_id: Some(c.organization_id.clone()),
-                        },
-                    )
-                })
-                .collect();
-            let archived: HashSet<String> = listing
-                .records
-                .iter()
-                .filter(|c| c.archived)
-                .map(|c| c.id.clone())
-                .collect();
-            let org_of: HashMap<String, String> = listing
-                .records
-                .iter()
-                .map(|c| (c.id.clone(), c.organization_id.clone()))
-                .collect();
-            let manual_fetched = decided.linked_among(&seen);
-            let placements = match_configurations_in_batches(
-                app,
-                ctx,
-                listing.records,
-                scopable,
-                &parents,
-                &decided,
-            )
-            .await
-            .map_err(call_failed)?;
-            Ok(plan(
-                placements,
-                seen,
-                &listing.unreadable,
-                &decided,
-                &existing,
-                manual_fetched,
-                |id, link| {
-                    let target = &link.scopable_id;
-                    if archived.contains(id) {
-                        return Err(format!("a link for archived configuration {id}"));
-                    }
-                    let expected = org_of.get(id).and_then(|org| parent_of.get(org));
-                    match (expected, client_of.get(target)) {
-                        (_, None) => {
-                            return Err(format!(
-                                "a link to configuration {target:?}, which does not exist under a linked client"
-                            ));
-                        }
-                        (Some(want), Some(got)) if want == got => {}
-                        _ => {
-                            return Err(format!(
-                                "a link from configuration {id} to {target:?}, outside the client its organization is linked to"
-                            ));
-                        }
-                    }
-                    let source = source_carries.get(id).copied().unwrap_or_default();
-                    let dest = target_carries.get(target).copied().unwrap_or_default();
-                    check_evidence(RecordKind::Configuration, &link.evidence, source, dest)
-                        .map_err(|e| format!("a link from configuration {id} to {target} with {e}"))
-                },
-            )?)
+            plan_configurations(app, ctx, listing, &decided, &existing).await
         }
     };
     planned.map(|mut p: Plan| {
         p.basis = started_basis;
         p
     })
+}
+
+/// Places organizations (received, or stored) onto clients and checks every placement.
+async fn plan_organizations(
+    app: &App,
+    ctx: &CallContext,
+    listing: Listing<types::Organization>,
+    decided: &Decisions,
+    existing: &HashMap<String, String>,
+) -> Result<Plan, Failure> {
+    let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
+    let clients = crate::records::clients(&app.conn)?;
+    let client_carries: HashMap<String, Carries> = clients
+        .iter()
+        .map(|c| (c.id.clone(), Carries::of(&c.name, None, &[], None)))
+        .collect();
+    let org_carries: HashMap<String, Carries> = listing
+        .records
+        .iter()
+        .map(|o| (o.id.clone(), Carries::of(&o.name, None, &[], None)))
+        .collect();
+    let seen: BTreeMap<String, Seen> = listing
+        .records
+        .iter()
+        .map(|o| (o.id.clone(), Seen::of_organization(o)))
+        .collect();
+    let manual_fetched = decided.linked_among(&seen);
+    let input = types::MatchInput::Organizations(types::OrganizationMatch {
+        organizations: listing.records,
+        clients,
+        manual_links: decided.manual.clone(),
+        ignored: decided.ignored.clone(),
+    });
+    let placements = app
+        .connector
+        .match_records(ctx, input)
+        .await
+        .map_err(call_failed)?;
+    Ok(plan(
+        placements,
+        seen,
+        &listing.unreadable,
+        decided,
+        existing,
+        manual_fetched,
+        |id, link| {
+            let client = &link.scopable_id;
+            let Some(target) = client_carries.get(client) else {
+                return Err(format!("a link to client {client:?}, which does not exist"));
+            };
+            let source = org_carries.get(id).cloned().unwrap_or_default();
+            check_evidence(RecordKind::Organization, &link.evidence, &source, target)
+                .map_err(|e| format!("a link from organization {id} to {client} with {e}"))
+        },
+    )?)
+}
+
+/// Places configurations (received, or stored) onto the Scopable configurations of the
+/// clients their organizations are linked to, and checks every placement.
+async fn plan_configurations(
+    app: &App,
+    ctx: &CallContext,
+    listing: Listing<types::Configuration>,
+    decided: &Decisions,
+    existing: &HashMap<String, String>,
+) -> Result<Plan, Failure> {
+    let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
+    let connector = app.name();
+    // Each linked organization (auto or manual) has exactly one client.
+    let parents: Vec<types::Pair> = crate::records::organization_links(&app.conn, connector)?;
+    let parent_of: HashMap<String, String> = parents
+        .iter()
+        .map(|p| (p.itglue_id.clone(), p.scopable_id.clone()))
+        .collect();
+    let parent_clients: HashSet<&str> = parent_of.values().map(String::as_str).collect();
+    let scopable = crate::records::configurations_of(&app.conn, &parent_clients)?;
+    let client_of: HashMap<String, String> = scopable
+        .iter()
+        .map(|c| (c.id.clone(), c.client_id.clone()))
+        .collect();
+    let target_carries: HashMap<String, Carries> = scopable
+        .iter()
+        .map(|c| {
+            let carries = Carries::of(
+                &c.name,
+                c.serial_number.as_deref(),
+                &c.mac_addresses,
+                c.hostname.as_deref(),
+            );
+            (c.id.clone(), carries)
+        })
+        .collect();
+    let source_carries: HashMap<String, Carries> = listing
+        .records
+        .iter()
+        .map(|c| {
+            let carries = Carries::of(
+                &c.name,
+                c.serial_number.as_deref(),
+                &c.mac_addresses,
+                c.hostname.as_deref(),
+            );
+            (c.id.clone(), carries)
+        })
+        .collect();
+    let seen: BTreeMap<String, Seen> = listing
+        .records
+        .iter()
+        .map(|c| (c.id.clone(), Seen::of_configuration(c)))
+        .collect();
+    let archived: HashSet<String> = listing
+        .records
+        .iter()
+        .filter(|c| c.archived)
+        .map(|c| c.id.clone())
+        .collect();
+    let org_of: HashMap<String, String> = listing
+        .records
+        .iter()
+        .map(|c| (c.id.clone(), c.organization_id.clone()))
+        .collect();
+    let manual_fetched = decided.linked_among(&seen);
+    let placements =
+        match_configurations_in_batches(app, ctx, listing.records, scopable, &parents, decided)
+            .await
+            .map_err(call_failed)?;
+    Ok(plan(
+        placements,
+        seen,
+        &listing.unreadable,
+        decided,
+        existing,
+        manual_fetched,
+        |id, link| {
+            let target = &link.scopable_id;
+            if archived.contains(id) {
+                return Err(format!("a link for archived configuration {id}"));
+            }
+            let expected = org_of.get(id).and_then(|org| parent_of.get(org));
+            match (expected, client_of.get(target)) {
+                (_, None) => {
+                    return Err(format!(
+                        "a link to configuration {target:?}, which does not exist under a linked client"
+                    ));
+                }
+                (Some(want), Some(got)) if want == got => {}
+                _ => {
+                    return Err(format!(
+                        "a link from configuration {id} to {target:?}, outside the client its organization is linked to"
+                    ));
+                }
+            }
+            let source = source_carries.get(id).cloned().unwrap_or_default();
+            let dest = target_carries.get(target).cloned().unwrap_or_default();
+            check_evidence(RecordKind::Configuration, &link.evidence, &source, &dest)
+                .map_err(|e| format!("a link from configuration {id} to {target} with {e}"))
+        },
+    )?)
+}
+
+/// What placing the stored records again found: the records it could not place, with their
+/// reasons, and those it would link at the next sync (it links nothing itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rematched {
+    /// (IT Glue id, reason) of each record listed as unplaced.
+    pub unplaced: Vec<(String, String)>,
+    /// (IT Glue id, Scopable id) of each record the next sync would link automatically.
+    pub would_link: Vec<(String, String)>,
+}
+
+/// Why the stored records were not placed again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotRematched {
+    /// No record of the kind was received yet.
+    #[error("no {0} was received yet; run a sync")]
+    NothingStored(&'static str),
+    /// Some stored records lack identifiers (kept from before this version).
+    #[error("the stored {0}s predate this version and lack identifiers; the next sync lists them")]
+    IdentifiersMissing(&'static str),
+    /// A sync, or another decision, changed what the placement rests on meanwhile.
+    #[error(
+        "a sync or another decision changed the records meanwhile; `unplaced` shows its result"
+    )]
+    Changed,
+}
+
+/// What the local re-match of [`rematch_stored`] rests on: the decisions, the organization
+/// links, the links of the kind and the last sync that applied.
+fn rematch_basis(conn: &Connection, connector: &str, kind: &str) -> rusqlite::Result<String> {
+    let links: String = conn.query_row(
+        "SELECT coalesce(group_concat(itglue_id || '>' || scopable_id || '>' || source, '|'), '')
+         FROM (SELECT itglue_id, scopable_id, source FROM links WHERE connector = ?1 AND kind = ?2 ORDER BY itglue_id)",
+        params![connector, kind],
+        |r| r.get(0),
+    )?;
+    let last_run: Option<i64> = conn.query_row(
+        "SELECT max(id) FROM sync_runs WHERE connector = ?1 AND kind = ?2 AND status = 'ok' AND dry_run = 0",
+        params![connector, kind],
+        |r| r.get(0),
+    )?;
+    Ok(format!(
+        "{}\n{links}\n{}",
+        basis(conn, connector)?,
+        last_run.unwrap_or(0)
+    ))
+}
+
+/// Places the stored records of a kind again, as a sync would but without fetching: the
+/// component's `match` (no network, no storage) over the records the last sync received and
+/// kept, the Scopable records, and the manual decisions and organization links as they are now.
+/// It refreshes that kind's `unplaced` rows, and only those: links change only by a sync or by
+/// hand. Rows of records the connector could not read stay as the last sync left them.
+pub fn rematch_stored(
+    app: &App,
+    rt: &tokio::runtime::Runtime,
+    kind: RecordKind,
+) -> Result<Result<Rematched, NotRematched>, AppError> {
+    let connector = app.name();
+    let started = rematch_basis(&app.conn, connector, kind.as_str())?;
+    let stored = stored_records(&app.conn, connector, kind.as_str())?;
+    if stored.is_empty() {
+        return Ok(Err(NotRematched::NothingStored(kind.as_str())));
+    }
+    if stored.values().any(|(_, kept)| !kept) {
+        return Ok(Err(NotRematched::IdentifiersMissing(kind.as_str())));
+    }
+    let decided = decisions(&app.conn, connector, kind.as_str())?;
+    let existing = auto_links(&app.conn, connector, kind.as_str())?;
+    let ctx = local_context(app)?;
+    let planned = rt.block_on(async {
+        match kind {
+            RecordKind::Organization => {
+                let listing = Listing {
+                    records: stored
+                        .iter()
+                        .map(|(id, (s, _))| s.organization(id))
+                        .collect(),
+                    unreadable: Vec::new(),
+                    pages: 0,
+                };
+                plan_organizations(app, &ctx, listing, &decided, &existing).await
+            }
+            RecordKind::Configuration => {
+                let listing = Listing {
+                    records: stored
+                        .iter()
+                        .map(|(id, (s, _))| s.configuration(id))
+                        .collect(),
+                    unreadable: Vec::new(),
+                    pages: 0,
+                };
+                plan_configurations(app, &ctx, listing, &decided, &existing).await
+            }
+        }
+    });
+    let plan = planned.map_err(|f| match f {
+        Failure::App(e) => e,
+        Failure::Fetch(e) => AppError::new(
+            Exit::ConnectorFailed,
+            format!("the connector's match failed: {e}"),
+        ),
+    })?;
+    let tx =
+        rusqlite::Transaction::new_unchecked(&app.conn, rusqlite::TransactionBehavior::Immediate)?;
+    if rematch_basis(&tx, connector, kind.as_str())? != started {
+        return Ok(Err(NotRematched::Changed));
+    }
+    tx.execute(
+        "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2 AND itglue_id IN
+             (SELECT itglue_id FROM itglue_records WHERE connector = ?1 AND kind = ?2)",
+        params![connector, kind.as_str()],
+    )?;
+    insert_unplaced(&tx, connector, kind.as_str(), &plan.unplaced)?;
+    tx.commit()?;
+    let would_link = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Add {
+                itglue_id,
+                scopable_id,
+                ..
+            } => Some((itglue_id.clone(), scopable_id.clone())),
+            Change::Remove { .. } => None,
+        })
+        .collect();
+    Ok(Ok(Rematched {
+        unplaced: plan
+            .unplaced
+            .iter()
+            .map(|(id, _, reason, _, _)| (id.clone(), reason.clone()))
+            .collect(),
+        would_link,
+    }))
+}
+
+/// A context for a call without the network: `match` sends no request, so it needs neither
+/// the stored key nor a reachable endpoint. It still records, in the audit, any request the
+/// component tries (every one is denied).
+fn local_context(app: &App) -> Result<CallContext, AppError> {
+    let base = match db::connection(&app.conn, app.name())? {
+        Some(stored) => crate::policy::BaseUrl::parse_endpoint(&stored.endpoint)
+            .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?,
+        None => {
+            let region = app.connector.manifest.default_region.clone();
+            app.base_url(&region, None)?
+        }
+    };
+    app.call_context(base, "")
 }
 
 /// Most records (IT Glue plus Scopable configurations) handed to one `match` call. Matching
@@ -1263,6 +1614,26 @@ async fn match_configurations_in_batches(
     Ok(placements)
 }
 
+/// The most characters of a name on a change line.
+const CHANGE_NAME: usize = 48;
+
+/// The stored names of the automatically linked records of a kind: IT Glue id -> name.
+fn auto_linked_names(
+    conn: &Connection,
+    connector: &str,
+    kind: RecordKind,
+) -> rusqlite::Result<HashMap<String, String>> {
+    let mut stmt = conn.prepare(
+        "SELECT r.itglue_id, r.name FROM itglue_records r
+         JOIN links l ON l.connector = r.connector AND l.kind = r.kind AND l.itglue_id = r.itglue_id
+         WHERE r.connector = ?1 AND r.kind = ?2 AND l.source = 'auto'",
+    )?;
+    let rows = stmt.query_map(params![connector, kind.as_str()], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    rows.collect()
+}
+
 /// `itglue sync organizations|configurations [--dry-run] [--json]`.
 pub fn sync_command(
     app: &mut App,
@@ -1272,6 +1643,13 @@ pub fn sync_command(
     json_out: bool,
 ) -> Result<(), AppError> {
     let show_progress = !json_out && std::io::stderr().is_terminal();
+    // The names of automatically linked records, read before the sync: a record gone from the
+    // source is no longer stored after it, and a removed link still names it.
+    let names_before = if json_out {
+        HashMap::new()
+    } else {
+        auto_linked_names(&app.conn, app.name(), kind)?
+    };
     let (counts, changes, started_at, finished_at) = sync(app, rt, kind, dry_run, show_progress)?;
     if json_out {
         print_json(&json!({
@@ -1297,32 +1675,62 @@ pub fn sync_command(
         RecordKind::Organization => "client",
         RecordKind::Configuration => "configuration",
     };
-    // Ids come from the API and the component: shown safe and bounded (`--json` is exact).
-    use crate::display::safe;
+    // Ids, names and identifiers come from the API, the component or a CSV file: shown safe
+    // and bounded (`--json` is exact).
+    use crate::display::{safe, safe_within};
+    let shown = |name: Option<String>| match name {
+        Some(name) => safe_within(&name, CHANGE_NAME).into_owned(),
+        None => "(unknown)".to_string(),
+    };
     for change in &changes {
         match change {
             Change::Add {
                 itglue_id,
+                name,
                 scopable_id,
                 evidence,
             } => {
+                let mut shown_evidence = evidence.join(", ");
+                if kind == RecordKind::Configuration
+                    && let Some(target) =
+                        crate::describe::scopable_identifiers(&app.conn, scopable_id)?
+                {
+                    let source =
+                        crate::describe::itglue_identifiers(&app.conn, app.name(), itglue_id)?;
+                    let values =
+                        crate::describe::evidence_values(evidence, source.as_ref(), &target);
+                    if !values.is_empty() {
+                        let values: Vec<String> = values.iter().map(|c| c.to_string()).collect();
+                        shown_evidence = values.join(", ");
+                    }
+                }
+                let scopable_name = crate::describe::scopable_name(&app.conn, kind, scopable_id)?;
                 println!(
-                    "  + {} -> {target} {} ({})",
+                    "  + {} -> {target} {} ({}): {} -> {}",
                     safe(itglue_id),
                     safe(scopable_id),
-                    safe(&evidence.join(", "))
+                    safe(&shown_evidence),
+                    shown(name.clone()),
+                    shown(scopable_name)
                 )
             }
             Change::Remove {
                 itglue_id,
+                name,
                 scopable_id,
                 why,
             } => {
+                let name = name
+                    .clone()
+                    .or_else(|| names_before.get(itglue_id).cloned());
+                let scopable_name = crate::describe::scopable_name(&app.conn, kind, scopable_id)?;
                 println!(
-                    "  - {} -x {target} {} ({})",
+                    "  - {} -x {target} {} ({}): {} -x {}",
                     safe(itglue_id),
                     safe(scopable_id),
-                    safe(why)
+                    safe(why),
+                    shown(name),
+                    shown(scopable_name)
                 )
             }
         }
@@ -1332,15 +1740,16 @@ pub fn sync_command(
     } else {
         "Synced"
     };
+    use crate::display::count;
     println!(
-        "{verb}: {} {plural} fetched: {} linked, {} skipped, {} errored; {} new links, {} removed; {} requests.",
-        counts.fetched,
+        "{verb}: {} fetched: {} linked, {} skipped, {} errored; {}, {} removed; {}.",
+        count(counts.fetched, kind.as_str(), plural),
         counts.linked,
         counts.skipped,
         counts.errored,
-        counts.new_links,
+        count(counts.new_links, "new link", "new links"),
         counts.removed_links,
-        counts.requests
+        count(counts.requests, "request", "requests")
     );
     if counts.skipped + counts.errored > 0 {
         println!(
@@ -1362,7 +1771,7 @@ mod plan_tests {
                     id.to_string(),
                     Seen {
                         name: format!("name {id}"),
-                        organization_id: None,
+                        ..Seen::default()
                     },
                 )
             })
@@ -1401,6 +1810,75 @@ mod plan_tests {
             0,
             |_, _| Ok(()),
         )
+    }
+
+    fn link(id: &str, target: &str) -> types::Placement {
+        types::Placement {
+            itglue_id: id.to_string(),
+            outcome: types::Outcome::Linked(types::Link {
+                scopable_id: target.to_string(),
+                evidence: vec![types::Evidence::Name],
+            }),
+        }
+    }
+
+    /// Every proposal the host must not believe fails the whole result, naming the problem.
+    #[test]
+    fn misbehaving_placements_are_refused() {
+        let decided = Decisions {
+            manual: vec![types::Pair {
+                itglue_id: "3".into(),
+                scopable_id: "c3".into(),
+            }],
+            ignored: vec!["4".into()],
+        };
+        let attempt = |placements: Vec<types::Placement>| {
+            plan(
+                placements,
+                seen(&["1", "2", "3", "4"]),
+                &[],
+                &decided,
+                &HashMap::new(),
+                1,
+                |_, link| {
+                    if link.scopable_id == "ghost" {
+                        Err("a link to client \"ghost\", which does not exist".into())
+                    } else {
+                        Ok(())
+                    }
+                },
+            )
+        };
+        let cases: Vec<(Vec<types::Placement>, &str)> = vec![
+            (
+                vec![link("1", "c1"), link("2", "c2"), link("9", "c9")],
+                "unknown record",
+            ),
+            (
+                vec![link("1", "c1"), link("2", "c2"), link("3", "c1")],
+                "manual decision",
+            ),
+            (
+                vec![link("1", "c1"), link("2", "c2"), link("4", "c4")],
+                "manual decision",
+            ),
+            (vec![link("1", "c1"), link("2", "c3")], "linked by hand"),
+            (vec![link("1", "c1"), link("2", "c1")], "linking both"),
+            (vec![link("1", "c1"), link("1", "c2")], "two placements"),
+            (vec![link("1", "c1")], "placed 1 of 2"),
+            (vec![link("1", "c1"), link("2", "ghost")], "does not exist"),
+        ];
+        for (placements, needle) in cases {
+            let err = attempt(placements).err().expect("refused");
+            assert_eq!(err.exit, Exit::ConnectorFailed, "{}", err.message);
+            assert!(err.message.contains(needle), "{needle}: {}", err.message);
+            assert!(
+                err.message.contains("nothing was applied"),
+                "{}",
+                err.message
+            );
+        }
+        assert!(attempt(vec![link("1", "c1"), link("2", "c2")]).is_ok());
     }
 
     #[test]
@@ -1445,38 +1923,57 @@ mod plan_tests {
     }
 
     #[test]
-    fn evidence_must_fit_the_kind_and_the_records() {
+    fn evidence_must_fit_the_kind_and_hold_on_the_records() {
         use types::Evidence as E;
-        let all = Carries {
-            name: true,
-            serial: true,
-            mac: true,
-            hostname: true,
-        };
-        let name_only = Carries {
-            name: true,
-            ..Carries::default()
-        };
+        let macs = |m: &[&str]| m.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let org = RecordKind::Organization;
         let config = RecordKind::Configuration;
-        assert!(check_evidence(org, &[E::Name], name_only, name_only).is_ok());
+        let acme = Carries::of("Acme, Inc.", None, &[], None);
+        let acme_again = Carries::of("ACME Inc", None, &[], None);
+        let beta = Carries::of("Beta", None, &[], None);
+        assert!(check_evidence(org, &[E::Name], &acme, &acme_again).is_ok());
+        let err = check_evidence(org, &[E::Name], &acme, &beta).unwrap_err();
+        assert!(err.contains("do not agree"), "{err}");
+        let pc = Carries::of(
+            "pc",
+            Some(" abc123x "),
+            &macs(&["00:11:22:33:44:55"]),
+            Some("ty-dc01.corp.local"),
+        );
+        let same_pc = Carries::of(
+            "other name",
+            Some("ABC123X"),
+            &macs(&["00-11-22-33-44-55", "00:11:22:33:44:66"]),
+            Some("TY-DC01"),
+        );
         for e in [E::Hostname, E::Mac, E::Serial] {
-            let err = check_evidence(org, &[e], all, all).unwrap_err();
+            let err = check_evidence(org, &[e], &pc, &same_pc).unwrap_err();
             assert!(err.contains("never links organization"), "{err}");
         }
-        assert!(check_evidence(config, &[E::Name], all, all).is_err());
-        assert!(check_evidence(config, &[E::Serial, E::Mac], all, all).is_ok());
-        assert!(check_evidence(config, &[], all, all).is_err());
-        assert!(check_evidence(config, &[E::Mac, E::Mac], all, all).is_err());
-        // Evidence one side does not carry.
-        let no_serial = Carries {
-            serial: false,
-            ..all
-        };
-        for (a, b) in [(no_serial, all), (all, no_serial)] {
-            let err = check_evidence(config, &[E::Serial], a, b).unwrap_err();
-            assert!(err.contains("do not both carry"), "{err}");
+        assert!(check_evidence(config, &[E::Name], &pc, &same_pc).is_err());
+        assert!(check_evidence(config, &[E::Serial, E::Mac, E::Hostname], &pc, &same_pc).is_ok());
+        assert!(check_evidence(config, &[], &pc, &same_pc).is_err());
+        assert!(check_evidence(config, &[E::Mac, E::Mac], &pc, &same_pc).is_err());
+        // Values that differ, one side without the identifier, and placeholders.
+        let other = Carries::of(
+            "pc",
+            Some("ZZZ999"),
+            &macs(&["aa:bb:cc:dd:ee:02"]),
+            Some("srv"),
+        );
+        for e in [E::Serial, E::Mac, E::Hostname] {
+            let err = check_evidence(config, &[e], &pc, &other).unwrap_err();
+            assert!(err.contains("do not agree"), "{err}");
         }
-        assert!(check_evidence(org, &[E::Name], Carries::default(), name_only).is_err());
+        let bare = Carries::of("pc", None, &[], None);
+        assert!(check_evidence(config, &[E::Serial], &bare, &bare).is_err());
+        let oem = Carries::of(
+            "pc",
+            Some("To Be Filled By O.E.M."),
+            &macs(&["00:00:00:00:00:00"]),
+            None,
+        );
+        assert!(check_evidence(config, &[E::Serial], &oem, &oem).is_err());
+        assert!(check_evidence(config, &[E::Mac], &oem, &oem).is_err());
     }
 }

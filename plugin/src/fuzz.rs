@@ -4,8 +4,8 @@
 
 use crate::api::read_answer;
 use crate::jsonapi::{parse_configuration_page, parse_organization_page};
-use crate::normalize::{normalize_hostname, normalize_mac, normalize_name, normalize_serial};
 use proptest::prelude::*;
+use scopable_normalize::{normalize_hostname, normalize_mac, normalize_name, normalize_serial};
 use serde_json::{Value, json};
 
 fn cases() -> u32 {

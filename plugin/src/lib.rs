@@ -7,7 +7,6 @@
 mod api;
 mod jsonapi;
 mod matching;
-mod normalize;
 
 #[cfg(test)]
 mod fuzz;

@@ -13,7 +13,7 @@ use crate::bindings::scopable::integration::types::{
     Configuration, ConfigurationMatch, Evidence, Link, MatchInput, Organization, OrganizationMatch,
     Outcome, Placement, Reason, ScopableConfiguration, Unplaced,
 };
-use crate::normalize::{
+use scopable_normalize::{
     normalize_hostname, normalize_mac, normalize_name, normalize_serial, suggestion_key,
 };
 

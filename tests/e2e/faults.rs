@@ -254,7 +254,8 @@ fn damaged_or_foreign_database_files_are_refused_clearly() {
     env.run(&["itglue", "status"]).fails(6, "another program");
 
     let env = Env::new();
-    env.run(&["itglue", "status"]).ok();
+    // A command that writes creates the database (one that only reads never does).
+    env.run(&["itglue", "disconnect"]).ok();
     {
         let conn = rusqlite::Connection::open(env.db()).unwrap();
         conn.execute_batch("PRAGMA user_version = 99;").unwrap();

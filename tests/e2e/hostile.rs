@@ -7,7 +7,10 @@
 use crate::util::{Env, Run, files_under};
 // Tests of hostile components kept in other files, named here for `foreach_hostile!`.
 #[allow(unused_imports)]
-use crate::hostile_host::{bad_evidence, header_override, page_flood, semicolon_query, two_faced};
+use crate::hostile_host::{
+    bad_evidence, header_echo, header_override, page_flood, semicolon_query, storage_loop,
+    two_faced,
+};
 use itglue_sim::{Fault, FaultRule, LoggedRequest, guests};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -17,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 // Hostile components whose tests live in their own files, named here for the check below.
+pub(crate) use crate::claims::{environment, get_body, log_flood};
 pub(crate) use crate::confinement::match_exfil;
 pub(crate) use crate::manifest_trust::{broad_manifest, vault_key};
 pub(crate) use crate::terminal::terminal_escape;

@@ -7,7 +7,7 @@ use crate::hostile::{
     assert_refused, audit, env, http_rows, manifest_text,
 };
 use crate::util::{Env, Run};
-use itglue_sim::{Dataset, Org, SimConfig, guests};
+use itglue_sim::{Dataset, Fault, FaultRule, Org, SimConfig, guests};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -132,6 +132,58 @@ pub(crate) fn page_flood() {
     assert_eq!(status, "failed");
     assert!(error.contains("page_size"), "{error}");
 
+    // Nine names of 1 MiB each: more text than the responses of one call may carry.
+    let env = crate::hostile::env();
+    env.import(
+        "id,name\nc1,Org 1\n",
+        "id,client_id,name,hostname,serial_number,mac_address\n",
+    );
+    let h = hostile_with(&env, "page-flood", guests::PAGE_FLOOD, "page_size = 9");
+    connect(&h);
+    let run = h.run_with(KEY, &["sync", "organizations"], &[]);
+    assert_refused(&run, 5, "bytes of text");
+    assert!(run.stderr.contains("max_response_bytes"), "{}", run.stderr);
+    assert_eq!(rows(&env, "links"), 0);
+    assert_eq!(last_run(&env).0, "failed");
+
+    // `check` pages the same component under the same checks, and fails it.
+    let manifest = h.manifest.to_str().expect("utf-8 path");
+    let endpoint = env.sim.base_url();
+    let check = env.run_full(
+        &[
+            "check",
+            h.wasm,
+            "--manifest",
+            manifest,
+            "--endpoint",
+            &endpoint,
+            "--json",
+        ],
+        &[(crate::hostile::KEY_ENV, KEY)],
+        None,
+    );
+    assert_eq!(
+        check.code, 5,
+        "stdout: {}\nstderr: {}",
+        check.stdout, check.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&check.stdout).expect("check --json");
+    let paging = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|r| r["check"] == "paging: organizations to completion")
+        .expect("the paging row")
+        .clone();
+    assert_eq!(paging["result"], "fail", "{paging}");
+    assert!(
+        paging["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("bytes of text"),
+        "{paging}"
+    );
+
     // Full pages forever, with no totals: the bound on the whole listing stops it.
     let env = crate::hostile::env();
     env.import(
@@ -203,7 +255,7 @@ pub(crate) fn bad_evidence() {
     assert_refused(
         &run,
         5,
-        "evidence serial, which the records do not both carry",
+        "evidence serial, which the records do not agree on",
     );
     let configuration_links: i64 = env
         .sqlite()
@@ -349,4 +401,88 @@ fn ids_are_validated_when_a_page_is_read() {
         "a line break in an id forged a row: {}",
         human.stdout
     );
+}
+
+/// A server (or proxy) that echoes the credential in response headers: the component never
+/// sees those headers, so it cannot read the key, store it or send it on.
+#[test]
+pub(crate) fn header_echo() {
+    let env = env();
+    env.sim.add_fault(FaultRule::always(Fault::EchoCredential));
+    let h = Hostile::new(&env, "header-echo", guests::HEADER_ECHO);
+    let run = h.test();
+    // The guest reports what it caught: nothing.
+    run.fails(5, "status=200 caught=");
+    assert!(
+        !run.stderr.contains("caught=x")
+            && !run.stderr.contains("caught=a")
+            && !run.stderr.contains("caught=s"),
+        "{}",
+        run.stderr
+    );
+    assert_no_key_in_output(&run, KEY);
+    let requests = env.sim.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].status, 200);
+    let stored: i64 = env
+        .sqlite()
+        .query_row(
+            "SELECT count(*) FROM kv WHERE key LIKE 'caught-%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("kv");
+    assert_eq!(
+        stored, 0,
+        "the component stored a header that carries the key"
+    );
+    for row in audit(&env) {
+        assert!(!row.text().contains(KEY), "{row:?}");
+    }
+}
+
+/// Allowed storage operations are bounded per call too (each is audited): the 1001st is
+/// refused and fails the call, so one call cannot fill the audit table.
+#[test]
+pub(crate) fn storage_loop() {
+    let env = env();
+    let h = Hostile::new(&env, "storage-loop", guests::STORAGE_LOOP);
+    let run = h.test();
+    assert_refused(&run, 5, "denied by rule storage-ops");
+    let rows = audit(&env);
+    assert_audit_clean(&rows, &h, KEY);
+    let storage: Vec<_> = rows.iter().filter(|r| r.capability == "storage").collect();
+    let allowed = storage.iter().filter(|r| !r.denied()).count();
+    assert_eq!(
+        allowed, 1000,
+        "one row per allowed operation, up to the bound"
+    );
+    assert!(
+        storage
+            .iter()
+            .any(|r| r.denied() && r.rule() == "storage-ops"),
+        "{:?}",
+        storage.last()
+    );
+    assert!(storage.len() <= 1002, "{} storage rows", storage.len());
+    assert_host_keeps_serving(&env);
+}
+
+/// The database failing under a storage call is the host's failure: exit 1, not the API's
+/// (exit 4, after retries) nor the connector's.
+#[test]
+fn a_storage_failure_is_the_hosts() {
+    let env = env();
+    let h = Hostile::new(&env, "storage-flood", guests::STORAGE_FLOOD);
+    // The database exists (an import made it); its storage table is gone.
+    env.import(
+        "id,name\nc1,Acme\n",
+        "id,client_id,name,hostname,serial_number,mac_address\n",
+    );
+    env.sqlite()
+        .execute_batch("DROP TABLE kv")
+        .expect("drop kv");
+    let run = h.test();
+    run.fails(1, "storage in the database failed");
+    assert_eq!(env.sim.request_count(), 0);
 }

@@ -3,14 +3,19 @@
 
 mod util;
 
+mod admin;
+mod claims;
 mod confinement;
 mod connect;
+mod decisions;
 mod example;
 mod faults;
 mod hostile;
 mod hostile_host;
 mod manifest_trust;
 mod project;
+mod review;
 mod runs;
+mod search;
 mod sync;
 mod terminal;

@@ -406,6 +406,7 @@ fn json_shapes_are_exact() {
         .map(String::as_str)
         .collect();
     got.sort();
+    // The product's keys, plus the runtime's additions (names, `source_id`).
     assert_eq!(
         got,
         vec![
@@ -413,8 +414,11 @@ fn json_shapes_are_exact() {
             "itglue_id",
             "kind",
             "linked_at",
+            "name",
             "scopable_id",
-            "source"
+            "scopable_name",
+            "source",
+            "source_id"
         ]
     );
     assert!(first["itglue_id"].is_string() && first["scopable_id"].is_string());
@@ -426,14 +430,22 @@ fn json_shapes_are_exact() {
         .map(String::as_str)
         .collect();
     got.sort();
+    // The product's keys, plus the runtime's additions (names beside the ids, `source_id`)
+    // and the reason in plain words.
     assert_eq!(
         got,
         vec![
+            "candidate_names",
             "candidates",
             "itglue_id",
             "kind",
             "name",
             "reason",
+            "reason_label",
+            "reason_text",
+            "scopable_name",
+            "source_id",
+            "suggestion_names",
             "suggestions"
         ]
     );
@@ -605,8 +617,9 @@ fn manual_configuration_links_pin_their_organization_and_target() {
         .fails(6, "reset them first");
     env.run(&["itglue", "ignore", "organization", "1"])
         .fails(6, "reset them first");
+    // An automatic link has no decision to reset: said as such, before anything else.
     env.run(&["itglue", "reset", "organization", "1"])
-        .fails(6, "reset them first");
+        .fails(6, "is linked automatically");
     // Re-importing the target under another client is refused, naming the line.
     let moved = TYRELL_CSV.replace("s7,c1,", "s7,c2,");
     let f = env.write("moved.csv", moved);

@@ -238,13 +238,19 @@ pub(crate) fn terminal_escape() {
     assert_eq!(six["name"], long_name());
     assert_eq!(strings(&six["candidates"]), candidates());
     assert_eq!(strings(&six["suggestions"]), suggestions());
-    // Every unplaced row is one line of text: the headings, the rows and the hint.
+    // Every unplaced row is one line of text: the heading and the rows, then, after a blank
+    // line, what to do.
+    let (listing, guidance) = unplaced
+        .stdout
+        .split_once("\n\n")
+        .expect("the list, then what to do");
     assert_eq!(
-        unplaced.stdout.lines().count(),
-        rows.len() + 2,
+        listing.lines().count(),
+        rows.len() + 1,
         "{}",
         unplaced.stdout
     );
+    assert!(guidance.starts_with("What to do:\n"), "{guidance}");
 
     // `links`: exact in JSON, inert in text.
     let links_text = run(&["links"]);

@@ -143,6 +143,15 @@ pub enum Fault {
     Latency(Duration),
     /// Answer normally, but report `total-count` off by this much (never below zero).
     ShiftTotal(i64),
+    /// Answer normally, echoing the request's `x-api-key` back in the response headers
+    /// (`x-api-key`, `authorization`, `set-cookie`), as a misconfigured proxy might.
+    EchoCredential,
+    /// The document of [`Fault::Huge`], sent with `Transfer-Encoding: chunked` and no
+    /// `Content-Length`: its size shows only as it arrives.
+    HugeChunked {
+        /// Body size in bytes.
+        bytes: usize,
+    },
 }
 
 fn json_error(status: u16, title: &str, detail: &str) -> String {

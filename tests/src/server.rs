@@ -411,6 +411,20 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
             normal_response(shared, &req, 0),
             latency + extra,
         ),
+        Some(Fault::EchoCredential) => {
+            let mut resp = normal_response(shared, &req, 0);
+            let key = req
+                .header_values("x-api-key")
+                .next()
+                .unwrap_or("")
+                .to_string();
+            resp.headers.push(("X-Api-Key".into(), key.clone()));
+            resp.headers
+                .push(("Authorization".into(), format!("Bearer {key}")));
+            resp.headers
+                .push(("Set-Cookie".into(), format!("session={key}")));
+            answer(stream, shared, &req, resp, latency);
+        }
         Some(Fault::ShiftTotal(shift)) => answer(
             stream,
             shared,
@@ -514,7 +528,13 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
         Some(Fault::Huge { bytes }) => {
             log_request(shared, &req, 200);
             if pause(latency, &shared.stop) {
-                send_huge(stream, shared, bytes);
+                send_huge(stream, shared, bytes, false);
+            }
+        }
+        Some(Fault::HugeChunked { bytes }) => {
+            log_request(shared, &req, 200);
+            if pause(latency, &shared.stop) {
+                send_huge(stream, shared, bytes, true);
             }
         }
     }
@@ -551,19 +571,38 @@ fn finish(mut stream: TcpStream) {
     }
 }
 
-/// Streams a valid JSON:API document of (at least) `bytes` bytes.
-fn send_huge(mut stream: TcpStream, shared: &Shared, bytes: usize) {
+/// Streams a valid JSON:API document of (at least) `bytes` bytes: with its `Content-Length`,
+/// or `chunked` without one.
+fn send_huge(mut stream: TcpStream, shared: &Shared, bytes: usize, chunked: bool) {
     let prefix = br#"{"data":[{"id":"1","type":"organizations","attributes":{"name":"Huge response","padding":""#;
     let suffix = br#""}}],"meta":{"current-page":1,"next-page":null,"prev-page":null,"total-pages":1,"total-count":1,"filters":{}},"links":{}}"#;
     let padding = bytes.saturating_sub(prefix.len() + suffix.len());
     let total = prefix.len() + padding + suffix.len();
-    let head = Response {
-        status: 200,
-        headers: vec![("Content-Type".into(), http::JSON_API.into())],
-        body: Vec::new(),
-    }
-    .head(total);
-    if stream.write_all(&head).is_err() || stream.write_all(prefix).is_err() {
+    let head = if chunked {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            http::JSON_API
+        )
+        .into_bytes()
+    } else {
+        Response {
+            status: 200,
+            headers: vec![("Content-Type".into(), http::JSON_API.into())],
+            body: Vec::new(),
+        }
+        .head(total)
+    };
+    // One piece of the body, framed as a chunk when chunked.
+    let send = |stream: &mut TcpStream, data: &[u8]| -> io::Result<()> {
+        if chunked {
+            stream.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+            stream.write_all(data)?;
+            stream.write_all(b"\r\n")
+        } else {
+            stream.write_all(data)
+        }
+    };
+    if stream.write_all(&head).is_err() || send(&mut stream, prefix).is_err() {
         return;
     }
     let chunk = vec![b'x'; 64 * 1024];
@@ -573,13 +612,14 @@ fn send_huge(mut stream: TcpStream, shared: &Shared, bytes: usize) {
             return;
         }
         let n = left.min(chunk.len());
-        if stream.write_all(&chunk[..n]).is_err() {
+        if send(&mut stream, &chunk[..n]).is_err() {
             // The client stopped reading (a response size limit): that is its right.
             return;
         }
         left -= n;
     }
-    if stream.write_all(suffix).is_ok() {
+    let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
+    if send(&mut stream, suffix).is_ok() && stream.write_all(end).is_ok() {
         let _ = stream.flush();
         finish(stream);
     }

@@ -683,6 +683,39 @@ fn huge_body_has_the_exact_size_and_parses() {
 }
 
 #[test]
+fn huge_chunked_body_has_no_length_and_the_exact_size() {
+    let sim = with_fault(Fault::HugeChunked { bytes: 3_000_000 });
+    let reply = parse_reply(&send_raw(
+        &sim,
+        format!("GET /organizations HTTP/1.1\r\nx-api-key: {US}\r\n\r\n").as_bytes(),
+    ));
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-length"), None);
+    assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
+    // Undo the chunked framing: `SIZE\r\nDATA\r\n` ... `0\r\n\r\n`.
+    let mut body = Vec::new();
+    let mut rest = reply.body.as_slice();
+    loop {
+        let line = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line]).unwrap(), 16).unwrap();
+        rest = &rest[line + 2..];
+        if size == 0 {
+            assert_eq!(rest, b"\r\n");
+            break;
+        }
+        body.extend_from_slice(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], b"\r\n");
+        rest = &rest[size + 2..];
+    }
+    assert_eq!(body.len(), 3_000_000);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["data"][0]["type"], "organizations");
+}
+
+#[test]
 fn latency_fault_and_config_latency_delay_answers() {
     let sim = with_fault(Fault::Latency(Duration::from_millis(400)));
     let start = Instant::now();
@@ -786,4 +819,22 @@ fn drop_stops_the_server_even_with_a_stalled_client() {
         start.elapsed()
     );
     assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+}
+
+#[test]
+fn echo_credential_sends_the_key_back_in_headers() {
+    let sim = start();
+    sim.add_fault(FaultRule::always(Fault::EchoCredential));
+    let reply = get(&sim, "/organizations");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-api-key"), Some(US));
+    assert_eq!(
+        reply.header("set-cookie"),
+        Some(format!("session={US}").as_str())
+    );
+    assert!(
+        reply
+            .header("authorization")
+            .is_some_and(|v| v.ends_with(US))
+    );
 }

@@ -19,6 +19,8 @@ use bindings::scopable::integration::types::{
     MatchInput, Organization, OrganizationMatch, OrganizationPage, Outcome, PageInfo, Pair,
     Placement, RateLimited, Reason, Unplaced, UnreadableRecord, Verified,
 };
+// Names and serials compare exactly as the IT Glue connector compares them: one set of rules.
+use scopable_normalize::{normalize_name, normalize_serial};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -203,28 +205,15 @@ fn unplaced(reason: Reason, candidates: Vec<String>) -> Outcome {
     })
 }
 
-/// A name for comparison: lowercase, with runs of white space made one space.
-fn name_key(name: &str) -> String {
-    let words: Vec<String> = name.split_whitespace().map(str::to_lowercase).collect();
-    words.join(" ")
-}
-
-/// A serial for comparison, or `None` when it proves nothing (under 4 characters, `0000`).
-fn serial_key(serial: &str) -> Option<String> {
-    let serial = serial.trim().to_uppercase();
-    let repeated = serial.chars().all(|c| serial.starts_with(c));
-    (serial.chars().count() >= 4 && !repeated).then_some(serial)
-}
-
 /// Organizations link to the one client of the same name, when it is unique on both sides.
 fn place_organizations(input: &OrganizationMatch) -> Vec<Placement> {
     let mut clients: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for client in &input.clients {
-        let key = name_key(&client.name);
+        let key = normalize_name(&client.name);
         clients.entry(key).or_default().push(&client.id);
     }
     let wants = input.organizations.iter().rev().map(|org| {
-        let key = name_key(&org.name);
+        let key = normalize_name(&org.name);
         let hits = sorted(clients.get(&key).into_iter().flatten().copied());
         let want = (!key.is_empty()).then_some(hits).ok_or(Reason::EmptyName);
         (org.id.as_str(), want)
@@ -238,14 +227,14 @@ fn place_configurations(input: &ConfigurationMatch) -> Vec<Placement> {
     let parent: BTreeMap<&str, &str> = pairs.map(|p| (&*p.itglue_id, &*p.scopable_id)).collect();
     let mut by_serial: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();
     for s in &input.scopable_configurations {
-        if let Some(serial) = s.serial_number.as_deref().and_then(serial_key) {
+        if let Some(serial) = s.serial_number.as_deref().and_then(normalize_serial) {
             let key = (s.client_id.as_str(), serial);
             by_serial.entry(key).or_default().push(&s.id);
         }
     }
     let wants = input.configurations.iter().rev().map(|c| {
         let client = parent.get(c.organization_id.as_str()).copied();
-        let serial = c.serial_number.as_deref().and_then(serial_key);
+        let serial = c.serial_number.as_deref().and_then(normalize_serial);
         let hits = client.zip(serial).and_then(|key| by_serial.get(&key));
         let want = match client {
             _ if c.archived => Err(Reason::Archived),

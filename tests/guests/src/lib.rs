@@ -33,6 +33,8 @@ mod bad_evidence;
 mod bad_match;
 #[cfg(feature = "broad-manifest")]
 mod broad_manifest;
+#[cfg(feature = "environment")]
+mod environment;
 #[cfg(feature = "filesystem")]
 mod filesystem;
 #[cfg(feature = "flood")]
@@ -41,10 +43,16 @@ mod flood;
 mod forbidden_path;
 #[cfg(feature = "foreign-host")]
 mod foreign_host;
+#[cfg(feature = "get-body")]
+mod get_body;
+#[cfg(feature = "header-echo")]
+mod header_echo;
 #[cfg(feature = "header-override")]
 mod header_override;
 #[cfg(feature = "huge-response")]
 mod huge_response;
+#[cfg(feature = "log-flood")]
+mod log_flood;
 #[cfg(feature = "match-exfil")]
 mod match_exfil;
 #[cfg(feature = "memory-bomb")]
@@ -67,6 +75,8 @@ mod spin;
 mod stdout_flood;
 #[cfg(feature = "storage-flood")]
 mod storage_flood;
+#[cfg(feature = "storage-loop")]
+mod storage_loop;
 #[cfg(feature = "terminal-escape")]
 mod terminal_escape;
 #[cfg(feature = "two-faced")]
@@ -126,6 +136,10 @@ impl Guest for Component {
         return Ok(match_exfil::verified());
         #[cfg(feature = "header-override")]
         return header_override::run(&endpoint);
+        #[cfg(feature = "header-echo")]
+        return header_echo::run(&endpoint);
+        #[cfg(feature = "storage-loop")]
+        return storage_loop::run(&endpoint);
         #[cfg(feature = "semicolon-query")]
         return semicolon_query::run(&endpoint);
         #[cfg(feature = "page-flood")]
@@ -140,6 +154,12 @@ impl Guest for Component {
         return vault_key::run(&endpoint);
         #[cfg(feature = "broad-manifest")]
         return broad_manifest::run(&endpoint);
+        #[cfg(feature = "get-body")]
+        return get_body::run(&endpoint);
+        #[cfg(feature = "environment")]
+        return environment::run(&endpoint);
+        #[cfg(feature = "log-flood")]
+        return log_flood::run(&endpoint);
         let _ = endpoint;
         Err(Error::BadResponse(
             "no hostile behaviour selected: build hostile-guests with one feature".to_string(),

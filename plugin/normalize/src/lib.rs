@@ -1,5 +1,24 @@
-//! Normalization of the identifiers the matcher compares: names, serial numbers, MAC addresses
-//! and hostnames, with the placeholder lists that keep junk values from ever counting as evidence.
+//! Normalization of the identifiers Scopable's matchers compare: organization and client names,
+//! serial numbers, MAC addresses and hostnames, with the placeholder lists that keep junk values
+//! from ever counting as evidence.
+//!
+//! One crate for the rules, so that every side that compares these values agrees: the IT Glue
+//! connector's `match` (compiled to WebAssembly), the example Docuvault connector, and the host's
+//! `search`, which finds Scopable records the way the matcher would see them. A sibling
+//! connector depends on it rather than copying the rules.
+//!
+//! ```
+//! use scopable_normalize::{normalize_hostname, normalize_mac, normalize_name, normalize_serial};
+//!
+//! assert_eq!(normalize_name("Acme, Inc."), "acme inc");
+//! assert_eq!(normalize_hostname("TY-DC01.corp.local").as_deref(), Some("ty-dc01"));
+//! assert_eq!(normalize_serial(" cz2841ab7q").as_deref(), Some("CZ2841AB7Q"));
+//! assert_eq!(normalize_mac("3C-52-82-1A-9F-01").as_deref(), Some("3c52821a9f01"));
+//! // Placeholders prove nothing.
+//! assert_eq!(normalize_serial("To Be Filled By O.E.M."), None);
+//! assert_eq!(normalize_mac("00:00:00:00:00:00"), None);
+//! ```
+#![deny(missing_docs)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
