@@ -468,28 +468,40 @@ fn open_failure(path: &Path, e: rusqlite::Error) -> DbError {
 }
 
 /// An in-memory copy of the database at `uri` (schema version `version`, older than this
-/// program's), brought up to date: every table, its rows and its indexes, then the migrations.
+/// program's), brought up to date. The copy's schema comes from this program's own
+/// [`MIGRATIONS`] up to `version`, never from the file (whose schema text could hold any SQL),
+/// and each of those tables' rows is copied column by column; a file whose tables do not fit
+/// is refused. Then the remaining migrations run on the copy.
 fn upgraded_copy(uri: &str, version: i64) -> Result<Connection, DbError> {
     let copy = Connection::open_in_memory()?;
-    copy.execute("ATTACH DATABASE ?1 AS old", [uri])?;
-    let objects: Vec<(String, String, String)> = {
+    let known = usize::try_from(version).unwrap_or(0).min(MIGRATIONS.len());
+    for migration in &MIGRATIONS[..known] {
+        copy.execute_batch(migration)?;
+    }
+    let tables: Vec<String> = {
         let mut stmt = copy.prepare(
-            "SELECT type, name, sql FROM old.sqlite_master
-             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
-             ORDER BY type != 'table', rowid",
+            "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    for (kind, name, sql) in &objects {
-        // Unqualified, the statement creates the object in the copy.
-        copy.execute_batch(sql)?;
-        if kind == "table" {
-            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-            copy.execute_batch(&format!(
-                "INSERT INTO main.{quoted} SELECT * FROM old.{quoted}"
-            ))?;
-        }
+    copy.execute("ATTACH DATABASE ?1 AS old", [uri])?;
+    for table in &tables {
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let columns: Vec<String> = {
+            let mut stmt = copy.prepare(&format!("PRAGMA main.table_info({})", quote(table)))?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(1))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let list = columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        copy.execute_batch(&format!(
+            "INSERT INTO main.{t} ({list}) SELECT {list} FROM old.{t}",
+            t = quote(table)
+        ))?;
     }
     copy.execute_batch("DETACH DATABASE old")?;
     copy.pragma_update(None, "user_version", version)?;
@@ -829,6 +841,43 @@ mod tests {
         conn.query_row("SELECT lease_until FROM sync_runs LIMIT 1", [], |_| Ok(()))
             .optional()
             .unwrap();
+    }
+
+    #[test]
+    fn an_old_file_s_schema_text_is_never_executed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("crafted.db");
+        let side = dir.path().join("side.db");
+        {
+            let conn = Connection::open(&old).unwrap();
+            conn.execute_batch(&format!(
+                "{SCHEMA_V1} PRAGMA user_version = 1;
+                 INSERT INTO clients (id, name) VALUES ('c1', 'Acme');"
+            ))
+            .unwrap();
+            // SQLite reads a schema entry up to its first statement and ignores the rest.
+            conn.execute_batch("PRAGMA writable_schema = ON;").unwrap();
+            conn.execute(
+                "UPDATE sqlite_master SET sql = sql || ?1 WHERE name = 'clients'",
+                [format!(
+                    "; ATTACH '{}' AS p; CREATE TABLE p.x(y)",
+                    side.display()
+                )],
+            )
+            .unwrap();
+        }
+        // Read (the entry's first statement is the table) or refused as malformed, depending
+        // on how strictly this SQLite parses schema entries; never run.
+        match open_read_only(&old) {
+            Ok(conn) => {
+                let name: String = conn
+                    .query_row("SELECT name FROM clients", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(name, "Acme");
+            }
+            Err(e) => assert!(matches!(e, DbError::NotADatabase { .. }), "{e}"),
+        }
+        assert!(!side.exists(), "SQL from the file's schema was run");
     }
 
     #[test]

@@ -489,7 +489,23 @@ pub fn link_command(
         }
         None => None,
     };
-    let tx = app.conn.unchecked_transaction()?;
+    // The answer may have taken a while: write only if the target's holder is still the one
+    // the admin agreed to take it from (a sync may have applied meanwhile).
+    let tx =
+        rusqlite::Transaction::new_unchecked(&app.conn, rusqlite::TransactionBehavior::Immediate)?;
+    let holder_now: Option<String> = tx
+        .query_row(
+            "SELECT itglue_id FROM links WHERE connector = ?1 AND kind = ?2 AND scopable_id = ?3 AND itglue_id != ?4",
+            params![app.name(), kind.as_str(), scopable_id, itglue_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if holder_now != holder.as_ref().map(|(other, _)| other.clone()) {
+        return Err(AppError::new(
+            Exit::Failure,
+            "the links changed while this link was being made (a sync ran?); nothing was changed: run the command again",
+        ));
+    }
     let now = db::now();
     if let Some((other, other_name)) = &loser {
         // One to one: the automatic link that held this target gives way to the manual one,

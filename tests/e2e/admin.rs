@@ -654,8 +654,7 @@ fn one_of_a_thing_is_singular() {
 #[test]
 fn the_first_progress_frame_does_not_show_zero_of_zero() {
     if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: `script` (util-linux) is needed to give the sync a terminal");
-        return;
+        panic!("`script` (util-linux) is needed to give the sync a terminal: install util-linux");
     }
     let env = orgs_env(2);
     env.sim.add_fault(FaultRule::new(

@@ -473,8 +473,9 @@ fn on_a_terminal_taking_a_target_asks_first() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: `script` (util-linux) is not installed, so no terminal to test with");
-        return;
+        panic!(
+            "`script` (util-linux) is needed to give the command a terminal: install util-linux"
+        );
     }
     let env = review_env();
     let before = tables(&env);

@@ -290,11 +290,11 @@ fn held(manual: &[Pair]) -> BTreeSet<&str> {
     manual.iter().map(|p| p.scopable_id.as_str()).collect()
 }
 
+/// Names compare as the shared matching rules normalize them (`scopable-normalize`): the
+/// host checks every link's evidence against the same rules, and refuses a whole result that
+/// links on anything else.
 fn name_key(name: &str) -> String {
-    name.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    scopable_normalize::normalize_name(name)
 }
 
 fn place_organizations(m: &OrganizationMatch) -> Vec<Placement> {
@@ -336,8 +336,10 @@ fn place_organizations(m: &OrganizationMatch) -> Vec<Placement> {
     out
 }
 
+/// A serial as the shared rules normalize it; a placeholder ("To Be Filled By O.E.M.") proves
+/// nothing and becomes empty.
 fn serial_key(raw: &str) -> String {
-    raw.trim().to_uppercase()
+    scopable_normalize::normalize_serial(raw).unwrap_or_default()
 }
 
 /// What a configuration links to, or why it stays unplaced and its candidates.
