@@ -548,7 +548,7 @@ pub fn link_command(
     )?;
     tx.commit()?;
     // The records that matched the target now find it taken: list them at once.
-    rematch_after_decision(app, kind);
+    rematch_after_decision(app, kind, None);
     let target = named(scopable_id, target_name.as_deref());
     println!(
         "Linked {} {} ({}) to {} by hand; syncs will not change it.",
@@ -847,8 +847,23 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
             ),
         ));
     }
-    let rematched = rematch_after_decision(app, kind);
+    let rematched = rematch_after_decision(app, kind, Some(itglue_id));
     let placed = rematched.as_ref().and_then(|r| {
+        let relinked = r
+            .relinked
+            .as_ref()
+            .filter(|(id, _)| id == itglue_id)
+            .map(|(_, target)| {
+                let name = crate::describe::scopable_name(&app.conn, kind, target)
+                    .ok()
+                    .flatten()
+                    .map(|n| format!(" ({})", safe_within(&n, NAME_COLUMN)))
+                    .unwrap_or_default();
+                format!("it is linked again automatically to {}{name}", safe(target))
+            });
+        if relinked.is_some() {
+            return relinked;
+        }
         r.unplaced
             .iter()
             .find(|(id, _)| id == itglue_id)
@@ -887,7 +902,11 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
 /// changed). The decision is already made: when the records cannot be placed again now, a
 /// line on stderr says why, and the next sync places them. Returns what became of `kind`'s
 /// records.
-pub fn rematch_after_decision(app: &App, kind: RecordKind) -> Option<crate::sync::Rematched> {
+pub fn rematch_after_decision(
+    app: &App,
+    kind: RecordKind,
+    relink: Option<&str>,
+) -> Option<crate::sync::Rematched> {
     let rt = match crate::cli::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -898,9 +917,9 @@ pub fn rematch_after_decision(app: &App, kind: RecordKind) -> Option<crate::sync
             return None;
         }
     };
-    let rematched = rematch_kind(app, &rt, kind);
+    let rematched = rematch_kind(app, &rt, kind, relink);
     if kind == RecordKind::Organization {
-        rematch_kind(app, &rt, RecordKind::Configuration);
+        rematch_kind(app, &rt, RecordKind::Configuration, None);
     }
     rematched
 }
@@ -910,8 +929,9 @@ fn rematch_kind(
     app: &App,
     rt: &tokio::runtime::Runtime,
     kind: RecordKind,
+    relink: Option<&str>,
 ) -> Option<crate::sync::Rematched> {
-    match crate::sync::rematch_stored(app, rt, kind) {
+    match crate::sync::rematch_stored(app, rt, kind, relink) {
         Ok(Ok(rematched)) => Some(rematched),
         Ok(Err(crate::sync::NotRematched::NothingStored(_))) => None,
         Ok(Err(why)) => {

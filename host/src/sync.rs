@@ -1388,6 +1388,9 @@ pub struct Rematched {
     pub unplaced: Vec<(String, String)>,
     /// (IT Glue id, Scopable id) of each record the next sync would link automatically.
     pub would_link: Vec<(String, String)>,
+    /// (IT Glue id, Scopable id) of the record handed back to automatic matching, when it was
+    /// linked again at once.
+    pub relinked: Option<(String, String)>,
 }
 
 /// Why the stored records were not placed again.
@@ -1430,12 +1433,15 @@ fn rematch_basis(conn: &Connection, connector: &str, kind: &str) -> rusqlite::Re
 /// Places the stored records of a kind again, as a sync would but without fetching: the
 /// component's `match` (no network, no storage) over the records the last sync received and
 /// kept, the Scopable records, and the manual decisions and organization links as they are now.
-/// It refreshes that kind's `unplaced` rows, and only those: links change only by a sync or by
-/// hand. Rows of records the connector could not read stay as the last sync left them.
+/// It refreshes that kind's `unplaced` rows. Links change only by a sync or by hand, with one
+/// exception: `relink`, the record a `reset` handed back to automatic matching, is linked at
+/// once when the checked plan links it to a target no link holds. Rows of records the
+/// connector could not read stay as the last sync left them.
 pub fn rematch_stored(
     app: &App,
     rt: &tokio::runtime::Runtime,
     kind: RecordKind,
+    relink: Option<&str>,
 ) -> Result<Result<Rematched, NotRematched>, AppError> {
     let connector = app.name();
     let started = rematch_basis(&app.conn, connector, kind.as_str())?;
@@ -1493,6 +1499,38 @@ pub fn rematch_stored(
         params![connector, kind.as_str()],
     )?;
     insert_unplaced(&tx, connector, kind.as_str(), &plan.unplaced)?;
+    // The record handed back to automatic matching (`reset`) is linked at once when the
+    // checked plan links it to a target nobody holds: what the next sync would do, from the
+    // identifiers it last received. Every other record waits for a sync.
+    let mut relinked = None;
+    for change in &plan.changes {
+        if let Change::Add {
+            itglue_id,
+            scopable_id,
+            evidence,
+            ..
+        } = change
+            && relink == Some(itglue_id.as_str())
+        {
+            let added = tx.execute(
+                "INSERT INTO links (connector, kind, itglue_id, scopable_id, source, evidence, linked_at)
+                 SELECT ?1, ?2, ?3, ?4, 'auto', ?5, ?6
+                 WHERE NOT EXISTS (SELECT 1 FROM links WHERE connector = ?1 AND kind = ?2
+                                   AND (itglue_id = ?3 OR scopable_id = ?4))",
+                params![
+                    connector,
+                    kind.as_str(),
+                    itglue_id,
+                    scopable_id,
+                    json!(evidence).to_string(),
+                    db::now()
+                ],
+            )?;
+            if added > 0 {
+                relinked = Some((itglue_id.clone(), scopable_id.clone()));
+            }
+        }
+    }
     tx.commit()?;
     let would_link = plan
         .changes
@@ -1513,6 +1551,7 @@ pub fn rematch_stored(
             .map(|(id, _, reason, _, _)| (id.clone(), reason.clone()))
             .collect(),
         would_link,
+        relinked,
     }))
 }
 

@@ -348,7 +348,7 @@ fn a_reset_record_is_listed_at_once_with_its_reason() {
     let out = env.run(&["itglue", "reset", "configuration", "2001"]);
     assert!(
         out.ok()
-            .contains("it matches s1 (Front desk PC); the next sync links it"),
+            .contains("it is linked again automatically to s1 (Front desk PC)"),
         "{}",
         out.stdout
     );
@@ -359,18 +359,21 @@ fn a_reset_record_is_listed_at_once_with_its_reason() {
         "placing again asked IT Glue"
     );
     assert_eq!(audit_rows(), audited);
-    // Links change only by a sync or by hand.
+    // The reset record is back under automatic matching at once, as the next sync would have
+    // it: an automatic link, which that sync keeps.
     let links = env.run(&["itglue", "links", "--json"]).json();
-    assert!(
-        !links
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["itglue_id"] == "2001"),
-        "{links}"
-    );
+    let relinked: Vec<&serde_json::Value> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["itglue_id"] == "2001")
+        .collect();
+    assert_eq!(relinked.len(), 1, "{links}");
+    assert_eq!(relinked[0]["source"], "auto");
+    assert_eq!(relinked[0]["scopable_id"], "s1");
     let synced = env.sync("configurations");
-    assert_eq!(synced["new_links"], 1, "{synced}");
+    assert_eq!(synced["new_links"], 0, "{synced}");
+    assert_eq!(synced["removed_links"], 0, "{synced}");
 }
 
 #[test]
