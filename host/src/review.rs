@@ -848,21 +848,21 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
         ));
     }
     let rematched = rematch_after_decision(app, kind, Some(itglue_id));
+    // A target as a person reads it: its id and, when known, its name.
+    let target_named = |target: &str| {
+        let name = crate::describe::scopable_name(&app.conn, kind, target)
+            .ok()
+            .flatten()
+            .map(|n| format!(" ({})", safe_within(&n, NAME_COLUMN)))
+            .unwrap_or_default();
+        format!("{}{name}", safe(target))
+    };
     let placed = rematched.as_ref().and_then(|r| {
-        let relinked = r
-            .relinked
-            .as_ref()
-            .filter(|(id, _)| id == itglue_id)
-            .map(|(_, target)| {
-                let name = crate::describe::scopable_name(&app.conn, kind, target)
-                    .ok()
-                    .flatten()
-                    .map(|n| format!(" ({})", safe_within(&n, NAME_COLUMN)))
-                    .unwrap_or_default();
-                format!("it is linked again automatically to {}{name}", safe(target))
-            });
-        if relinked.is_some() {
-            return relinked;
+        if let Some((_, target)) = r.relinked.as_ref().filter(|(id, _)| id == itglue_id) {
+            return Some(format!(
+                "it is linked again automatically to {}",
+                target_named(target)
+            ));
         }
         r.unplaced
             .iter()
@@ -878,12 +878,10 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
                     .iter()
                     .find(|(id, _)| id == itglue_id)
                     .map(|(_, target)| {
-                        let name = crate::describe::scopable_name(&app.conn, kind, target)
-                            .ok()
-                            .flatten()
-                            .map(|n| format!(" ({})", safe_within(&n, NAME_COLUMN)))
-                            .unwrap_or_default();
-                        format!("it matches {}{name}; the next sync links it", safe(target))
+                        format!(
+                            "it matches {}; the next sync links it",
+                            target_named(target)
+                        )
                     })
             })
     });
