@@ -102,6 +102,34 @@ impl StorageHandle {
         f(&conn)
     }
 
+    /// Counts a refused operation against the call and audits it under its rule (past the
+    /// call's refusal limit it is only counted).
+    fn deny(
+        &self,
+        scope: &CallScope,
+        op: &'static str,
+        path: String,
+        bytes: u64,
+        started: Instant,
+        denial: Denial,
+    ) {
+        let rule = denial.rule.name().to_string();
+        let detail = denial.message.clone();
+        if refuse(&scope.report, Some(denial)) {
+            self.audit.record(Event {
+                capability: "storage",
+                method: op.to_string(),
+                path,
+                allowed: false,
+                rule: Some(rule),
+                bytes,
+                duration_ms: started.elapsed().as_millis() as u64,
+                detail: Some(detail),
+                ..Event::default()
+            });
+        }
+    }
+
     /// Runs `f` on the blocking pool when this export may use storage, audits the outcome,
     /// and counts a refusal against the call.
     async fn audited<R: Send + 'static>(
@@ -120,20 +148,7 @@ impl StorageHandle {
                     "`match` may not use storage (it tried `{op}`): it receives Scopable's records, which must not reach a later call"
                 ),
             };
-            let detail = denial.message.clone();
-            if refuse(&scope.report, Some(denial)) {
-                self.audit.record(Event {
-                    capability: "storage",
-                    method: op.to_string(),
-                    path,
-                    allowed: false,
-                    rule: Some(NO_STORAGE_IN_MATCH.to_string()),
-                    bytes,
-                    duration_ms: started.elapsed().as_millis() as u64,
-                    detail: Some(detail),
-                    ..Event::default()
-                });
-            }
+            self.deny(scope, op, path, bytes, started, denial);
             return Err(StorageError::Unavailable(
                 "storage is not available to `match`".into(),
             ));
@@ -147,20 +162,7 @@ impl StorageHandle {
                         "this call already made {MAX_STORAGE_OPS_PER_CALL} storage operations; keep state small and read it once per call"
                     ),
                 };
-                let detail = denial.message.clone();
-                if refuse(&scope.report, Some(denial)) {
-                    self.audit.record(Event {
-                        capability: "storage",
-                        method: op.to_string(),
-                        path,
-                        allowed: false,
-                        rule: Some(Rule::StorageOps.name().to_string()),
-                        bytes,
-                        duration_ms: started.elapsed().as_millis() as u64,
-                        detail: Some(detail),
-                        ..Event::default()
-                    });
-                }
+                self.deny(scope, op, path, bytes, started, denial);
                 return Err(StorageError::QuotaExceeded(format!(
                     "more than {MAX_STORAGE_OPS_PER_CALL} storage operations in one call"
                 )));

@@ -529,7 +529,33 @@ pub struct Carries {
     pub hostname: Option<String>,
 }
 
+/// A configuration, on either side, as far as its identifiers go.
+pub trait Device {
+    /// Its name, serial number, MAC addresses and hostname, as received or imported.
+    fn identifiers(&self) -> (&str, Option<&str>, &[String], Option<&str>);
+}
+
+impl Device for types::Configuration {
+    fn identifiers(&self) -> (&str, Option<&str>, &[String], Option<&str>) {
+        let (serial, host) = (self.serial_number.as_deref(), self.hostname.as_deref());
+        (&self.name, serial, &self.mac_addresses, host)
+    }
+}
+
+impl Device for types::ScopableConfiguration {
+    fn identifiers(&self) -> (&str, Option<&str>, &[String], Option<&str>) {
+        let (serial, host) = (self.serial_number.as_deref(), self.hostname.as_deref());
+        (&self.name, serial, &self.mac_addresses, host)
+    }
+}
+
 impl Carries {
+    /// What a configuration (received or Scopable's) carries.
+    pub fn of_device(device: &impl Device) -> Carries {
+        let (name, serial, macs, hostname) = device.identifiers();
+        Carries::of(name, serial, macs, hostname)
+    }
+
     /// What a record with these fields carries.
     pub fn of(
         name: &str,
@@ -1302,28 +1328,12 @@ async fn plan_configurations(
         .collect();
     let target_carries: HashMap<String, Carries> = scopable
         .iter()
-        .map(|c| {
-            let carries = Carries::of(
-                &c.name,
-                c.serial_number.as_deref(),
-                &c.mac_addresses,
-                c.hostname.as_deref(),
-            );
-            (c.id.clone(), carries)
-        })
+        .map(|c| (c.id.clone(), Carries::of_device(c)))
         .collect();
     let source_carries: HashMap<String, Carries> = listing
         .records
         .iter()
-        .map(|c| {
-            let carries = Carries::of(
-                &c.name,
-                c.serial_number.as_deref(),
-                &c.mac_addresses,
-                c.hostname.as_deref(),
-            );
-            (c.id.clone(), carries)
-        })
+        .map(|c| (c.id.clone(), Carries::of_device(c)))
         .collect();
     let seen: BTreeMap<String, Seen> = listing
         .records
