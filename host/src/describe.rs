@@ -308,7 +308,7 @@ pub fn scopable_identifiers(conn: &Connection, id: &str) -> rusqlite::Result<Opt
     .query_row([id], |r| {
         Ok(Identifiers {
             serial_number: r.get(0)?,
-            mac_addresses: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+            mac_addresses: crate::records::stored_macs(&r.get::<_, String>(1)?, 1)?,
             hostname: r.get(2)?,
         })
     })

@@ -4,6 +4,21 @@ use crate::sandbox::wit_types as types;
 use rusqlite::{Connection, params};
 use std::collections::HashSet;
 
+/// The MAC addresses `import` stored as a JSON list (in result column `column`). Anything else
+/// is an error naming the fix, never an empty list that would silently drop evidence.
+pub fn stored_macs(text: &str, column: usize) -> rusqlite::Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!(
+                "the stored MAC addresses are not a JSON list of strings ({e}); re-import configurations"
+            )
+            .into(),
+        )
+    })
+}
+
 /// Every Scopable client.
 pub fn clients(conn: &Connection) -> rusqlite::Result<Vec<types::Client>> {
     let mut stmt = conn.prepare("SELECT id, name FROM clients ORDER BY id")?;
@@ -49,13 +64,7 @@ pub fn configurations_of(
             name: r.get(2)?,
             hostname: r.get(3)?,
             serial_number: r.get(4)?,
-            mac_addresses: serde_json::from_str(&macs).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    5,
-                    rusqlite::types::Type::Text,
-                    format!("the stored MAC addresses are not a JSON list of strings ({e}); re-import configurations").into(),
-                )
-            })?,
+            mac_addresses: stored_macs(&macs, 5)?,
         })
     })?;
     let mut out = Vec::new();

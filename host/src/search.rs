@@ -323,8 +323,7 @@ fn configurations(
             client: Some((r.get(2)?, r.get(3)?)),
             hostname: r.get(4)?,
             serial: r.get(5)?,
-            // Stored by `import` as a JSON list; anything else holds no usable MAC.
-            macs: serde_json::from_str(&macs).unwrap_or_default(),
+            macs: crate::records::stored_macs(&macs, 6)?,
         })
     })?;
     rows.collect()
