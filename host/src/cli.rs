@@ -1,11 +1,12 @@
 //! The `scopable-host` command line: argument parsing, key input, and human or JSON output.
 //! Scripts depend on the commands, JSON shapes and exit statuses; keep them stable.
 
-use crate::app::{self, App, AppError, ConnectorSource, Exit};
-use crate::db;
-use crate::display;
-use crate::vault::Vault;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use scopable_sandbox::display;
+use scopable_store::db;
+use scopable_store::vault::Vault;
+use scopable_sync::app::{self, App, AppError, ConnectorSource, Exit};
+pub use scopable_sync::kinds::RecordKind;
 use serde_json::{Value, json};
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read};
@@ -97,7 +98,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Show at most this many records (1 to 10000).
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=crate::search::MAX_LIMIT as u64))]
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=scopable_sync::search::MAX_LIMIT as u64))]
         limit: u64,
     },
     /// The built-in IT Glue connector.
@@ -116,10 +117,10 @@ enum SearchWhat {
 }
 
 impl SearchWhat {
-    fn kind(self) -> crate::search::SearchKind {
+    fn kind(self) -> scopable_sync::search::SearchKind {
         match self {
-            SearchWhat::Clients => crate::search::SearchKind::Client,
-            SearchWhat::Configurations => crate::search::SearchKind::Configuration,
+            SearchWhat::Clients => scopable_sync::search::SearchKind::Client,
+            SearchWhat::Configurations => scopable_sync::search::SearchKind::Configuration,
         }
     }
 }
@@ -180,7 +181,7 @@ enum ConnectorCommand {
     Sync {
         /// Which records.
         #[arg(value_enum)]
-        kind: RecordKind,
+        kind: KindArg,
         /// Show what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -210,7 +211,7 @@ enum ConnectorCommand {
     Link {
         /// Which kind of record.
         #[arg(value_enum)]
-        kind: RecordKind,
+        kind: KindArg,
         /// The IT Glue id.
         itglue_id: String,
         /// The Scopable id (or give --find).
@@ -228,7 +229,7 @@ enum ConnectorCommand {
     Ignore {
         /// Which kind of record.
         #[arg(value_enum)]
-        kind: RecordKind,
+        kind: KindArg,
         /// The IT Glue id.
         itglue_id: String,
     },
@@ -236,7 +237,7 @@ enum ConnectorCommand {
     Reset {
         /// Which kind of record.
         #[arg(value_enum)]
-        kind: RecordKind,
+        kind: KindArg,
         /// The IT Glue id.
         itglue_id: String,
     },
@@ -274,9 +275,9 @@ impl ConnectorCommand {
     }
 }
 
-/// A record kind, as named on the command line and in JSON.
+/// A record kind, as named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RecordKind {
+pub enum KindArg {
     /// Organizations (linked to clients).
     #[value(alias = "organizations")]
     Organization,
@@ -285,12 +286,11 @@ pub enum RecordKind {
     Configuration,
 }
 
-impl RecordKind {
-    /// The singular name used in JSON and the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordKind::Organization => "organization",
-            RecordKind::Configuration => "configuration",
+impl From<KindArg> for RecordKind {
+    fn from(k: KindArg) -> RecordKind {
+        match k {
+            KindArg::Organization => RecordKind::Organization,
+            KindArg::Configuration => RecordKind::Configuration,
         }
     }
 }
@@ -323,7 +323,21 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
+/// The connector shipped inside this program.
+fn builtin_source() -> Result<ConnectorSource, AppError> {
+    let manifest = scopable_builtin::itglue_manifest()
+        .map_err(|e| AppError::new(Exit::Failure, e.to_string()))?;
+    Ok(ConnectorSource::Embedded {
+        component: scopable_builtin::ITGLUE_WASM,
+        manifest: Box::new(manifest),
+    })
+}
+
 fn run(cli: Cli) -> Result<(), AppError> {
+    // Lines for the admin (retry notices) go to stderr; stdout carries the result.
+    scopable_sync::fetch::set_notice_sink(Some(std::sync::Arc::new(|line: &str| {
+        eprintln!("{line}")
+    })));
     let db_path = db::resolve_path(cli.db.clone());
     let source = match (&cli.connector, &cli.manifest) {
         (Some(component), Some(manifest)) => ConnectorSource::File {
@@ -336,14 +350,14 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 "--connector needs --manifest FILE.toml",
             ));
         }
-        _ => ConnectorSource::Builtin,
+        _ => builtin_source()?,
     };
     match cli.command {
         Command::Import { what, file } => {
             let conn = db::open(&db_path)?;
             let imported = match what {
-                ImportKind::Clients => crate::import::clients(&conn, &file)?,
-                ImportKind::Configurations => crate::import::configurations(&conn, &file)?,
+                ImportKind::Clients => scopable_sync::import::clients(&conn, &file)?,
+                ImportKind::Configurations => scopable_sync::import::configurations(&conn, &file)?,
             };
             for warning in &imported.warnings {
                 // Column names come from the file.
@@ -364,7 +378,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 .manifest
                 .clone()
                 .ok_or_else(|| AppError::new(Exit::Usage, "check needs --manifest FILE.toml"))?;
-            crate::check::check_command(&component, &manifest, endpoint.as_deref(), json)
+            crate::check_cmd::check_command(&component, &manifest, endpoint.as_deref(), json)
         }
         Command::Pin { component } => {
             let manifest = cli
@@ -397,7 +411,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 .next()
                 .map(|w| w.to_string_lossy().to_string())
                 .unwrap_or_default();
-            if matches!(source, ConnectorSource::Builtin) {
+            if matches!(source, ConnectorSource::Embedded { .. }) {
                 let message = match did_you_mean(&name) {
                     Some(known) => format!("unknown command {name:?}; did you mean {known:?}?"),
                     None => format!(
@@ -452,17 +466,17 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// `search clients|configurations QUERY [--json] [--limit N]`: opens the database read-only
-/// (never creating or migrating it) and lists what [`crate::search::search`] finds.
+/// (never creating or migrating it) and lists what [`scopable_sync::search::search`] finds.
 fn search_command(
     db_path: &std::path::Path,
-    kind: crate::search::SearchKind,
+    kind: scopable_sync::search::SearchKind,
     query: &str,
     json: bool,
     limit: u64,
 ) -> Result<(), AppError> {
     let conn = db::open_read_only(db_path)?;
-    let limit = usize::try_from(limit).unwrap_or(crate::search::MAX_LIMIT);
-    let found = crate::search::search(&conn, kind, query, None, Some(limit))?;
+    let limit = usize::try_from(limit).unwrap_or(scopable_sync::search::MAX_LIMIT);
+    let found = scopable_sync::search::search(&conn, kind, query, None, Some(limit))?;
     if json {
         let hits = serde_json::to_value(&found.hits).map_err(|e| {
             AppError::new(
@@ -504,7 +518,7 @@ fn search_command(
         }
         line.push_str("  ");
         line.push_str(hit.matched.as_str());
-        if hit.matched != crate::search::Field::Name {
+        if hit.matched != scopable_sync::search::Field::Name {
             line.push(' ');
             line.push_str(&display::safe(&hit.matched_value));
         }
@@ -521,8 +535,8 @@ fn search_command(
         ));
     }
     let record = match kind {
-        crate::search::SearchKind::Client => "organization",
-        crate::search::SearchKind::Configuration => "configuration",
+        scopable_sync::search::SearchKind::Client => "organization",
+        scopable_sync::search::SearchKind::Configuration => "configuration",
     };
     print_line(format_args!(
         "Link by hand: scopable-host itglue link {record} ITGLUE_ID ID"
@@ -573,7 +587,7 @@ fn connector_command(
         ConnectorCommand::Status { json } => status_command(&app, json),
         ConnectorCommand::Activity { json, limit } => activity_command(&app, json, limit),
         ConnectorCommand::Disconnect => {
-            let tx = app.conn.unchecked_transaction()?;
+            let tx = app.db.conn().unchecked_transaction()?;
             let removed = db::delete_connection(&tx, app.name())?;
             if removed {
                 crate::review::record_decision(
@@ -586,7 +600,7 @@ fn connector_command(
                 )?;
             }
             tx.commit()?;
-            let links: i64 = app.conn.query_row(
+            let links: i64 = app.db.conn().query_row(
                 "SELECT count(*) FROM links WHERE connector = ?1",
                 [app.name()],
                 |r| r.get(0),
@@ -607,7 +621,7 @@ fn connector_command(
             json,
         } => {
             let rt = runtime()?;
-            crate::sync::sync_command(&mut app, &rt, kind, dry_run, json)
+            crate::sync_cmd::sync_command(&mut app, &rt, kind.into(), dry_run, json)
         }
         ConnectorCommand::Links { json } => crate::review::links_command(&app, json),
         ConnectorCommand::Unplaced { json } => crate::review::unplaced_command(&app, json),
@@ -629,19 +643,19 @@ fn connector_command(
                     ));
                 }
             };
-            crate::review::link_command(&app, kind, &itglue_id, target, take)
+            crate::review::link_command(&app, kind.into(), &itglue_id, target, take)
         }
         ConnectorCommand::Ignore { kind, itglue_id } => {
-            crate::review::ignore_command(&app, kind, &itglue_id)
+            crate::review::ignore_command(&app, kind.into(), &itglue_id)
         }
         ConnectorCommand::Reset { kind, itglue_id } => {
-            crate::review::reset_command(&app, kind, &itglue_id)
+            crate::review::reset_command(&app, kind.into(), &itglue_id)
         }
     }
 }
 
 /// Reads the key: the connector's environment variable (`<NAME>_API_KEY`,
-/// [`Manifest::key_env`](crate::manifest::Manifest::key_env); never one a manifest names),
+/// [`Manifest::key_env`](scopable_sandbox::manifest::Manifest::key_env); never one a manifest names),
 /// else stdin when it is piped and not empty, else (with `prompt`) a no-echo prompt on the
 /// terminal.
 fn read_key(env_name: &str, service: &str, prompt: bool) -> Result<Option<String>, AppError> {
@@ -667,7 +681,7 @@ fn read_key(env_name: &str, service: &str, prompt: bool) -> Result<Option<String
         }
     }
     if prompt && stdin.is_terminal() {
-        let service = crate::display::safe(service);
+        let service = scopable_sandbox::display::safe(service);
         let typed = rpassword::prompt_password(format!("{service} API key (input hidden): "))
             .map_err(|e| AppError::new(Exit::BadInput, format!("cannot read the key: {e}")))?;
         return app::clean_key(&typed).map(Some);
@@ -677,7 +691,7 @@ fn read_key(env_name: &str, service: &str, prompt: bool) -> Result<Option<String
 
 fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Result<(), AppError> {
     let manifest = &app.connector.manifest;
-    let stored = db::connection(&app.conn, app.name())?;
+    let stored = db::connection(app.db.conn(), app.name())?;
     let key_env = manifest.key_env();
     let given = read_key(&key_env, manifest.service(), connect || stored.is_none())?;
     let (key, using_stored) = match (given, &stored) {
@@ -700,7 +714,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
     let (region, base) = match stored.as_ref().filter(|_| using_stored) {
         // The stored key only ever goes where it was connected.
         Some(conn) => {
-            let base = crate::policy::BaseUrl::parse_endpoint(&conn.endpoint)
+            let base = scopable_sandbox::policy::BaseUrl::parse_endpoint(&conn.endpoint)
                 .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?;
             if target.region.is_some() || target.endpoint.is_some() {
                 let region = target.region.clone().unwrap_or_else(|| conn.region.clone());
@@ -744,11 +758,11 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
     if connect {
         let vault = Vault::open(&app.db_path, true)?
             .ok_or_else(|| AppError::new(Exit::BadInput, "cannot create the vault key file"))?;
-        let account = db::account_id(&app.conn)?;
+        let account = db::account_id(app.db.conn())?;
         let endpoint = base.to_url();
         let (nonce, ciphertext) = vault.seal(
             &key,
-            crate::vault::Binding {
+            scopable_store::vault::Binding {
                 account: &account,
                 connector: app.name(),
                 region: &region,
@@ -756,7 +770,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
             },
         );
         db::save_connection(
-            &app.conn,
+            app.db.conn(),
             app.name(),
             &db::StoredConnection {
                 region: region.clone(),
@@ -770,7 +784,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
         println!("Connected ({where_}). The key is stored encrypted and will not be shown again.");
     } else {
         if using_stored {
-            db::touch_verified(&app.conn, app.name())?;
+            db::touch_verified(app.db.conn(), app.name())?;
         }
         if json_out {
             print_json(&json!({
@@ -790,7 +804,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
 
 fn status_command(app: &App, json: bool) -> Result<(), AppError> {
     let database = database_shown(&app.db_path);
-    let value = status_json(&app.conn, app.name(), &database)?;
+    let value = status_json(app.db.conn(), app.name(), &database)?;
     if json {
         print_json(&value);
         return Ok(());
@@ -830,7 +844,7 @@ fn database_shown(path: &std::path::Path) -> String {
 }
 
 /// What `status --json` prints: the connection, `"database"` (the database read), and each
-/// kind's last sync ([`crate::sync::last_run_summary`]: `"status"` `"running"`, `"ok"` or
+/// kind's last sync ([`scopable_sync::sync::last_run_summary`]: `"status"` `"running"`, `"ok"` or
 /// `"failed"`, and `"last_ok"` with the counts of the last sync that succeeded).
 pub fn status_json(
     conn: &rusqlite::Connection,
@@ -838,7 +852,7 @@ pub fn status_json(
     database: &str,
 ) -> Result<Value, AppError> {
     let stored = db::connection(conn, connector)?;
-    let summary = |kind: &str| crate::sync::last_run_summary(conn, connector, kind);
+    let summary = |kind: &str| scopable_sync::sync::last_run_summary(conn, connector, kind);
     Ok(json!({
         "connected": stored.is_some(),
         "region": stored.as_ref().map(|c| c.region.clone()),
@@ -896,7 +910,7 @@ fn summary_text(s: &Value) -> String {
 }
 
 fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError> {
-    let entries = activity(&app.conn, app.name(), limit)?;
+    let entries = activity(app.db.conn(), app.name(), limit)?;
     if json {
         print_json(&Value::Array(entries));
         return Ok(());
@@ -990,7 +1004,7 @@ pub fn activity(
         }
         entries.push((a.at.clone(), 0, id, v));
     }
-    for (id, run) in crate::sync::recent_runs(conn, connector, limit)? {
+    for (id, run) in scopable_sync::sync::recent_runs(conn, connector, limit)? {
         let at = run["started_at"].as_str().unwrap_or("").to_string();
         let mut v = run;
         if let Value::Object(map) = &mut v {

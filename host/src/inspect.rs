@@ -2,12 +2,11 @@
 //! get (imports, hosts, request shapes, credential placement, limits) and whether the host
 //! accepts it. Nothing is run.
 
-use crate::app::{AppError, Exit};
-use crate::builtin;
 use crate::cli::print_json;
-use crate::display::safe;
-use crate::manifest::Manifest;
-use crate::sandbox::{self, Sandbox};
+use scopable_sandbox::display::safe;
+use scopable_sandbox::manifest::Manifest;
+use scopable_sandbox::sandbox::{self, Sandbox};
+use scopable_sync::app::{AppError, Exit};
 use serde_json::{Value, json};
 use std::path::Path;
 use wasmtime::component::Component;
@@ -53,8 +52,9 @@ pub fn inspect(component_path: &Path, manifest_path: Option<&Path>) -> Result<Re
             Manifest::read_unvalidated(p)
                 .map_err(|e| AppError::new(Exit::BadInput, e.to_string()))?,
         ),
-        None if digest == builtin::ITGLUE_SHA256 => Some(
-            builtin::itglue_manifest().map_err(|e| AppError::new(Exit::Failure, e.to_string()))?,
+        None if digest == scopable_builtin::ITGLUE_SHA256 => Some(
+            scopable_builtin::itglue_manifest()
+                .map_err(|e| AppError::new(Exit::Failure, e.to_string()))?,
         ),
         None => None,
     };

@@ -3,8 +3,8 @@
 //! when there is none), and only when the host would load the component under the pinned
 //! manifest, as `audit` decides; otherwise the manifest is left as it was.
 
-use crate::app::{AppError, Exit};
-use crate::display::safe;
+use scopable_sandbox::display::safe;
+use scopable_sync::app::{AppError, Exit};
 use std::io::Write;
 use std::path::Path;
 
@@ -39,7 +39,7 @@ pub fn pin(component: &Path, manifest: &Path) -> Result<Pinned, AppError> {
             format!("cannot read {}: {e}", manifest.display()),
         )
     })?;
-    let sha256 = crate::sandbox::sha256_hex(&bytes);
+    let sha256 = scopable_sandbox::sandbox::sha256_hex(&bytes);
     let pinned = with_pin(&text, &sha256).map_err(|e| {
         AppError::new(
             Exit::BadInput,

@@ -1,13 +1,13 @@
 //! The review workflow: list links and what could not be placed, link by hand (or change a
 //! match), ignore, and reset. Manual decisions are never changed by a sync.
 
-use crate::app::{App, AppError, Exit};
 use crate::cli::{RecordKind, print_json};
-use crate::db;
-use crate::display::{safe, safe_within};
-use crate::search::SearchKind;
-use crate::sync::id_order;
 use rusqlite::{OptionalExtension, params};
+use scopable_sandbox::display::{safe, safe_within};
+use scopable_store::db;
+use scopable_sync::app::{App, AppError, Exit};
+use scopable_sync::search::SearchKind;
+use scopable_sync::sync::id_order;
 use serde_json::{Value, json};
 
 /// A decision an admin makes, as logged (and listed by `activity`).
@@ -84,7 +84,7 @@ fn actor_from(user: Option<&str>, logname: Option<&str>, uid: Option<u32>) -> St
             && name.chars().count() <= MAX_USER_NAME
             && !name
                 .chars()
-                .any(|c| c.is_whitespace() || crate::display::is_unsafe(c))
+                .any(|c| c.is_whitespace() || scopable_sandbox::display::is_unsafe(c))
     };
     match user.filter(usable).or(logname.filter(usable)) {
         Some(name) => format!("cli:{name}"),
@@ -121,7 +121,7 @@ fn shown_name(name: Option<&str>) -> std::borrow::Cow<'_, str> {
 /// `links [--json]`: both sides' names and, for configurations, the values behind the
 /// evidence.
 pub fn links_command(app: &App, json_out: bool) -> Result<(), AppError> {
-    let rows = crate::describe::links(&app.conn, app.name())?;
+    let rows = scopable_sync::describe::links(app.db.conn(), app.name())?;
     if json_out {
         print_json(&to_json(&rows)?);
         return Ok(());
@@ -144,7 +144,7 @@ pub fn links_command(app: &App, json_out: bool) -> Result<(), AppError> {
             let values: Vec<String> = link.evidence_values.iter().map(|c| c.to_string()).collect();
             values.join(", ")
         };
-        let target = match crate::describe::record_kind(&link.kind) {
+        let target = match scopable_sync::describe::record_kind(&link.kind) {
             Some(RecordKind::Organization) => "client",
             _ => "configuration",
         };
@@ -170,7 +170,7 @@ pub fn links_command(app: &App, json_out: bool) -> Result<(), AppError> {
 fn named_list(
     ids: &[String],
     names: &[Option<String>],
-    clues: &[Vec<crate::describe::Clue>],
+    clues: &[Vec<scopable_sync::describe::Clue>],
 ) -> String {
     let items: Vec<String> = ids
         .iter()
@@ -192,8 +192,8 @@ fn named_list(
 }
 
 /// What a configuration's organization needs, for a `parent-unplaced` row.
-fn parent_words(parent: &crate::describe::Parent) -> String {
-    use crate::describe::ParentState;
+fn parent_words(parent: &scopable_sync::describe::Parent) -> String {
+    use scopable_sync::describe::ParentState;
     let organization = match (&parent.organization_id, &parent.organization_name) {
         (Some(id), Some(name)) => format!(
             "organization {} {}",
@@ -205,7 +205,7 @@ fn parent_words(parent: &crate::describe::Parent) -> String {
     };
     let state = match &parent.state {
         ParentState::Unplaced { reason } => {
-            safe_within(crate::describe::reason_label(reason), NAME_IN_LIST).into_owned()
+            safe_within(scopable_sync::describe::reason_label(reason), NAME_IN_LIST).into_owned()
         }
         ParentState::Ignored => "ignored".to_string(),
         ParentState::Linked {
@@ -224,7 +224,7 @@ fn parent_words(parent: &crate::describe::Parent) -> String {
 /// `unplaced [--json]`: names on both sides, each reason in plain words, and once per reason
 /// present, what it means and the commands that resolve it.
 pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
-    let rows = crate::describe::unplaced(&app.conn, app.name())?;
+    let rows = scopable_sync::describe::unplaced(app.db.conn(), app.name())?;
     if json_out {
         print_json(&to_json(&rows)?);
         return Ok(());
@@ -236,11 +236,11 @@ pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
     let mut current = "";
     let mut present: Vec<(RecordKind, &str)> = Vec::new();
     for row in &rows {
-        let kind = crate::describe::record_kind(&row.kind);
+        let kind = scopable_sync::describe::record_kind(&row.kind);
         if row.kind != current {
             current = &row.kind;
             match kind {
-                Some(k) => println!("{}:", crate::describe::couldnt_place_title(k)),
+                Some(k) => println!("{}:", scopable_sync::describe::couldnt_place_title(k)),
                 None => println!("{}:", safe(&row.kind)),
             }
         }
@@ -280,12 +280,12 @@ pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
     println!();
     println!("What to do:");
     for kind in [RecordKind::Organization, RecordKind::Configuration] {
-        for explanation in crate::describe::reasons(kind) {
+        for explanation in scopable_sync::describe::reasons(kind) {
             if !present.contains(&(kind, explanation.reason)) {
                 continue;
             }
             println!("  {}: {}:", explanation.label, explanation.sentence);
-            let commands = crate::describe::resolving_commands(
+            let commands = scopable_sync::describe::resolving_commands(
                 app.name(),
                 kind,
                 explanation.reason,
@@ -307,7 +307,7 @@ fn itglue_record(
     kind: RecordKind,
     id: &str,
 ) -> Result<(String, Option<String>), AppError> {
-    app.conn
+    app.db.conn()
         .query_row(
             "SELECT name, organization_id FROM itglue_records WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
             params![app.name(), kind.as_str(), id],
@@ -331,7 +331,7 @@ fn manual_configurations_under(
     app: &App,
     organization: &str,
 ) -> Result<Vec<(String, String, String)>, AppError> {
-    let mut stmt = app.conn.prepare(
+    let mut stmt = app.db.conn().prepare(
         "SELECT l.itglue_id, l.scopable_id, c.client_id FROM links l
          JOIN itglue_records r ON r.connector = l.connector AND r.kind = 'configuration' AND r.itglue_id = l.itglue_id
          JOIN configurations c ON c.id = l.scopable_id
@@ -389,7 +389,8 @@ pub fn link_command(
     match kind {
         RecordKind::Organization => {
             let exists: bool = app
-                .conn
+                .db
+                .conn()
                 .query_row("SELECT 1 FROM clients WHERE id = ?1", [scopable_id], |_| {
                     Ok(true)
                 })
@@ -405,7 +406,8 @@ pub fn link_command(
         }
         RecordKind::Configuration => {
             let target_client: Option<String> = app
-                .conn
+                .db
+                .conn()
                 .query_row(
                     "SELECT client_id FROM configurations WHERE id = ?1",
                     [scopable_id],
@@ -419,7 +421,8 @@ pub fn link_command(
                 ));
             };
             let parent_client: Option<String> = app
-                .conn
+                .db
+                .conn()
                 .query_row(
                     "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2",
                     params![app.name(), organization_id],
@@ -449,7 +452,8 @@ pub fn link_command(
         }
     }
     let holder: Option<(String, String)> = app
-        .conn
+        .db
+        .conn()
         .query_row(
             "SELECT itglue_id, source FROM links WHERE connector = ?1 AND kind = ?2 AND scopable_id = ?3 AND itglue_id != ?4",
             params![app.name(), kind.as_str(), scopable_id, itglue_id],
@@ -467,14 +471,15 @@ pub fn link_command(
             ),
         ));
     }
-    let target_name = crate::describe::scopable_name(&app.conn, kind, scopable_id)?;
+    let target_name = scopable_sync::describe::scopable_name(app.db.conn(), kind, scopable_id)?;
     let loser = match &holder {
         Some((other, _)) => {
             if kind == RecordKind::Organization {
                 // Its configurations linked by hand would be left under no client.
                 guard_organization_change(app, other, None)?;
             }
-            let other_name = crate::describe::itglue_name(&app.conn, app.name(), kind, other)?;
+            let other_name =
+                scopable_sync::describe::itglue_name(app.db.conn(), app.name(), kind, other)?;
             let taking = Taking {
                 kind,
                 itglue_id,
@@ -491,8 +496,10 @@ pub fn link_command(
     };
     // The answer may have taken a while: write only if the target's holder is still the one
     // the admin agreed to take it from (a sync may have applied meanwhile).
-    let tx =
-        rusqlite::Transaction::new_unchecked(&app.conn, rusqlite::TransactionBehavior::Immediate)?;
+    let tx = rusqlite::Transaction::new_unchecked(
+        app.db.conn(),
+        rusqlite::TransactionBehavior::Immediate,
+    )?;
     let holder_now: Option<String> = tx
         .query_row(
             "SELECT itglue_id FROM links WHERE connector = ?1 AND kind = ?2 AND scopable_id = ?3 AND itglue_id != ?4",
@@ -574,7 +581,7 @@ pub fn link_command(
 pub enum LinkTarget<'a> {
     /// A Scopable id, as given.
     Id(&'a str),
-    /// The one Scopable record a search finds ([`crate::search::search`]); for a
+    /// The one Scopable record a search finds ([`scopable_sync::search::search`]); for a
     /// configuration, within the client its organization is linked to.
     Find(&'a str),
 }
@@ -595,7 +602,8 @@ fn find_target(
         RecordKind::Organization => (SearchKind::Client, None),
         RecordKind::Configuration => {
             let client: Option<String> = app
-                .conn
+                .db
+                .conn()
                 .query_row(
                     "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2",
                     params![app.name(), organization_id],
@@ -614,8 +622,8 @@ fn find_target(
             (SearchKind::Configuration, Some(client))
         }
     };
-    let found = crate::search::search(
-        &app.conn,
+    let found = scopable_sync::search::search(
+        app.db.conn(),
         search_kind,
         query,
         within.as_deref(),
@@ -627,8 +635,12 @@ fn find_target(
             " of client {}",
             named(
                 client,
-                crate::describe::scopable_name(&app.conn, RecordKind::Organization, client)?
-                    .as_deref()
+                scopable_sync::describe::scopable_name(
+                    app.db.conn(),
+                    RecordKind::Organization,
+                    client
+                )?
+                .as_deref()
             )
         ),
         None => String::new(),
@@ -742,7 +754,7 @@ pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<()
     if kind == RecordKind::Organization {
         guard_organization_change(app, itglue_id, None)?;
     }
-    let tx = app.conn.unchecked_transaction()?;
+    let tx = app.db.conn().unchecked_transaction()?;
     tx.execute(
         "INSERT OR REPLACE INTO decisions (connector, kind, itglue_id, action, scopable_id, decided_at)
          VALUES (?1, ?2, ?3, 'ignore', NULL, ?4)",
@@ -779,7 +791,8 @@ pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<()
 pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(), AppError> {
     // An automatic link has no decision to drop: say so before anything else is checked.
     let decided = app
-        .conn
+        .db
+        .conn()
         .query_row(
             "SELECT 1 FROM decisions WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
             params![app.name(), kind.as_str(), itglue_id],
@@ -788,7 +801,8 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
         .optional()?
         .is_some();
     let auto_target: Option<String> = app
-        .conn
+        .db
+        .conn()
         .query_row(
             "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'auto'",
             params![app.name(), kind.as_str(), itglue_id],
@@ -809,7 +823,7 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
     if kind == RecordKind::Organization {
         guard_organization_change(app, itglue_id, None)?;
     }
-    let tx = app.conn.unchecked_transaction()?;
+    let tx = app.db.conn().unchecked_transaction()?;
     // The target of the manual link it drops (none for an ignore), for the decisions log.
     let dropped_target: Option<String> = tx
         .query_row(
@@ -850,7 +864,7 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
     let rematched = rematch_after_decision(app, kind, Some(itglue_id));
     // A target as a person reads it: its id and, when known, its name.
     let target_named = |target: &str| {
-        let name = crate::describe::scopable_name(&app.conn, kind, target)
+        let name = scopable_sync::describe::scopable_name(app.db.conn(), kind, target)
             .ok()
             .flatten()
             .map(|n| format!(" ({})", safe_within(&n, NAME_COLUMN)))
@@ -870,7 +884,7 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
             .map(|(_, reason)| {
                 format!(
                     "it is listed again with what could not be placed: {}",
-                    safe(crate::describe::reason_label(reason))
+                    safe(scopable_sync::describe::reason_label(reason))
                 )
             })
             .or_else(|| {
@@ -895,7 +909,7 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
 }
 
 /// Places the stored records of `kind` again after a decision, without the network
-/// ([`crate::sync::rematch_stored`]), so that `unplaced` shows at once what the decision
+/// ([`scopable_sync::sync::rematch_stored`]), so that `unplaced` shows at once what the decision
 /// changed; after an organization's decision, its configurations too (their parent may have
 /// changed). The decision is already made: when the records cannot be placed again now, a
 /// line on stderr says why, and the next sync places them. Returns what became of `kind`'s
@@ -904,13 +918,13 @@ pub fn rematch_after_decision(
     app: &App,
     kind: RecordKind,
     relink: Option<&str>,
-) -> Option<crate::sync::Rematched> {
+) -> Option<scopable_sync::sync::Rematched> {
     let rt = match crate::cli::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!(
                 "warning: the decision is saved, but `unplaced` could not be refreshed ({}); the next sync refreshes it",
-                crate::display::error_line(&e.message)
+                scopable_sandbox::display::error_line(&e.message)
             );
             return None;
         }
@@ -928,10 +942,10 @@ fn rematch_kind(
     rt: &tokio::runtime::Runtime,
     kind: RecordKind,
     relink: Option<&str>,
-) -> Option<crate::sync::Rematched> {
-    match crate::sync::rematch_stored(app, rt, kind, relink) {
+) -> Option<scopable_sync::sync::Rematched> {
+    match scopable_sync::sync::rematch_stored(app, rt, kind, relink) {
         Ok(Ok(rematched)) => Some(rematched),
-        Ok(Err(crate::sync::NotRematched::NothingStored(_))) => None,
+        Ok(Err(scopable_sync::sync::NotRematched::NothingStored(_))) => None,
         Ok(Err(why)) => {
             eprintln!("note: `unplaced` is not refreshed: {why}");
             None
@@ -939,7 +953,7 @@ fn rematch_kind(
         Err(e) => {
             eprintln!(
                 "warning: the decision is saved, but `unplaced` could not be refreshed ({}); the next sync refreshes it",
-                crate::display::error_line(&e.message)
+                scopable_sandbox::display::error_line(&e.message)
             );
             None
         }
@@ -1002,7 +1016,7 @@ pub fn ignored_records(
 
 /// `ignored [--json]`: every ignored record, with its name, and when and by whom.
 pub fn ignored_command(app: &App, json_out: bool) -> Result<(), AppError> {
-    let rows = ignored_records(&app.conn, app.name())?;
+    let rows = ignored_records(app.db.conn(), app.name())?;
     if json_out {
         print_json(&serde_json::to_value(&rows).unwrap_or_else(|_| json!([])));
         return Ok(());

@@ -24,7 +24,7 @@ pub fn place(input: &MatchInput) -> Vec<Placement> {
         MatchInput::Organizations(orgs) => place_organizations(orgs),
         MatchInput::Configurations(configs) => place_configurations(configs),
     };
-    placements.sort_by(|a, b| compare_ids(&a.itglue_id, &b.itglue_id));
+    placements.sort_by(|a, b| compare_ids(&a.source_id, &b.source_id));
     placements
 }
 
@@ -73,7 +73,7 @@ fn place_organizations(input: &OrganizationMatch) -> Vec<Placement> {
     let manual: HashSet<&str> = input
         .manual_links
         .iter()
-        .map(|pair| pair.itglue_id.as_str())
+        .map(|pair| pair.source_id.as_str())
         .collect();
     let manual_targets: HashSet<&str> = input
         .manual_links
@@ -152,7 +152,7 @@ fn place_organizations(input: &OrganizationMatch) -> Vec<Placement> {
             }
         };
         placements.push(Placement {
-            itglue_id: org.id.clone(),
+            source_id: org.id.clone(),
             outcome,
         });
     }
@@ -221,7 +221,7 @@ fn place_configurations(input: &ConfigurationMatch) -> Vec<Placement> {
     let manual: HashSet<&str> = input
         .manual_links
         .iter()
-        .map(|pair| pair.itglue_id.as_str())
+        .map(|pair| pair.source_id.as_str())
         .collect();
     let manual_targets: HashSet<&str> = input
         .manual_links
@@ -233,7 +233,7 @@ fn place_configurations(input: &ConfigurationMatch) -> Vec<Placement> {
     let mut parents: HashMap<&str, Option<&str>> = HashMap::new();
     for pair in &input.parents {
         parents
-            .entry(pair.itglue_id.as_str())
+            .entry(pair.source_id.as_str())
             .and_modify(|client| {
                 if *client != Some(pair.scopable_id.as_str()) {
                     *client = None;
@@ -323,7 +323,7 @@ fn place_configurations(input: &ConfigurationMatch) -> Vec<Placement> {
                 ),
             };
             Placement {
-                itglue_id: config.id.clone(),
+                source_id: config.id.clone(),
                 outcome,
             }
         })
@@ -478,7 +478,7 @@ mod tests {
     fn pairs(list: &[(&str, &str)]) -> Vec<Pair> {
         list.iter()
             .map(|(itglue, scopable)| Pair {
-                itglue_id: itglue.to_string(),
+                source_id: itglue.to_string(),
                 scopable_id: scopable.to_string(),
             })
             .collect()
@@ -503,7 +503,7 @@ mod tests {
     }
 
     fn outcome<'a>(placements: &'a [Placement], id: &str) -> &'a Outcome {
-        match placements.iter().find(|p| p.itglue_id == id) {
+        match placements.iter().find(|p| p.source_id == id) {
             Some(p) => &p.outcome,
             None => panic!("no placement for {id} in {placements:?}"),
         }
@@ -841,7 +841,7 @@ mod tests {
             &[("1", "c2")],
             &["3"],
         );
-        let ids: Vec<&str> = placements.iter().map(|p| p.itglue_id.as_str()).collect();
+        let ids: Vec<&str> = placements.iter().map(|p| p.source_id.as_str()).collect();
         assert_eq!(ids, vec!["2"]);
         // Organization 1 holds c2 by hand, so 2 cannot take it.
         assert_eq!(
@@ -864,7 +864,7 @@ mod tests {
             &[],
             &[],
         );
-        let ids: Vec<&str> = placements.iter().map(|p| p.itglue_id.as_str()).collect();
+        let ids: Vec<&str> = placements.iter().map(|p| p.source_id.as_str()).collect();
         assert_eq!(ids, vec!["9", "10", "a", "b"]);
         assert_eq!(outcome(&placements, "9"), &linked("c9", &[Evidence::Name]));
     }
@@ -1250,7 +1250,7 @@ mod tests {
             )
         }
         .place();
-        let ids: Vec<&str> = placements.iter().map(|p| p.itglue_id.as_str()).collect();
+        let ids: Vec<&str> = placements.iter().map(|p| p.source_id.as_str()).collect();
         assert_eq!(ids, vec!["3"]);
     }
 
@@ -1358,7 +1358,7 @@ mod tests {
                 manual_links: manual
                     .iter()
                     .map(|(o, c)| Pair {
-                        itglue_id: o.to_string(),
+                        source_id: o.to_string(),
                         scopable_id: format!("c{c}"),
                     })
                     .collect(),
@@ -1456,7 +1456,7 @@ mod tests {
                 manual_links: manual
                     .iter()
                     .map(|(i, s)| Pair {
-                        itglue_id: i.to_string(),
+                        source_id: i.to_string(),
                         scopable_id: format!("s{s}"),
                     })
                     .collect(),
@@ -1522,7 +1522,7 @@ mod tests {
                 if let Outcome::Linked(link) = &p.outcome {
                     prop_assert!(taken.insert(link.scopable_id.clone()), "{:?}", placements);
                     prop_assert!(!link.evidence.is_empty());
-                    let config = input.configurations.iter().find(|c| c.id == p.itglue_id);
+                    let config = input.configurations.iter().find(|c| c.id == p.source_id);
                     let target = input.scopable_configurations.iter().find(|s| s.id == link.scopable_id);
                     let (Some(config), Some(target)) = (config, target) else {
                         return Err(TestCaseError::fail("link names unknown records"));
@@ -1535,7 +1535,7 @@ mod tests {
                     prop_assert!(!input.manual_links.iter().any(|m| m.scopable_id == target.id));
                 }
             }
-            let ids: Vec<&str> = placements.iter().map(|p| p.itglue_id.as_str()).collect();
+            let ids: Vec<&str> = placements.iter().map(|p| p.source_id.as_str()).collect();
             let mut sorted = ids.clone();
             sorted.sort_by(|a, b| compare_ids(a, b));
             sorted.dedup();

@@ -12,10 +12,11 @@
 //! also polls `VmHWM` while the sync runs, as a cross-check.
 
 use itglue_sim::{Dataset, SimConfig, Simulator, generated_dataset, generated_scopable_csv};
-use scopable_host::builtin::{ITGLUE_SHA256, ITGLUE_WASM, itglue_manifest};
-use scopable_host::manifest::{ITGLUE_MANIFEST, Manifest};
-use scopable_host::policy::BaseUrl;
-use scopable_host::sandbox::{CallContext, LoadedConnector, Sandbox, wit_types};
+use scopable_builtin::ITGLUE_MANIFEST;
+use scopable_builtin::{ITGLUE_SHA256, ITGLUE_WASM, itglue_manifest};
+use scopable_sandbox::manifest::Manifest;
+use scopable_sandbox::policy::BaseUrl;
+use scopable_sandbox::sandbox::{CallContext, LoadedConnector, Sandbox, wit_types};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -1077,7 +1078,7 @@ impl MatchData {
                 name: r[2].clone(),
                 hostname: opt(&r[3]),
                 serial_number: opt(&r[4]),
-                mac_addresses: scopable_host::import::split_macs(&r[5]),
+                mac_addresses: scopable_sync::import::split_macs(&r[5]),
             })
             .collect();
         let configs = dataset
@@ -1285,7 +1286,7 @@ macro_rules! binding {
                     .parents
                     .iter()
                     .map(|&i| t::Pair {
-                        itglue_id: d.parents[i].0.clone(),
+                        source_id: d.parents[i].0.clone(),
                         scopable_id: d.parents[i].1.clone(),
                     })
                     .collect(),
@@ -1306,7 +1307,7 @@ macro_rules! binding {
             for p in placements {
                 if let t::Outcome::Linked(link) = &p.outcome {
                     linked += 1;
-                    eat(p.itglue_id.as_bytes());
+                    eat(p.source_id.as_bytes());
                     eat(b"=");
                     eat(link.scopable_id.as_bytes());
                     eat(&[link.evidence.len() as u8]);
@@ -1324,6 +1325,6 @@ macro_rules! binding {
 binding!(
     wasm_input,
     wasm_summary_of,
-    scopable_host::sandbox::wit_types
+    scopable_sandbox::sandbox::wit_types
 );
 binding!(native_input, native_summary_of, scopable_itglue::types);

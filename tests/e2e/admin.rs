@@ -66,7 +66,7 @@ fn finish(cmd: &mut Command) -> Run {
 }
 
 fn sha256(path: &Path) -> String {
-    scopable_host::sandbox::sha256_hex(&std::fs::read(path).expect("read"))
+    scopable_sandbox::sandbox::sha256_hex(&std::fs::read(path).expect("read"))
 }
 
 fn user_version(path: &Path) -> i64 {
@@ -186,7 +186,7 @@ fn an_older_database_is_read_as_it_is_and_upgraded_only_by_a_write() {
     let env = Env::new();
     {
         let conn = rusqlite::Connection::open(env.db()).unwrap();
-        conn.execute_batch(scopable_host::db::MIGRATIONS[0])
+        conn.execute_batch(scopable_store::db::MIGRATIONS[0])
             .unwrap();
         conn.execute_batch(
             "PRAGMA user_version = 1;
@@ -214,7 +214,7 @@ fn an_older_database_is_read_as_it_is_and_upgraded_only_by_a_write() {
     let clients = env.write("more.csv", "id,name\nc2,Beta\n");
     env.run(&["import", "clients", clients.to_str().unwrap()])
         .ok();
-    assert_eq!(user_version(&env.db()), scopable_host::db::SCHEMA_VERSION);
+    assert_eq!(user_version(&env.db()), scopable_store::db::SCHEMA_VERSION);
     let links = env.run(&["itglue", "links", "--json"]).json();
     assert_eq!(links.as_array().map(Vec::len), Some(1), "{links}");
 }
@@ -784,7 +784,7 @@ fn pin_rewrites_only_the_sha256_line_and_refuses_what_the_host_refuses() {
         before_audit.stdout
     );
     let run = env.run(&["pin", component, "--manifest", manifest_arg]);
-    let digest = scopable_host::sandbox::sha256_hex(&std::fs::read(component).unwrap());
+    let digest = scopable_sandbox::sandbox::sha256_hex(&std::fs::read(component).unwrap());
     assert_eq!(
         run.ok(),
         format!("Pinned {component} in {manifest_arg}: sha256 = \"{digest}\".\n")

@@ -64,7 +64,7 @@ fn digest_pin_refuses_a_different_or_missing_sha256() {
     let right_manifest = h.manifest.clone();
 
     let other_component = std::fs::read(guests::POST).expect("post component");
-    let other = scopable_host::sandbox::sha256_hex(&other_component);
+    let other = scopable_sandbox::sandbox::sha256_hex(&other_component);
     let mut one_digit_off = right.clone();
     let last = if right.ends_with('0') { "1" } else { "0" };
     one_digit_off.replace_range(right.len() - 1.., last);

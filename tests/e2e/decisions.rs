@@ -415,7 +415,7 @@ fn a_version_2_database_upgrades_and_keeps_its_decisions() {
     // logged.
     {
         let conn = rusqlite::Connection::open(env.db()).unwrap();
-        let migrations = scopable_host::db::MIGRATIONS;
+        let migrations = scopable_store::db::MIGRATIONS;
         conn.execute_batch(&format!(
             "{} {} PRAGMA user_version = 2;",
             migrations[0], migrations[1]
@@ -437,7 +437,7 @@ fn a_version_2_database_upgrades_and_keeps_its_decisions() {
             .unwrap()
     };
     env.import(CLIENTS, CONFIGURATIONS);
-    assert_eq!(version(), scopable_host::db::SCHEMA_VERSION);
+    assert_eq!(version(), scopable_store::db::SCHEMA_VERSION);
 
     // The old ignore is listed, with its name, and no actor (it was not logged).
     let list = env.run(&["itglue", "ignored", "--json"]).json();

@@ -42,7 +42,7 @@ impl Docuvault {
         let env = Env::new();
         let bytes = std::fs::read(EXAMPLE_CONNECTOR)
             .unwrap_or_else(|e| panic!("reading {EXAMPLE_CONNECTOR}: {e}"));
-        let sha256 = scopable_host::sandbox::sha256_hex(&bytes);
+        let sha256 = scopable_sandbox::sandbox::sha256_hex(&bytes);
         let manifest = env.write("docuvault.toml", format!("sha256 = \"{sha256}\"\n{text}"));
         Docuvault {
             sim: Simulator::start(TOKEN).expect("docuvault simulator"),

@@ -85,7 +85,7 @@ impl<'a> Hostile<'a> {
         cpu_ms: u64,
     ) -> Hostile<'a> {
         let bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("reading {wasm}: {e}"));
-        let sha256 = scopable_host::sandbox::sha256_hex(&bytes);
+        let sha256 = scopable_sandbox::sandbox::sha256_hex(&bytes);
         let manifest = env.write(&format!("{label}.toml"), manifest_text(&sha256, cpu_ms));
         Hostile {
             env,

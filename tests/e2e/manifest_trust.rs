@@ -24,7 +24,7 @@ const KEY_ENV: &str = "HOSTILE_API_KEY";
 /// its text.
 fn manifest_text(wasm: &str, edit: impl Fn(String) -> String) -> String {
     let bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("reading {wasm}: {e}"));
-    let sha256 = scopable_host::sandbox::sha256_hex(&bytes);
+    let sha256 = scopable_sandbox::sandbox::sha256_hex(&bytes);
     edit(format!(
         r#"name = "hostile"
 description = "a test component"

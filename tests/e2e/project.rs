@@ -27,7 +27,7 @@ fn dependencies_are_where_they_belong() {
     assert!(!deps.contains_key("proptest"), "proptest is a test tool");
     assert!(dev.contains_key("proptest"));
     assert!(!deps.contains_key("hyper"), "hyper is not used directly");
-    let retry = read("host/src/retry.rs");
+    let retry = read("host/sync/src/retry.rs");
     assert!(
         !retry.contains("chacha20poly1305") && !retry.contains("OsRng"),
         "retry jitter borrows the AEAD crate's generator"

@@ -3,7 +3,7 @@
 //! setup guide's review story, from the first sync to every decision in `activity`.
 
 use crate::util::{Env, Run};
-use scopable_host::describe;
+use scopable_sync::describe;
 use serde_json::Value;
 use std::collections::BTreeSet;
 

@@ -185,7 +185,7 @@ fn search_never_creates_or_migrates_a_database() {
     let old = env.db();
     {
         let conn = rusqlite::Connection::open(&old).unwrap();
-        conn.execute_batch(scopable_host::db::MIGRATIONS[0])
+        conn.execute_batch(scopable_store::db::MIGRATIONS[0])
             .unwrap();
         conn.execute_batch(
             "PRAGMA user_version = 1; INSERT INTO clients (id, name) VALUES ('c1', 'Acme Inc');",

@@ -10,7 +10,7 @@ use crate::hostile::{
 };
 use crate::util::Run;
 use itglue_sim::guests;
-use scopable_host::display::{ERROR_MAX_CHARS, MAX_CHARS};
+use scopable_sandbox::display::{ERROR_MAX_CHARS, MAX_CHARS};
 use serde_json::Value;
 
 // What the component sends (as in `tests/guests/src/terminal_escape.rs`).

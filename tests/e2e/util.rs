@@ -182,14 +182,14 @@ impl Env {
     /// Writes the built-in IT Glue component and its manifest (pinned, with `limits` replacing
     /// the matching lines) into the workspace; returns their paths.
     pub fn itglue_with_limits(&self, limits: &str) -> (String, String) {
-        let wasm = self.write("itglue.wasm", scopable_host::builtin::ITGLUE_WASM);
+        let wasm = self.write("itglue.wasm", scopable_builtin::ITGLUE_WASM);
         let mut manifest = String::new();
         let overridden: Vec<&str> = limits
             .lines()
             .filter_map(|l| l.split('=').next())
             .map(str::trim)
             .collect();
-        for line in scopable_host::manifest::ITGLUE_MANIFEST.lines() {
+        for line in scopable_builtin::ITGLUE_MANIFEST.lines() {
             let key = line.split('=').next().unwrap_or("").trim();
             if !overridden.contains(&key) {
                 manifest.push_str(line);
@@ -202,7 +202,7 @@ impl Env {
         }
         let manifest = format!(
             "sha256 = \"{}\"\n{manifest}",
-            scopable_host::builtin::ITGLUE_SHA256
+            scopable_builtin::ITGLUE_SHA256
         );
         let path = self.write("itglue.toml", manifest);
         (

@@ -3,6 +3,8 @@
 #![deny(missing_docs)]
 
 mod api;
+#[cfg(test)]
+mod contract;
 mod data;
 /// The example Docuvault connector's tiny simulator (`examples/docuvault/simulator.rs`).
 #[path = "../../examples/docuvault/simulator.rs"]

@@ -224,7 +224,7 @@ fn place_organizations(input: &OrganizationMatch) -> Vec<Placement> {
 /// Configurations link on an equal usable serial, inside the client of their organization.
 fn place_configurations(input: &ConfigurationMatch) -> Vec<Placement> {
     let pairs = input.parents.iter();
-    let parent: BTreeMap<&str, &str> = pairs.map(|p| (&*p.itglue_id, &*p.scopable_id)).collect();
+    let parent: BTreeMap<&str, &str> = pairs.map(|p| (&*p.source_id, &*p.scopable_id)).collect();
     let mut by_serial: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();
     for s in &input.scopable_configurations {
         if let Some(serial) = s.serial_number.as_deref().and_then(normalize_serial) {
@@ -260,7 +260,7 @@ fn resolve<'a>(
         _ => (Reason::MultipleConfigurations, Reason::TargetTaken),
     };
     let taken: BTreeSet<&str> = manual.iter().map(|p| p.scopable_id.as_str()).collect();
-    let mut decided: BTreeSet<&str> = manual.iter().map(|p| p.itglue_id.as_str()).collect();
+    let mut decided: BTreeSet<&str> = manual.iter().map(|p| p.source_id.as_str()).collect();
     decided.extend(ignored.iter().map(String::as_str));
     let mut wanted: BTreeMap<&str, usize> = BTreeMap::new();
     let sole_targets = wants.values().flatten().filter(|hits| hits.len() == 1);
@@ -280,8 +280,8 @@ fn resolve<'a>(
                 evidence: vec![evidence],
             }),
         };
-        let itglue_id = id.to_string();
-        Placement { itglue_id, outcome }
+        let source_id = id.to_string();
+        Placement { source_id, outcome }
     };
     undecided.map(place).collect()
 }

@@ -65,7 +65,7 @@ impl Guest for Connector {
             MatchInput::Organizations(m) => place_organizations(m),
             MatchInput::Configurations(m) => place_configurations(m),
         };
-        placements.sort_by(|a, b| compare_ids(&a.itglue_id, &b.itglue_id));
+        placements.sort_by(|a, b| compare_ids(&a.source_id, &b.source_id));
         placements
     }
 }
@@ -256,7 +256,7 @@ fn compare_ids(a: &str, b: &str) -> Ordering {
 
 fn linked(id: &str, target: &str, evidence: Evidence) -> Placement {
     Placement {
-        itglue_id: id.to_string(),
+        source_id: id.to_string(),
         outcome: Outcome::Linked(Link {
             scopable_id: target.to_string(),
             evidence: vec![evidence],
@@ -268,7 +268,7 @@ fn unplaced(id: &str, reason: Reason, mut candidates: Vec<String>) -> Placement 
     candidates.sort_by(|a, b| compare_ids(a, b));
     candidates.dedup();
     Placement {
-        itglue_id: id.to_string(),
+        source_id: id.to_string(),
         outcome: Outcome::Unplaced(Unplaced {
             reason,
             candidates,
@@ -281,7 +281,7 @@ fn unplaced(id: &str, reason: Reason, mut candidates: Vec<String>) -> Placement 
 fn decided<'a>(ignored: &'a [String], manual: &'a [Pair]) -> BTreeSet<&'a str> {
     let ignored = ignored.iter().map(String::as_str);
     ignored
-        .chain(manual.iter().map(|p| p.itglue_id.as_str()))
+        .chain(manual.iter().map(|p| p.source_id.as_str()))
         .collect()
 }
 
@@ -351,7 +351,7 @@ fn place_configurations(m: &ConfigurationMatch) -> Vec<Placement> {
     let parent: BTreeMap<&str, &str> = m
         .parents
         .iter()
-        .map(|p| (p.itglue_id.as_str(), p.scopable_id.as_str()))
+        .map(|p| (p.source_id.as_str(), p.scopable_id.as_str()))
         .collect();
     // (client, serial) -> Scopable configurations carrying it.
     let mut by_serial: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();

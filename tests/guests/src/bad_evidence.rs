@@ -64,7 +64,7 @@ pub fn configurations() -> ConfigurationPage {
 
 fn linked(id: &str, target: &str, evidence: Evidence) -> Placement {
     Placement {
-        itglue_id: id.to_string(),
+        source_id: id.to_string(),
         outcome: Outcome::Linked(Link {
             scopable_id: target.to_string(),
             evidence: vec![evidence],
@@ -82,7 +82,7 @@ pub fn place(input: &MatchInput) -> Vec<Placement> {
             if named("many-candidates").is_some() {
                 let ids: Vec<String> = (0..MANY).map(|i| format!("c{i}")).collect();
                 return vec![Placement {
-                    itglue_id: "1".to_string(),
+                    source_id: "1".to_string(),
                     outcome: Outcome::Unplaced(Unplaced {
                         reason: Reason::MultipleClients,
                         candidates: ids.clone(),

@@ -46,7 +46,7 @@ pub fn place(input: &MatchInput) -> Vec<Placement> {
     m.organizations
         .iter()
         .map(|o| Placement {
-            itglue_id: o.id.clone(),
+            source_id: o.id.clone(),
             outcome: Outcome::Linked(Link {
                 scopable_id: "ghost".to_string(),
                 evidence: vec![Evidence::Name],

@@ -71,7 +71,7 @@ pub fn place(input: &MatchInput) -> Vec<Placement> {
     m.organizations
         .iter()
         .map(|o| Placement {
-            itglue_id: o.id.clone(),
+            source_id: o.id.clone(),
             outcome: Outcome::Unplaced(Unplaced {
                 reason: Reason::NoMatch,
                 candidates: Vec::new(),

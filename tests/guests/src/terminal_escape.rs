@@ -125,11 +125,11 @@ pub fn place(input: &MatchInput) -> Vec<Placement> {
                 }),
             };
             Placement {
-                itglue_id: o.id.clone(),
+                source_id: o.id.clone(),
                 outcome,
             }
         })
         .collect();
-    placements.sort_by(|a, b| a.itglue_id.cmp(&b.itglue_id));
+    placements.sort_by(|a, b| a.source_id.cmp(&b.source_id));
     placements
 }

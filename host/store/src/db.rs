@@ -1,0 +1,979 @@
+//! The embedded SQLite database: one file per Scopable account, holding the Scopable records,
+//! the connection, links, decisions, sync runs, audit records and connector storage.
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The schema version this build writes (`PRAGMA user_version`): the number of
+/// [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The schema's history: migration `n` (counting from 1) takes a database from version `n - 1`
+/// to version `n`. A database is brought up to date in place by running the migrations past its
+/// version, in order, in one transaction. Append new migrations; never edit one that shipped.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    SCHEMA_V1,
+    // 2: a sync run holds a lease (unix milliseconds) while it works, renewed by its process;
+    // a `running` run whose lease has passed was interrupted.
+    "ALTER TABLE sync_runs ADD COLUMN lease_until INTEGER;
+     CREATE INDEX IF NOT EXISTS sync_runs_running ON sync_runs(connector, kind, status);",
+    // 3: every decision (link, ignore, reset, disconnect) is logged with its actor; and each
+    // received record keeps every identifier the matcher reads, so that it can be placed again
+    // without the network (`identifiers_kept` is 0 on rows written before, until the next sync).
+    MIGRATION_V3,
+];
+
+const MIGRATION_V3: &str = r#"
+CREATE TABLE IF NOT EXISTS decision_log (
+    id          INTEGER PRIMARY KEY,
+    at          TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    action      TEXT NOT NULL CHECK (action IN ('link', 'ignore', 'reset', 'disconnect')),
+    record_kind TEXT CHECK (record_kind IN ('organization', 'configuration')),
+    source_id   TEXT,
+    scopable_id TEXT,
+    actor       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decision_log_record ON decision_log(connector, record_kind, source_id);
+ALTER TABLE itglue_records ADD COLUMN short_name TEXT;
+ALTER TABLE itglue_records ADD COLUMN type_name TEXT;
+ALTER TABLE itglue_records ADD COLUMN status_name TEXT;
+ALTER TABLE itglue_records ADD COLUMN hostname TEXT;
+ALTER TABLE itglue_records ADD COLUMN primary_ip TEXT;
+ALTER TABLE itglue_records ADD COLUMN serial_number TEXT;
+ALTER TABLE itglue_records ADD COLUMN mac_addresses TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE itglue_records ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE itglue_records ADD COLUMN identifiers_kept INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// A database problem, phrased for the admin.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The file is not a SQLite database, or is damaged.
+    #[error(
+        "{path} is not a usable Scopable database ({detail}); point --db at the right file or move this one aside"
+    )]
+    NotADatabase {
+        /// The database path.
+        path: String,
+        /// What SQLite said.
+        detail: String,
+    },
+    /// The file was written by a newer version of this program.
+    #[error(
+        "{path} uses schema version {found}, newer than this program understands ({SCHEMA_VERSION}); upgrade scopable-host"
+    )]
+    NewerSchema {
+        /// The database path.
+        path: String,
+        /// The version found.
+        found: i64,
+    },
+    /// A command that only reads found no database at the path (it never creates one).
+    #[error(
+        "there is no database at {path}; point --db (or SCOPABLE_DB) at your Scopable database, or create this one with `scopable-host --db {path} import clients FILE.csv`"
+    )]
+    Missing {
+        /// The database path.
+        path: String,
+    },
+    /// The path names a directory.
+    #[error(
+        "{path} is a directory, not a database file; give --db (or SCOPABLE_DB) the file's path, for example {path}/scopable.db"
+    )]
+    IsDirectory {
+        /// The database path.
+        path: String,
+    },
+    /// The file could not be opened (permissions, a missing folder, a read-only disk).
+    #[error(
+        "cannot open the database {path} ({detail}); check that the file and its folder exist and that this user may use them, or point --db (or SCOPABLE_DB) elsewhere"
+    )]
+    CannotOpen {
+        /// The database path.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The file can be read but not written by this user, and the command changes it.
+    #[error(
+        "{path} is read-only for this user, and this command changes the database; run it as the database's owner, or use a command that only reads (status, links, unplaced, ignored, activity, search)"
+    )]
+    ReadOnly {
+        /// The database path.
+        path: String,
+    },
+    /// Any other SQLite error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A thread panicked while holding the database connection.
+    #[error(
+        "the database connection was left unusable by a failed operation; run the command again"
+    )]
+    Poisoned,
+}
+
+const SCHEMA_V1: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clients (
+    id   TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS configurations (
+    id            TEXT PRIMARY KEY,
+    client_id     TEXT NOT NULL REFERENCES clients(id),
+    name          TEXT NOT NULL,
+    hostname      TEXT,
+    serial_number TEXT,
+    mac_addresses TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS configurations_client ON configurations(client_id);
+CREATE TABLE IF NOT EXISTS connections (
+    connector      TEXT PRIMARY KEY,
+    region         TEXT NOT NULL,
+    endpoint       TEXT NOT NULL,
+    key_nonce      BLOB NOT NULL,
+    key_ciphertext BLOB NOT NULL,
+    verified_at    TEXT NOT NULL,
+    connected_at   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS links (
+    connector   TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('organization', 'configuration')),
+    itglue_id   TEXT NOT NULL,
+    scopable_id TEXT NOT NULL,
+    source      TEXT NOT NULL CHECK (source IN ('auto', 'manual')),
+    evidence    TEXT NOT NULL,
+    linked_at   TEXT NOT NULL,
+    PRIMARY KEY (connector, kind, itglue_id)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    connector   TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('organization', 'configuration')),
+    itglue_id   TEXT NOT NULL,
+    action      TEXT NOT NULL CHECK (action IN ('link', 'ignore')),
+    scopable_id TEXT,
+    decided_at  TEXT NOT NULL,
+    PRIMARY KEY (connector, kind, itglue_id)
+);
+CREATE TABLE IF NOT EXISTS unplaced (
+    connector   TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    itglue_id   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    candidates  TEXT NOT NULL,
+    suggestions TEXT NOT NULL,
+    PRIMARY KEY (connector, kind, itglue_id)
+);
+CREATE TABLE IF NOT EXISTS itglue_records (
+    connector       TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    itglue_id       TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    organization_id TEXT,
+    PRIMARY KEY (connector, kind, itglue_id)
+);
+CREATE TABLE IF NOT EXISTS sync_runs (
+    id            INTEGER PRIMARY KEY,
+    connector     TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    dry_run       INTEGER NOT NULL,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    status        TEXT NOT NULL,
+    fetched       INTEGER NOT NULL DEFAULT 0,
+    linked        INTEGER NOT NULL DEFAULT 0,
+    skipped       INTEGER NOT NULL DEFAULT 0,
+    errored       INTEGER NOT NULL DEFAULT 0,
+    new_links     INTEGER NOT NULL DEFAULT 0,
+    removed_links INTEGER NOT NULL DEFAULT 0,
+    requests      INTEGER NOT NULL DEFAULT 0,
+    error         TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id               INTEGER PRIMARY KEY,
+    at               TEXT NOT NULL,
+    connector        TEXT NOT NULL,
+    component_sha256 TEXT NOT NULL,
+    capability       TEXT NOT NULL,
+    method           TEXT NOT NULL,
+    host             TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    decision         TEXT NOT NULL,
+    rule             TEXT,
+    status           INTEGER,
+    bytes            INTEGER NOT NULL DEFAULT 0,
+    duration_ms      INTEGER NOT NULL DEFAULT 0,
+    detail           TEXT
+);
+CREATE TABLE IF NOT EXISTS kv (
+    connector TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    value     BLOB NOT NULL,
+    PRIMARY KEY (connector, key)
+);
+CREATE TABLE IF NOT EXISTS request_budget (
+    connector TEXT NOT NULL,
+    at_ms     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS request_budget_at ON request_budget(connector, at_ms);
+"#;
+
+/// Opens (creating if needed) the database at `path`, checks it, and brings the schema up to
+/// date. WAL mode, so the audit writer and the main flow can work side by side.
+pub fn open(path: &Path) -> Result<Connection, DbError> {
+    let created = !path.exists();
+    if path.is_dir() {
+        return Err(DbError::IsDirectory {
+            path: path.display().to_string(),
+        });
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| DbError::CannotOpen {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let not_db = |e: rusqlite::Error| DbError::NotADatabase {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // SQLite falls back to reading a file this user may not write: say so, rather than fail
+    // on the first write with a puzzling message.
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+        return Err(DbError::ReadOnly {
+            path: path.display().to_string(),
+        });
+    }
+    // Links and audit records are the account's business: owner-only, like the key file. A
+    // file this user owns that others can read (made by hand, or by an earlier version) is
+    // tightened as well; SQLite gives the -wal and -shm files the database file's mode, and
+    // existing ones are tightened with it.
+    make_private(path, created);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(not_db)?;
+    if version > SCHEMA_VERSION {
+        return Err(DbError::NewerSchema {
+            path: path.display().to_string(),
+            found: version,
+        });
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(not_db)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if version < SCHEMA_VERSION {
+        // A SQLite file with tables but no schema version belongs to something else.
+        let tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )?;
+        if version == 0 && tables > 0 {
+            return Err(DbError::NotADatabase {
+                path: path.display().to_string(),
+                detail: "it is a SQLite database of another program".into(),
+            });
+        }
+        migrate(&conn)?;
+    }
+    // Opening an existing database writes nothing (and so never waits for a writer).
+    let has_account: bool = conn
+        .query_row(
+            "SELECT 1 FROM meta WHERE key = 'account_id'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !has_account {
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('account_id', ?1)",
+            params![crate::vault::random_hex(16)],
+        )?;
+    }
+    Ok(conn)
+}
+
+/// Runs the migrations past the database's version in one write transaction. The version is
+/// read again inside it: another process may have migrated the file meanwhile.
+fn migrate(conn: &Connection) -> Result<(), DbError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (n, migration) in MIGRATIONS.iter().enumerate() {
+            let target = n as i64 + 1;
+            if target > version {
+                conn.execute_batch(migration)?;
+                conn.execute_batch(&format!("PRAGMA user_version = {target}"))?;
+            }
+        }
+        conn.execute_batch("COMMIT")
+    })();
+    if result.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    Ok(result?)
+}
+
+/// Opens the database at `path` for reading only, for the commands that only read (`status`,
+/// `links`, `unplaced`, `activity`, ...). It never creates, migrates or writes the file:
+///
+/// - no file at `path`: [`DbError::Missing`]; a directory: [`DbError::IsDirectory`];
+/// - a file this user may read but not write (an auditor's copy, mode 0444, in a folder they
+///   cannot write) is read as it is; SQLite would need to create the `-shm` file beside it,
+///   so when that is impossible and no `-wal` file holds changes, the file is read as
+///   immutable;
+/// - a file of an older schema is read through an upgraded copy in memory: the file keeps
+///   its version, and the next command that writes upgrades it;
+/// - a newer schema, a file of another program, an empty or damaged file: refused as
+///   [`open`] refuses them.
+pub fn open_read_only(path: &Path) -> Result<Connection, DbError> {
+    let shown = || path.display().to_string();
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Absolute: a relative default (`./scopable.db`) depends on the folder it ran in.
+            let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            return Err(DbError::Missing {
+                path: absolute.display().to_string(),
+            });
+        }
+        Err(e) => {
+            return Err(DbError::CannotOpen {
+                path: shown(),
+                detail: e.to_string(),
+            });
+        }
+        Ok(meta) if meta.is_dir() => return Err(DbError::IsDirectory { path: shown() }),
+        Ok(_) => {}
+    }
+    let not_db = |e: rusqlite::Error| DbError::NotADatabase {
+        path: shown(),
+        detail: e.to_string(),
+    };
+    let (conn, uri, version) = match read_only_connection(path, false) {
+        Ok(opened) => opened,
+        Err(e) if cannot_open(&e) && !wal_holds_changes(path) => {
+            read_only_connection(path, true).map_err(|e| open_failure(path, e))?
+        }
+        Err(e) => return Err(open_failure(path, e)),
+    };
+    if version > SCHEMA_VERSION {
+        return Err(DbError::NewerSchema {
+            path: shown(),
+            found: version,
+        });
+    }
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(not_db)?;
+    if version == 0 {
+        return Err(DbError::NotADatabase {
+            path: shown(),
+            detail: if tables > 0 {
+                "it is a SQLite database of another program".into()
+            } else {
+                "it is empty".into()
+            },
+        });
+    }
+    if version < SCHEMA_VERSION {
+        drop(conn);
+        return upgraded_copy(&uri, version).map_err(|e| match e {
+            DbError::Sqlite(e) => not_db(e),
+            other => other,
+        });
+    }
+    Ok(conn)
+}
+
+/// A read-only connection to `path` (as immutable if asked), its URI and schema version.
+fn read_only_connection(
+    path: &Path,
+    immutable: bool,
+) -> rusqlite::Result<(Connection, String, i64)> {
+    let uri = read_only_uri(path, immutable);
+    let conn = Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // The first read: it needs the WAL index when the file is in WAL mode.
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok((conn, uri, version))
+}
+
+/// `file:PATH?mode=ro`, the path percent-encoded.
+fn read_only_uri(path: &Path, immutable: bool) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro");
+    if immutable {
+        uri.push_str("&immutable=1");
+    }
+    uri
+}
+
+/// Whether SQLite could not open a file (for a read-only WAL database: its `-shm` file).
+fn cannot_open(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    )
+}
+
+/// Whether a `-wal` file beside the database holds changes not yet in the file itself.
+fn wal_holds_changes(path: &Path) -> bool {
+    std::fs::metadata(format!("{}-wal", path.display())).is_ok_and(|m| m.len() > 0)
+}
+
+/// A failed read-only open, phrased for the admin.
+fn open_failure(path: &Path, e: rusqlite::Error) -> DbError {
+    let shown = path.display().to_string();
+    if !cannot_open(&e) {
+        return DbError::NotADatabase {
+            path: shown,
+            detail: e.to_string(),
+        };
+    }
+    let detail = if wal_holds_changes(path) {
+        "its -wal file holds recent changes, and this user cannot create the -shm file beside it to read them; ask the owner to run any command on it once, or copy the file with its -wal file".to_string()
+    } else {
+        e.to_string()
+    };
+    DbError::CannotOpen {
+        path: shown,
+        detail,
+    }
+}
+
+/// An in-memory copy of the database at `uri` (schema version `version`, older than this
+/// program's), brought up to date. The copy's schema comes from this program's own
+/// [`MIGRATIONS`] up to `version`, never from the file (whose schema text could hold any SQL),
+/// and each of those tables' rows is copied column by column; a file whose tables do not fit
+/// is refused. Then the remaining migrations run on the copy.
+fn upgraded_copy(uri: &str, version: i64) -> Result<Connection, DbError> {
+    let copy = Connection::open_in_memory()?;
+    let known = usize::try_from(version).unwrap_or(0).min(MIGRATIONS.len());
+    for migration in &MIGRATIONS[..known] {
+        copy.execute_batch(migration)?;
+    }
+    let tables: Vec<String> = {
+        let mut stmt = copy.prepare(
+            "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    copy.execute("ATTACH DATABASE ?1 AS old", [uri])?;
+    for table in &tables {
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let columns: Vec<String> = {
+            let mut stmt = copy.prepare(&format!("PRAGMA main.table_info({})", quote(table)))?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(1))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let list = columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        copy.execute_batch(&format!(
+            "INSERT INTO main.{t} ({list}) SELECT {list} FROM old.{t}",
+            t = quote(table)
+        ))?;
+    }
+    copy.execute_batch("DETACH DATABASE old")?;
+    copy.pragma_update(None, "user_version", version)?;
+    migrate(&copy)?;
+    Ok(copy)
+}
+
+/// Makes the database file (and its `-wal` and `-shm` files) owner-only when this user owns
+/// it. A file someone else owns (an auditor's read-only copy) is left as it is.
+fn make_private(path: &Path, created: bool) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = process_uid();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let ours = created || uid.is_some_and(|uid| meta.uid() == uid);
+        if meta.is_file() && ours && meta.permissions().mode() & 0o077 != 0 {
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+/// This process's user id, read from `/proc/self` (no `libc` call needed).
+fn process_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// The database path: `--db`, else `$SCOPABLE_DB`, else `./scopable.db`.
+pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("SCOPABLE_DB").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("scopable.db"))
+}
+
+/// This database's account id (binds vault ciphertexts to it).
+pub fn account_id(conn: &Connection) -> Result<String, DbError> {
+    Ok(
+        conn.query_row("SELECT value FROM meta WHERE key = 'account_id'", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// The current time as RFC 3339 UTC with second precision.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// A stored connection (the key stays encrypted).
+#[derive(Debug, Clone)]
+pub struct StoredConnection {
+    /// The region name.
+    pub region: String,
+    /// The base URL used.
+    pub endpoint: String,
+    /// The vault nonce.
+    pub key_nonce: Vec<u8>,
+    /// The encrypted key.
+    pub key_ciphertext: Vec<u8>,
+    /// When the key last passed a test.
+    pub verified_at: String,
+}
+
+/// Reads a connector's stored connection.
+pub fn connection(conn: &Connection, connector: &str) -> Result<Option<StoredConnection>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT region, endpoint, key_nonce, key_ciphertext, verified_at
+             FROM connections WHERE connector = ?1",
+            params![connector],
+            |r| {
+                Ok(StoredConnection {
+                    region: r.get(0)?,
+                    endpoint: r.get(1)?,
+                    key_nonce: r.get(2)?,
+                    key_ciphertext: r.get(3)?,
+                    verified_at: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Stores (replacing) a connector's connection.
+pub fn save_connection(
+    conn: &Connection,
+    connector: &str,
+    c: &StoredConnection,
+) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO connections (connector, region, endpoint, key_nonce, key_ciphertext, verified_at, connected_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+         ON CONFLICT (connector) DO UPDATE SET region = ?2, endpoint = ?3, key_nonce = ?4,
+             key_ciphertext = ?5, verified_at = ?6, connected_at = ?6",
+        params![connector, c.region, c.endpoint, c.key_nonce, c.key_ciphertext, c.verified_at],
+    )?;
+    Ok(())
+}
+
+/// Records that the stored key passed a test just now.
+pub fn touch_verified(conn: &Connection, connector: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE connections SET verified_at = ?2 WHERE connector = ?1",
+        params![connector, now()],
+    )?;
+    Ok(())
+}
+
+/// Deletes a connector's connection and key; links stay. Returns whether there was one.
+pub fn delete_connection(conn: &Connection, connector: &str) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "DELETE FROM connections WHERE connector = ?1",
+        params![connector],
+    )? > 0)
+}
+
+/// One audit record: a single use of a capability.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRecord {
+    /// When it happened.
+    pub at: String,
+    /// The connector's name.
+    pub connector: String,
+    /// The component's sha256.
+    pub component_sha256: String,
+    /// `http` or `storage`.
+    pub capability: String,
+    /// HTTP method, or the storage operation.
+    pub method: String,
+    /// The host asked for (empty for storage).
+    pub host: String,
+    /// The path without its query (or the storage key).
+    pub path: String,
+    /// `allowed` or `denied`.
+    pub decision: String,
+    /// The rule that denied it, or that failed it (e.g. `max-response-bytes`).
+    pub rule: Option<String>,
+    /// The HTTP status received.
+    pub status: Option<u16>,
+    /// Response bytes received (or value bytes stored).
+    pub bytes: u64,
+    /// Time taken, in milliseconds.
+    pub duration_ms: u64,
+    /// Extra detail (never the credential).
+    pub detail: Option<String>,
+}
+
+/// Appends one audit record.
+pub fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO audit (at, connector, component_sha256, capability, method, host, path,
+                            decision, rule, status, bytes, duration_ms, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            a.at,
+            a.connector,
+            a.component_sha256,
+            a.capability,
+            a.method,
+            a.host,
+            a.path,
+            a.decision,
+            a.rule,
+            a.status,
+            a.bytes as i64,
+            a.duration_ms as i64,
+            a.detail
+        ],
+    )?;
+    Ok(())
+}
+
+/// The newest audit records of a connector, newest first.
+pub fn audit_records(
+    conn: &Connection,
+    connector: &str,
+    limit: usize,
+) -> Result<Vec<(i64, AuditRecord)>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, at, connector, component_sha256, capability, method, host, path, decision,
+                rule, status, bytes, duration_ms, detail
+         FROM audit WHERE connector = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![connector, limit as i64], |r| {
+        Ok((
+            r.get(0)?,
+            AuditRecord {
+                at: r.get(1)?,
+                connector: r.get(2)?,
+                component_sha256: r.get(3)?,
+                capability: r.get(4)?,
+                method: r.get(5)?,
+                host: r.get(6)?,
+                path: r.get(7)?,
+                decision: r.get(8)?,
+                rule: r.get(9)?,
+                status: r.get(10)?,
+                bytes: r.get::<_, i64>(11)? as u64,
+                duration_ms: r.get::<_, i64>(12)? as u64,
+                detail: r.get(13)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_upgrades_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("{SCHEMA_V1} PRAGMA user_version = 1;"))
+                .unwrap();
+            conn.execute(
+                "INSERT INTO sync_runs (connector, kind, dry_run, started_at, status)
+                 VALUES ('itglue', 'organization', 0, '2024-01-01T00:00:00Z', 'ok')",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        const { assert!(SCHEMA_VERSION >= 2) };
+        let (status, lease): (String, Option<i64>) = conn
+            .query_row("SELECT status, lease_until FROM sync_runs", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (status.as_str(), lease),
+            ("ok", None),
+            "the old run is kept"
+        );
+        drop(conn);
+        // Opening again changes nothing, and a newer file is still refused.
+        drop(open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+            .unwrap();
+        assert!(matches!(open(&path), Err(DbError::NewerSchema { .. })));
+    }
+
+    #[test]
+    fn a_version_2_database_upgrades_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "{} {} PRAGMA user_version = 2;",
+                MIGRATIONS[0], MIGRATIONS[1]
+            ))
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO itglue_records (connector, kind, itglue_id, name, organization_id)
+                     VALUES ('itglue', 'configuration', '7', 'PC 7', '1');
+                 INSERT INTO decisions (connector, kind, itglue_id, action, scopable_id, decided_at)
+                     VALUES ('itglue', 'configuration', '7', 'ignore', NULL, '2024-01-01T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        const { assert!(SCHEMA_VERSION >= 3) };
+        // The record and the decision are kept; the record is marked as lacking identifiers
+        // until the next sync stores them.
+        let (name, org, macs, archived, kept): (String, String, String, bool, bool) = conn
+            .query_row(
+                "SELECT name, organization_id, mac_addresses, archived, identifiers_kept
+                 FROM itglue_records WHERE itglue_id = '7'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (name.as_str(), org.as_str(), macs.as_str(), archived, kept),
+            ("PC 7", "1", "[]", false, false)
+        );
+        let action: String = conn
+            .query_row(
+                "SELECT action FROM decisions WHERE itglue_id = '7'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(action, "ignore");
+        // The decisions log exists, empty, and takes a decision with its actor.
+        let logged: i64 = conn
+            .query_row("SELECT count(*) FROM decision_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(logged, 0);
+        conn.execute(
+            "INSERT INTO decision_log (at, connector, action, record_kind, source_id, scopable_id, actor)
+             VALUES ('2024-01-02T00:00:00Z', 'itglue', 'disconnect', NULL, NULL, NULL, 'cli:alice')",
+            [],
+        )
+        .unwrap();
+        // An action the log does not know is refused.
+        assert!(
+            conn.execute(
+                "INSERT INTO decision_log (at, connector, action, actor) VALUES ('t', 'itglue', 'guess', 'cli:a')",
+                [],
+            )
+            .is_err()
+        );
+        drop(conn);
+        // Opening again changes nothing.
+        let conn = open(&path).unwrap();
+        let logged: i64 = conn
+            .query_row("SELECT count(*) FROM decision_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(logged, 1);
+    }
+
+    #[test]
+    fn a_fresh_database_gets_every_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("new.db")).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        conn.query_row("SELECT lease_until FROM sync_runs LIMIT 1", [], |_| Ok(()))
+            .optional()
+            .unwrap();
+    }
+
+    #[test]
+    fn an_old_file_s_schema_text_is_never_executed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("crafted.db");
+        let side = dir.path().join("side.db");
+        {
+            let conn = Connection::open(&old).unwrap();
+            conn.execute_batch(&format!(
+                "{SCHEMA_V1} PRAGMA user_version = 1;
+                 INSERT INTO clients (id, name) VALUES ('c1', 'Acme');"
+            ))
+            .unwrap();
+            // SQLite reads a schema entry up to its first statement and ignores the rest.
+            conn.execute_batch("PRAGMA writable_schema = ON;").unwrap();
+            conn.execute(
+                "UPDATE sqlite_master SET sql = sql || ?1 WHERE name = 'clients'",
+                [format!(
+                    "; ATTACH '{}' AS p; CREATE TABLE p.x(y)",
+                    side.display()
+                )],
+            )
+            .unwrap();
+        }
+        // Read (the entry's first statement is the table) or refused as malformed, depending
+        // on how strictly this SQLite parses schema entries; never run.
+        match open_read_only(&old) {
+            Ok(conn) => {
+                let name: String = conn
+                    .query_row("SELECT name FROM clients", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(name, "Acme");
+            }
+            Err(e) => assert!(matches!(e, DbError::NotADatabase { .. }), "{e}"),
+        }
+        assert!(!side.exists(), "SQL from the file's schema was run");
+    }
+
+    #[test]
+    fn reading_only_never_creates_migrates_or_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.db");
+        assert!(matches!(
+            open_read_only(&missing),
+            Err(DbError::Missing { .. })
+        ));
+        assert!(!missing.exists());
+        assert!(matches!(
+            open_read_only(dir.path()),
+            Err(DbError::IsDirectory { .. })
+        ));
+        assert!(matches!(open(dir.path()), Err(DbError::IsDirectory { .. })));
+        // An older schema is read through an upgraded copy; the file keeps its version.
+        let old = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&old).unwrap();
+            conn.execute_batch(&format!(
+                "{SCHEMA_V1} PRAGMA user_version = 1;
+                 INSERT INTO clients (id, name) VALUES ('c1', 'Acme');"
+            ))
+            .unwrap();
+        }
+        let bytes = std::fs::read(&old).unwrap();
+        let conn = open_read_only(&old).unwrap();
+        let (name, no_lease): (String, i64) = conn
+            .query_row(
+                "SELECT (SELECT name FROM clients), (SELECT max(lease_until) IS NULL FROM sync_runs)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (name.as_str(), no_lease),
+            ("Acme", 1),
+            "migration 2's column is there"
+        );
+        let copy_version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(copy_version, SCHEMA_VERSION);
+        drop(conn);
+        assert_eq!(std::fs::read(&old).unwrap(), bytes, "the file changed");
+        // A current one is read in place, and refuses writes.
+        let current = dir.path().join("current.db");
+        drop(open(&current).unwrap());
+        let conn = open_read_only(&current).unwrap();
+        assert!(
+            conn.execute("INSERT INTO clients (id, name) VALUES ('x', 'y')", [])
+                .is_err()
+        );
+        // Newer, foreign and empty files are refused.
+        Connection::open(&current)
+            .unwrap()
+            .execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+            .unwrap();
+        assert!(matches!(
+            open_read_only(&current),
+            Err(DbError::NewerSchema { .. })
+        ));
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(
+            open_read_only(&empty),
+            Err(DbError::NotADatabase { .. })
+        ));
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
+    }
+
+    #[test]
+    fn database_files_are_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // A new file.
+        let fresh = dir.path().join("fresh.db");
+        drop(open(&fresh).unwrap());
+        assert_eq!(mode(&fresh), 0o600);
+        // An existing file readable by everyone, as an earlier version left it.
+        let old = dir.path().join("old.db");
+        drop(open(&old).unwrap());
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let conn = open(&old).unwrap();
+        let wal = PathBuf::from(format!("{}-wal", old.display()));
+        assert_eq!(mode(&old), 0o600);
+        if wal.exists() {
+            assert_eq!(mode(&wal) & 0o077, 0, "the -wal file");
+        }
+        drop(conn);
+    }
+}

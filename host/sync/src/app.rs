@@ -1,0 +1,371 @@
+//! The application layer shared by the command line and embedders: opens the database, loads
+//! the connector, builds each call's context (policy, credential, audit, storage), and maps
+//! every failure to an exit status and a message that says what to do.
+
+use rusqlite::Connection;
+use scopable_sandbox::manifest::Manifest;
+use scopable_sandbox::policy::BaseUrl;
+use scopable_sandbox::sandbox::{
+    CallContext, CallError, LoadError, LoadedConnector, Sandbox, wit_types as types,
+};
+use scopable_store::db::{self, DbError};
+use scopable_store::vault::VaultError;
+use scopable_store::{DEFAULT_ACCOUNT, Db};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Exit statuses of the command line (a stable contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// Any other failure, among them the host's own (its database, its disk) and a sync of
+    /// the same kind already running.
+    Failure = 1,
+    /// Bad usage.
+    Usage = 2,
+    /// The API rejected the key (401/403).
+    Unauthorized = 3,
+    /// The API stayed unavailable after retries (network, 5xx, 429), or a sync did not finish
+    /// within `sync_timeout_secs`.
+    Unavailable = 4,
+    /// The connector failed: a trap, its CPU, memory or `call_timeout_ms` limit (time waiting
+    /// for the request budget not counted), a denied request, an unreadable response, or a
+    /// definite refusal from the API (3xx/4xx), none of them retried except the unreadable
+    /// response.
+    ConnectorFailed = 5,
+    /// Bad input data (import files, ids, vault, database file).
+    BadInput = 6,
+}
+
+/// A failure on its way to the command line: an exit status and one line for the admin.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct AppError {
+    /// The exit status.
+    pub exit: Exit,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+impl AppError {
+    /// A failure with a given exit status.
+    pub fn new(exit: Exit, message: impl Into<String>) -> AppError {
+        AppError {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DbError> for AppError {
+    fn from(e: DbError) -> AppError {
+        let exit = match e {
+            DbError::NotADatabase { .. }
+            | DbError::NewerSchema { .. }
+            | DbError::Missing { .. }
+            | DbError::IsDirectory { .. }
+            | DbError::CannotOpen { .. }
+            | DbError::ReadOnly { .. } => Exit::BadInput,
+            DbError::Sqlite(_) | DbError::Poisoned => Exit::Failure,
+        };
+        AppError::new(exit, e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for AppError {
+    fn from(e: rusqlite::Error) -> AppError {
+        AppError::from(DbError::from(e))
+    }
+}
+
+impl From<VaultError> for AppError {
+    fn from(e: VaultError) -> AppError {
+        AppError::new(Exit::BadInput, e.to_string())
+    }
+}
+
+impl From<LoadError> for AppError {
+    fn from(e: LoadError) -> AppError {
+        AppError::new(Exit::ConnectorFailed, format!("connector refused: {e}"))
+    }
+}
+
+/// Which connector to run.
+#[derive(Debug, Clone)]
+pub enum ConnectorSource {
+    /// A connector shipped inside the program: its component and manifest (already pinned
+    /// to the component's sha256).
+    Embedded {
+        /// The component.
+        component: &'static [u8],
+        /// Its manifest.
+        manifest: Box<Manifest>,
+    },
+    /// A component file and its manifest.
+    File {
+        /// The component.
+        component: PathBuf,
+        /// Its manifest (must pin the component's sha256).
+        manifest: PathBuf,
+    },
+}
+
+/// Reads a connector's component bytes and manifest.
+pub fn read_connector(source: &ConnectorSource) -> Result<(Vec<u8>, Manifest), AppError> {
+    match source {
+        ConnectorSource::Embedded {
+            component,
+            manifest,
+        } => Ok((component.to_vec(), (**manifest).clone())),
+        ConnectorSource::File {
+            component,
+            manifest,
+        } => {
+            let manifest = Manifest::from_file(manifest)
+                .map_err(|e| AppError::new(Exit::BadInput, e.to_string()))?;
+            let bytes = std::fs::read(component).map_err(|e| {
+                AppError::new(
+                    Exit::BadInput,
+                    format!("cannot read component {}: {e}", component.display()),
+                )
+            })?;
+            Ok((bytes, manifest))
+        }
+    }
+}
+
+/// An open database plus a loaded connector.
+pub struct App {
+    /// The database path.
+    pub db_path: PathBuf,
+    /// The database, scoped to the account the app acts for.
+    pub db: Db,
+    /// A second connection used by the audit sink and the storage capability.
+    capability_conn: Arc<Mutex<Connection>>,
+    /// The loaded connector.
+    pub connector: Arc<LoadedConnector>,
+}
+
+impl App {
+    /// Opens the database at `db_path` and loads the connector.
+    pub fn open(db_path: &Path, source: &ConnectorSource) -> Result<App, AppError> {
+        let conn = Db::open(db_path, DEFAULT_ACCOUNT)?;
+        let capability_conn = db::open(db_path)?;
+        App::with_connections(db_path, conn, capability_conn, source)
+    }
+
+    /// Opens the database at `db_path` for reading only ([`db::open_read_only`]: never
+    /// created, migrated or written) and loads the connector, for the commands that only read.
+    /// Its call contexts cannot record anything: a read-only app makes no export calls.
+    pub fn open_read_only(db_path: &Path, source: &ConnectorSource) -> Result<App, AppError> {
+        let conn = Db::open_read_only(db_path, DEFAULT_ACCOUNT)?;
+        // Never used to write; opened lazily by SQLite, so it costs nothing unused.
+        let capability_conn = Connection::open_with_flags(
+            db_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(DbError::from)?;
+        App::with_connections(db_path, conn, capability_conn, source)
+    }
+
+    fn with_connections(
+        db_path: &Path,
+        conn: Db,
+        capability_conn: Connection,
+        source: &ConnectorSource,
+    ) -> Result<App, AppError> {
+        let (bytes, manifest) = read_connector(source)?;
+        let sandbox =
+            Sandbox::new(scopable_sandbox::sandbox::default_cache_dir()).map_err(|e| {
+                AppError::new(Exit::Failure, format!("cannot start the sandbox: {e:#}"))
+            })?;
+        let pinned = manifest.sha256.clone();
+        let connector = sandbox.load(&bytes, manifest, pinned.as_deref())?;
+        Ok(App {
+            db_path: db_path.to_path_buf(),
+            db: conn,
+            capability_conn: Arc::new(Mutex::new(capability_conn)),
+            connector: Arc::new(connector),
+        })
+    }
+
+    /// The connector's name.
+    pub fn name(&self) -> &str {
+        &self.connector.manifest.name
+    }
+
+    /// The base URL for a region or an explicit endpoint.
+    pub fn base_url(&self, region: &str, endpoint: Option<&str>) -> Result<BaseUrl, AppError> {
+        match endpoint {
+            Some(url) => BaseUrl::parse_endpoint(url)
+                .map_err(|e| AppError::new(Exit::Usage, format!("--endpoint {e}"))),
+            None => {
+                let url = self
+                    .connector
+                    .manifest
+                    .region_url(region)
+                    .map_err(|e| AppError::new(Exit::Usage, e))?;
+                BaseUrl::parse(url).map_err(|e| AppError::new(Exit::Failure, e))
+            }
+        }
+    }
+
+    /// The context for export calls against `base` with `key`.
+    pub fn call_context(&self, base: BaseUrl, key: &str) -> Result<CallContext, AppError> {
+        database_context(&self.connector, self.capability_conn.clone(), base, key)
+    }
+
+    /// Decrypts the stored connection's key (bound to its account, connector, region and
+    /// endpoint).
+    pub fn stored_key(&self, stored: &db::StoredConnection) -> Result<String, AppError> {
+        let vault = scopable_store::vault::Vault::open(&self.db_path, false)?.ok_or_else(|| {
+            AppError::new(
+                Exit::BadInput,
+                format!(
+                    "the stored key cannot be read: no vault key ({} or {}); reconnect with `connect`",
+                    scopable_store::vault::MASTER_KEY_ENV,
+                    scopable_store::vault::key_file_for(&self.db_path).display()
+                ),
+            )
+        })?;
+        let account = db::account_id(self.db.conn())?;
+        Ok(vault.open_secret(
+            &stored.key_nonce,
+            &stored.key_ciphertext,
+            scopable_store::vault::Binding {
+                account: &account,
+                connector: self.name(),
+                region: &stored.region,
+                endpoint: &stored.endpoint,
+            },
+        )?)
+    }
+
+    /// Calls `test` with retries.
+    pub async fn test(&self, ctx: &CallContext) -> Result<types::Verified, CallError> {
+        let limits = &self.connector.manifest.limits;
+        crate::retry::with_retries(
+            limits,
+            || self.connector.test(ctx),
+            |e, attempt, wait| {
+                crate::fetch::notice(&crate::fetch::retry_notice(
+                    "test",
+                    e,
+                    attempt,
+                    limits.max_attempts,
+                    wait,
+                ));
+            },
+        )
+        .await
+    }
+}
+
+/// The context for export calls of `connector` against `base` with `key`, backed by a
+/// database: audit records and storage go there, and pacing is shared through it. A sync and a
+/// conformance run (`check`, on a temporary database) build their contexts here, so what one
+/// sees is what the other sees.
+pub fn database_context(
+    connector: &LoadedConnector,
+    capability_conn: Arc<Mutex<Connection>>,
+    base: BaseUrl,
+    key: &str,
+) -> Result<CallContext, AppError> {
+    let mut ctx = CallContext::standalone(connector, base, key)
+        .map_err(|e| AppError::new(Exit::BadInput, e))?;
+    crate::persist::attach(&mut ctx, connector, capability_conn);
+    let limits = &connector.manifest.limits;
+    ctx.in_flight = Some(Arc::new(tokio::sync::Semaphore::new(
+        limits.concurrency as usize,
+    )));
+    Ok(ctx)
+}
+
+/// Validates a key as typed or piped: trimmed, non-empty, one line of visible characters.
+pub fn clean_key(raw: &str) -> Result<String, AppError> {
+    let key = raw.trim();
+    if key.is_empty() {
+        return Err(AppError::new(
+            Exit::BadInput,
+            "the API key is empty; paste the key again",
+        ));
+    }
+    if key.chars().any(|c| c.is_control()) {
+        return Err(AppError::new(
+            Exit::BadInput,
+            "the API key contains a line break or control character; paste it again as one line",
+        ));
+    }
+    if !key.is_ascii() {
+        return Err(AppError::new(
+            Exit::BadInput,
+            "the API key contains non-ASCII characters; copy it again",
+        ));
+    }
+    Ok(key.to_string())
+}
+
+/// Maps a failed export call to an exit status and a message. `verified_before` is when the
+/// stored connection last passed a test (it makes a revoked key the likeliest cause of a 401,
+/// for services that revoke idle keys).
+pub fn call_failure(
+    e: &CallError,
+    manifest: &scopable_sandbox::manifest::Manifest,
+    region: &str,
+    base: &BaseUrl,
+    verified_before: Option<&str>,
+) -> AppError {
+    let service = manifest.service();
+    match e {
+        CallError::Guest(types::Error::Unauthorized(detail)) => {
+            // The connector's first sentence says what the API answered; the hints are ours.
+            let detail = detail
+                .split(". ")
+                .next()
+                .unwrap_or(detail)
+                .trim_end_matches('.');
+            let region_hint = format!(
+                "check that region {region} ({}) matches your {service} account: a key from another region is rejected the same way",
+                base.host
+            );
+            let idle = manifest.credential.idle_revocation_days;
+            let message = match (verified_before, idle) {
+                (Some(at), Some(days)) => format!(
+                    "That key didn't work ({detail}). It was verified on {at}: {service} revokes keys unused for {days} days, so generate a fresh key and reconnect; otherwise re-copy the key (watch for spaces), {region_hint}, and check {service}'s IP access control."
+                ),
+                (_, idle) => format!(
+                    "That key didn't work ({detail}). Re-copy the key (watch for spaces at either end), {region_hint}{}; {service}'s IP access control can also refuse this machine.",
+                    idle.map(|d| format!("; keys idle for {d} days are revoked"))
+                        .unwrap_or_default()
+                ),
+            };
+            AppError::new(Exit::Unauthorized, message)
+        }
+        CallError::Guest(types::Error::RateLimited(_) | types::Error::Unavailable(_)) => {
+            AppError::new(
+                Exit::Unavailable,
+                format!("{service} is unavailable after retries: {e}. Try again later."),
+            )
+        }
+        CallError::Guest(types::Error::NotFound(_)) => AppError::new(
+            Exit::Failure,
+            format!("{e}. Check --region or --endpoint ({}).", base.to_url()),
+        ),
+        CallError::Host(_) => AppError::new(
+            Exit::Failure,
+            format!(
+                "{e}. This is the host's failure, not {service}'s: check the database file and the disk, then run it again."
+            ),
+        ),
+        CallError::Rejected { status, .. } => AppError::new(
+            Exit::ConnectorFailed,
+            format!(
+                "{e}. {service} answered HTTP {status} to the connector's request; check --region or --endpoint ({}), and the connector's version.",
+                base.to_url()
+            ),
+        ),
+        _ => AppError::new(Exit::ConnectorFailed, format!("{e}")),
+    }
+}

@@ -1,0 +1,1099 @@
+//! Names and plain words for what an admin reviews.
+//!
+//! The one place that turns stored ids and reason codes into what a person reads: the
+//! plain-word label of each reason a record could not be placed, a sentence saying why and
+//! what to do next, the commands that resolve it, the names of the records on both sides, and
+//! for configurations the identifiers that agreed or clashed. Nothing here prints: the command
+//! line formats these values (every one through [`scopable_sandbox::display`]), and a page or an API can
+//! serialize the same ones.
+
+use crate::kinds::RecordKind;
+use crate::kinds::id_order;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::fmt;
+
+/// One reason a record could not be placed, explained for a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Explanation {
+    /// The reason as `unplaced` lists it (`multiple-clients`).
+    pub reason: &'static str,
+    /// Plain words, short enough for a badge ("matches multiple clients").
+    pub label: &'static str,
+    /// One sentence, starting in lower case so it reads after the label and a colon: why the
+    /// record was left unlinked, and what to do next.
+    pub sentence: &'static str,
+    /// What resolves it, in the order to try.
+    pub steps: &'static [Step],
+}
+
+/// Something a person can do about an unplaced record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Find the right Scopable record by name or identifier.
+    Search,
+    /// Link the record by hand.
+    Link,
+    /// Link the configuration's organization by hand.
+    LinkOrganization,
+    /// Never link the record, and stop listing it.
+    Ignore,
+    /// Sync this kind again, once what was wrong has been put right.
+    SyncAgain,
+}
+
+/// A command that resolves an unplaced record, with what it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Command {
+    /// What it does, in plain words ("link it by hand").
+    pub purpose: &'static str,
+    /// The command line; what is not known yet is a placeholder in capitals (`CLIENT_ID`).
+    pub command: String,
+}
+
+use Step::{Ignore, Link, LinkOrganization, Search, SyncAgain};
+
+/// Why organizations are left unplaced (`matching.md`), explained.
+pub const ORGANIZATION_REASONS: &[Explanation] = &[
+    Explanation {
+        reason: "no-match",
+        label: "no match",
+        sentence: "no Scopable client has this name; align the names (rename the Scopable client or the IT Glue organization so they line up) and sync again, or link it by hand",
+        steps: &[Search, Link, Ignore, SyncAgain],
+    },
+    Explanation {
+        reason: "multiple-clients",
+        label: "matches multiple clients",
+        sentence: "two of your clients normalize to the same name, so Scopable won't guess which one to use; rename one so the names are distinct and sync again, or link it by hand",
+        steps: &[Link, Ignore, SyncAgain],
+    },
+    Explanation {
+        reason: "multiple-organizations",
+        label: "matches multiple organizations",
+        sentence: "another IT Glue organization normalizes to the same name, so Scopable won't guess which one is this client; rename one of them in IT Glue and sync again, or link the right one by hand",
+        steps: &[Link, Ignore, SyncAgain],
+    },
+    Explanation {
+        reason: "target-taken",
+        label: "match already taken",
+        sentence: "its client is already linked by hand to another organization; link this one by hand to the right client, or ignore it",
+        steps: &[Search, Link, Ignore],
+    },
+    Explanation {
+        reason: "empty-name",
+        label: "no name",
+        sentence: "its name is empty (or only invisible characters), so there is nothing to match; name it in IT Glue and sync again, link it by hand, or ignore it",
+        steps: &[Search, Link, Ignore, SyncAgain],
+    },
+    Explanation {
+        reason: "invalid-record",
+        label: "couldn't be read",
+        sentence: "IT Glue sent this record in a form Scopable couldn't read, so it was counted as errored; check it in IT Glue and sync again",
+        steps: &[SyncAgain],
+    },
+];
+
+/// Why configurations are left unplaced (`matching.md`), explained.
+pub const CONFIGURATION_REASONS: &[Explanation] = &[
+    Explanation {
+        reason: "parent-unplaced",
+        label: "organization not placed",
+        sentence: "a configuration only links after its IT Glue organization is matched to exactly one client; resolve the organization first, then sync configurations again",
+        steps: &[LinkOrganization, SyncAgain, Ignore],
+    },
+    Explanation {
+        reason: "no-match",
+        label: "no match",
+        sentence: "none of the client's configurations shares its serial number, MAC address or hostname; record one of them on both sides and sync again, or link it by hand",
+        steps: &[Search, Link, Ignore, SyncAgain],
+    },
+    Explanation {
+        reason: "multiple-configurations",
+        label: "matches multiple configurations",
+        sentence: "two or more of the client's configurations carry the same identifier, so Scopable won't guess which one to use; remove or correct the duplicate and sync again, or link it by hand",
+        steps: &[Link, Ignore, SyncAgain],
+    },
+    Explanation {
+        reason: "conflict",
+        label: "identifiers disagree",
+        sentence: "its identifiers point different ways (for example, the same hostname but different serial numbers), so Scopable won't guess; correct the wrong one and sync again, or link it by hand",
+        steps: &[Link, Ignore, SyncAgain],
+    },
+    Explanation {
+        reason: "target-taken",
+        label: "match already taken",
+        sentence: "another IT Glue configuration matches the same Scopable configuration, or it is linked by hand to another one; link the right one by hand, and ignore the other",
+        steps: &[Link, Ignore],
+    },
+    Explanation {
+        reason: "archived",
+        label: "archived in IT Glue",
+        sentence: "it is archived in IT Glue, and archived configurations are never linked; ignore it to take it off this list, or unarchive it in IT Glue and sync again",
+        steps: &[Ignore, SyncAgain],
+    },
+    Explanation {
+        reason: "invalid-record",
+        label: "couldn't be read",
+        sentence: "IT Glue sent this record in a form Scopable couldn't read, so it was counted as errored; check it in IT Glue and sync again",
+        steps: &[SyncAgain],
+    },
+];
+
+/// The reasons a record of `kind` can be left unplaced, explained.
+pub fn reasons(kind: RecordKind) -> &'static [Explanation] {
+    match kind {
+        RecordKind::Organization => ORGANIZATION_REASONS,
+        RecordKind::Configuration => CONFIGURATION_REASONS,
+    }
+}
+
+/// The explanation of `reason` for a record of `kind`, or `None` for a reason this program
+/// does not know.
+pub fn explain(kind: RecordKind, reason: &str) -> Option<&'static Explanation> {
+    reasons(kind).iter().find(|e| e.reason == reason)
+}
+
+/// The plain-word label of `reason` ("matches multiple clients"), the same for both kinds; a
+/// reason this program does not know is its own label.
+pub fn reason_label(reason: &str) -> &str {
+    ORGANIZATION_REASONS
+        .iter()
+        .chain(CONFIGURATION_REASONS)
+        .find(|e| e.reason == reason)
+        .map_or(reason, |e| e.label)
+}
+
+/// `label: sentence` for a record of `kind` left unplaced for `reason`.
+pub fn reason_text(kind: RecordKind, reason: &str) -> String {
+    match explain(kind, reason) {
+        Some(e) => format!("{}: {}", e.label, e.sentence),
+        None => {
+            format!("{reason}: link it by hand, or ignore it; sync again once the records line up")
+        }
+    }
+}
+
+/// The title of the list of records of `kind` that could not be placed.
+pub fn couldnt_place_title(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Organization => "Organizations we couldn't place",
+        RecordKind::Configuration => "Configurations we couldn't place",
+    }
+}
+
+/// The commands that resolve a record of `kind` left unplaced for `reason`, for the connector
+/// named `connector`. `record` is its id and `organization` the id of its organization
+/// (configurations); each is a placeholder when `None`. A reason this program does not know
+/// gets the commands every record has: link by hand, ignore.
+pub fn resolving_commands(
+    connector: &str,
+    kind: RecordKind,
+    reason: &str,
+    record: Option<&str>,
+    organization: Option<&str>,
+) -> Vec<Command> {
+    let steps: &[Step] = match explain(kind, reason) {
+        Some(e) => e.steps,
+        None => &[Link, Ignore],
+    };
+    let id = record.unwrap_or("ID");
+    let k = kind.as_str();
+    let (plural, target) = match kind {
+        RecordKind::Organization => ("organizations", "CLIENT_ID"),
+        RecordKind::Configuration => ("configurations", "CONFIGURATION_ID"),
+    };
+    steps
+        .iter()
+        .map(|step| match step {
+            Search => Command {
+                purpose: match kind {
+                    RecordKind::Organization => "find the right client",
+                    RecordKind::Configuration => "find the right configuration",
+                },
+                command: match kind {
+                    RecordKind::Organization => "scopable-host search clients NAME".to_string(),
+                    RecordKind::Configuration => {
+                        "scopable-host search configurations NAME_HOSTNAME_SERIAL_OR_MAC"
+                            .to_string()
+                    }
+                },
+            },
+            Link => Command {
+                purpose: "link it by hand",
+                command: format!("scopable-host {connector} link {k} {id} {target}"),
+            },
+            LinkOrganization => Command {
+                purpose: "link its organization by hand",
+                command: format!(
+                    "scopable-host {connector} link organization {} CLIENT_ID",
+                    organization.unwrap_or("ORGANIZATION_ID")
+                ),
+            },
+            Ignore => Command {
+                purpose: "never link it",
+                command: format!("scopable-host {connector} ignore {k} {id}"),
+            },
+            SyncAgain => Command {
+                purpose: "sync again",
+                command: format!("scopable-host {connector} sync {plural}"),
+            },
+        })
+        .collect()
+}
+
+/// The record kind a stored `kind` column names.
+pub fn record_kind(stored: &str) -> Option<RecordKind> {
+    match stored {
+        "organization" => Some(RecordKind::Organization),
+        "configuration" => Some(RecordKind::Configuration),
+        _ => None,
+    }
+}
+
+/// The name of a Scopable record: a client for `organization`, a configuration for
+/// `configuration`; `None` when there is no such record.
+pub fn scopable_name(
+    conn: &Connection,
+    kind: RecordKind,
+    id: &str,
+) -> rusqlite::Result<Option<String>> {
+    let sql = match kind {
+        RecordKind::Organization => "SELECT name FROM clients WHERE id = ?1",
+        RecordKind::Configuration => "SELECT name FROM configurations WHERE id = ?1",
+    };
+    conn.prepare_cached(sql)?
+        .query_row([id], |r| r.get(0))
+        .optional()
+}
+
+/// The names of Scopable records, in the order of `ids` (`None` for an id with no record).
+pub fn scopable_names(
+    conn: &Connection,
+    kind: RecordKind,
+    ids: &[String],
+) -> rusqlite::Result<Vec<Option<String>>> {
+    ids.iter().map(|id| scopable_name(conn, kind, id)).collect()
+}
+
+/// The name of an IT Glue record as last received, or `None` when none is stored.
+pub fn itglue_name(
+    conn: &Connection,
+    connector: &str,
+    kind: RecordKind,
+    id: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT name FROM itglue_records WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
+    )?
+    .query_row(params![connector, kind.as_str(), id], |r| r.get(0))
+    .optional()
+}
+
+/// The identifiers a configuration carries that the matcher reads, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identifiers {
+    /// Its serial number.
+    pub serial_number: Option<String>,
+    /// Its MAC addresses.
+    pub mac_addresses: Vec<String>,
+    /// Its hostname.
+    pub hostname: Option<String>,
+}
+
+/// A Scopable configuration's identifiers, or `None` when there is no such configuration.
+pub fn scopable_identifiers(conn: &Connection, id: &str) -> rusqlite::Result<Option<Identifiers>> {
+    conn.prepare_cached(
+        "SELECT serial_number, mac_addresses, hostname FROM configurations WHERE id = ?1",
+    )?
+    .query_row([id], |r| {
+        Ok(Identifiers {
+            serial_number: r.get(0)?,
+            mac_addresses: crate::records::stored_macs(&r.get::<_, String>(1)?, 1)?,
+            hostname: r.get(2)?,
+        })
+    })
+    .optional()
+}
+
+/// An IT Glue configuration's identifiers as last received, or `None` when they are not
+/// stored (the record is unknown, or was stored before the host kept identifiers).
+pub fn itglue_identifiers(
+    conn: &Connection,
+    connector: &str,
+    id: &str,
+) -> rusqlite::Result<Option<Identifiers>> {
+    let row: Option<(Option<String>, String, Option<String>, bool)> = conn
+        .prepare_cached(
+            "SELECT serial_number, mac_addresses, hostname, identifiers_kept FROM itglue_records
+             WHERE connector = ?1 AND kind = 'configuration' AND itglue_id = ?2",
+        )?
+        .query_row(params![connector, id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    Ok(row.and_then(|(serial_number, macs, hostname, kept)| {
+        let mac_addresses = serde_json::from_str(&macs).ok()?;
+        kept.then_some(Identifiers {
+            serial_number,
+            mac_addresses,
+            hostname,
+        })
+    }))
+}
+
+/// An identifier the matcher compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The serial number.
+    Serial,
+    /// A MAC address.
+    Mac,
+    /// The hostname's first DNS label.
+    Hostname,
+}
+
+impl Field {
+    /// Its name, as in a link's evidence.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Serial => "serial",
+            Field::Mac => "mac",
+            Field::Hostname => "hostname",
+        }
+    }
+}
+
+/// What one identifier says about two configurations, in the form the matcher compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Clue {
+    /// Both carry this value.
+    Agrees {
+        /// Which identifier.
+        field: Field,
+        /// The value (a MAC as `aa:bb:cc:dd:ee:ff`).
+        value: String,
+    },
+    /// Both carry a usable value, and the values differ.
+    Differs {
+        /// Which identifier.
+        field: Field,
+        /// The IT Glue side's value.
+        itglue: String,
+        /// The Scopable side's value.
+        scopable: String,
+    },
+}
+
+impl fmt::Display for Clue {
+    /// `serial ABC123`, or `serial ABC123 in IT Glue but XYZ789 in Scopable`. The values
+    /// come from outside: make the text safe before showing it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Clue::Agrees { field, value } => write!(f, "{} {value}", field.as_str()),
+            Clue::Differs {
+                field,
+                itglue,
+                scopable,
+            } => write!(
+                f,
+                "{} {itglue} in IT Glue but {scopable} in Scopable",
+                field.as_str()
+            ),
+        }
+    }
+}
+
+/// A MAC's 12 hex digits as `aa:bb:cc:dd:ee:ff`.
+fn colon_mac(hex: &str) -> String {
+    let chars: Vec<char> = hex.chars().collect();
+    chars
+        .chunks(2)
+        .map(|pair| pair.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn usable_macs(macs: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = macs
+        .iter()
+        .filter_map(|m| scopable_normalize::normalize_mac(m))
+        .collect();
+    out.dedup();
+    out
+}
+
+/// What the identifiers of an IT Glue configuration and a Scopable one say, normalized as the
+/// matcher normalizes them (placeholders are no evidence and never shown as agreeing): every
+/// serial, MAC and hostname they share, and a serial (or a set of MACs) on which they
+/// disagree. In the order serial, MAC, hostname.
+pub fn compare(itglue: &Identifiers, scopable: &Identifiers) -> Vec<Clue> {
+    use scopable_normalize::{normalize_hostname, normalize_serial};
+    let mut clues = Vec::new();
+    let serial = |i: &Identifiers| i.serial_number.as_deref().and_then(normalize_serial);
+    match (serial(itglue), serial(scopable)) {
+        (Some(a), Some(b)) if a == b => clues.push(Clue::Agrees {
+            field: Field::Serial,
+            value: a,
+        }),
+        (Some(a), Some(b)) => clues.push(Clue::Differs {
+            field: Field::Serial,
+            itglue: a,
+            scopable: b,
+        }),
+        _ => {}
+    }
+    let (ours, theirs) = (
+        usable_macs(&itglue.mac_addresses),
+        usable_macs(&scopable.mac_addresses),
+    );
+    let shared: Vec<&String> = ours.iter().filter(|m| theirs.contains(m)).collect();
+    if shared.is_empty()
+        && let (Some(a), Some(b)) = (ours.first(), theirs.first())
+    {
+        clues.push(Clue::Differs {
+            field: Field::Mac,
+            itglue: colon_mac(a),
+            scopable: colon_mac(b),
+        });
+    }
+    for mac in shared {
+        clues.push(Clue::Agrees {
+            field: Field::Mac,
+            value: colon_mac(mac),
+        });
+    }
+    let host = |i: &Identifiers| i.hostname.as_deref().and_then(normalize_hostname);
+    if let (Some(a), Some(b)) = (host(itglue), host(scopable))
+        && a == b
+    {
+        clues.push(Clue::Agrees {
+            field: Field::Hostname,
+            value: a,
+        });
+    }
+    clues
+}
+
+/// The values behind a configuration link's `evidence` (`serial`, `mac`, `hostname`): what
+/// both sides share for each, from the stored records. When the IT Glue side is not known (or
+/// no longer agrees, in a dry run), the Scopable side's value stands for it: a MAC only when
+/// the Scopable record has exactly one.
+pub fn evidence_values(
+    evidence: &[String],
+    itglue: Option<&Identifiers>,
+    scopable: &Identifiers,
+) -> Vec<Clue> {
+    use scopable_normalize::{normalize_hostname, normalize_serial};
+    let agreeing: Vec<Clue> = itglue
+        .map(|i| compare(i, scopable))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| matches!(c, Clue::Agrees { .. }))
+        .collect();
+    let mut out = Vec::new();
+    for field in [Field::Serial, Field::Mac, Field::Hostname] {
+        if !evidence.iter().any(|e| e == field.as_str()) {
+            continue;
+        }
+        let found: Vec<&Clue> = agreeing
+            .iter()
+            .filter(|c| matches!(c, Clue::Agrees { field: f, .. } if *f == field))
+            .collect();
+        if !found.is_empty() {
+            out.extend(found.into_iter().cloned());
+            continue;
+        }
+        let fallback = match field {
+            Field::Serial => scopable.serial_number.as_deref().and_then(normalize_serial),
+            Field::Hostname => scopable.hostname.as_deref().and_then(normalize_hostname),
+            Field::Mac => match usable_macs(&scopable.mac_addresses).as_slice() {
+                [only] => Some(colon_mac(only)),
+                _ => None,
+            },
+        };
+        if let Some(value) = fallback {
+            out.push(Clue::Agrees { field, value });
+        }
+    }
+    out
+}
+
+/// One link, with the names on both sides, as `links` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkView {
+    /// `organization` or `configuration`.
+    pub kind: String,
+    /// The IT Glue id.
+    pub itglue_id: String,
+    /// The source record's id (the same as `itglue_id`).
+    pub source_id: String,
+    /// The IT Glue record's name, as last received (`None` when not stored).
+    pub name: Option<String>,
+    /// The Scopable id.
+    pub scopable_id: String,
+    /// The Scopable record's name (`None` when the record is gone).
+    pub scopable_name: Option<String>,
+    /// `auto` or `manual`.
+    pub source: String,
+    /// The evidence names, as stored.
+    pub evidence: serde_json::Value,
+    /// When it was made.
+    pub linked_at: String,
+    /// For configurations, the values behind the evidence.
+    #[serde(skip)]
+    pub evidence_values: Vec<Clue>,
+}
+
+/// Every link of a connector with names and, for configurations, the evidence values; ordered
+/// organizations first, then by id.
+pub fn links(conn: &Connection, connector: &str) -> rusqlite::Result<Vec<LinkView>> {
+    let mut stmt = conn.prepare(
+        "SELECT kind, itglue_id, scopable_id, source, evidence, linked_at FROM links WHERE connector = ?1",
+    )?;
+    let mut rows: Vec<(String, String, String, String, String, String)> = stmt
+        .query_map([connector], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| id_order(&a.1, &b.1)));
+    let mut out = Vec::with_capacity(rows.len());
+    for (kind, itglue_id, scopable_id, source, evidence, linked_at) in rows {
+        let evidence: serde_json::Value =
+            serde_json::from_str(&evidence).unwrap_or_else(|_| serde_json::json!([]));
+        let (name, scopable_name, evidence_values) = match record_kind(&kind) {
+            Some(k) => {
+                let values = if k == RecordKind::Configuration {
+                    let names: Vec<String> = evidence
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|e| e.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    match scopable_identifiers(conn, &scopable_id)? {
+                        Some(target) => {
+                            let source = itglue_identifiers(conn, connector, &itglue_id)?;
+                            evidence_values(&names, source.as_ref(), &target)
+                        }
+                        None => Vec::new(),
+                    }
+                } else {
+                    Vec::new()
+                };
+                (
+                    itglue_name(conn, connector, k, &itglue_id)?,
+                    scopable_name(conn, k, &scopable_id)?,
+                    values,
+                )
+            }
+            None => (None, None, Vec::new()),
+        };
+        out.push(LinkView {
+            source_id: itglue_id.clone(),
+            kind,
+            itglue_id,
+            name,
+            scopable_id,
+            scopable_name,
+            source,
+            evidence,
+            linked_at,
+            evidence_values,
+        });
+    }
+    Ok(out)
+}
+
+/// Where a configuration's organization stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentState {
+    /// Linked to this client (a sync of configurations has not run since).
+    Linked {
+        /// The client's id.
+        client_id: String,
+        /// The client's name.
+        client_name: Option<String>,
+    },
+    /// Could not be placed, for this reason.
+    Unplaced {
+        /// The reason, as `unplaced` lists it.
+        reason: String,
+    },
+    /// Ignored by an admin.
+    Ignored,
+    /// Not known (organizations were not synced, or it is gone from IT Glue).
+    Unknown,
+}
+
+/// A configuration's organization, as an unplaced configuration names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Parent {
+    /// The organization's IT Glue id.
+    pub organization_id: Option<String>,
+    /// Its name, as last received.
+    pub organization_name: Option<String>,
+    /// Where it stands.
+    #[serde(skip)]
+    pub state: ParentState,
+}
+
+/// One record that could not be placed, with names, as `unplaced` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnplacedView {
+    /// `organization` or `configuration`.
+    pub kind: String,
+    /// The IT Glue id.
+    pub itglue_id: String,
+    /// The source record's id (the same as `itglue_id`).
+    pub source_id: String,
+    /// The IT Glue record's name (for an unreadable record, what was wrong with it).
+    pub name: String,
+    /// Always `None`: an unplaced record has no Scopable record.
+    pub scopable_name: Option<String>,
+    /// The reason, as `matching.md` names it.
+    pub reason: String,
+    /// The reason in plain words.
+    pub reason_label: String,
+    /// The label, a colon, and the sentence: why, and what to do next.
+    pub reason_text: String,
+    /// The Scopable ids in play.
+    pub candidates: Vec<String>,
+    /// Their names, in the same order (`None` for an id with no record).
+    pub candidate_names: Vec<Option<String>>,
+    /// Near misses (organizations).
+    pub suggestions: Vec<String>,
+    /// Their names, in the same order (`None` for an id with no record).
+    pub suggestion_names: Vec<Option<String>>,
+    /// For configurations, its organization.
+    #[serde(flatten)]
+    pub parent: Option<Parent>,
+    /// For configurations, what the identifiers say about each candidate (same order).
+    #[serde(skip)]
+    pub candidate_clues: Vec<Vec<Clue>>,
+}
+
+fn parent_of(conn: &Connection, connector: &str, itglue_id: &str) -> rusqlite::Result<Parent> {
+    let organization_id: Option<String> = conn
+        .prepare_cached(
+            "SELECT organization_id FROM itglue_records
+             WHERE connector = ?1 AND kind = 'configuration' AND itglue_id = ?2",
+        )?
+        .query_row(params![connector, itglue_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let Some(org) = organization_id else {
+        return Ok(Parent {
+            organization_id: None,
+            organization_name: None,
+            state: ParentState::Unknown,
+        });
+    };
+    let organization_name = itglue_name(conn, connector, RecordKind::Organization, &org)?;
+    let linked: Option<String> = conn
+        .prepare_cached(
+            "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2",
+        )?
+        .query_row(params![connector, org], |r| r.get(0))
+        .optional()?;
+    let ignored = conn
+        .prepare_cached(
+            "SELECT 1 FROM decisions WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2 AND action = 'ignore'",
+        )?
+        .query_row(params![connector, org], |_| Ok(()))
+        .optional()?
+        .is_some();
+    let reason: Option<String> = conn
+        .prepare_cached(
+            "SELECT reason FROM unplaced WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2",
+        )?
+        .query_row(params![connector, org], |r| r.get(0))
+        .optional()?;
+    let state = match (linked, ignored, reason) {
+        (Some(client_id), _, _) => ParentState::Linked {
+            client_name: scopable_name(conn, RecordKind::Organization, &client_id)?,
+            client_id,
+        },
+        (None, true, _) => ParentState::Ignored,
+        (None, false, Some(reason)) => ParentState::Unplaced { reason },
+        (None, false, None) => ParentState::Unknown,
+    };
+    Ok(Parent {
+        organization_id: Some(org),
+        organization_name,
+        state,
+    })
+}
+
+/// Every record of a connector that could not be placed and has no manual decision, with names,
+/// reasons in plain words and, for configurations, the organization and what the identifiers
+/// say about each candidate; ordered organizations first, then by id.
+pub fn unplaced(conn: &Connection, connector: &str) -> rusqlite::Result<Vec<UnplacedView>> {
+    let mut stmt = conn.prepare(
+        "SELECT u.kind, u.itglue_id, u.name, u.reason, u.candidates, u.suggestions FROM unplaced u
+         WHERE u.connector = ?1
+           AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.connector = u.connector AND d.kind = u.kind AND d.itglue_id = u.itglue_id)
+           AND NOT EXISTS (SELECT 1 FROM links l WHERE l.connector = u.connector AND l.kind = u.kind AND l.itglue_id = u.itglue_id)",
+    )?;
+    let mut rows: Vec<(String, String, String, String, String, String)> = stmt
+        .query_map([connector], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| id_order(&a.1, &b.1)));
+    let list = |text: &str| -> Vec<String> { serde_json::from_str(text).unwrap_or_default() };
+    let mut out = Vec::with_capacity(rows.len());
+    for (kind, itglue_id, name, reason, candidates, suggestions) in rows {
+        let candidates = list(&candidates);
+        let suggestions = list(&suggestions);
+        let k = record_kind(&kind);
+        let names = |ids: &[String]| match k {
+            Some(k) => scopable_names(conn, k, ids),
+            None => Ok(vec![None; ids.len()]),
+        };
+        let candidate_names = names(&candidates)?;
+        let suggestion_names = names(&suggestions)?;
+        let (parent, candidate_clues) = if k == Some(RecordKind::Configuration) {
+            let source = itglue_identifiers(conn, connector, &itglue_id)?;
+            let mut clues = Vec::with_capacity(candidates.len());
+            for candidate in &candidates {
+                let target = scopable_identifiers(conn, candidate)?;
+                clues.push(match (&source, target) {
+                    (Some(source), Some(target)) => compare(source, &target),
+                    _ => Vec::new(),
+                });
+            }
+            (Some(parent_of(conn, connector, &itglue_id)?), clues)
+        } else {
+            (None, Vec::new())
+        };
+        let (reason_label, reason_text) = match k {
+            Some(k) => (reason_label(&reason).to_string(), reason_text(k, &reason)),
+            None => (reason.clone(), reason.clone()),
+        };
+        out.push(UnplacedView {
+            source_id: itglue_id.clone(),
+            kind,
+            itglue_id,
+            name,
+            scopable_name: None,
+            reason,
+            reason_label,
+            reason_text,
+            candidates,
+            candidate_names,
+            suggestions,
+            suggestion_names,
+            parent,
+            candidate_clues,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::reason_name;
+    use scopable_sandbox::sandbox::wit_types::Reason;
+
+    /// The reasons `matching.md` lists for each kind.
+    const MATCHING_ORGANIZATIONS: &[&str] = &[
+        "no-match",
+        "multiple-clients",
+        "multiple-organizations",
+        "target-taken",
+        "empty-name",
+        "invalid-record",
+    ];
+    const MATCHING_CONFIGURATIONS: &[&str] = &[
+        "parent-unplaced",
+        "no-match",
+        "multiple-configurations",
+        "conflict",
+        "target-taken",
+        "archived",
+        "invalid-record",
+    ];
+
+    #[test]
+    fn every_reason_of_each_kind_has_a_label_a_sentence_and_a_way_out() {
+        for (kind, expected) in [
+            (RecordKind::Organization, MATCHING_ORGANIZATIONS),
+            (RecordKind::Configuration, MATCHING_CONFIGURATIONS),
+        ] {
+            let listed: Vec<&str> = reasons(kind).iter().map(|e| e.reason).collect();
+            assert_eq!(listed, expected, "{kind:?}");
+            for reason in expected {
+                let e = explain(kind, reason).expect("explained");
+                assert!(!e.label.is_empty() && e.label != *reason, "{reason}");
+                // A sentence that reads after "label: ", in plain words, with a next step.
+                assert!(e.sentence.len() > 40, "{reason}: {}", e.sentence);
+                assert!(!e.sentence.ends_with('.'), "{reason}");
+                if reason.contains('-') {
+                    assert!(
+                        !e.sentence.contains(*reason),
+                        "{reason}: the code, not words"
+                    );
+                }
+                assert!(
+                    ["sync again", "link", "ignore", "sync configurations again"]
+                        .iter()
+                        .any(|step| e.sentence.contains(step)),
+                    "{reason}: no next step in {:?}",
+                    e.sentence
+                );
+                let commands = resolving_commands("itglue", kind, reason, Some("42"), None);
+                assert!(!commands.is_empty(), "{reason}");
+                assert!(
+                    commands
+                        .iter()
+                        .all(|c| c.command.starts_with("scopable-host ")),
+                    "{commands:?}"
+                );
+                assert_eq!(
+                    reason_text(kind, reason),
+                    format!("{}: {}", e.label, e.sentence)
+                );
+            }
+        }
+        // Every reason the contract can carry has words.
+        for r in [
+            Reason::NoMatch,
+            Reason::MultipleClients,
+            Reason::MultipleOrganizations,
+            Reason::TargetTaken,
+            Reason::EmptyName,
+            Reason::InvalidRecord,
+            Reason::ParentUnplaced,
+            Reason::MultipleConfigurations,
+            Reason::Conflict,
+            Reason::Archived,
+        ] {
+            let code = reason_name(r);
+            assert_ne!(reason_label(code), code, "{code} has no label");
+        }
+    }
+
+    #[test]
+    fn labels_use_the_guides_words() {
+        // The setup guide's badge, and its words for an unmatched organization.
+        assert_eq!(reason_label("multiple-clients"), "matches multiple clients");
+        assert_eq!(reason_label("no-match"), "no match");
+        let e = explain(RecordKind::Organization, "multiple-clients").unwrap();
+        assert!(
+            e.sentence
+                .starts_with("two of your clients normalize to the same name"),
+            "{}",
+            e.sentence
+        );
+        assert!(e.sentence.contains("link it by hand"));
+        let e = explain(RecordKind::Organization, "no-match").unwrap();
+        assert!(e.sentence.contains("align the names"), "{}", e.sentence);
+        let e = explain(RecordKind::Configuration, "parent-unplaced").unwrap();
+        assert!(
+            e.sentence.contains("matched to exactly one client"),
+            "{}",
+            e.sentence
+        );
+        assert_eq!(
+            couldnt_place_title(RecordKind::Organization),
+            "Organizations we couldn't place"
+        );
+        // A reason this program does not know is shown as it is.
+        assert_eq!(reason_label("something-new"), "something-new");
+    }
+
+    #[test]
+    fn commands_name_the_record_or_a_placeholder() {
+        let org = RecordKind::Organization;
+        let commands: Vec<String> =
+            resolving_commands("itglue", org, "multiple-clients", Some("3100109"), None)
+                .into_iter()
+                .map(|c| c.command)
+                .collect();
+        assert_eq!(
+            commands,
+            [
+                "scopable-host itglue link organization 3100109 CLIENT_ID",
+                "scopable-host itglue ignore organization 3100109",
+                "scopable-host itglue sync organizations",
+            ]
+        );
+        let commands: Vec<String> = resolving_commands("itglue", org, "no-match", None, None)
+            .into_iter()
+            .map(|c| c.command)
+            .collect();
+        assert_eq!(commands[0], "scopable-host search clients NAME");
+        assert_eq!(
+            commands[1],
+            "scopable-host itglue link organization ID CLIENT_ID"
+        );
+        let config = RecordKind::Configuration;
+        let commands: Vec<String> = resolving_commands(
+            "itglue",
+            config,
+            "parent-unplaced",
+            Some("8200901"),
+            Some("3100109"),
+        )
+        .into_iter()
+        .map(|c| c.command)
+        .collect();
+        assert_eq!(
+            commands,
+            [
+                "scopable-host itglue link organization 3100109 CLIENT_ID",
+                "scopable-host itglue sync configurations",
+                "scopable-host itglue ignore configuration 8200901",
+            ]
+        );
+        // Unknown reasons still offer linking and ignoring.
+        assert_eq!(
+            resolving_commands("itglue", config, "new-reason", None, None).len(),
+            2
+        );
+    }
+
+    fn ids(serial: Option<&str>, macs: &[&str], hostname: Option<&str>) -> Identifiers {
+        Identifiers {
+            serial_number: serial.map(str::to_string),
+            mac_addresses: macs.iter().map(|m| m.to_string()).collect(),
+            hostname: hostname.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn clues_compare_as_the_matcher_normalizes() {
+        let itglue = ids(
+            Some("CZ2841AB7Q"),
+            &["3C-52-82-1A-9F-01", "00:00:00:00:00:00"],
+            Some("ty-fs01.corp.local"),
+        );
+        let scopable = ids(
+            Some(" cz2841ab7q"),
+            &["3c52.821a.9f01", "00-00-00-00-00-00"],
+            Some("TY-FS01"),
+        );
+        let shown: Vec<String> = compare(&itglue, &scopable)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // The placeholder MAC both carry is not shown as agreeing.
+        assert_eq!(
+            shown,
+            [
+                "serial CZ2841AB7Q",
+                "mac 3c:52:82:1a:9f:01",
+                "hostname ty-fs01"
+            ]
+        );
+        // Different usable serials clash; a placeholder serial neither agrees nor clashes.
+        let clash = compare(
+            &ids(Some("MXQ1234567"), &[], Some("ty-srv03")),
+            &ids(Some("MXQ7654321"), &[], Some("TY-SRV03")),
+        );
+        assert_eq!(
+            clash.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "serial MXQ1234567 in IT Glue but MXQ7654321 in Scopable",
+                "hostname ty-srv03"
+            ]
+        );
+        assert!(
+            compare(
+                &ids(Some("To Be Filled By O.E.M."), &[], None),
+                &ids(Some("To Be Filled By O.E.M."), &[], None)
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn evidence_values_show_what_linked_with_a_fallback_to_the_scopable_side() {
+        let evidence = vec!["serial".to_string(), "mac".to_string()];
+        let itglue = ids(Some("pc1xyz89"), &["8c:16:45:aa:01:02"], Some("laptop"));
+        let scopable = ids(Some("PC1XYZ89"), &["8C:16:45:AA:01:02"], Some("laptop"));
+        let shown: Vec<String> = evidence_values(&evidence, Some(&itglue), &scopable)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // Only the evidence the link rests on, though the hostnames agree too.
+        assert_eq!(shown, ["serial PC1XYZ89", "mac 8c:16:45:aa:01:02"]);
+        let shown: Vec<String> = evidence_values(&evidence, None, &scopable)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["serial PC1XYZ89", "mac 8c:16:45:aa:01:02"]);
+        // Two Scopable MACs and no IT Glue side: which one matched is not known.
+        let two = ids(None, &["b8:ca:3a:01:02:03", "b8:ca:3a:01:02:04"], None);
+        assert!(evidence_values(&["mac".to_string()], None, &two).is_empty());
+    }
+
+    #[test]
+    fn names_and_views_come_from_the_stored_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = scopable_store::db::open(&dir.path().join("d.db")).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO clients (id, name) VALUES ('109', 'Adventure Works'), ('110', 'Adventure-Works');
+               INSERT INTO itglue_records (connector, kind, itglue_id, name) VALUES
+                   ('itglue', 'organization', '7', 'Adventure Works');
+               INSERT INTO itglue_records (connector, kind, itglue_id, name, organization_id) VALUES
+                   ('itglue', 'configuration', '70', 'AW-SRV01', '7');
+               INSERT INTO unplaced (connector, kind, itglue_id, name, reason, candidates, suggestions) VALUES
+                   ('itglue', 'organization', '7', 'Adventure Works', 'multiple-clients', '["109","110","999"]', '[]'),
+                   ('itglue', 'configuration', '70', 'AW-SRV01', 'parent-unplaced', '[]', '[]');"#,
+        )
+        .unwrap();
+        let rows = unplaced(&conn, "itglue").unwrap();
+        assert_eq!(rows.len(), 2);
+        let org = &rows[0];
+        assert_eq!(org.reason_label, "matches multiple clients");
+        assert_eq!(
+            org.candidate_names,
+            [
+                Some("Adventure Works".to_string()),
+                Some("Adventure-Works".to_string()),
+                None
+            ]
+        );
+        let json = serde_json::to_value(org).unwrap();
+        assert_eq!(json["source_id"], "7");
+        assert!(json["scopable_name"].is_null());
+        assert!(json.get("organization_id").is_none(), "{json}");
+        let config = &rows[1];
+        let parent = config.parent.as_ref().unwrap();
+        assert_eq!(parent.organization_name.as_deref(), Some("Adventure Works"));
+        assert_eq!(
+            parent.state,
+            ParentState::Unplaced {
+                reason: "multiple-clients".into()
+            }
+        );
+        let json = serde_json::to_value(config).unwrap();
+        assert_eq!(json["organization_id"], "7");
+        assert_eq!(json["organization_name"], "Adventure Works");
+        assert_eq!(
+            scopable_name(&conn, RecordKind::Organization, "110").unwrap(),
+            Some("Adventure-Works".into())
+        );
+        assert_eq!(
+            itglue_name(&conn, "itglue", RecordKind::Organization, "8").unwrap(),
+            None
+        );
+    }
+}

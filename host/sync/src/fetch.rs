@@ -1,0 +1,555 @@
+//! Paged fetching owned by the host: page 1 first, then the remaining pages concurrently
+//! (bounded), each with retries; records de-duplicated by id and the count checked against
+//! the API's total, so a partial listing fails instead of being linked from.
+
+use crate::app::{App, AppError, Exit};
+use scopable_sandbox::sandbox::{CallContext, CallError, LoadedConnector, wit_types as types};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+/// Where lines for the admin (retry notices) go.
+pub type NoticeSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+static NOTICES: std::sync::Mutex<Option<NoticeSink>> = std::sync::Mutex::new(None);
+
+/// Sets where lines for the admin go (the command line prints them on stderr, above its
+/// progress line). Unset, they are logged at level `warn`.
+pub fn set_notice_sink(sink: Option<NoticeSink>) {
+    if let Ok(mut current) = NOTICES.lock() {
+        *current = sink;
+    }
+}
+
+/// Passes one line for the admin to the notice sink (see [`set_notice_sink`]).
+pub fn notice(line: &str) {
+    let sink = NOTICES.lock().ok().and_then(|sink| sink.clone());
+    match sink {
+        Some(sink) => sink(line),
+        None => tracing::warn!("{line}"),
+    }
+}
+
+/// The line shown before a retry: what failed (`subject`, e.g. `page 3`), what the service
+/// answered (the connector's words, made safe and bounded), when the next try is and which
+/// attempt it will be: "page 3: IT Glue answered HTTP 503 for /organizations (Service
+/// Unavailable); retrying in 4.0 s (attempt 2 of 5)".
+pub fn retry_notice(
+    subject: &str,
+    e: &CallError,
+    attempt: u32,
+    max_attempts: u32,
+    wait: std::time::Duration,
+) -> String {
+    let said = match e {
+        CallError::Guest(types::Error::RateLimited(r)) => r.detail.clone(),
+        CallError::Guest(types::Error::Unavailable(d)) => d.clone(),
+        CallError::Guest(types::Error::BadResponse(d)) => format!("an unreadable answer: {d}"),
+        other => other.to_string(),
+    };
+    let wait = if wait < std::time::Duration::from_secs(1) {
+        format!("{} ms", wait.as_millis())
+    } else if wait < std::time::Duration::from_secs(10) {
+        format!("{:.1} s", wait.as_secs_f64())
+    } else {
+        format!("{} s", wait.as_secs_f64().round())
+    };
+    format!(
+        "{}: {}; retrying in {wait} (attempt {} of {max_attempts})",
+        scopable_sandbox::display::safe(subject),
+        scopable_sandbox::display::safe_within(&said, 300),
+        attempt + 1
+    )
+}
+
+/// A page of either kind, reduced to what paging needs.
+pub trait Page: Send + 'static {
+    /// The record type.
+    type Record: Send;
+    /// The records, unreadable records and page info.
+    fn into_parts(
+        self,
+    ) -> (
+        Vec<Self::Record>,
+        Vec<types::UnreadableRecord>,
+        types::PageInfo,
+    );
+    /// A record's id.
+    fn id(record: &Self::Record) -> &str;
+    /// Why a record cannot be used as received (an id that is not an id), if it cannot.
+    fn invalid(record: &Self::Record) -> Option<String>;
+    /// The bytes of text a record holds (what keeping it costs).
+    fn text_bytes(record: &Self::Record) -> usize;
+    /// Calls the matching export.
+    fn fetch(
+        connector: Arc<LoadedConnector>,
+        ctx: CallContext,
+        page: u32,
+    ) -> impl Future<Output = Result<Self, CallError>> + Send
+    where
+        Self: Sized;
+}
+
+/// Implements [`Page`] for a page type, its record type and the export that fetches it.
+macro_rules! page {
+    ($page:ty, $record:ty, $export:ident) => {
+        impl Page for $page {
+            type Record = $record;
+            fn into_parts(self) -> Parts<Self::Record> {
+                (self.records, self.unreadable, self.info)
+            }
+            fn id(record: &Self::Record) -> &str {
+                &record.id
+            }
+            fn invalid(record: &Self::Record) -> Option<String> {
+                Checked::invalid(record)
+            }
+            fn text_bytes(record: &Self::Record) -> usize {
+                Checked::text_bytes(record)
+            }
+            async fn fetch(
+                connector: Arc<LoadedConnector>,
+                ctx: CallContext,
+                page: u32,
+            ) -> Result<Self, CallError> {
+                connector.$export(&ctx, page).await
+            }
+        }
+    };
+}
+
+page!(types::OrganizationPage, types::Organization, fetch_orgs);
+page!(
+    types::ConfigurationPage,
+    types::Configuration,
+    fetch_configs
+);
+
+/// Most pages one listing may have (100 million records at 1000 a page).
+const MAX_PAGES: u32 = 100_000;
+
+/// Most bytes of text (ids, names, identifiers) one listing may hold in the host's memory,
+/// whatever its record count: a connector cannot grow the host without bound with long names.
+pub const MAX_LISTING_BYTES: usize = 512 * 1024 * 1024;
+
+/// Most bytes of text one page may hold, whatever the manifest's response limits allow.
+pub const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Longest id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// Why `id` is not a usable id: empty, longer than [`MAX_ID_BYTES`], or holding a control
+/// character (which would forge output rows and terminal escapes).
+pub fn invalid_id(what: &str, id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some(format!("{what} is empty"))
+    } else if id.len() > MAX_ID_BYTES {
+        Some(format!("{what} is longer than {MAX_ID_BYTES} bytes"))
+    } else if id.chars().any(scopable_sandbox::display::is_unsafe) {
+        Some(format!(
+            "{what} contains a control or bidirectional formatting character"
+        ))
+    } else {
+        None
+    }
+}
+
+fn opt_len(s: &Option<String>) -> usize {
+    s.as_ref().map_or(0, String::len)
+}
+
+/// What the host checks of a received record.
+trait Checked {
+    /// Why the record cannot be used, if it cannot.
+    fn invalid(&self) -> Option<String>;
+    /// The bytes of text it holds.
+    fn text_bytes(&self) -> usize;
+}
+
+impl Checked for types::Organization {
+    fn invalid(&self) -> Option<String> {
+        invalid_id("the id", &self.id)
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.id.len()
+            + self.name.len()
+            + opt_len(&self.short_name)
+            + opt_len(&self.type_name)
+            + opt_len(&self.status_name)
+    }
+}
+
+impl Checked for types::Configuration {
+    fn invalid(&self) -> Option<String> {
+        invalid_id("the id", &self.id)
+            .or_else(|| invalid_id("the organization id", &self.organization_id))
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.id.len()
+            + self.organization_id.len()
+            + self.name.len()
+            + opt_len(&self.hostname)
+            + opt_len(&self.primary_ip)
+            + opt_len(&self.serial_number)
+            + opt_len(&self.type_name)
+            + self.mac_addresses.iter().map(String::len).sum::<usize>()
+    }
+}
+
+/// What one listing may hold: records per page, records and bytes in all.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    page_size: usize,
+    max_page_bytes: usize,
+    max_records: u64,
+    max_bytes: usize,
+}
+
+impl Bounds {
+    fn of(limits: &scopable_sandbox::manifest::Limits) -> Bounds {
+        Bounds {
+            page_size: limits.page_size as usize,
+            max_page_bytes: usize::try_from(
+                limits
+                    .max_response_bytes
+                    .saturating_mul(u64::from(limits.max_requests_per_call))
+                    .min(MAX_PAGE_BYTES as u64),
+            )
+            .unwrap_or(MAX_PAGE_BYTES),
+            max_records: limits.max_listing_records,
+            max_bytes: MAX_LISTING_BYTES,
+        }
+    }
+}
+
+/// The checks a sync applies to each page as it is read, for other readers of a listing
+/// (`check`): the same bounds, the same id validation.
+pub struct PageGuard {
+    bounds: Bounds,
+    held: std::sync::Mutex<Held>,
+}
+
+impl PageGuard {
+    /// A guard for one listing under `limits`.
+    pub fn new(limits: &scopable_sandbox::manifest::Limits) -> PageGuard {
+        PageGuard {
+            bounds: Bounds::of(limits),
+            held: Default::default(),
+        }
+    }
+
+    /// Checks page `page` as a sync would: its records (those with unusable ids moved to
+    /// the unreadable ones), or why the sync would fail.
+    pub fn admit<P: Page>(
+        &self,
+        page: u32,
+        parts: Parts<P::Record>,
+    ) -> Result<Parts<P::Record>, FetchError> {
+        let mut held = self
+            .held
+            .lock()
+            .map_err(|_| FetchError::Host("the page guard was poisoned".into()))?;
+        check_page::<P>(page, parts, self.bounds, &mut held)
+    }
+}
+
+/// Running totals of a listing, checked against its [`Bounds`] as each page arrives.
+#[derive(Debug, Default)]
+struct Held {
+    records: u64,
+    bytes: usize,
+}
+
+/// Checks one page as it is read: at most the page size asked for, within the listing's
+/// bounds, and every id a usable id (records with unusable ids become unreadable, their id
+/// kept only when it is short and printable-safe to store).
+fn check_page<P: Page>(
+    page: u32,
+    parts: Parts<P::Record>,
+    bounds: Bounds,
+    held: &mut Held,
+) -> Result<Parts<P::Record>, FetchError> {
+    let (records, mut unreadable, info) = parts;
+    let count = records.len() + unreadable.len();
+    if count > bounds.page_size {
+        return Err(FetchError::Connector(format!(
+            "the connector returned {count} records for page {page}, but pages of {} were asked for (page_size); nothing was applied",
+            bounds.page_size
+        )));
+    }
+    let mut bytes = 0usize;
+    let mut kept = Vec::with_capacity(records.len());
+    for record in records {
+        bytes = bytes.saturating_add(P::text_bytes(&record));
+        match P::invalid(&record) {
+            None => kept.push(record),
+            Some(why) => {
+                let id = P::id(&record);
+                unreadable.push(types::UnreadableRecord {
+                    id: (!id.is_empty() && id.len() <= MAX_ID_BYTES).then(|| id.to_string()),
+                    detail: why,
+                });
+            }
+        }
+    }
+    for bad in &mut unreadable {
+        bytes = bytes.saturating_add(bad.detail.len() + opt_len(&bad.id));
+        if bad
+            .id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.len() > MAX_ID_BYTES)
+        {
+            bad.id = None;
+        }
+    }
+    if bytes > bounds.max_page_bytes {
+        return Err(FetchError::Connector(format!(
+            "page {page} holds {bytes} bytes of text, more than the responses of one call may carry ({} bytes: max_response_bytes x max_requests_per_call, at most 64 MiB); nothing was applied",
+            bounds.max_page_bytes
+        )));
+    }
+    held.records += count as u64;
+    held.bytes = held.bytes.saturating_add(bytes);
+    if held.records > bounds.max_records {
+        return Err(FetchError::Connector(format!(
+            "the listing holds more than {} records (max_listing_records); nothing was applied. Raise the limit in the manifest if the account really is that large",
+            bounds.max_records
+        )));
+    }
+    if held.bytes > bounds.max_bytes {
+        return Err(FetchError::Connector(format!(
+            "the listing holds more than {} MiB of text; nothing was applied",
+            bounds.max_bytes / (1024 * 1024)
+        )));
+    }
+    Ok((kept, unreadable, info))
+}
+
+/// One fetched page, split into its parts.
+pub type Parts<R> = (Vec<R>, Vec<types::UnreadableRecord>, types::PageInfo);
+
+/// Everything a listing returned, de-duplicated by id.
+pub struct Listing<R> {
+    /// Readable records, in id order of first appearance.
+    pub records: Vec<R>,
+    /// Records the connector could not read.
+    pub unreadable: Vec<types::UnreadableRecord>,
+    /// Pages fetched.
+    pub pages: u32,
+}
+
+async fn fetch_with_retries<P: Page>(
+    connector: Arc<LoadedConnector>,
+    ctx: CallContext,
+    page: u32,
+) -> Result<P, CallError> {
+    let limits = connector.manifest.limits.clone();
+    crate::retry::with_retries(
+        &limits,
+        || {
+            let (connector, ctx) = (connector.clone(), ctx.clone());
+            P::fetch(connector, ctx, page)
+        },
+        |e, attempt, wait| {
+            notice(&retry_notice(
+                &format!("page {page}"),
+                e,
+                attempt,
+                limits.max_attempts,
+                wait,
+            ));
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        CallError::Guest(g) => CallError::Guest(with_page(g, page)),
+        CallError::Rejected { status, error } => CallError::Rejected {
+            status,
+            error: with_page(error, page),
+        },
+        other => other,
+    })
+}
+
+fn with_page(e: types::Error, page: u32) -> types::Error {
+    use types::Error as E;
+    let add = |d: String| format!("page {page}: {d}");
+    match e {
+        E::Unauthorized(d) => E::Unauthorized(d),
+        E::NotFound(d) => E::NotFound(add(d)),
+        E::RateLimited(r) => E::RateLimited(types::RateLimited {
+            retry_after_seconds: r.retry_after_seconds,
+            detail: add(r.detail),
+        }),
+        E::Unavailable(d) => E::Unavailable(add(d)),
+        E::BadResponse(d) => E::BadResponse(add(d)),
+        E::Denied(d) => E::Denied(add(d)),
+    }
+}
+
+/// Fetches every page of a listing. `progress` hears (pages done, total pages if known).
+pub async fn fetch_all<P: Page>(
+    app: &App,
+    ctx: &CallContext,
+    mut progress: impl FnMut(u32, Option<u32>),
+) -> Result<Listing<P::Record>, FetchError> {
+    let connector = app.connector.clone();
+    // HTTP requests in flight are bounded by `concurrency` (the context's semaphore); twice as
+    // many calls run, so parsing one page overlaps fetching the next.
+    let limits = &connector.manifest.limits;
+    let concurrency = limits.concurrency as usize * 2;
+    let bounds = Bounds::of(limits);
+    let mut held = Held::default();
+    let first = fetch_with_retries::<P>(connector.clone(), ctx.clone(), 1).await?;
+    let (records, unreadable, info) = check_page::<P>(1, first.into_parts(), bounds, &mut held)?;
+    if let Some(total) = info.total_count
+        && total > bounds.max_records
+    {
+        return Err(FetchError::Connector(format!(
+            "the listing reports {total} records, more than {} (max_listing_records); nothing was applied. Raise the limit in the manifest if the account really is that large",
+            bounds.max_records
+        )));
+    }
+    let mut pages: BTreeMap<u32, Parts<P::Record>> = BTreeMap::new();
+    let expected_total = info.total_count;
+    let total_pages = info.total_pages;
+    let mut next = info.next_page;
+    pages.insert(1, (records, unreadable, info));
+    progress(1, total_pages);
+    match total_pages {
+        Some(total) if total > MAX_PAGES => {
+            return Err(FetchError::Inconsistent(format!(
+                "the API reports {total} pages, more than the {MAX_PAGES} a listing may have"
+            )));
+        }
+        Some(total) if total > 1 => {
+            // The total is known: fetch the rest at once, bounded.
+            let mut set = tokio::task::JoinSet::new();
+            let mut queue = 2..=total;
+            let spawn = |set: &mut tokio::task::JoinSet<_>, page: u32| {
+                let (c, x) = (connector.clone(), ctx.clone());
+                set.spawn(async move { (page, fetch_with_retries::<P>(c, x, page).await) });
+            };
+            for page in queue.by_ref().take(concurrency) {
+                spawn(&mut set, page);
+            }
+            while let Some(joined) = set.join_next().await {
+                let (page, result) =
+                    joined.map_err(|e| FetchError::Host(format!("a fetch task failed: {e}")))?;
+                let parts = check_page::<P>(page, result?.into_parts(), bounds, &mut held)?;
+                pages.insert(page, parts);
+                progress(pages.len() as u32, Some(total));
+                if let Some(page) = queue.next() {
+                    spawn(&mut set, page);
+                }
+            }
+            // The last page must be the last: a listing that grew while paging is partial.
+            if let Some(next) = pages.get(&total).and_then(|p| p.2.next_page) {
+                return Err(FetchError::Inconsistent(format!(
+                    "page {total} of {total} points to a page {next}: the listing changed while paging; sync again"
+                )));
+            }
+        }
+        _ => {
+            // No total: follow next-page one at a time.
+            while let Some(page) = next {
+                if pages.contains_key(&page) || page > MAX_PAGES {
+                    return Err(FetchError::Inconsistent(format!(
+                        "the API pointed to page {page} again; paging would not end"
+                    )));
+                }
+                let parts = fetch_with_retries::<P>(connector.clone(), ctx.clone(), page)
+                    .await?
+                    .into_parts();
+                let parts = check_page::<P>(page, parts, bounds, &mut held)?;
+                next = parts.2.next_page;
+                pages.insert(page, parts);
+                progress(pages.len() as u32, None);
+            }
+        }
+    }
+    assemble::<P>(pages, expected_total)
+}
+
+fn assemble<P: Page>(
+    pages: BTreeMap<u32, Parts<P::Record>>,
+    expected_total: Option<u64>,
+) -> Result<Listing<P::Record>, FetchError> {
+    let page_count = pages.len() as u32;
+    let mut seen = HashSet::new();
+    let mut listing = Listing {
+        records: Vec::new(),
+        unreadable: Vec::new(),
+        pages: page_count,
+    };
+    for (number, (records, unreadable, info)) in pages {
+        if info.total_count.is_some() && info.total_count != expected_total {
+            return Err(FetchError::Inconsistent(format!(
+                "the total changed while paging (page 1 said {}, page {number} said {}); sync again",
+                expected_total.map_or("?".into(), |n| n.to_string()),
+                info.total_count.map_or("?".into(), |n| n.to_string()),
+            )));
+        }
+        for record in records {
+            if seen.insert(P::id(&record).to_string()) {
+                listing.records.push(record);
+            }
+        }
+        for bad in unreadable {
+            let fresh = match &bad.id {
+                Some(id) => seen.insert(id.clone()),
+                None => true,
+            };
+            if fresh {
+                listing.unreadable.push(bad);
+            }
+        }
+    }
+    let received = (listing.records.len() + listing.unreadable.len()) as u64;
+    if let Some(total) = expected_total
+        && received != total
+    {
+        return Err(FetchError::Inconsistent(format!(
+            "the API reported {total} records but {received} distinct records arrived; nothing was linked from a partial list"
+        )));
+    }
+    Ok(listing)
+}
+
+/// Why a listing could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// An export call failed (after retries).
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The pages do not add up.
+    #[error("{0}")]
+    Inconsistent(String),
+    /// The host itself failed.
+    #[error("{0}")]
+    Host(String),
+    /// The connector returned pages the host does not accept (too many records, too much).
+    #[error("{0}")]
+    Connector(String),
+}
+
+impl FetchError {
+    /// The exit status and message for the admin.
+    pub fn into_app_error(
+        self,
+        app: &App,
+        region: &str,
+        base: &scopable_sandbox::policy::BaseUrl,
+        verified: Option<&str>,
+    ) -> AppError {
+        match self {
+            FetchError::Call(e) => {
+                crate::app::call_failure(&e, &app.connector.manifest, region, base, verified)
+            }
+            FetchError::Inconsistent(m) => AppError::new(Exit::Unavailable, m),
+            FetchError::Host(m) => AppError::new(Exit::Failure, m),
+            FetchError::Connector(m) => AppError::new(Exit::ConnectorFailed, m),
+        }
+    }
+}

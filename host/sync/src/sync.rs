@@ -1,0 +1,1824 @@
+//! Sync: fetch every record, ask the connector to place them, check every proposal against
+//! the database (the component proposes, the host disposes), and apply the result in one
+//! transaction. Manual decisions are never changed; stale automatic links are removed.
+
+use crate::app::{App, AppError, Exit};
+use crate::fetch::{self, Listing};
+pub use crate::kinds::{RecordKind, id_key, id_order, reason_name};
+use rusqlite::{Connection, OptionalExtension, params};
+use scopable_sandbox::sandbox::{CallContext, wit_types as types};
+use scopable_store::db;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The counts of one sync, as printed with `--json`.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Records received.
+    pub fetched: u64,
+    /// Records linked after the sync.
+    pub linked: u64,
+    /// Records left unlinked (unplaced or ignored).
+    pub skipped: u64,
+    /// Records the connector could not read.
+    pub errored: u64,
+    /// Links added.
+    pub new_links: u64,
+    /// Automatic links removed.
+    pub removed_links: u64,
+    /// HTTP requests made, retries included.
+    pub requests: u64,
+}
+
+/// One link change a sync makes (or would make, in a dry run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new automatic link.
+    Add {
+        /// IT Glue id.
+        itglue_id: String,
+        /// The IT Glue record's name, as received in this sync.
+        name: Option<String>,
+        /// Scopable id.
+        scopable_id: String,
+        /// Evidence names.
+        evidence: Vec<String>,
+    },
+    /// An automatic link removed.
+    Remove {
+        /// IT Glue id.
+        itglue_id: String,
+        /// The IT Glue record's name, when it was received in this sync (`None` when the
+        /// record is gone from the source).
+        name: Option<String>,
+        /// The Scopable id it pointed to.
+        scopable_id: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A record as the host keeps it (`itglue_records`): its name, its organization
+/// (configurations), and every other field the connector gave, the identifiers the matcher
+/// reads among them, so that it can be placed again without the network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Seen {
+    name: String,
+    organization_id: Option<String>,
+    short_name: Option<String>,
+    type_name: Option<String>,
+    status_name: Option<String>,
+    hostname: Option<String>,
+    primary_ip: Option<String>,
+    serial_number: Option<String>,
+    mac_addresses: Vec<String>,
+    archived: bool,
+}
+
+impl Seen {
+    fn of_organization(o: &types::Organization) -> Seen {
+        Seen {
+            name: o.name.clone(),
+            short_name: o.short_name.clone(),
+            type_name: o.type_name.clone(),
+            status_name: o.status_name.clone(),
+            ..Seen::default()
+        }
+    }
+
+    fn of_configuration(c: &types::Configuration) -> Seen {
+        Seen {
+            name: c.name.clone(),
+            organization_id: Some(c.organization_id.clone()),
+            type_name: c.type_name.clone(),
+            hostname: c.hostname.clone(),
+            primary_ip: c.primary_ip.clone(),
+            serial_number: c.serial_number.clone(),
+            mac_addresses: c.mac_addresses.clone(),
+            archived: c.archived,
+            ..Seen::default()
+        }
+    }
+
+    /// The organization as the connector gave it.
+    fn organization(&self, id: &str) -> types::Organization {
+        types::Organization {
+            id: id.to_string(),
+            name: self.name.clone(),
+            short_name: self.short_name.clone(),
+            type_name: self.type_name.clone(),
+            status_name: self.status_name.clone(),
+        }
+    }
+
+    /// The configuration as the connector gave it.
+    fn configuration(&self, id: &str) -> types::Configuration {
+        types::Configuration {
+            id: id.to_string(),
+            organization_id: self.organization_id.clone().unwrap_or_default(),
+            name: self.name.clone(),
+            hostname: self.hostname.clone(),
+            primary_ip: self.primary_ip.clone(),
+            serial_number: self.serial_number.clone(),
+            mac_addresses: self.mac_addresses.clone(),
+            type_name: self.type_name.clone(),
+            archived: self.archived,
+        }
+    }
+}
+
+/// The stored records of a kind, each with whether it keeps every field (rows written before
+/// the schema kept them, or whose MAC list cannot be read, do not, until the next sync).
+fn stored_records(
+    conn: &Connection,
+    connector: &str,
+    kind: &str,
+) -> rusqlite::Result<BTreeMap<String, (Seen, bool)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT itglue_id, name, organization_id, short_name, type_name, status_name, hostname,
+                primary_ip, serial_number, mac_addresses, archived, identifiers_kept
+         FROM itglue_records WHERE connector = ?1 AND kind = ?2",
+    )?;
+    let rows = stmt.query_map(params![connector, kind], |r| {
+        let macs: Option<Vec<String>> = serde_json::from_str(&r.get::<_, String>(9)?).ok();
+        let kept = r.get::<_, bool>(11)? && macs.is_some();
+        let seen = Seen {
+            name: r.get(1)?,
+            organization_id: r.get(2)?,
+            short_name: r.get(3)?,
+            type_name: r.get(4)?,
+            status_name: r.get(5)?,
+            hostname: r.get(6)?,
+            primary_ip: r.get(7)?,
+            serial_number: r.get(8)?,
+            mac_addresses: macs.unwrap_or_default(),
+            archived: r.get(10)?,
+        };
+        Ok((r.get::<_, String>(0)?, (seen, kept)))
+    })?;
+    rows.collect()
+}
+
+/// What a sync's decisions rest on: every manual decision and every organization link. If it
+/// changes while the sync fetches, the plan is stale and is not applied.
+fn basis(conn: &Connection, connector: &str) -> rusqlite::Result<String> {
+    let mut stmt = conn.prepare(
+        "SELECT 'd', kind, itglue_id, action, coalesce(scopable_id, '') FROM decisions WHERE connector = ?1
+         UNION ALL
+         SELECT 'l', kind, itglue_id, source, scopable_id FROM links WHERE connector = ?1 AND kind = 'organization'
+         ORDER BY 1, 2, 3",
+    )?;
+    let rows = stmt.query_map(params![connector], |r| {
+        Ok(format!(
+            "{}|{}|{}|{}|{}",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
+}
+
+/// The outcome of matching, checked and ready to apply.
+struct Plan {
+    counts: SyncCounts,
+    changes: Vec<Change>,
+    /// Links to keep with refreshed evidence: (itglue id, scopable id, evidence JSON).
+    kept: Vec<(String, String, String)>,
+    /// (itglue id, name, reason, candidates JSON, suggestions JSON).
+    unplaced: Vec<(String, String, String, String, String)>,
+    seen: BTreeMap<String, Seen>,
+    /// [`basis`] when the sync started.
+    basis: String,
+}
+
+struct Decisions {
+    manual: Vec<types::Pair>,
+    ignored: Vec<String>,
+}
+
+impl Decisions {
+    /// How many manually linked records are among those received.
+    fn linked_among(&self, seen: &BTreeMap<String, Seen>) -> u64 {
+        self.manual
+            .iter()
+            .filter(|p| seen.contains_key(&p.source_id))
+            .count() as u64
+    }
+}
+
+fn decisions(conn: &Connection, connector: &str, kind: &str) -> Result<Decisions, AppError> {
+    let mut stmt = conn.prepare(
+        "SELECT itglue_id, action, scopable_id FROM decisions WHERE connector = ?1 AND kind = ?2 ORDER BY itglue_id",
+    )?;
+    let mut d = Decisions {
+        manual: Vec::new(),
+        ignored: Vec::new(),
+    };
+    let rows = stmt.query_map(params![connector, kind], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        match row? {
+            (id, action, Some(target)) if action == "link" => d.manual.push(types::Pair {
+                source_id: id,
+                scopable_id: target,
+            }),
+            (id, _, _) => d.ignored.push(id),
+        }
+    }
+    Ok(d)
+}
+
+/// Automatic links of a kind: itglue id -> scopable id.
+fn auto_links(
+    conn: &Connection,
+    connector: &str,
+    kind: &str,
+) -> Result<HashMap<String, String>, AppError> {
+    let mut stmt = conn.prepare(
+        "SELECT itglue_id, scopable_id FROM links WHERE connector = ?1 AND kind = ?2 AND source = 'auto'",
+    )?;
+    let rows = stmt.query_map(params![connector, kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn evidence_name(e: types::Evidence) -> &'static str {
+    match e {
+        types::Evidence::Name => "name",
+        types::Evidence::Serial => "serial",
+        types::Evidence::Mac => "mac",
+        types::Evidence::Hostname => "hostname",
+    }
+}
+
+/// Checks the connector's placements and computes the changes.
+///
+/// `valid_target(itglue_id, link)` says whether a proposed link (its target and evidence) may
+/// exist at all.
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    placements: Vec<types::Placement>,
+    seen: BTreeMap<String, Seen>,
+    unreadable: &[types::UnreadableRecord],
+    decided: &Decisions,
+    existing_auto: &HashMap<String, String>,
+    manual_linked_fetched: u64,
+    valid_target: impl Fn(&str, &types::Link) -> Result<(), String>,
+) -> Result<Plan, AppError> {
+    let decided_ids: HashSet<&str> = decided
+        .manual
+        .iter()
+        .map(|p| p.source_id.as_str())
+        .chain(decided.ignored.iter().map(String::as_str))
+        .collect();
+    let mut placed: HashMap<String, types::Outcome> = HashMap::new();
+    let mut taken: HashMap<String, String> = HashMap::new();
+    // Targets of manual links are never taken automatically.
+    let manual_targets: HashMap<&str, &str> = decided
+        .manual
+        .iter()
+        .map(|p| (p.scopable_id.as_str(), p.source_id.as_str()))
+        .collect();
+    for p in placements {
+        let misbehaving = |what: String| {
+            AppError::new(
+                Exit::ConnectorFailed,
+                format!("the connector proposed {what}; nothing was applied"),
+            )
+        };
+        if !seen.contains_key(&p.source_id) {
+            return Err(misbehaving(format!(
+                "a placement for unknown record {:?}",
+                p.source_id
+            )));
+        }
+        if decided_ids.contains(p.source_id.as_str()) {
+            return Err(misbehaving(format!(
+                "a placement for record {} which has a manual decision",
+                p.source_id
+            )));
+        }
+        if let types::Outcome::Linked(link) = &p.outcome {
+            valid_target(&p.source_id, link).map_err(misbehaving)?;
+            if let Some(holder) = manual_targets.get(link.scopable_id.as_str()) {
+                return Err(misbehaving(format!(
+                    "linking {} to {}, which is linked by hand to {holder}",
+                    p.source_id, link.scopable_id
+                )));
+            }
+            if let Some(other) = taken.insert(link.scopable_id.clone(), p.source_id.clone()) {
+                return Err(misbehaving(format!(
+                    "linking both {other} and {} to {}",
+                    p.source_id, link.scopable_id
+                )));
+            }
+        }
+        if let types::Outcome::Unplaced(u) = &p.outcome
+            && (u.candidates.len() > MAX_CANDIDATES || u.suggestions.len() > MAX_CANDIDATES)
+        {
+            return Err(misbehaving(format!(
+                "{} candidates and {} suggestions for record {} (at most {MAX_CANDIDATES} each)",
+                u.candidates.len(),
+                u.suggestions.len(),
+                p.source_id
+            )));
+        }
+        if placed.insert(p.source_id.clone(), p.outcome).is_some() {
+            return Err(misbehaving(format!(
+                "two placements for record {}",
+                p.source_id
+            )));
+        }
+    }
+    let undecided = seen
+        .keys()
+        .filter(|id| !decided_ids.contains(id.as_str()))
+        .count();
+    if placed.len() != undecided {
+        return Err(AppError::new(
+            Exit::ConnectorFailed,
+            format!(
+                "the connector placed {} of {undecided} records; nothing was applied",
+                placed.len()
+            ),
+        ));
+    }
+
+    let mut counts = SyncCounts {
+        fetched: (seen.len() + unreadable.len()) as u64,
+        errored: unreadable.len() as u64,
+        ..SyncCounts::default()
+    };
+    let mut changes = Vec::new();
+    let mut kept = Vec::new();
+    let mut unplaced = Vec::new();
+    let mut linked = manual_linked_fetched;
+    let mut ids: Vec<&String> = placed.keys().collect();
+    ids.sort_by_cached_key(|id| id_key(id));
+    for id in ids {
+        let name = seen
+            .get(id.as_str())
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        match &placed[id.as_str()] {
+            types::Outcome::Linked(link) => {
+                linked += 1;
+                let evidence: Vec<String> = link
+                    .evidence
+                    .iter()
+                    .map(|e| evidence_name(*e).to_string())
+                    .collect();
+                match existing_auto.get(id.as_str()) {
+                    Some(old) if *old == link.scopable_id => {
+                        kept.push((id.clone(), old.clone(), json!(evidence).to_string()));
+                    }
+                    Some(old) => {
+                        changes.push(Change::Remove {
+                            itglue_id: id.clone(),
+                            name: Some(name.clone()),
+                            scopable_id: old.clone(),
+                            why: format!("the evidence now points at {}", link.scopable_id),
+                        });
+                        changes.push(Change::Add {
+                            itglue_id: id.clone(),
+                            name: Some(name),
+                            scopable_id: link.scopable_id.clone(),
+                            evidence,
+                        });
+                    }
+                    None => changes.push(Change::Add {
+                        itglue_id: id.clone(),
+                        name: Some(name),
+                        scopable_id: link.scopable_id.clone(),
+                        evidence,
+                    }),
+                }
+            }
+            types::Outcome::Unplaced(u) => {
+                if let Some(old) = existing_auto.get(id.as_str()) {
+                    changes.push(Change::Remove {
+                        itglue_id: id.clone(),
+                        name: Some(name.clone()),
+                        scopable_id: old.clone(),
+                        why: format!(
+                            "now {}",
+                            crate::describe::reason_label(reason_name(u.reason))
+                        ),
+                    });
+                }
+                unplaced.push((
+                    id.clone(),
+                    name,
+                    reason_name(u.reason).to_string(),
+                    json!(u.candidates).to_string(),
+                    json!(u.suggestions).to_string(),
+                ));
+            }
+        }
+    }
+    // Automatic links whose record is gone from the API, or is now decided by hand.
+    let mut gone: Vec<(&String, &String)> = existing_auto
+        .iter()
+        .filter(|(id, _)| !placed.contains_key(id.as_str()))
+        .collect();
+    gone.sort_by(|a, b| id_order(a.0, b.0));
+    for (id, old) in gone {
+        let why = if seen.contains_key(id.as_str()) {
+            "a manual decision replaced it"
+        } else {
+            "the record no longer exists at the source"
+        };
+        changes.push(Change::Remove {
+            itglue_id: id.clone(),
+            name: seen.get(id.as_str()).map(|s| s.name.clone()),
+            scopable_id: old.clone(),
+            why: why.into(),
+        });
+    }
+    let mut placeholders = 0;
+    let mut listed: HashSet<String> = HashSet::new();
+    for bad in unreadable {
+        // Records without an id still get their own row, under a placeholder no received
+        // record holds.
+        let id = match &bad.id {
+            Some(id) => id.clone(),
+            None => loop {
+                placeholders += 1;
+                let candidate = format!("(no id #{placeholders})");
+                let taken = seen.contains_key(&candidate)
+                    || listed.contains(&candidate)
+                    || unreadable
+                        .iter()
+                        .any(|u| u.id.as_deref() == Some(&candidate));
+                if !taken {
+                    break candidate;
+                }
+            },
+        };
+        listed.insert(id.clone());
+        unplaced.push((
+            id,
+            bad.detail.clone(),
+            "invalid-record".into(),
+            "[]".into(),
+            "[]".into(),
+        ));
+    }
+    counts.linked = linked;
+    counts.skipped = counts.fetched - counts.linked - counts.errored;
+    counts.new_links = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Add { .. }))
+        .count() as u64;
+    counts.removed_links = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Remove { .. }))
+        .count() as u64;
+    Ok(Plan {
+        counts,
+        changes,
+        kept,
+        unplaced,
+        seen,
+        basis: String::new(),
+    })
+}
+
+/// Most candidates, and most suggestions, one unplaced record may carry.
+pub const MAX_CANDIDATES: usize = 100;
+
+/// The identifiers a record carries, normalized as the matching rules normalize them
+/// (`scopable_normalize`), for checking a link's evidence. Placeholders and unusable values
+/// are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carries {
+    /// The normalized name, when it is not empty.
+    pub name: Option<String>,
+    /// The normalized serial number, when usable.
+    pub serial: Option<String>,
+    /// The usable MAC addresses, normalized.
+    pub macs: Vec<String>,
+    /// The first DNS label of the hostname, when usable.
+    pub hostname: Option<String>,
+}
+
+/// A configuration, on either side, as far as its identifiers go.
+pub trait Device {
+    /// Its name, serial number, MAC addresses and hostname, as received or imported.
+    fn identifiers(&self) -> (&str, Option<&str>, &[String], Option<&str>);
+}
+
+impl Device for types::Configuration {
+    fn identifiers(&self) -> (&str, Option<&str>, &[String], Option<&str>) {
+        let (serial, host) = (self.serial_number.as_deref(), self.hostname.as_deref());
+        (&self.name, serial, &self.mac_addresses, host)
+    }
+}
+
+impl Device for types::ScopableConfiguration {
+    fn identifiers(&self) -> (&str, Option<&str>, &[String], Option<&str>) {
+        let (serial, host) = (self.serial_number.as_deref(), self.hostname.as_deref());
+        (&self.name, serial, &self.mac_addresses, host)
+    }
+}
+
+impl Carries {
+    /// What a configuration (received or Scopable's) carries.
+    pub fn of_device(device: &impl Device) -> Carries {
+        let (name, serial, macs, hostname) = device.identifiers();
+        Carries::of(name, serial, macs, hostname)
+    }
+
+    /// What a record with these fields carries.
+    pub fn of(
+        name: &str,
+        serial: Option<&str>,
+        macs: &[String],
+        hostname: Option<&str>,
+    ) -> Carries {
+        use scopable_normalize as n;
+        let name = n::normalize_name(name);
+        let mut macs: Vec<String> = macs.iter().filter_map(|m| n::normalize_mac(m)).collect();
+        macs.sort();
+        macs.dedup();
+        Carries {
+            name: (!name.is_empty()).then_some(name),
+            serial: serial.and_then(n::normalize_serial),
+            macs,
+            hostname: hostname.and_then(n::normalize_hostname),
+        }
+    }
+}
+
+/// Checks a link's evidence against the record kind and both records: an organization links
+/// on its name only; a configuration on its serial, MAC or hostname; each piece of evidence
+/// must hold on the records themselves (equal normalized names, serials or first hostname
+/// labels, a MAC in common; placeholders never count); no evidence twice, and at least one.
+pub fn check_evidence(
+    kind: RecordKind,
+    evidence: &[types::Evidence],
+    source: &Carries,
+    target: &Carries,
+) -> Result<(), String> {
+    use types::Evidence as E;
+    if evidence.is_empty() {
+        return Err("a link without evidence".into());
+    }
+    for (i, e) in evidence.iter().enumerate() {
+        let name = evidence_name(*e);
+        if evidence[..i].contains(e) {
+            return Err(format!("evidence {name} twice"));
+        }
+        let allowed = match kind {
+            RecordKind::Organization => *e == E::Name,
+            RecordKind::Configuration => *e != E::Name,
+        };
+        if !allowed {
+            return Err(format!(
+                "evidence {name}, which never links {} records",
+                kind.as_str()
+            ));
+        }
+        let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+        let holds = match e {
+            E::Name => same(&source.name, &target.name),
+            E::Serial => same(&source.serial, &target.serial),
+            E::Hostname => same(&source.hostname, &target.hostname),
+            E::Mac => source
+                .macs
+                .iter()
+                .any(|m| target.macs.binary_search(m).is_ok()),
+        };
+        if !holds {
+            return Err(format!(
+                "evidence {name}, which the records do not agree on"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn apply(
+    conn: &mut Connection,
+    connector: &str,
+    kind: &str,
+    plan: &Plan,
+    run_id: i64,
+) -> Result<(), AppError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Only the holder of the lease writes: a run whose lease lapsed may have been taken over.
+    let (status, lease_until): (String, Option<i64>) = tx.query_row(
+        "SELECT status, lease_until FROM sync_runs WHERE id = ?1",
+        [run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if status != "running" || lease_until.is_none_or(|t| t < now_ms()) {
+        return Err(AppError::new(
+            Exit::Failure,
+            "this sync lost its lease (it stopped renewing it long enough for another sync to take over); nothing was applied: run the sync again",
+        ));
+    }
+    if basis(&tx, connector)? != plan.basis {
+        return Err(AppError::new(
+            Exit::Failure,
+            "manual decisions or organization links changed while the sync ran; nothing was applied: run the sync again",
+        ));
+    }
+    let now = db::now();
+    // What is stored now, so that only rows that change are written.
+    let mut stored_evidence: HashMap<String, String> = HashMap::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT itglue_id, evidence FROM links WHERE connector = ?1 AND kind = ?2 AND source = 'auto'",
+        )?;
+        for row in stmt.query_map(params![connector, kind], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let (id, evidence) = row?;
+            stored_evidence.insert(id, evidence);
+        }
+    }
+    let stored_records = stored_records(&tx, connector, kind)?;
+    for change in &plan.changes {
+        match change {
+            Change::Remove { itglue_id, .. } => {
+                tx.prepare_cached(
+                    "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'auto'",
+                )?
+                .execute(params![connector, kind, itglue_id])?;
+            }
+            Change::Add {
+                itglue_id,
+                scopable_id,
+                evidence,
+                ..
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO links (connector, kind, itglue_id, scopable_id, source, evidence, linked_at)
+                     VALUES (?1, ?2, ?3, ?4, 'auto', ?5, ?6)",
+                )?
+                .execute(params![connector, kind, itglue_id, scopable_id, json!(evidence).to_string(), now])?;
+            }
+        }
+    }
+    for (itglue_id, scopable_id, evidence) in &plan.kept {
+        if stored_evidence.get(itglue_id) == Some(evidence) {
+            continue;
+        }
+        tx.prepare_cached(
+            "UPDATE links SET evidence = ?5 WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND scopable_id = ?4 AND source = 'auto'",
+        )?
+        .execute(params![connector, kind, itglue_id, scopable_id, evidence])?;
+    }
+    tx.execute(
+        "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2",
+        params![connector, kind],
+    )?;
+    insert_unplaced(&tx, connector, kind, &plan.unplaced)?;
+    for id in stored_records.keys() {
+        if !plan.seen.contains_key(id) {
+            tx.prepare_cached(
+                "DELETE FROM itglue_records WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
+            )?
+            .execute(params![connector, kind, id])?;
+        }
+    }
+    for (id, s) in &plan.seen {
+        let unchanged = stored_records
+            .get(id)
+            .is_some_and(|(stored, kept)| *kept && stored == s);
+        if unchanged {
+            continue;
+        }
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO itglue_records (connector, kind, itglue_id, name, organization_id,
+                 short_name, type_name, status_name, hostname, primary_ip, serial_number,
+                 mac_addresses, archived, identifiers_kept)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)",
+        )?
+        .execute(params![
+            connector,
+            kind,
+            id,
+            s.name,
+            s.organization_id,
+            s.short_name,
+            s.type_name,
+            s.status_name,
+            s.hostname,
+            s.primary_ip,
+            s.serial_number,
+            json!(s.mac_addresses).to_string(),
+            s.archived
+        ])?;
+    }
+    finish_run(&tx, run_id, "ok", &plan.counts, None)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Writes `unplaced` rows: (IT Glue id, name, reason, candidates JSON, suggestions JSON).
+fn insert_unplaced(
+    tx: &Connection,
+    connector: &str,
+    kind: &str,
+    rows: &[(String, String, String, String, String)],
+) -> rusqlite::Result<()> {
+    for (id, name, reason, candidates, suggestions) in rows {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO unplaced (connector, kind, itglue_id, name, reason, candidates, suggestions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![connector, kind, id, name, reason, candidates, suggestions])?;
+    }
+    Ok(())
+}
+
+/// How long a run's lease lasts unless its process renews it, by default.
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The environment variable that sets the lease, in seconds (1 to 3600): short leases let a
+/// test see a killed run expire.
+pub const LEASE_ENV: &str = "SCOPABLE_LEASE_SECS";
+
+/// The lease length: [`LEASE_ENV`], else [`DEFAULT_LEASE`].
+fn lease_length() -> Result<Duration, AppError> {
+    let Some(raw) = std::env::var_os(LEASE_ENV) else {
+        return Ok(DEFAULT_LEASE);
+    };
+    match raw.to_str().and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(secs @ 1..=3600) => Ok(Duration::from_secs(secs)),
+        _ => Err(AppError::new(
+            Exit::Usage,
+            format!(
+                "{LEASE_ENV} must be a whole number of seconds from 1 to 3600; unset it for the default ({} s)",
+                DEFAULT_LEASE.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Now, in unix milliseconds (the unit of `sync_runs.lease_until`).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A run that holds the lease of its connector and kind.
+struct Run {
+    id: i64,
+    started_at: String,
+}
+
+/// Starts a run, holding the lease of this connector and kind for `lease`. A `running` run
+/// whose lease has passed was interrupted (its process died) and is marked so; a live one
+/// means a sync of this kind is already running: exit 1, and nothing is written.
+fn start_run(
+    conn: &mut Connection,
+    connector: &str,
+    kind: &str,
+    dry_run: bool,
+    lease: Duration,
+) -> Result<Run, AppError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    tx.execute(
+        "UPDATE sync_runs SET status = 'failed',
+                error = 'interrupted before it finished (its process stopped renewing its lease); nothing was applied',
+                finished_at = coalesce(finished_at, started_at), lease_until = NULL
+         WHERE connector = ?1 AND status = 'running' AND (lease_until IS NULL OR lease_until < ?2)",
+        params![connector, now],
+    )?;
+    let live: Option<(i64, String, i64, bool)> = tx
+        .query_row(
+            "SELECT id, started_at, lease_until, dry_run FROM sync_runs
+             WHERE connector = ?1 AND kind = ?2 AND status = 'running' ORDER BY id LIMIT 1",
+            params![connector, kind],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    if let Some((id, started_at, lease_until, dry)) = live {
+        // The expired runs marked above stay marked.
+        tx.commit()?;
+        let left = Duration::from_millis((lease_until - now).max(0) as u64);
+        return Err(AppError::new(
+            Exit::Failure,
+            format!(
+                "a {}sync of {kind}s is already running (run {id}, started {started_at}); this one changed nothing. Wait for it to finish and run this one again; if its process died, it stops blocking when its lease expires (in {} s at most).",
+                if dry { "dry-run " } else { "" },
+                left.as_secs() + 1
+            ),
+        ));
+    }
+    let started_at = db::now();
+    tx.execute(
+        "INSERT INTO sync_runs (connector, kind, dry_run, started_at, status, lease_until)
+         VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+        params![
+            connector,
+            kind,
+            dry_run,
+            started_at,
+            now + lease.as_millis() as i64
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(Run { id, started_at })
+}
+
+/// Renews a run's lease every third of its length from its own thread and connection, until
+/// dropped. When the run is no longer `running` (it finished, or another process found the
+/// lease lapsed and took over) it stops; `apply` then refuses to write.
+struct Heartbeat {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(db_path: &std::path::Path, run_id: i64, lease: Duration) -> Heartbeat {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let path = db_path.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("sync-lease".into())
+            .spawn(move || {
+                let conn = match Connection::open(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("cannot renew the sync's lease: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = conn.busy_timeout(Duration::from_secs(10)) {
+                    tracing::warn!("sync lease: {e}");
+                }
+                let every = lease / 3;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    let renewed = conn.execute(
+                        "UPDATE sync_runs SET lease_until = ?2 WHERE id = ?1 AND status = 'running'",
+                        params![run_id, now_ms() + lease.as_millis() as i64],
+                    );
+                    match renewed {
+                        Ok(0) => return,
+                        Ok(_) => {}
+                        // Tried again at the next beat; the lease outlasts two missed ones.
+                        Err(e) => tracing::warn!("cannot renew the sync's lease: {e}"),
+                    }
+                }
+            });
+        let thread = spawned
+            .map_err(|e| tracing::error!("cannot start the sync's lease renewal: {e}"))
+            .ok();
+        Heartbeat {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Records a run's end, unless it is no longer this process's to record (another process
+/// marked it interrupted after its lease lapsed).
+fn finish_run(
+    conn: &Connection,
+    run_id: i64,
+    status: &str,
+    c: &SyncCounts,
+    error: Option<&str>,
+) -> Result<(), AppError> {
+    conn.execute(
+        "UPDATE sync_runs SET finished_at = ?2, status = ?3, fetched = ?4, linked = ?5, skipped = ?6,
+                errored = ?7, new_links = ?8, removed_links = ?9, requests = ?10, error = ?11,
+                lease_until = NULL
+         WHERE id = ?1 AND status = 'running'",
+        params![
+            run_id,
+            db::now(),
+            status,
+            c.fetched as i64,
+            c.linked as i64,
+            c.skipped as i64,
+            c.errored as i64,
+            c.new_links as i64,
+            c.removed_links as i64,
+            c.requests as i64,
+            error.map(|e| scopable_sandbox::audit::bounded(e.to_string()))
+        ],
+    )?;
+    Ok(())
+}
+
+fn run_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    Ok(json!({
+        "kind": r.get::<_, String>("kind")?,
+        "fetched": r.get::<_, i64>("fetched")?,
+        "linked": r.get::<_, i64>("linked")?,
+        "skipped": r.get::<_, i64>("skipped")?,
+        "errored": r.get::<_, i64>("errored")?,
+        "new_links": r.get::<_, i64>("new_links")?,
+        "removed_links": r.get::<_, i64>("removed_links")?,
+        "requests": r.get::<_, i64>("requests")?,
+        "dry_run": r.get::<_, bool>("dry_run")?,
+        "started_at": r.get::<_, String>("started_at")?,
+        "finished_at": r.get::<_, Option<String>>("finished_at")?,
+        "status": r.get::<_, String>("status")?,
+        "error": r.get::<_, Option<String>>("error")?,
+    }))
+}
+
+/// The last (non-dry-run) sync of a kind as a status summary, or null before the first.
+///
+/// The summary is that run's counts, times, `status` and `error`: `"running"` while a process
+/// holds its lease (its counts are still zero), `"failed"` with its error when it failed or was
+/// interrupted (a `running` run whose lease lapsed: its process died), else `"ok"`. `"last_ok"`
+/// holds the counts and times of the newest run that succeeded (the same run when the last one
+/// did), or null, so that a failed or running sync never hides the last good counts.
+pub fn last_run_summary(conn: &Connection, connector: &str, kind: &str) -> Result<Value, AppError> {
+    let last = conn
+        .query_row(
+            "SELECT * FROM sync_runs
+             WHERE connector = ?1 AND kind = ?2 AND dry_run = 0 ORDER BY id DESC LIMIT 1",
+            params![connector, kind],
+            |r| Ok((run_json(r)?, r.get::<_, Option<i64>>("lease_until")?)),
+        )
+        .optional()?;
+    let Some((mut summary, lease_until)) = last else {
+        return Ok(Value::Null);
+    };
+    if summary["status"] == "running" && lease_until.is_none_or(|until| until < now_ms()) {
+        // What the next sync will record; a reader does not write it.
+        summary["status"] = json!("failed");
+        summary["error"] = json!(
+            "interrupted before it finished (its process stopped renewing its lease); nothing was applied"
+        );
+    }
+    let last_ok = conn
+        .query_row(
+            "SELECT * FROM sync_runs WHERE connector = ?1 AND kind = ?2 AND dry_run = 0 AND status = 'ok'
+             ORDER BY id DESC LIMIT 1",
+            params![connector, kind],
+            run_json,
+        )
+        .optional()?
+        .map(|mut ok| {
+            if let Value::Object(map) = &mut ok {
+                for key in ["kind", "dry_run", "status", "error"] {
+                    map.remove(key);
+                }
+            }
+            ok
+        });
+    summary["last_ok"] = last_ok.unwrap_or(Value::Null);
+    Ok(summary)
+}
+
+/// Recent sync runs (all kinds), newest first, with their row ids.
+pub fn recent_runs(
+    conn: &Connection,
+    connector: &str,
+    limit: usize,
+) -> Result<Vec<(i64, Value)>, AppError> {
+    let mut stmt =
+        conn.prepare("SELECT * FROM sync_runs WHERE connector = ?1 ORDER BY id DESC LIMIT ?2")?;
+    let rows = stmt.query_map(params![connector, limit as i64], |r| {
+        Ok((r.get("id")?, run_json(r)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The stored connection's call context, region and base URL.
+fn stored_context(
+    app: &App,
+) -> Result<
+    (
+        CallContext,
+        String,
+        scopable_sandbox::policy::BaseUrl,
+        String,
+    ),
+    AppError,
+> {
+    let stored = db::connection(app.db.conn(), app.name())?.ok_or_else(|| {
+        AppError::new(
+            Exit::Usage,
+            format!(
+                "not connected; run `scopable-host {} connect --region us|eu|au` first",
+                app.name()
+            ),
+        )
+    })?;
+    let key = app.stored_key(&stored)?;
+    let base = scopable_sandbox::policy::BaseUrl::parse_endpoint(&stored.endpoint)
+        .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?;
+    let ctx = app.call_context(base.clone(), &key)?;
+    Ok((ctx, stored.region, base, stored.verified_at))
+}
+
+/// Runs a sync of one kind and returns its counts and changes, holding the lease of its
+/// connector and kind from start to end (a sync of that kind already running: exit 1, and
+/// nothing is changed). Every run that started records its end: `ok`, or `failed` with the
+/// error, whatever failed (the connector, the API, the timeout, the apply transaction).
+pub fn sync(
+    app: &mut App,
+    rt: &tokio::runtime::Runtime,
+    kind: RecordKind,
+    dry_run: bool,
+    progress: &mut dyn FnMut(u32, Option<u32>),
+) -> Result<(SyncCounts, Vec<Change>, String, String), AppError> {
+    let (ctx, region, base, verified_at) = stored_context(app)?;
+    let connector = app.name().to_string();
+    let lease = lease_length()?;
+    let run = start_run(app.db.conn_mut(), &connector, kind.as_str(), dry_run, lease)?;
+    let heartbeat = Heartbeat::start(&app.db_path, run.id, lease);
+    let result = run_sync(app, rt, &ctx, kind, dry_run, progress, run.id).map_err(|f| match f {
+        Failure::App(e) => e,
+        Failure::Fetch(e) => e.into_app_error(app, &region, &base, Some(&verified_at)),
+    });
+    let outcome = match result {
+        Ok((counts, changes)) => app
+            .db
+            .conn()
+            .query_row(
+                "SELECT finished_at FROM sync_runs WHERE id = ?1",
+                [run.id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .map(|finished_at| {
+                let finished_at = finished_at.unwrap_or_else(db::now);
+                (counts, changes, run.started_at, finished_at)
+            })
+            .map_err(AppError::from),
+        Err(e) => {
+            let counts = SyncCounts {
+                requests: ctx.requests.load(Ordering::Relaxed),
+                ..SyncCounts::default()
+            };
+            if let Err(recording) =
+                finish_run(app.db.conn(), run.id, "failed", &counts, Some(&e.message))
+            {
+                // The run is marked interrupted once its lease lapses.
+                tracing::error!("cannot record the failed run: {recording}");
+            }
+            Err(e)
+        }
+    };
+    // After the apply transaction ended: the renewal may be waiting for it.
+    drop(heartbeat);
+    outcome
+}
+
+/// The part of [`sync`] that runs under the lease: fetch, match, check, apply.
+fn run_sync(
+    app: &mut App,
+    rt: &tokio::runtime::Runtime,
+    ctx: &CallContext,
+    kind: RecordKind,
+    dry_run: bool,
+    progress: &mut dyn FnMut(u32, Option<u32>),
+    run_id: i64,
+) -> Result<(SyncCounts, Vec<Change>), Failure> {
+    let connector = app.name().to_string();
+    let timeout = Duration::from_secs(app.connector.manifest.limits.sync_timeout_secs);
+    let result = rt.block_on(async {
+        match tokio::time::timeout(timeout, compute(app, ctx, kind, progress)).await {
+            Ok(r) => r,
+            // The whole sync's wall clock, API waits and pacing included: a service too slow
+            // for the listing (the connector's own time is bounded per call, exit 5).
+            Err(_) => Err(Failure::App(AppError::new(
+                Exit::Unavailable,
+                format!(
+                    "the sync did not finish within {} s (sync_timeout_secs, the whole sync's wall clock, waits for the API and the request budget included); nothing was applied. Try again later, or raise sync_timeout_secs for a listing this large",
+                    timeout.as_secs()
+                ),
+            ))),
+        }
+    });
+    let mut plan = result?;
+    plan.counts.requests = ctx.requests.load(Ordering::Relaxed);
+    if dry_run {
+        finish_run(app.db.conn(), run_id, "ok", &plan.counts, None)?;
+    } else {
+        apply(app.db.conn_mut(), &connector, kind.as_str(), &plan, run_id)?;
+    }
+    Ok((plan.counts, plan.changes))
+}
+
+enum Failure {
+    App(AppError),
+    Fetch(fetch::FetchError),
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Failure {
+        Failure::App(e)
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Failure {
+        Failure::App(e.into())
+    }
+}
+
+async fn compute(
+    app: &App,
+    ctx: &CallContext,
+    kind: RecordKind,
+    progress: impl FnMut(u32, Option<u32>),
+) -> Result<Plan, Failure> {
+    let connector = app.name();
+    let started_basis = basis(app.db.conn(), connector)?;
+    let decided = decisions(app.db.conn(), connector, kind.as_str())?;
+    let existing = auto_links(app.db.conn(), connector, kind.as_str())?;
+    let planned = match kind {
+        RecordKind::Organization => {
+            let listing: Listing<types::Organization> =
+                fetch::fetch_all::<types::OrganizationPage>(app, ctx, progress)
+                    .await
+                    .map_err(Failure::Fetch)?;
+            plan_organizations(app, ctx, listing, &decided, &existing).await
+        }
+        RecordKind::Configuration => {
+            let listing: Listing<types::Configuration> =
+                fetch::fetch_all::<types::ConfigurationPage>(app, ctx, progress)
+                    .await
+                    .map_err(Failure::Fetch)?;
+            plan_configurations(app, ctx, listing, &decided, &existing).await
+        }
+    };
+    planned.map(|mut p: Plan| {
+        p.basis = started_basis;
+        p
+    })
+}
+
+/// Places organizations (received, or stored) onto clients and checks every placement.
+async fn plan_organizations(
+    app: &App,
+    ctx: &CallContext,
+    listing: Listing<types::Organization>,
+    decided: &Decisions,
+    existing: &HashMap<String, String>,
+) -> Result<Plan, Failure> {
+    let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
+    let clients = crate::records::clients(app.db.conn())?;
+    let client_carries: HashMap<String, Carries> = clients
+        .iter()
+        .map(|c| (c.id.clone(), Carries::of(&c.name, None, &[], None)))
+        .collect();
+    let org_carries: HashMap<String, Carries> = listing
+        .records
+        .iter()
+        .map(|o| (o.id.clone(), Carries::of(&o.name, None, &[], None)))
+        .collect();
+    let seen: BTreeMap<String, Seen> = listing
+        .records
+        .iter()
+        .map(|o| (o.id.clone(), Seen::of_organization(o)))
+        .collect();
+    let manual_fetched = decided.linked_among(&seen);
+    let input = types::MatchInput::Organizations(types::OrganizationMatch {
+        organizations: listing.records,
+        clients,
+        manual_links: decided.manual.clone(),
+        ignored: decided.ignored.clone(),
+    });
+    let placements = app
+        .connector
+        .match_records(ctx, input)
+        .await
+        .map_err(call_failed)?;
+    Ok(plan(
+        placements,
+        seen,
+        &listing.unreadable,
+        decided,
+        existing,
+        manual_fetched,
+        |id, link| {
+            let client = &link.scopable_id;
+            let Some(target) = client_carries.get(client) else {
+                return Err(format!("a link to client {client:?}, which does not exist"));
+            };
+            let source = org_carries.get(id).cloned().unwrap_or_default();
+            check_evidence(RecordKind::Organization, &link.evidence, &source, target)
+                .map_err(|e| format!("a link from organization {id} to {client} with {e}"))
+        },
+    )?)
+}
+
+/// Places configurations (received, or stored) onto the Scopable configurations of the
+/// clients their organizations are linked to, and checks every placement.
+async fn plan_configurations(
+    app: &App,
+    ctx: &CallContext,
+    listing: Listing<types::Configuration>,
+    decided: &Decisions,
+    existing: &HashMap<String, String>,
+) -> Result<Plan, Failure> {
+    let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
+    let connector = app.name();
+    // Each linked organization (auto or manual) has exactly one client.
+    let parents: Vec<types::Pair> = crate::records::organization_links(app.db.conn(), connector)?;
+    let parent_of: HashMap<String, String> = parents
+        .iter()
+        .map(|p| (p.source_id.clone(), p.scopable_id.clone()))
+        .collect();
+    let parent_clients: HashSet<&str> = parent_of.values().map(String::as_str).collect();
+    let scopable = crate::records::configurations_of(app.db.conn(), &parent_clients)?;
+    let client_of: HashMap<String, String> = scopable
+        .iter()
+        .map(|c| (c.id.clone(), c.client_id.clone()))
+        .collect();
+    let target_carries: HashMap<String, Carries> = scopable
+        .iter()
+        .map(|c| (c.id.clone(), Carries::of_device(c)))
+        .collect();
+    let source_carries: HashMap<String, Carries> = listing
+        .records
+        .iter()
+        .map(|c| (c.id.clone(), Carries::of_device(c)))
+        .collect();
+    let seen: BTreeMap<String, Seen> = listing
+        .records
+        .iter()
+        .map(|c| (c.id.clone(), Seen::of_configuration(c)))
+        .collect();
+    let archived: HashSet<String> = listing
+        .records
+        .iter()
+        .filter(|c| c.archived)
+        .map(|c| c.id.clone())
+        .collect();
+    let org_of: HashMap<String, String> = listing
+        .records
+        .iter()
+        .map(|c| (c.id.clone(), c.organization_id.clone()))
+        .collect();
+    let manual_fetched = decided.linked_among(&seen);
+    let placements =
+        match_configurations_in_batches(app, ctx, listing.records, scopable, &parents, decided)
+            .await
+            .map_err(call_failed)?;
+    Ok(plan(
+        placements,
+        seen,
+        &listing.unreadable,
+        decided,
+        existing,
+        manual_fetched,
+        |id, link| {
+            let target = &link.scopable_id;
+            if archived.contains(id) {
+                return Err(format!("a link for archived configuration {id}"));
+            }
+            let expected = org_of.get(id).and_then(|org| parent_of.get(org));
+            match (expected, client_of.get(target)) {
+                (_, None) => {
+                    return Err(format!(
+                        "a link to configuration {target:?}, which does not exist under a linked client"
+                    ));
+                }
+                (Some(want), Some(got)) if want == got => {}
+                _ => {
+                    return Err(format!(
+                        "a link from configuration {id} to {target:?}, outside the client its organization is linked to"
+                    ));
+                }
+            }
+            let source = source_carries.get(id).cloned().unwrap_or_default();
+            let dest = target_carries.get(target).cloned().unwrap_or_default();
+            check_evidence(RecordKind::Configuration, &link.evidence, &source, &dest)
+                .map_err(|e| format!("a link from configuration {id} to {target} with {e}"))
+        },
+    )?)
+}
+
+/// What placing the stored records again found: the records it could not place, with their
+/// reasons, and those it would link at the next sync (it links nothing itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rematched {
+    /// (IT Glue id, reason) of each record listed as unplaced.
+    pub unplaced: Vec<(String, String)>,
+    /// (IT Glue id, Scopable id) of each record the next sync would link automatically.
+    pub would_link: Vec<(String, String)>,
+    /// (IT Glue id, Scopable id) of the record handed back to automatic matching, when it was
+    /// linked again at once.
+    pub relinked: Option<(String, String)>,
+}
+
+/// Why the stored records were not placed again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotRematched {
+    /// No record of the kind was received yet.
+    #[error("no {0} was received yet; run a sync")]
+    NothingStored(&'static str),
+    /// Some stored records lack identifiers (kept from before this version).
+    #[error("the stored {0}s predate this version and lack identifiers; the next sync lists them")]
+    IdentifiersMissing(&'static str),
+    /// A sync, or another decision, changed what the placement rests on meanwhile.
+    #[error(
+        "a sync or another decision changed the records meanwhile; `unplaced` shows its result"
+    )]
+    Changed,
+}
+
+/// What the local re-match of [`rematch_stored`] rests on: the decisions, the organization
+/// links, the links of the kind and the last sync that applied.
+fn rematch_basis(conn: &Connection, connector: &str, kind: &str) -> rusqlite::Result<String> {
+    let links: String = conn.query_row(
+        "SELECT coalesce(group_concat(itglue_id || '>' || scopable_id || '>' || source, '|'), '')
+         FROM (SELECT itglue_id, scopable_id, source FROM links WHERE connector = ?1 AND kind = ?2 ORDER BY itglue_id)",
+        params![connector, kind],
+        |r| r.get(0),
+    )?;
+    let last_run: Option<i64> = conn.query_row(
+        "SELECT max(id) FROM sync_runs WHERE connector = ?1 AND kind = ?2 AND status = 'ok' AND dry_run = 0",
+        params![connector, kind],
+        |r| r.get(0),
+    )?;
+    Ok(format!(
+        "{}\n{links}\n{}",
+        basis(conn, connector)?,
+        last_run.unwrap_or(0)
+    ))
+}
+
+/// Places the stored records of a kind again, as a sync would but without fetching: the
+/// component's `match` (no network, no storage) over the records the last sync received and
+/// kept, the Scopable records, and the manual decisions and organization links as they are now.
+/// It refreshes that kind's `unplaced` rows. Links change only by a sync or by hand, with one
+/// exception: `relink`, the record a `reset` handed back to automatic matching, is linked at
+/// once when the checked plan links it to a target no link holds. Rows of records the
+/// connector could not read stay as the last sync left them.
+pub fn rematch_stored(
+    app: &App,
+    rt: &tokio::runtime::Runtime,
+    kind: RecordKind,
+    relink: Option<&str>,
+) -> Result<Result<Rematched, NotRematched>, AppError> {
+    let connector = app.name();
+    let started = rematch_basis(app.db.conn(), connector, kind.as_str())?;
+    let stored = stored_records(app.db.conn(), connector, kind.as_str())?;
+    if stored.is_empty() {
+        return Ok(Err(NotRematched::NothingStored(kind.as_str())));
+    }
+    if stored.values().any(|(_, kept)| !kept) {
+        return Ok(Err(NotRematched::IdentifiersMissing(kind.as_str())));
+    }
+    let decided = decisions(app.db.conn(), connector, kind.as_str())?;
+    let existing = auto_links(app.db.conn(), connector, kind.as_str())?;
+    let ctx = local_context(app)?;
+    let planned = rt.block_on(async {
+        match kind {
+            RecordKind::Organization => {
+                let listing = Listing {
+                    records: stored
+                        .iter()
+                        .map(|(id, (s, _))| s.organization(id))
+                        .collect(),
+                    unreadable: Vec::new(),
+                    pages: 0,
+                };
+                plan_organizations(app, &ctx, listing, &decided, &existing).await
+            }
+            RecordKind::Configuration => {
+                let listing = Listing {
+                    records: stored
+                        .iter()
+                        .map(|(id, (s, _))| s.configuration(id))
+                        .collect(),
+                    unreadable: Vec::new(),
+                    pages: 0,
+                };
+                plan_configurations(app, &ctx, listing, &decided, &existing).await
+            }
+        }
+    });
+    let plan = planned.map_err(|f| match f {
+        Failure::App(e) => e,
+        Failure::Fetch(e) => AppError::new(
+            Exit::ConnectorFailed,
+            format!("the connector's match failed: {e}"),
+        ),
+    })?;
+    let tx = rusqlite::Transaction::new_unchecked(
+        app.db.conn(),
+        rusqlite::TransactionBehavior::Immediate,
+    )?;
+    if rematch_basis(&tx, connector, kind.as_str())? != started {
+        return Ok(Err(NotRematched::Changed));
+    }
+    tx.execute(
+        "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2 AND itglue_id IN
+             (SELECT itglue_id FROM itglue_records WHERE connector = ?1 AND kind = ?2)",
+        params![connector, kind.as_str()],
+    )?;
+    insert_unplaced(&tx, connector, kind.as_str(), &plan.unplaced)?;
+    // The record handed back to automatic matching (`reset`) is linked at once when the
+    // checked plan links it to a target nobody holds: what the next sync would do, from the
+    // identifiers it last received. Every other record waits for a sync.
+    let mut relinked = None;
+    for change in &plan.changes {
+        if let Change::Add {
+            itglue_id,
+            scopable_id,
+            evidence,
+            ..
+        } = change
+            && relink == Some(itglue_id.as_str())
+        {
+            let added = tx.execute(
+                "INSERT INTO links (connector, kind, itglue_id, scopable_id, source, evidence, linked_at)
+                 SELECT ?1, ?2, ?3, ?4, 'auto', ?5, ?6
+                 WHERE NOT EXISTS (SELECT 1 FROM links WHERE connector = ?1 AND kind = ?2
+                                   AND (itglue_id = ?3 OR scopable_id = ?4))",
+                params![
+                    connector,
+                    kind.as_str(),
+                    itglue_id,
+                    scopable_id,
+                    json!(evidence).to_string(),
+                    db::now()
+                ],
+            )?;
+            if added > 0 {
+                relinked = Some((itglue_id.clone(), scopable_id.clone()));
+            }
+        }
+    }
+    tx.commit()?;
+    let would_link = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Add {
+                itglue_id,
+                scopable_id,
+                ..
+            } => Some((itglue_id.clone(), scopable_id.clone())),
+            Change::Remove { .. } => None,
+        })
+        .collect();
+    Ok(Ok(Rematched {
+        unplaced: plan
+            .unplaced
+            .iter()
+            .map(|(id, _, reason, _, _)| (id.clone(), reason.clone()))
+            .collect(),
+        would_link,
+        relinked,
+    }))
+}
+
+/// A context for a call without the network: `match` sends no request, so it needs neither
+/// the stored key nor a reachable endpoint. It still records, in the audit, any request the
+/// component tries (every one is denied).
+fn local_context(app: &App) -> Result<CallContext, AppError> {
+    let base = match db::connection(app.db.conn(), app.name())? {
+        Some(stored) => scopable_sandbox::policy::BaseUrl::parse_endpoint(&stored.endpoint)
+            .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?,
+        None => {
+            let region = app.connector.manifest.default_region.clone();
+            app.base_url(&region, None)?
+        }
+    };
+    app.call_context(base, "")
+}
+
+/// Most records (IT Glue plus Scopable configurations) handed to one `match` call. Matching
+/// is exact within a client, so batches of whole clients give the same placements as one call,
+/// in bounded guest memory.
+const MATCH_BATCH: usize = 10_000;
+
+type Group = (Vec<types::Configuration>, Vec<types::ScopableConfiguration>);
+
+/// Places configurations in batches of whole clients.
+async fn match_configurations_in_batches(
+    app: &App,
+    ctx: &CallContext,
+    configurations: Vec<types::Configuration>,
+    scopable: Vec<types::ScopableConfiguration>,
+    parents: &[types::Pair],
+    decided: &Decisions,
+) -> Result<Vec<types::Placement>, scopable_sandbox::sandbox::CallError> {
+    let client_of_org: HashMap<&str, &str> = parents
+        .iter()
+        .map(|p| (p.source_id.as_str(), p.scopable_id.as_str()))
+        .collect();
+    // Group by the parent's client; configurations without a linked parent share one group.
+    let mut groups: BTreeMap<Option<String>, Group> = BTreeMap::new();
+    for c in configurations {
+        let client = client_of_org
+            .get(c.organization_id.as_str())
+            .map(|s| s.to_string());
+        groups.entry(client).or_default().0.push(c);
+    }
+    for s in scopable {
+        if let Some(group) = groups.get_mut(&Some(s.client_id.clone())) {
+            group.1.push(s);
+        }
+    }
+    let mut placements = Vec::new();
+    let mut batch: Vec<(Option<String>, Group)> = Vec::new();
+    let mut batch_size = 0;
+    let mut groups = groups.into_iter().peekable();
+    while let Some(group) = groups.next() {
+        batch_size += group.1.0.len() + group.1.1.len();
+        batch.push(group);
+        if batch_size < MATCH_BATCH && groups.peek().is_some() {
+            continue;
+        }
+        let clients: HashSet<String> = batch.iter().filter_map(|(c, _)| c.clone()).collect();
+        let (mut configurations, mut scopable) = (Vec::new(), Vec::new());
+        for (_, (c, s)) in batch.drain(..) {
+            configurations.extend(c);
+            scopable.extend(s);
+        }
+        let ids: HashSet<&str> = configurations.iter().map(|c| c.id.as_str()).collect();
+        let targets: HashSet<&str> = scopable.iter().map(|s| s.id.as_str()).collect();
+        let manual_links = decided
+            .manual
+            .iter()
+            .filter(|p| {
+                ids.contains(p.source_id.as_str()) || targets.contains(p.scopable_id.as_str())
+            })
+            .cloned()
+            .collect();
+        let ignored = decided
+            .ignored
+            .iter()
+            .filter(|i| ids.contains(i.as_str()))
+            .cloned()
+            .collect();
+        let parents = parents
+            .iter()
+            .filter(|p| clients.contains(&p.scopable_id))
+            .cloned()
+            .collect();
+        let input = types::MatchInput::Configurations(types::ConfigurationMatch {
+            configurations,
+            scopable_configurations: scopable,
+            parents,
+            manual_links,
+            ignored,
+        });
+        placements.extend(app.connector.match_records(ctx, input).await?);
+        batch_size = 0;
+    }
+    Ok(placements)
+}
+
+/// The stored names of the automatically linked records of a kind: source id -> name.
+pub fn auto_linked_names(
+    conn: &Connection,
+    connector: &str,
+    kind: RecordKind,
+) -> rusqlite::Result<HashMap<String, String>> {
+    let mut stmt = conn.prepare(
+        "SELECT r.itglue_id, r.name FROM itglue_records r
+         JOIN links l ON l.connector = r.connector AND l.kind = r.kind AND l.itglue_id = r.itglue_id
+         WHERE r.connector = ?1 AND r.kind = ?2 AND l.source = 'auto'",
+    )?;
+    let rows = stmt.query_map(params![connector, kind.as_str()], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn seen(ids: &[&str]) -> BTreeMap<String, Seen> {
+        ids.iter()
+            .map(|id| {
+                (
+                    id.to_string(),
+                    Seen {
+                        name: format!("name {id}"),
+                        ..Seen::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn no_decisions() -> Decisions {
+        Decisions {
+            manual: Vec::new(),
+            ignored: Vec::new(),
+        }
+    }
+
+    fn unplaced(id: &str, candidates: usize, suggestions: usize) -> types::Placement {
+        types::Placement {
+            source_id: id.to_string(),
+            outcome: types::Outcome::Unplaced(types::Unplaced {
+                reason: types::Reason::MultipleClients,
+                candidates: (0..candidates).map(|i| format!("c{i}")).collect(),
+                suggestions: (0..suggestions).map(|i| format!("c{i}")).collect(),
+            }),
+        }
+    }
+
+    fn run(
+        placements: Vec<types::Placement>,
+        ids: &[&str],
+        unreadable: &[types::UnreadableRecord],
+    ) -> Result<Plan, AppError> {
+        plan(
+            placements,
+            seen(ids),
+            unreadable,
+            &no_decisions(),
+            &HashMap::new(),
+            0,
+            |_, _| Ok(()),
+        )
+    }
+
+    fn link(id: &str, target: &str) -> types::Placement {
+        types::Placement {
+            source_id: id.to_string(),
+            outcome: types::Outcome::Linked(types::Link {
+                scopable_id: target.to_string(),
+                evidence: vec![types::Evidence::Name],
+            }),
+        }
+    }
+
+    /// Every proposal the host must not believe fails the whole result, naming the problem.
+    #[test]
+    fn misbehaving_placements_are_refused() {
+        let decided = Decisions {
+            manual: vec![types::Pair {
+                source_id: "3".into(),
+                scopable_id: "c3".into(),
+            }],
+            ignored: vec!["4".into()],
+        };
+        let attempt = |placements: Vec<types::Placement>| {
+            plan(
+                placements,
+                seen(&["1", "2", "3", "4"]),
+                &[],
+                &decided,
+                &HashMap::new(),
+                1,
+                |_, link| {
+                    if link.scopable_id == "ghost" {
+                        Err("a link to client \"ghost\", which does not exist".into())
+                    } else {
+                        Ok(())
+                    }
+                },
+            )
+        };
+        let cases: Vec<(Vec<types::Placement>, &str)> = vec![
+            (
+                vec![link("1", "c1"), link("2", "c2"), link("9", "c9")],
+                "unknown record",
+            ),
+            (
+                vec![link("1", "c1"), link("2", "c2"), link("3", "c1")],
+                "manual decision",
+            ),
+            (
+                vec![link("1", "c1"), link("2", "c2"), link("4", "c4")],
+                "manual decision",
+            ),
+            (vec![link("1", "c1"), link("2", "c3")], "linked by hand"),
+            (vec![link("1", "c1"), link("2", "c1")], "linking both"),
+            (vec![link("1", "c1"), link("1", "c2")], "two placements"),
+            (vec![link("1", "c1")], "placed 1 of 2"),
+            (vec![link("1", "c1"), link("2", "ghost")], "does not exist"),
+        ];
+        for (placements, needle) in cases {
+            let err = attempt(placements).err().expect("refused");
+            assert_eq!(err.exit, Exit::ConnectorFailed, "{}", err.message);
+            assert!(err.message.contains(needle), "{needle}: {}", err.message);
+            assert!(
+                err.message.contains("nothing was applied"),
+                "{}",
+                err.message
+            );
+        }
+        assert!(attempt(vec![link("1", "c1"), link("2", "c2")]).is_ok());
+    }
+
+    #[test]
+    fn candidates_and_suggestions_are_bounded() {
+        assert!(run(vec![unplaced("1", 100, 100)], &["1"], &[]).is_ok());
+        for (c, s) in [(101, 0), (0, 101), (100_000, 100_000)] {
+            let err = run(vec![unplaced("1", c, s)], &["1"], &[]).err().unwrap();
+            assert_eq!(err.exit, Exit::ConnectorFailed);
+            assert!(err.message.contains("at most 100"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn placeholders_for_id_less_records_never_collide_with_real_ids() {
+        let id_less = |detail: &str| types::UnreadableRecord {
+            id: None,
+            detail: detail.to_string(),
+        };
+        // A record really named like the first placeholder, and an unreadable one too.
+        let unreadable = [
+            id_less("no id"),
+            types::UnreadableRecord {
+                id: Some("(no id #2)".into()),
+                detail: "bad name".into(),
+            },
+            id_less("no id either"),
+        ];
+        let plan = run(
+            vec![unplaced("(no id #1)", 0, 0)],
+            &["(no id #1)"],
+            &unreadable,
+        )
+        .unwrap();
+        let ids: Vec<&str> = plan.unplaced.iter().map(|u| u.0.as_str()).collect();
+        let unique: HashSet<&str> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        assert_eq!(unique.len(), 4, "two rows share an id: {ids:?}");
+        assert!(
+            ids.contains(&"(no id #3)") && ids.contains(&"(no id #4)"),
+            "{ids:?}"
+        );
+    }
+
+    #[test]
+    fn evidence_must_fit_the_kind_and_hold_on_the_records() {
+        use types::Evidence as E;
+        let macs = |m: &[&str]| m.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let org = RecordKind::Organization;
+        let config = RecordKind::Configuration;
+        let acme = Carries::of("Acme, Inc.", None, &[], None);
+        let acme_again = Carries::of("ACME Inc", None, &[], None);
+        let beta = Carries::of("Beta", None, &[], None);
+        assert!(check_evidence(org, &[E::Name], &acme, &acme_again).is_ok());
+        let err = check_evidence(org, &[E::Name], &acme, &beta).unwrap_err();
+        assert!(err.contains("do not agree"), "{err}");
+        let pc = Carries::of(
+            "pc",
+            Some(" abc123x "),
+            &macs(&["00:11:22:33:44:55"]),
+            Some("ty-dc01.corp.local"),
+        );
+        let same_pc = Carries::of(
+            "other name",
+            Some("ABC123X"),
+            &macs(&["00-11-22-33-44-55", "00:11:22:33:44:66"]),
+            Some("TY-DC01"),
+        );
+        for e in [E::Hostname, E::Mac, E::Serial] {
+            let err = check_evidence(org, &[e], &pc, &same_pc).unwrap_err();
+            assert!(err.contains("never links organization"), "{err}");
+        }
+        assert!(check_evidence(config, &[E::Name], &pc, &same_pc).is_err());
+        assert!(check_evidence(config, &[E::Serial, E::Mac, E::Hostname], &pc, &same_pc).is_ok());
+        assert!(check_evidence(config, &[], &pc, &same_pc).is_err());
+        assert!(check_evidence(config, &[E::Mac, E::Mac], &pc, &same_pc).is_err());
+        // Values that differ, one side without the identifier, and placeholders.
+        let other = Carries::of(
+            "pc",
+            Some("ZZZ999"),
+            &macs(&["aa:bb:cc:dd:ee:02"]),
+            Some("srv"),
+        );
+        for e in [E::Serial, E::Mac, E::Hostname] {
+            let err = check_evidence(config, &[e], &pc, &other).unwrap_err();
+            assert!(err.contains("do not agree"), "{err}");
+        }
+        let bare = Carries::of("pc", None, &[], None);
+        assert!(check_evidence(config, &[E::Serial], &bare, &bare).is_err());
+        let oem = Carries::of(
+            "pc",
+            Some("To Be Filled By O.E.M."),
+            &macs(&["00:00:00:00:00:00"]),
+            None,
+        );
+        assert!(check_evidence(config, &[E::Serial], &oem, &oem).is_err());
+        assert!(check_evidence(config, &[E::Mac], &oem, &oem).is_err());
+    }
+}
