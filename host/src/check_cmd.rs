@@ -1,6 +1,6 @@
 //! `check`: the connector's checks, as a table or JSON.
 
-use crate::cli::print_json;
+use crate::output::print_json;
 use scopable_sync::app::{AppError, Exit};
 use serde_json::json;
 use std::path::Path;

@@ -1,12 +1,14 @@
 //! The `scopable-host` command line: argument parsing, key input, and human or JSON output.
 //! Scripts depend on the commands, JSON shapes and exit statuses; keep them stable.
 
+use crate::output::{print_json, print_line, runtime};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use scopable_sandbox::display;
 use scopable_store::db;
 use scopable_store::vault::Vault;
+use scopable_store::{DEFAULT_ACCOUNT, Db};
 use scopable_sync::app::{self, App, AppError, ConnectorSource, Exit};
-pub use scopable_sync::kinds::RecordKind;
+use scopable_sync::kinds::RecordKind;
 use serde_json::{Value, json};
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read};
@@ -19,7 +21,7 @@ Exit status:
      already running
   2  usage error
   3  the key was rejected (401/403)
-  4  IT Glue (or the connector's service) unavailable after retries (network, 5xx, 429,
+  4  the connector's service (IT Glue for `itglue`) unavailable after retries (network, 5xx, 429,
      timeouts), or a sync over sync_timeout_secs
   5  the connector failed (trap, CPU, memory or call_timeout_ms limit, denied request,
      unreadable response, a redirect or client error from the API: not retried)
@@ -157,8 +159,8 @@ struct ConnectorArgs {
 
 #[derive(Debug, Args)]
 struct Target {
-    /// The IT Glue region.
-    #[arg(long, value_name = "us|eu|au")]
+    /// The region, one of the manifest's `[regions]` (the built-in connector's: us, eu, au).
+    #[arg(long, value_name = "REGION")]
     region: Option<String>,
     /// Use this base URL instead of the region's (https, or http on loopback).
     #[arg(long, value_name = "URL")]
@@ -212,7 +214,8 @@ enum ConnectorCommand {
         /// Which kind of record.
         #[arg(value_enum)]
         kind: KindArg,
-        /// The IT Glue id.
+        /// The record's id in the source (the documentation tool).
+        #[arg(value_name = "SOURCE_ID")]
         itglue_id: String,
         /// The Scopable id (or give --find).
         #[arg(required_unless_present = "find")]
@@ -230,7 +233,8 @@ enum ConnectorCommand {
         /// Which kind of record.
         #[arg(value_enum)]
         kind: KindArg,
-        /// The IT Glue id.
+        /// The record's id in the source (the documentation tool).
+        #[arg(value_name = "SOURCE_ID")]
         itglue_id: String,
     },
     /// Drop the manual decision (link or ignore) on a record.
@@ -238,7 +242,8 @@ enum ConnectorCommand {
         /// Which kind of record.
         #[arg(value_enum)]
         kind: KindArg,
-        /// The IT Glue id.
+        /// The record's id in the source (the documentation tool).
+        #[arg(value_name = "SOURCE_ID")]
         itglue_id: String,
     },
     /// Every ignored record, with its name, and when and by whom it was ignored.
@@ -335,7 +340,7 @@ fn builtin_source() -> Result<ConnectorSource, AppError> {
 
 fn run(cli: Cli) -> Result<(), AppError> {
     // Lines for the admin (retry notices) go to stderr; stdout carries the result.
-    scopable_sync::fetch::set_notice_sink(Some(std::sync::Arc::new(|line: &str| {
+    scopable_sync::notice::set_notice_sink(Some(std::sync::Arc::new(|line: &str| {
         eprintln!("{line}")
     })));
     let db_path = db::resolve_path(cli.db.clone());
@@ -354,10 +359,10 @@ fn run(cli: Cli) -> Result<(), AppError> {
     };
     match cli.command {
         Command::Import { what, file } => {
-            let conn = db::open(&db_path)?;
+            let db = Db::open(&db_path, DEFAULT_ACCOUNT)?;
             let imported = match what {
-                ImportKind::Clients => scopable_sync::import::clients(&conn, &file)?,
-                ImportKind::Configurations => scopable_sync::import::configurations(&conn, &file)?,
+                ImportKind::Clients => scopable_sync::import::clients(&db, &file)?,
+                ImportKind::Configurations => scopable_sync::import::configurations(&db, &file)?,
             };
             for warning in &imported.warnings {
                 // Column names come from the file.
@@ -474,9 +479,9 @@ fn search_command(
     json: bool,
     limit: u64,
 ) -> Result<(), AppError> {
-    let conn = db::open_read_only(db_path)?;
+    let db = Db::open_read_only(db_path, DEFAULT_ACCOUNT)?;
     let limit = usize::try_from(limit).unwrap_or(scopable_sync::search::MAX_LIMIT);
-    let found = scopable_sync::search::search(&conn, kind, query, None, Some(limit))?;
+    let found = scopable_sync::search::search(&db, kind, query, None, Some(limit))?;
     if json {
         let hits = serde_json::to_value(&found.hits).map_err(|e| {
             AppError::new(
@@ -539,27 +544,13 @@ fn search_command(
         scopable_sync::search::SearchKind::Configuration => "configuration",
     };
     print_line(format_args!(
-        "Link by hand: scopable-host itglue link {record} ITGLUE_ID ID"
+        "Link by hand: scopable-host CONNECTOR link {record} SOURCE_ID ID"
     ));
     Ok(())
 }
 
 /// The width of the name columns of `search`, in characters.
 const SEARCH_NAME_COLUMN: usize = 32;
-
-/// The async runtime the command line runs export calls on.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            AppError::new(
-                Exit::Failure,
-                format!("cannot start the async runtime: {e}"),
-            )
-        })
-}
 
 fn connector_command(
     db_path: &std::path::Path,
@@ -587,24 +578,12 @@ fn connector_command(
         ConnectorCommand::Status { json } => status_command(&app, json),
         ConnectorCommand::Activity { json, limit } => activity_command(&app, json, limit),
         ConnectorCommand::Disconnect => {
-            let tx = app.db.conn().unchecked_transaction()?;
-            let removed = db::delete_connection(&tx, app.name())?;
-            if removed {
-                crate::review::record_decision(
-                    &tx,
-                    app.name(),
-                    crate::review::DecisionAction::Disconnect,
-                    None,
-                    None,
-                    &crate::review::cli_actor(),
-                )?;
-            }
-            tx.commit()?;
-            let links: i64 = app.db.conn().query_row(
-                "SELECT count(*) FROM links WHERE connector = ?1",
-                [app.name()],
-                |r| r.get(0),
+            let removed = scopable_store::review::disconnect(
+                &app.db,
+                app.name(),
+                &crate::review::cli_actor(),
             )?;
+            let links = scopable_store::views::link_count(&app.db, app.name())?;
             let links = display::count(links.max(0) as u64, "link stays", "links stay");
             if removed {
                 print_line(format_args!(
@@ -691,7 +670,7 @@ fn read_key(env_name: &str, service: &str, prompt: bool) -> Result<Option<String
 
 fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Result<(), AppError> {
     let manifest = &app.connector.manifest;
-    let stored = db::connection(app.db.conn(), app.name())?;
+    let stored = db::connection(&app.db, app.name())?;
     let key_env = manifest.key_env();
     let given = read_key(&key_env, manifest.service(), connect || stored.is_none())?;
     let (key, using_stored) = match (given, &stored) {
@@ -758,7 +737,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
     if connect {
         let vault = Vault::open(&app.db_path, true)?
             .ok_or_else(|| AppError::new(Exit::BadInput, "cannot create the vault key file"))?;
-        let account = db::account_id(app.db.conn())?;
+        let account = db::account_id(&app.db)?;
         let endpoint = base.to_url();
         let (nonce, ciphertext) = vault.seal(
             &key,
@@ -770,7 +749,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
             },
         );
         db::save_connection(
-            app.db.conn(),
+            &app.db,
             app.name(),
             &db::StoredConnection {
                 region: region.clone(),
@@ -784,7 +763,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
         println!("Connected ({where_}). The key is stored encrypted and will not be shown again.");
     } else {
         if using_stored {
-            db::touch_verified(app.db.conn(), app.name())?;
+            db::touch_verified(&app.db, app.name())?;
         }
         if json_out {
             print_json(&json!({
@@ -803,8 +782,15 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
 }
 
 fn status_command(app: &App, json: bool) -> Result<(), AppError> {
+    let regions: Vec<&str> = app
+        .connector
+        .manifest
+        .regions
+        .keys()
+        .map(String::as_str)
+        .collect();
     let database = database_shown(&app.db_path);
-    let value = status_json(app.db.conn(), app.name(), &database)?;
+    let value = status_json(&app.db, app.name(), &database)?;
     if json {
         print_json(&value);
         return Ok(());
@@ -821,9 +807,10 @@ fn status_command(app: &App, json: bool) -> Result<(), AppError> {
         ));
     } else {
         print_line(format_args!(
-            "Not connected (database {}). Run `scopable-host {} connect --region us|eu|au`.",
+            "Not connected (database {}). Run `scopable-host {} connect --region {}`.",
             display::safe(&database),
-            display::safe(app.name())
+            display::safe(app.name()),
+            display::safe(&regions.join("|"))
         ));
     }
     for (label, kind) in [
@@ -846,13 +833,9 @@ fn database_shown(path: &std::path::Path) -> String {
 /// What `status --json` prints: the connection, `"database"` (the database read), and each
 /// kind's last sync ([`scopable_sync::sync::last_run_summary`]: `"status"` `"running"`, `"ok"` or
 /// `"failed"`, and `"last_ok"` with the counts of the last sync that succeeded).
-pub fn status_json(
-    conn: &rusqlite::Connection,
-    connector: &str,
-    database: &str,
-) -> Result<Value, AppError> {
-    let stored = db::connection(conn, connector)?;
-    let summary = |kind: &str| scopable_sync::sync::last_run_summary(conn, connector, kind);
+pub fn status_json(db: &Db, connector: &str, database: &str) -> Result<Value, AppError> {
+    let stored = db::connection(db, connector)?;
+    let summary = |kind: &str| scopable_sync::sync::last_run_summary(db, connector, kind);
     Ok(json!({
         "connected": stored.is_some(),
         "region": stored.as_ref().map(|c| c.region.clone()),
@@ -910,7 +893,7 @@ fn summary_text(s: &Value) -> String {
 }
 
 fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError> {
-    let entries = activity(app.db.conn(), app.name(), limit)?;
+    let entries = activity(&app.db, app.name(), limit)?;
     if json {
         print_json(&Value::Array(entries));
         return Ok(());
@@ -990,21 +973,17 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
 /// lists them: requests (`"kind": "request"`, the audit record's fields), sync runs
 /// (`"kind": "sync"`) and decisions (`{"at", "kind": "decision", "action", "record_kind",
 /// "source_id", "scopable_id", "actor"}`).
-pub fn activity(
-    conn: &rusqlite::Connection,
-    connector: &str,
-    limit: usize,
-) -> Result<Vec<Value>, AppError> {
+pub fn activity(db: &Db, connector: &str, limit: usize) -> Result<Vec<Value>, AppError> {
     // (at, source order, row id, entry): entries of one second keep their own order.
     let mut entries: Vec<(String, u8, i64, Value)> = Vec::new();
-    for (id, a) in db::audit_records(conn, connector, limit)? {
+    for (id, a) in db::audit_records(db, connector, limit)? {
         let mut v = serde_json::to_value(&a).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut v {
             map.insert("kind".into(), json!("request"));
         }
         entries.push((a.at.clone(), 0, id, v));
     }
-    for (id, run) in scopable_sync::sync::recent_runs(conn, connector, limit)? {
+    for (id, run) in scopable_sync::sync::recent_runs(db, connector, limit)? {
         let at = run["started_at"].as_str().unwrap_or("").to_string();
         let mut v = run;
         if let Value::Object(map) = &mut v {
@@ -1015,7 +994,7 @@ pub fn activity(
         }
         entries.push((at, 0, id, v));
     }
-    for (id, d) in crate::review::logged_decisions(conn, connector, limit)? {
+    for (id, d) in scopable_store::review::logged_decisions(db, connector, limit)? {
         let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut v {
             map.insert("kind".into(), json!("decision"));
@@ -1028,41 +1007,7 @@ pub fn activity(
     Ok(entries.into_iter().map(|e| e.3).collect())
 }
 
-/// Prints a JSON value on stdout: exact values, with the characters a terminal would act on
-/// that JSON allows raw (C1 and bidirectional controls, line separators) written as `\uXXXX`
-/// escapes ([`display::json_text`]). A reader that went away ends the process quietly
-/// ([`print_line`]).
-pub fn print_json(value: &Value) {
-    print_line(format_args!("{}", display::json_text(value)));
-}
-
-/// Writes one line on stdout. When the reader has gone (`scopable-host ... | head -1`), the
-/// rest of the output is not wanted: the process ends at once, quietly, with status 0 (the
-/// command's changes, if any, were made before it printed). Any other write failure (a full
-/// disk) ends it with status 1 and one line on stderr.
-pub fn print_line(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let written = out
-        .write_fmt(line)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
-    if let Err(e) = written {
-        stdout_failed(&e);
-    }
-}
-
-/// Ends the process after a failed write to stdout: quietly (status 0) when the reader has
-/// gone, else with status 1 and one line on stderr.
-fn stdout_failed(e: &std::io::Error) -> ! {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
-    }
-    eprintln!("error: cannot write the output: {e}");
-    std::process::exit(Exit::Failure as i32);
-}
-
-/// Makes `println!` anywhere in the program behave like [`print_line`] when stdout's reader
+/// Makes `println!` anywhere in the program behave like [`crate::output::print_line`] when stdout's reader
 /// has gone: the standard library panics then ("failed printing to stdout"), and this ends the
 /// process quietly with status 0 instead of reporting a crash (status 101). Every other panic
 /// goes to the default hook.

@@ -2,7 +2,8 @@
 //! get (imports, hosts, request shapes, credential placement, limits) and whether the host
 //! accepts it. Nothing is run.
 
-use crate::cli::print_json;
+use crate::output::print_json;
+use scopable_sandbox::contract::Contract;
 use scopable_sandbox::display::safe;
 use scopable_sandbox::manifest::Manifest;
 use scopable_sandbox::sandbox::{self, Sandbox};
@@ -10,9 +11,6 @@ use scopable_sync::app::{AppError, Exit};
 use serde_json::{Value, json};
 use std::path::Path;
 use wasmtime::component::Component;
-
-/// The exports every connector must have.
-pub const REQUIRED_EXPORTS: &[&str] = &["test", "fetch-orgs", "fetch-configs", "match"];
 
 /// A component's surface and the host's verdict.
 #[derive(Debug, serde::Serialize)]
@@ -27,6 +25,9 @@ pub struct Report {
     pub reasons: Vec<String>,
     /// What the host accepts but a reviewer should look at twice (`Manifest::warnings`).
     pub warnings: Vec<String>,
+    /// The contract version it was built for (`0.1.0`, `0.2.0`), read from its
+    /// `scopable:integration/types` import; `None` when the host runs no such version.
+    pub contract: Option<&'static str>,
     /// Each import and whether it is granted.
     pub imports: Vec<Value>,
     /// Its exports.
@@ -68,9 +69,15 @@ pub fn inspect(component_path: &Path, manifest_path: Option<&Path>) -> Result<Re
         .as_ref()
         .map(Manifest::warnings)
         .unwrap_or_default();
+    let mut contract = None;
     let (imports, exports) = match Component::new(sandbox.engine(), &bytes) {
         Ok(component) => {
-            let imports: Vec<Value> = sandbox::component_imports(sandbox.engine(), &component)
+            let names = sandbox::component_imports(sandbox.engine(), &component);
+            match Contract::of_imports(&names) {
+                Ok(c) => contract = Some(c.version()),
+                Err(e) => reasons.push(format!("contract: {e}")),
+            }
+            let imports: Vec<Value> = names
                 .into_iter()
                 .map(|name| {
                     let allowed = sandbox::import_allowed(&name);
@@ -85,7 +92,7 @@ pub fn inspect(component_path: &Path, manifest_path: Option<&Path>) -> Result<Re
                 .exports(sandbox.engine())
                 .map(|(name, _)| name.to_string())
                 .collect();
-            for required in REQUIRED_EXPORTS {
+            for required in sandbox::REQUIRED_EXPORTS {
                 if !exports.iter().any(|e| e == required) {
                     reasons.push(format!("does not export `{required}`"));
                 }
@@ -143,6 +150,7 @@ pub fn inspect(component_path: &Path, manifest_path: Option<&Path>) -> Result<Re
         accepted: reasons.is_empty(),
         reasons,
         warnings,
+        contract,
         imports,
         exports,
         manifest: manifest_json,
@@ -188,6 +196,10 @@ fn text(v: &Value) -> String {
 fn print_report(r: &Report) {
     println!("Component  {}", safe(&r.component));
     println!("sha256     {}", safe(&r.sha256));
+    match r.contract {
+        Some(version) => println!("Contract   scopable:integration@{version}"),
+        None => println!("Contract   none this host runs"),
+    }
     println!("Imports:");
     for i in &r.imports {
         let mark = if i["allowed"] == true {

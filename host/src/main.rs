@@ -4,6 +4,7 @@
 mod check_cmd;
 mod cli;
 mod inspect;
+mod output;
 mod pin;
 mod review;
 mod sync_cmd;

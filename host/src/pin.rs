@@ -101,12 +101,12 @@ pub fn pin(component: &Path, manifest: &Path) -> Result<Pinned, AppError> {
 pub fn pin_command(component: &Path, manifest: &Path) -> Result<(), AppError> {
     let shown = |p: &Path| safe(&p.display().to_string()).into_owned();
     match pin(component, manifest)? {
-        Pinned::Changed { sha256 } => crate::cli::print_line(format_args!(
+        Pinned::Changed { sha256 } => crate::output::print_line(format_args!(
             "Pinned {} in {}: sha256 = \"{sha256}\".",
             shown(component),
             shown(manifest)
         )),
-        Pinned::Unchanged { sha256 } => crate::cli::print_line(format_args!(
+        Pinned::Unchanged { sha256 } => crate::output::print_line(format_args!(
             "{} already pins {} (sha256 {sha256}); nothing changed.",
             shown(manifest),
             shown(component)

@@ -1,68 +1,16 @@
 //! The review workflow: list links and what could not be placed, link by hand (or change a
 //! match), ignore, and reset. Manual decisions are never changed by a sync.
 
-use crate::cli::{RecordKind, print_json};
-use rusqlite::{OptionalExtension, params};
+use crate::output::print_json;
 use scopable_sandbox::display::{safe, safe_within};
-use scopable_store::db;
+use scopable_store::Db;
+use scopable_store::review::{self as store, IgnoredRecord};
+use scopable_store::views;
 use scopable_sync::app::{App, AppError, Exit};
+use scopable_sync::kinds::RecordKind;
 use scopable_sync::search::SearchKind;
 use scopable_sync::sync::id_order;
 use serde_json::{Value, json};
-
-/// A decision an admin makes, as logged (and listed by `activity`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecisionAction {
-    /// A record linked by hand (or its match changed).
-    Link,
-    /// A record the admin chose never to link.
-    Ignore,
-    /// A manual decision dropped.
-    Reset,
-    /// The stored key and connection settings deleted.
-    Disconnect,
-}
-
-impl DecisionAction {
-    /// The action's name in the log and in `activity --json`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecisionAction::Link => "link",
-            DecisionAction::Ignore => "ignore",
-            DecisionAction::Reset => "reset",
-            DecisionAction::Disconnect => "disconnect",
-        }
-    }
-}
-
-/// Logs one decision with its actor (`cli:<user>`, [`cli_actor`], or `token:<id>`), to be
-/// listed by `activity`. Call it inside the transaction that makes the decision, so the
-/// decision and its log row stand or fall together. `kind` and `source_id` are `None` for a
-/// decision about the whole connector (`disconnect`); `scopable_id` is the link's target, or
-/// for a reset the target of the manual link it dropped.
-pub fn record_decision(
-    conn: &rusqlite::Connection,
-    connector: &str,
-    action: DecisionAction,
-    record: Option<(RecordKind, &str)>,
-    scopable_id: Option<&str>,
-    actor: &str,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO decision_log (at, connector, action, record_kind, source_id, scopable_id, actor)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            db::now(),
-            connector,
-            action.as_str(),
-            record.map(|(kind, _)| kind.as_str()),
-            record.map(|(_, id)| id),
-            scopable_id,
-            actor
-        ],
-    )?;
-    Ok(())
-}
 
 /// Longest user name kept in an actor; a longer one is replaced by the user id.
 const MAX_USER_NAME: usize = 64;
@@ -121,7 +69,7 @@ fn shown_name(name: Option<&str>) -> std::borrow::Cow<'_, str> {
 /// `links [--json]`: both sides' names and, for configurations, the values behind the
 /// evidence.
 pub fn links_command(app: &App, json_out: bool) -> Result<(), AppError> {
-    let rows = scopable_sync::describe::links(app.db.conn(), app.name())?;
+    let rows = scopable_sync::describe::links(&app.db, app.name())?;
     if json_out {
         print_json(&to_json(&rows)?);
         return Ok(());
@@ -224,7 +172,7 @@ fn parent_words(parent: &scopable_sync::describe::Parent) -> String {
 /// `unplaced [--json]`: names on both sides, each reason in plain words, and once per reason
 /// present, what it means and the commands that resolve it.
 pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
-    let rows = scopable_sync::describe::unplaced(app.db.conn(), app.name())?;
+    let rows = scopable_sync::describe::unplaced(&app.db, app.name())?;
     if json_out {
         print_json(&to_json(&rows)?);
         return Ok(());
@@ -307,23 +255,16 @@ fn itglue_record(
     kind: RecordKind,
     id: &str,
 ) -> Result<(String, Option<String>), AppError> {
-    app.db.conn()
-        .query_row(
-            "SELECT name, organization_id FROM itglue_records WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
-            params![app.name(), kind.as_str(), id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+    store::itglue_record(&app.db, app.name(), kind.as_str(), id)?.ok_or_else(|| {
+        AppError::new(
+            Exit::BadInput,
+            format!(
+                "IT Glue {} {id:?} is not known; run `sync {}s` first, or check the id",
+                kind.as_str(),
+                kind.as_str()
+            ),
         )
-        .optional()?
-        .ok_or_else(|| {
-            AppError::new(
-                Exit::BadInput,
-                format!(
-                    "IT Glue {} {id:?} is not known; run `sync {}s` first, or check the id",
-                    kind.as_str(),
-                    kind.as_str()
-                ),
-            )
-        })
+    })
 }
 
 /// Configurations linked by hand under an organization: (IT Glue id, target, target's client).
@@ -331,17 +272,11 @@ fn manual_configurations_under(
     app: &App,
     organization: &str,
 ) -> Result<Vec<(String, String, String)>, AppError> {
-    let mut stmt = app.db.conn().prepare(
-        "SELECT l.itglue_id, l.scopable_id, c.client_id FROM links l
-         JOIN itglue_records r ON r.connector = l.connector AND r.kind = 'configuration' AND r.itglue_id = l.itglue_id
-         JOIN configurations c ON c.id = l.scopable_id
-         WHERE l.connector = ?1 AND l.kind = 'configuration' AND l.source = 'manual' AND r.organization_id = ?2
-         ORDER BY l.itglue_id",
-    )?;
-    let rows = stmt.query_map(params![app.name(), organization], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(store::manual_configurations_under(
+        &app.db,
+        app.name(),
+        organization,
+    )?)
 }
 
 /// Refuses to move or drop an organization's link while configurations under it are linked
@@ -369,7 +304,7 @@ fn guard_organization_change(
     Ok(())
 }
 
-/// `link organization|configuration ITGLUE_ID SCOPABLE_ID`: a manual link (or a change of match).
+/// `link organization|configuration SOURCE_ID SCOPABLE_ID`: a manual link (or a change of match).
 pub fn link_command(
     app: &App,
     kind: RecordKind,
@@ -388,14 +323,7 @@ pub fn link_command(
     };
     match kind {
         RecordKind::Organization => {
-            let exists: bool = app
-                .db
-                .conn()
-                .query_row("SELECT 1 FROM clients WHERE id = ?1", [scopable_id], |_| {
-                    Ok(true)
-                })
-                .optional()?
-                .is_some();
+            let exists = store::client_exists(&app.db, scopable_id)?;
             if !exists {
                 return Err(AppError::new(
                     Exit::BadInput,
@@ -405,30 +333,15 @@ pub fn link_command(
             guard_organization_change(app, itglue_id, Some(scopable_id))?;
         }
         RecordKind::Configuration => {
-            let target_client: Option<String> = app
-                .db
-                .conn()
-                .query_row(
-                    "SELECT client_id FROM configurations WHERE id = ?1",
-                    [scopable_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let target_client = store::configuration_client(&app.db, scopable_id)?;
             let Some(target_client) = target_client else {
                 return Err(AppError::new(
                     Exit::BadInput,
                     format!("configuration {scopable_id:?} does not exist"),
                 ));
             };
-            let parent_client: Option<String> = app
-                .db
-                .conn()
-                .query_row(
-                    "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2",
-                    params![app.name(), organization_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let parent_client =
+                views::organization_link(&app.db, app.name(), organization_id.as_deref())?;
             match parent_client {
                 None => {
                     return Err(AppError::new(
@@ -451,15 +364,7 @@ pub fn link_command(
             }
         }
     }
-    let holder: Option<(String, String)> = app
-        .db
-        .conn()
-        .query_row(
-            "SELECT itglue_id, source FROM links WHERE connector = ?1 AND kind = ?2 AND scopable_id = ?3 AND itglue_id != ?4",
-            params![app.name(), kind.as_str(), scopable_id, itglue_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let holder = store::link_holder(&app.db, app.name(), kind.as_str(), scopable_id, itglue_id)?;
     if let Some((other, source)) = &holder
         && source == "manual"
     {
@@ -471,7 +376,7 @@ pub fn link_command(
             ),
         ));
     }
-    let target_name = scopable_sync::describe::scopable_name(app.db.conn(), kind, scopable_id)?;
+    let target_name = scopable_sync::describe::scopable_name(&app.db, kind, scopable_id)?;
     let loser = match &holder {
         Some((other, _)) => {
             if kind == RecordKind::Organization {
@@ -479,7 +384,7 @@ pub fn link_command(
                 guard_organization_change(app, other, None)?;
             }
             let other_name =
-                scopable_sync::describe::itglue_name(app.db.conn(), app.name(), kind, other)?;
+                scopable_sync::describe::itglue_name(&app.db, app.name(), kind, other)?;
             let taking = Taking {
                 kind,
                 itglue_id,
@@ -496,64 +401,23 @@ pub fn link_command(
     };
     // The answer may have taken a while: write only if the target's holder is still the one
     // the admin agreed to take it from (a sync may have applied meanwhile).
-    let tx = rusqlite::Transaction::new_unchecked(
-        app.db.conn(),
-        rusqlite::TransactionBehavior::Immediate,
+    let linked = store::link_by_hand(
+        &app.db,
+        app.name(),
+        kind.as_str(),
+        itglue_id,
+        scopable_id,
+        loser
+            .as_ref()
+            .map(|(other, other_name)| (other.as_str(), other_name.as_str())),
+        &cli_actor(),
     )?;
-    let holder_now: Option<String> = tx
-        .query_row(
-            "SELECT itglue_id FROM links WHERE connector = ?1 AND kind = ?2 AND scopable_id = ?3 AND itglue_id != ?4",
-            params![app.name(), kind.as_str(), scopable_id, itglue_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if holder_now != holder.as_ref().map(|(other, _)| other.clone()) {
+    if !linked {
         return Err(AppError::new(
             Exit::Failure,
             "the links changed while this link was being made (a sync ran?); nothing was changed: run the command again",
         ));
     }
-    let now = db::now();
-    if let Some((other, other_name)) = &loser {
-        // One to one: the automatic link that held this target gives way to the manual one,
-        // and the record that held it is listed again at once, with the target it lost.
-        let removed = tx.execute(
-            "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'auto'",
-            params![app.name(), kind.as_str(), other],
-        )?;
-        if removed > 0 {
-            tx.execute(
-                "INSERT OR REPLACE INTO unplaced (connector, kind, itglue_id, name, reason, candidates, suggestions)
-                 VALUES (?1, ?2, ?3, ?4, 'target-taken', ?5, '[]')",
-                params![
-                    app.name(),
-                    kind.as_str(),
-                    other,
-                    other_name,
-                    json!([scopable_id]).to_string()
-                ],
-            )?;
-        }
-    }
-    tx.execute(
-        "INSERT OR REPLACE INTO decisions (connector, kind, itglue_id, action, scopable_id, decided_at)
-         VALUES (?1, ?2, ?3, 'link', ?4, ?5)",
-        params![app.name(), kind.as_str(), itglue_id, scopable_id, now],
-    )?;
-    tx.execute(
-        "INSERT OR REPLACE INTO links (connector, kind, itglue_id, scopable_id, source, evidence, linked_at)
-         VALUES (?1, ?2, ?3, ?4, 'manual', '[\"manual\"]', ?5)",
-        params![app.name(), kind.as_str(), itglue_id, scopable_id, now],
-    )?;
-    record_decision(
-        &tx,
-        app.name(),
-        DecisionAction::Link,
-        Some((kind, itglue_id)),
-        Some(scopable_id),
-        &cli_actor(),
-    )?;
-    tx.commit()?;
     // The records that matched the target now find it taken: list them at once.
     rematch_after_decision(app, kind, None);
     let target = named(scopable_id, target_name.as_deref());
@@ -601,15 +465,7 @@ fn find_target(
     let (search_kind, within) = match kind {
         RecordKind::Organization => (SearchKind::Client, None),
         RecordKind::Configuration => {
-            let client: Option<String> = app
-                .db
-                .conn()
-                .query_row(
-                    "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2",
-                    params![app.name(), organization_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let client = views::organization_link(&app.db, app.name(), organization_id)?;
             let Some(client) = client else {
                 return Err(AppError::new(
                     Exit::BadInput,
@@ -623,7 +479,7 @@ fn find_target(
         }
     };
     let found = scopable_sync::search::search(
-        app.db.conn(),
+        &app.db,
         search_kind,
         query,
         within.as_deref(),
@@ -635,12 +491,8 @@ fn find_target(
             " of client {}",
             named(
                 client,
-                scopable_sync::describe::scopable_name(
-                    app.db.conn(),
-                    RecordKind::Organization,
-                    client
-                )?
-                .as_deref()
+                scopable_sync::describe::scopable_name(&app.db, RecordKind::Organization, client)?
+                    .as_deref()
             )
         ),
         None => String::new(),
@@ -748,31 +600,13 @@ fn confirm_take(taking: &Taking<'_>, take: bool) -> Result<(), AppError> {
     ))
 }
 
-/// `ignore organization|configuration ITGLUE_ID`.
+/// `ignore organization|configuration SOURCE_ID`.
 pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(), AppError> {
     let (name, _) = itglue_record(app, kind, itglue_id)?;
     if kind == RecordKind::Organization {
         guard_organization_change(app, itglue_id, None)?;
     }
-    let tx = app.db.conn().unchecked_transaction()?;
-    tx.execute(
-        "INSERT OR REPLACE INTO decisions (connector, kind, itglue_id, action, scopable_id, decided_at)
-         VALUES (?1, ?2, ?3, 'ignore', NULL, ?4)",
-        params![app.name(), kind.as_str(), itglue_id, db::now()],
-    )?;
-    let unlinked = tx.execute(
-        "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
-        params![app.name(), kind.as_str(), itglue_id],
-    )?;
-    record_decision(
-        &tx,
-        app.name(),
-        DecisionAction::Ignore,
-        Some((kind, itglue_id)),
-        None,
-        &cli_actor(),
-    )?;
-    tx.commit()?;
+    let unlinked = store::ignore(&app.db, app.name(), kind.as_str(), itglue_id, &cli_actor())?;
     println!(
         "Ignoring {} {} ({}): it will never be linked{}.",
         kind.as_str(),
@@ -787,28 +621,11 @@ pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<()
     Ok(())
 }
 
-/// `reset organization|configuration ITGLUE_ID`.
+/// `reset organization|configuration SOURCE_ID`.
 pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(), AppError> {
     // An automatic link has no decision to drop: say so before anything else is checked.
-    let decided = app
-        .db
-        .conn()
-        .query_row(
-            "SELECT 1 FROM decisions WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
-            params![app.name(), kind.as_str(), itglue_id],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    let auto_target: Option<String> = app
-        .db
-        .conn()
-        .query_row(
-            "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'auto'",
-            params![app.name(), kind.as_str(), itglue_id],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let decided = store::has_decision(&app.db, app.name(), kind.as_str(), itglue_id)?;
+    let auto_target = store::auto_link_target(&app.db, app.name(), kind.as_str(), itglue_id)?;
     if let (false, Some(target)) = (decided, auto_target) {
         return Err(AppError::new(
             Exit::BadInput,
@@ -823,35 +640,7 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
     if kind == RecordKind::Organization {
         guard_organization_change(app, itglue_id, None)?;
     }
-    let tx = app.db.conn().unchecked_transaction()?;
-    // The target of the manual link it drops (none for an ignore), for the decisions log.
-    let dropped_target: Option<String> = tx
-        .query_row(
-            "SELECT scopable_id FROM decisions WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
-            params![app.name(), kind.as_str(), itglue_id],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
-    let removed = tx.execute(
-        "DELETE FROM decisions WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
-        params![app.name(), kind.as_str(), itglue_id],
-    )?;
-    if removed > 0 {
-        record_decision(
-            &tx,
-            app.name(),
-            DecisionAction::Reset,
-            Some((kind, itglue_id)),
-            dropped_target.as_deref(),
-            &cli_actor(),
-        )?;
-    }
-    tx.execute(
-        "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'manual'",
-        params![app.name(), kind.as_str(), itglue_id],
-    )?;
-    tx.commit()?;
+    let removed = store::reset(&app.db, app.name(), kind.as_str(), itglue_id, &cli_actor())?;
     if removed == 0 {
         return Err(AppError::new(
             Exit::BadInput,
@@ -864,7 +653,7 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
     let rematched = rematch_after_decision(app, kind, Some(itglue_id));
     // A target as a person reads it: its id and, when known, its name.
     let target_named = |target: &str| {
-        let name = scopable_sync::describe::scopable_name(app.db.conn(), kind, target)
+        let name = scopable_sync::describe::scopable_name(&app.db, kind, target)
             .ok()
             .flatten()
             .map(|n| format!(" ({})", safe_within(&n, NAME_COLUMN)))
@@ -919,7 +708,7 @@ pub fn rematch_after_decision(
     kind: RecordKind,
     relink: Option<&str>,
 ) -> Option<scopable_sync::sync::Rematched> {
-    let rt = match crate::cli::runtime() {
+    let rt = match crate::output::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!(
@@ -960,52 +749,9 @@ fn rematch_kind(
     }
 }
 
-/// One ignored record, as `ignored` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct IgnoredRecord {
-    /// `organization` or `configuration`.
-    pub kind: String,
-    /// The IT Glue id.
-    pub itglue_id: String,
-    /// The connector-side id (the same as `itglue_id`).
-    pub source_id: String,
-    /// The record's name as last received, or `None` when the last sync did not receive it.
-    pub name: Option<String>,
-    /// When it was ignored.
-    pub decided_at: String,
-    /// Who ignored it, or `None` for a decision made before decisions were logged.
-    pub actor: Option<String>,
-}
-
 /// Every ignored record of a connector, organizations first, by id.
-pub fn ignored_records(
-    conn: &rusqlite::Connection,
-    connector: &str,
-) -> Result<Vec<IgnoredRecord>, AppError> {
-    let mut stmt = conn.prepare(
-        "SELECT d.kind, d.itglue_id, r.name, d.decided_at,
-                (SELECT g.actor FROM decision_log g
-                  WHERE g.connector = d.connector AND g.record_kind = d.kind
-                    AND g.source_id = d.itglue_id AND g.action = 'ignore'
-                  ORDER BY g.id DESC LIMIT 1)
-         FROM decisions d
-         LEFT JOIN itglue_records r
-                ON r.connector = d.connector AND r.kind = d.kind AND r.itglue_id = d.itglue_id
-         WHERE d.connector = ?1 AND d.action = 'ignore'",
-    )?;
-    let mut rows: Vec<IgnoredRecord> = stmt
-        .query_map([connector], |r| {
-            let id: String = r.get(1)?;
-            Ok(IgnoredRecord {
-                kind: r.get(0)?,
-                source_id: id.clone(),
-                itglue_id: id,
-                name: r.get(2)?,
-                decided_at: r.get(3)?,
-                actor: r.get(4)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+pub fn ignored_records(db: &Db, connector: &str) -> Result<Vec<IgnoredRecord>, AppError> {
+    let mut rows = store::ignored_records(db, connector)?;
     rows.sort_by(|a, b| {
         b.kind
             .cmp(&a.kind)
@@ -1016,7 +762,7 @@ pub fn ignored_records(
 
 /// `ignored [--json]`: every ignored record, with its name, and when and by whom.
 pub fn ignored_command(app: &App, json_out: bool) -> Result<(), AppError> {
-    let rows = ignored_records(app.db.conn(), app.name())?;
+    let rows = ignored_records(&app.db, app.name())?;
     if json_out {
         print_json(&serde_json::to_value(&rows).unwrap_or_else(|_| json!([])));
         return Ok(());
@@ -1052,53 +798,10 @@ pub fn ignored_command(app: &App, json_out: bool) -> Result<(), AppError> {
         );
     }
     println!(
-        "Place one again: scopable-host {} reset organization|configuration ITGLUE_ID",
+        "Place one again: scopable-host {} reset organization|configuration SOURCE_ID",
         safe(app.name())
     );
     Ok(())
-}
-
-/// One logged decision, as `activity` lists it (with `"kind": "decision"`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LoggedDecision {
-    /// When it was made.
-    pub at: String,
-    /// `link`, `ignore`, `reset` or `disconnect`.
-    pub action: String,
-    /// `organization` or `configuration`; `None` for `disconnect`.
-    pub record_kind: Option<String>,
-    /// The connector-side id of the record; `None` for `disconnect`.
-    pub source_id: Option<String>,
-    /// The link's target; for a reset, the target of the manual link it dropped.
-    pub scopable_id: Option<String>,
-    /// Who made it: `cli:<user>` or `token:<token_id>`.
-    pub actor: String,
-}
-
-/// The newest logged decisions of a connector, newest first, with their row ids.
-pub fn logged_decisions(
-    conn: &rusqlite::Connection,
-    connector: &str,
-    limit: usize,
-) -> Result<Vec<(i64, LoggedDecision)>, AppError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, at, action, record_kind, source_id, scopable_id, actor FROM decision_log
-         WHERE connector = ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![connector, limit as i64], |r| {
-        Ok((
-            r.get(0)?,
-            LoggedDecision {
-                at: r.get(1)?,
-                action: r.get(2)?,
-                record_kind: r.get(3)?,
-                source_id: r.get(4)?,
-                scopable_id: r.get(5)?,
-                actor: r.get(6)?,
-            },
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]
@@ -1130,50 +833,5 @@ mod decision_tests {
         }
         assert_eq!(actor_from(Some(&"x".repeat(64)), None, None).len(), 68);
         assert_eq!(actor_from(None, None, None), "cli:unknown");
-    }
-
-    #[test]
-    fn a_decision_is_logged_with_its_actor() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = db::open(&dir.path().join("d.db")).unwrap();
-        record_decision(
-            &conn,
-            "itglue",
-            DecisionAction::Link,
-            Some((RecordKind::Organization, "1001")),
-            Some("c1"),
-            "cli:alice",
-        )
-        .unwrap();
-        record_decision(
-            &conn,
-            "itglue",
-            DecisionAction::Disconnect,
-            None,
-            None,
-            "cli:bob",
-        )
-        .unwrap();
-        let logged = logged_decisions(&conn, "itglue", 10).unwrap();
-        let rows: Vec<_> = logged.iter().map(|(_, d)| d.clone()).collect();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(
-            (
-                rows[0].action.as_str(),
-                rows[0].record_kind.as_deref(),
-                rows[0].actor.as_str()
-            ),
-            ("disconnect", None, "cli:bob")
-        );
-        assert_eq!(
-            (
-                rows[1].action.as_str(),
-                rows[1].record_kind.as_deref(),
-                rows[1].source_id.as_deref(),
-                rows[1].scopable_id.as_deref()
-            ),
-            ("link", Some("organization"), Some("1001"), Some("c1"))
-        );
-        assert!(logged_decisions(&conn, "other", 10).unwrap().is_empty());
     }
 }

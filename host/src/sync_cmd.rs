@@ -1,8 +1,8 @@
 //! `sync`: runs a sync with a progress line, then prints its changes and counts (or JSON).
 
-use crate::cli::print_json;
+use crate::output::print_json;
 use scopable_sync::app::{App, AppError};
-use scopable_sync::fetch;
+use scopable_sync::notice;
 use scopable_sync::sync::{Change, RecordKind, auto_linked_names, sync};
 
 /// The most characters of a name on a change line.
@@ -62,7 +62,7 @@ pub fn sync_command(
     // Notices (retries) go above it.
     if let Some(bar) = &bar {
         let bar = bar.clone();
-        fetch::set_notice_sink(Some(std::sync::Arc::new(move |line: &str| {
+        notice::set_notice_sink(Some(std::sync::Arc::new(move |line: &str| {
             bar.suspend(|| eprintln!("{line}"))
         })));
     }
@@ -76,10 +76,10 @@ pub fn sync_command(
     let names_before = if json_out {
         HashMap::new()
     } else {
-        auto_linked_names(app.db.conn(), app.name(), kind)?
+        auto_linked_names(&app.db, app.name(), kind)?
     };
     let synced = sync(app, rt, kind, dry_run, &mut on_progress);
-    fetch::set_notice_sink(Some(std::sync::Arc::new(|line: &str| eprintln!("{line}"))));
+    notice::set_notice_sink(Some(std::sync::Arc::new(|line: &str| eprintln!("{line}"))));
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -126,10 +126,10 @@ pub fn sync_command(
                 let mut shown_evidence = evidence.join(", ");
                 if kind == RecordKind::Configuration
                     && let Some(target) =
-                        scopable_sync::describe::scopable_identifiers(app.db.conn(), scopable_id)?
+                        scopable_sync::describe::scopable_identifiers(&app.db, scopable_id)?
                 {
                     let source = scopable_sync::describe::itglue_identifiers(
-                        app.db.conn(),
+                        &app.db,
                         app.name(),
                         itglue_id,
                     )?;
@@ -144,7 +144,7 @@ pub fn sync_command(
                     }
                 }
                 let scopable_name =
-                    scopable_sync::describe::scopable_name(app.db.conn(), kind, scopable_id)?;
+                    scopable_sync::describe::scopable_name(&app.db, kind, scopable_id)?;
                 println!(
                     "  + {} -> {target} {} ({}): {} -> {}",
                     safe(itglue_id),
@@ -164,7 +164,7 @@ pub fn sync_command(
                     .clone()
                     .or_else(|| names_before.get(itglue_id).cloned());
                 let scopable_name =
-                    scopable_sync::describe::scopable_name(app.db.conn(), kind, scopable_id)?;
+                    scopable_sync::describe::scopable_name(&app.db, kind, scopable_id)?;
                 println!(
                     "  - {} -x {target} {} ({}): {} -x {}",
                     safe(itglue_id),

@@ -308,7 +308,7 @@ fn a_reset_record_is_listed_at_once_with_its_reason() {
     let stored: i64 = env
         .sqlite()
         .query_row(
-            "SELECT count(*) FROM unplaced WHERE itglue_id IN ('1002', '1003', '2002')",
+            "SELECT count(*) FROM unplaced WHERE source_id IN ('1002', '1003', '2002')",
             [],
             |r| r.get(0),
         )
@@ -467,7 +467,7 @@ fn a_version_2_database_upgrades_and_keeps_its_decisions() {
     let kept: i64 = env
         .sqlite()
         .query_row(
-            "SELECT min(identifiers_kept) FROM itglue_records WHERE kind = 'organization'",
+            "SELECT min(identifiers_kept) FROM source_records WHERE kind = 'organization'",
             [],
             |r| r.get(0),
         )

@@ -43,7 +43,7 @@ fn fast_sync(env: &Env, kind: &str) -> crate::util::Run {
 fn link_table(env: &Env) -> Vec<(String, String, String)> {
     let mut stmt = env
         .sqlite()
-        .prepare("SELECT kind, itglue_id, scopable_id FROM links ORDER BY kind, itglue_id")
+        .prepare("SELECT kind, source_id, scopable_id FROM links ORDER BY kind, source_id")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()

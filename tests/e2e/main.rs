@@ -7,6 +7,7 @@ mod admin;
 mod claims;
 mod confinement;
 mod connect;
+mod contract;
 mod decisions;
 mod example;
 mod faults;

@@ -220,8 +220,8 @@ fn tables(env: &Env) -> (Vec<String>, Vec<String>) {
         .unwrap()
     };
     (
-        rows("SELECT * FROM links ORDER BY kind, itglue_id"),
-        rows("SELECT * FROM unplaced ORDER BY kind, itglue_id"),
+        rows("SELECT * FROM links ORDER BY kind, source_id"),
+        rows("SELECT * FROM unplaced ORDER BY kind, source_id"),
     )
 }
 

@@ -66,7 +66,7 @@ impl Contract {
                     .find(|c| c.major_minor() == major_minor)
                     .ok_or_else(|| {
                         format!(
-                            "it was built for contract scopable:integration@{}, which this host does not run (it runs {}); rebuild it against one of those",
+                            "it imports {TYPES_INTERFACE}@{}: it was built for contract version {0}, which this host does not run (it runs {}); rebuild it against one of those",
                             crate::display::safe_within(version, 64),
                             Contract::supported()
                         )
@@ -403,7 +403,11 @@ mod tests {
         assert_eq!(of("0.1.3"), Ok(Contract::V0_1));
         assert_eq!(of("0.2.0"), Ok(Contract::V0_2));
         let refused = of("0.3.0").unwrap_err();
-        assert!(refused.contains("scopable:integration@0.3.0"), "{refused}");
+        assert!(
+            refused.contains("scopable:integration/types@0.3.0"),
+            "{refused}"
+        );
+        assert!(refused.contains("contract version 0.3.0"), "{refused}");
         assert!(refused.contains("0.1.0 and 0.2.0"), "{refused}");
         let none = Contract::of_imports(&imports(&["wasi:io/streams@0.2.6"])).unwrap_err();
         assert!(

@@ -19,7 +19,9 @@ pub mod display;
 pub mod manifest;
 pub mod outbound;
 pub mod policy;
+pub mod report;
 pub mod sandbox;
 pub mod storage;
+pub mod url;
 
 pub use sandbox::{CallContext, CallError, LoadError, LoadedConnector, Sandbox, sha256_hex};

@@ -615,7 +615,7 @@ fn region_problem(url: &str) -> Option<String> {
             "{url:?} has a wildcard: a region names exactly one host"
         ));
     }
-    let base = match crate::policy::BaseUrl::parse(url) {
+    let base = match crate::url::BaseUrl::parse(url) {
         Ok(base) => base,
         Err(e) => return Some(e),
     };

@@ -3,9 +3,9 @@
 //! sends with bounded timeouts, and meters the response body against its size limit.
 
 use crate::audit::{AuditSink, Event};
-use crate::capabilities::CallReport;
 use crate::manifest::Limits;
 use crate::policy::{Denial, OutboundPolicy, Rule};
+use crate::report::CallReport;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
@@ -18,6 +18,27 @@ use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{
     DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, RequestOptions, WasiHttpHooks,
 };
+
+/// What one export call gets from the host: its outbound policy, credential and sinks.
+#[derive(Clone)]
+pub struct CallContext {
+    /// The outbound policy (base URL and declared requests).
+    pub policy: Arc<OutboundPolicy>,
+    /// The credential header value (prefix included); never given to the guest.
+    pub credential: Arc<Credential>,
+    /// Where audit records go.
+    pub audit: crate::audit::AuditSink,
+    /// The connector's storage.
+    pub storage: crate::storage::StorageHandle,
+    /// Requests sent so far with this context (all calls, retries included).
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
+    /// The shared request budget, when pacing applies: every request that passed the policy
+    /// waits for room in it (`Outbound::send_request`).
+    pub budget: Option<crate::budget::Budget>,
+    /// Bounds the HTTP requests in flight across every call made with this context (each
+    /// request holds a permit until its body is read). `None`: no bound beyond the call's own.
+    pub in_flight: Option<Arc<tokio::sync::Semaphore>>,
+}
 
 /// The credential the host adds to allowed requests. Its `Debug` never shows the value.
 pub struct Credential {
@@ -86,7 +107,7 @@ pub struct Outbound {
 impl Outbound {
     /// Hooks for one export call made with `ctx`; `network: false` refuses every request.
     pub fn new(
-        ctx: &crate::sandbox::CallContext,
+        ctx: &CallContext,
         report: Arc<Mutex<CallReport>>,
         network: bool,
         limits: &Limits,
@@ -114,7 +135,7 @@ impl Outbound {
     }
 
     /// Records a refused request: audited, and counted against the call. Past
-    /// [`crate::capabilities::MAX_DENIALS_PER_CALL`] refusals it is only counted (the call is
+    /// [`crate::report::MAX_DENIALS_PER_CALL`] refusals it is only counted (the call is
     /// stopped at the next epoch tick and one row sums up the rest).
     fn deny(&self, event: Event, denial: Denial) {
         record_denial(&self.report, &self.audit, event, denial);

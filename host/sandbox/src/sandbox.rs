@@ -3,11 +3,13 @@
 //! and output limits. A store that trapped or timed out is simply dropped.
 
 use crate::bindings::{self, Connector, scopable::integration::types, v0_1};
-use crate::capabilities::{self, CallReport, GuestState};
+use crate::capabilities::{self, GuestState};
 use crate::contract::Contract;
 use crate::manifest::{Limits, Manifest};
+pub use crate::outbound::CallContext;
 use crate::outbound::Outbound;
 use crate::policy::{BaseUrl, OutboundPolicy};
+use crate::report::CallReport;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -204,6 +206,12 @@ impl Sandbox {
         let from_cache = matches!(cached, Cached::Hit);
         let imports = component_imports(&self.engine, &component);
         if let Some(bad) = imports.iter().find(|i| !import_allowed(i)) {
+            // A contract interface of a version the host does not run: say which it runs.
+            if bad.starts_with("scopable:integration/")
+                && let Err(e) = Contract::of_imports(&imports)
+            {
+                return Err(LoadError::Contract(e));
+            }
             return Err(LoadError::ForbiddenImport {
                 import: bad.clone(),
             });
@@ -432,27 +440,6 @@ pub struct LoadedConnector {
     pub from_cache: bool,
 }
 
-/// What one export call gets from the host: its outbound policy, credential and sinks.
-#[derive(Clone)]
-pub struct CallContext {
-    /// The outbound policy (base URL and declared requests).
-    pub policy: Arc<OutboundPolicy>,
-    /// The credential header value (prefix included); never given to the guest.
-    pub credential: Arc<crate::outbound::Credential>,
-    /// Where audit records go.
-    pub audit: crate::audit::AuditSink,
-    /// The connector's storage.
-    pub storage: crate::storage::StorageHandle,
-    /// Requests sent so far with this context (all calls, retries included).
-    pub requests: Arc<std::sync::atomic::AtomicU64>,
-    /// The shared request budget, when pacing applies: every request that passed the policy
-    /// waits for room in it (`Outbound::send_request`).
-    pub budget: Option<crate::budget::Budget>,
-    /// Bounds the HTTP requests in flight across every call made with this context (each
-    /// request holds a permit until its body is read). `None`: no bound beyond the call's own.
-    pub in_flight: Option<Arc<tokio::sync::Semaphore>>,
-}
-
 impl CallContext {
     /// A context for `connector` against `base` with `key` and no database: audit records go
     /// to the log only, storage is unavailable, and there is no pacing or shared request
@@ -519,7 +506,7 @@ impl LoadedConnector {
             // Past the refusal limit the call stops (storage traps at once; a refused request
             // cannot, so it is stopped here).
             if data.report().lock().is_ok_and(|r| r.over_denial_limit()) {
-                return Err(crate::capabilities::TooManyDenials.into());
+                return Err(crate::report::TooManyDenials.into());
             }
             if data.cpu.used() > budget {
                 if let Ok(mut r) = data.report().lock() {
@@ -764,7 +751,7 @@ impl LoadedConnector {
 
 /// Runs a call's future until it finishes or its own time reaches `timeout`. Its own time is
 /// the wall-clock time since it started less the time its requests spent waiting for the
-/// host's pacing ([`crate::capabilities::Pacing`]): the host's pacing never counts against a
+/// host's pacing ([`crate::report::Pacing`]): the host's pacing never counts against a
 /// call. `Err(())` when the time ran out.
 async fn within_call_timeout<F: Future + Unpin>(
     timeout: Duration,
@@ -1010,7 +997,7 @@ mod tests {
         const NOBODY: u32 = 65534;
         if let Err(e) = std::os::unix::fs::chown(&artifact, Some(NOBODY), None) {
             assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
-            eprintln!("not root: ownership checks not exercised ({e})");
+            tracing::info!("not root: ownership checks not exercised ({e})");
             return;
         }
         assert!(

@@ -8,9 +8,9 @@
 
 use crate::audit::{AuditSink, Event};
 use crate::bindings::scopable::integration::storage::StorageError;
-use crate::capabilities::CallReport;
 use crate::manifest::Limits;
 use crate::policy::{Denial, Rule};
+use crate::report::CallReport;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,8 +22,7 @@ pub const MAX_KEY_BYTES: usize = 256;
 /// call.
 pub const MAX_STORAGE_OPS_PER_CALL: u32 = 1000;
 
-/// The audit rule of a storage operation refused because the export is `match`.
-pub const NO_STORAGE_IN_MATCH: &str = "no-storage-in-match";
+pub use crate::policy::NO_STORAGE_IN_MATCH;
 
 /// Where a connector's values are kept: one namespace, already chosen (connector, account).
 /// Calls may block (a database); the sandbox makes them on the blocking pool.
@@ -101,7 +100,7 @@ impl StorageHandle {
     }
 
     /// The same namespace for one export call: its refusals are counted in `report` (past
-    /// [`crate::capabilities::MAX_DENIALS_PER_CALL`] they are no longer audited one by one),
+    /// [`crate::report::MAX_DENIALS_PER_CALL`] they are no longer audited one by one),
     /// and with `allowed` false (`match`, which receives Scopable's records) every operation is
     /// refused with `unavailable`, audited under [`NO_STORAGE_IN_MATCH`], and fails the call.
     pub fn for_call(&self, report: Arc<Mutex<CallReport>>, allowed: bool) -> StorageHandle {

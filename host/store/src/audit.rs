@@ -9,6 +9,7 @@
 //! writer opens, it deletes rows older than the retention period (see [`Retention`]).
 
 use crate::db::{self, AuditRecord};
+use crate::shared::Shared;
 use rusqlite::{Connection, params};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -143,16 +144,16 @@ impl AuditWriter {
     /// A writer to `conn`, keeping rows as long as [`RETENTION_ENV`] says (by default
     /// [`DEFAULT_RETENTION_DAYS`]). An unusable value is reported, and then no row is deleted:
     /// a setting meant to keep rows longer must not lose them.
-    pub fn new(conn: Arc<Mutex<Connection>>) -> AuditWriter {
+    pub fn new(conn: &Shared) -> AuditWriter {
         let retention = Retention::from_env()
             .map_err(|e| tracing::error!("{e}; no audit records were deleted"))
             .ok();
-        AuditWriter::open(conn, retention)
+        AuditWriter::open(conn.0.clone(), retention)
     }
 
     /// A writer to `conn` that first deletes rows older than `retention`.
-    pub fn with_retention(conn: Arc<Mutex<Connection>>, retention: Retention) -> AuditWriter {
-        AuditWriter::open(conn, Some(retention))
+    pub fn with_retention(conn: &Shared, retention: Retention) -> AuditWriter {
+        AuditWriter::open(conn.0.clone(), Some(retention))
     }
 
     fn open(conn: Arc<Mutex<Connection>>, retention: Option<Retention>) -> AuditWriter {
@@ -360,7 +361,7 @@ mod tests {
         let conn = open(&dir);
         let holder = db::open(&dir.path().join("a.db")).unwrap();
         holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let sink = AuditWriter::with_retention(conn.clone(), Retention::default());
+        let sink = AuditWriter::with_retention(&Shared(conn.clone()), Retention::default());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -394,7 +395,7 @@ mod tests {
             .unwrap();
         let holder = db::open(&dir.path().join("a.db")).unwrap();
         holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let sink = AuditWriter::with_retention(conn.clone(), Retention::default());
+        let sink = AuditWriter::with_retention(&Shared(conn.clone()), Retention::default());
         sink.write(event("/organizations"));
         // Longer than the busy timeout and the first back-off.
         std::thread::sleep(Duration::from_millis(400));
@@ -409,7 +410,7 @@ mod tests {
     fn the_last_handle_dropped_writes_every_record() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(&dir);
-        let sink = AuditWriter::with_retention(conn.clone(), Retention::default());
+        let sink = AuditWriter::with_retention(&Shared(conn.clone()), Retention::default());
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let sink = sink.clone();
@@ -465,12 +466,13 @@ mod tests {
             rows(conn).into_iter().map(|(_, p)| p).collect()
         };
         // The default: 90 days.
-        let sink = AuditWriter::with_retention(conn.clone(), Retention::default());
+        let sink = AuditWriter::with_retention(&Shared(conn.clone()), Retention::default());
         sink.flush();
         drop(sink);
         assert_eq!(paths(&conn), ["/89-days", "/2-days", "/1-hour"]);
         // A shorter setting.
-        let sink = AuditWriter::with_retention(conn.clone(), Retention::parse("1").unwrap());
+        let sink =
+            AuditWriter::with_retention(&Shared(conn.clone()), Retention::parse("1").unwrap());
         sink.write(event("/now"));
         drop(sink);
         assert_eq!(paths(&conn), ["/1-hour", "/now"]);

@@ -2,6 +2,7 @@
 //! every call, every concurrent instance and every consecutive process using the database.
 
 use crate::db::DbError;
+use crate::shared::Shared;
 use rusqlite::{Connection, params};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,9 +16,9 @@ pub struct BudgetTable {
 
 impl BudgetTable {
     /// The reservations of `connector` in `conn`.
-    pub fn new(conn: Arc<Mutex<Connection>>, connector: &str) -> BudgetTable {
+    pub fn new(conn: &Shared, connector: &str) -> BudgetTable {
         BudgetTable {
-            conn,
+            conn: conn.0.clone(),
             connector: connector.to_string(),
         }
     }
@@ -67,11 +68,11 @@ mod tests {
     fn a_window_holds_at_most_limit_requests_across_processes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
-        let open = || Arc::new(Mutex::new(crate::db::open(&path).unwrap()));
+        let open = || Shared::open(&path).unwrap();
         let w = Duration::from_secs(10);
         // Two tables over the same file stand for two processes.
-        let a = BudgetTable::new(open(), "itglue");
-        let b = BudgetTable::new(open(), "itglue");
+        let a = BudgetTable::new(&open(), "itglue");
+        let b = BudgetTable::new(&open(), "itglue");
         let t = 1_000_000;
         assert_eq!(a.try_take(3, w, t).unwrap(), None);
         assert_eq!(b.try_take(3, w, t + 1).unwrap(), None);
@@ -82,7 +83,7 @@ mod tests {
             Some(Duration::from_millis(10_000 - 5))
         );
         // Another connector has its own budget.
-        let other = BudgetTable::new(open(), "other");
+        let other = BudgetTable::new(&open(), "other");
         assert_eq!(other.try_take(3, w, t + 5).unwrap(), None);
         // Once the first request leaves the window, one more fits, and only one.
         assert_eq!(a.try_take(3, w, t + 10_000).unwrap(), None);

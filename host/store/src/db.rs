@@ -1,6 +1,7 @@
 //! The embedded SQLite database: one file per Scopable account, holding the Scopable records,
 //! the connection, links, decisions, sync runs, audit records and connector storage.
 
+use crate::conn::AsConnection;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +24,13 @@ pub const MIGRATIONS: &[&str] = &[
     // received record keeps every identifier the matcher reads, so that it can be placed again
     // without the network (`identifiers_kept` is 0 on rows written before, until the next sync).
     MIGRATION_V3,
+    // 4: tables and columns named for no one connector: the records a connector received are
+    // `source_records`, and a record's id in its source is `source_id` everywhere.
+    "ALTER TABLE itglue_records RENAME TO source_records;
+     ALTER TABLE source_records RENAME COLUMN itglue_id TO source_id;
+     ALTER TABLE links RENAME COLUMN itglue_id TO source_id;
+     ALTER TABLE decisions RENAME COLUMN itglue_id TO source_id;
+     ALTER TABLE unplaced RENAME COLUMN itglue_id TO source_id;",
 ];
 
 const MIGRATION_V3: &str = r#"
@@ -544,7 +552,8 @@ pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
 }
 
 /// This database's account id (binds vault ciphertexts to it).
-pub fn account_id(conn: &Connection) -> Result<String, DbError> {
+pub fn account_id(conn: &(impl AsConnection + ?Sized)) -> Result<String, DbError> {
+    let conn = conn.connection();
     Ok(
         conn.query_row("SELECT value FROM meta WHERE key = 'account_id'", [], |r| {
             r.get(0)
@@ -573,7 +582,11 @@ pub struct StoredConnection {
 }
 
 /// Reads a connector's stored connection.
-pub fn connection(conn: &Connection, connector: &str) -> Result<Option<StoredConnection>, DbError> {
+pub fn connection(
+    conn: &(impl AsConnection + ?Sized),
+    connector: &str,
+) -> Result<Option<StoredConnection>, DbError> {
+    let conn = conn.connection();
     Ok(conn
         .query_row(
             "SELECT region, endpoint, key_nonce, key_ciphertext, verified_at
@@ -594,10 +607,11 @@ pub fn connection(conn: &Connection, connector: &str) -> Result<Option<StoredCon
 
 /// Stores (replacing) a connector's connection.
 pub fn save_connection(
-    conn: &Connection,
+    conn: &(impl AsConnection + ?Sized),
     connector: &str,
     c: &StoredConnection,
 ) -> Result<(), DbError> {
+    let conn = conn.connection();
     conn.execute(
         "INSERT INTO connections (connector, region, endpoint, key_nonce, key_ciphertext, verified_at, connected_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
@@ -609,7 +623,8 @@ pub fn save_connection(
 }
 
 /// Records that the stored key passed a test just now.
-pub fn touch_verified(conn: &Connection, connector: &str) -> Result<(), DbError> {
+pub fn touch_verified(conn: &(impl AsConnection + ?Sized), connector: &str) -> Result<(), DbError> {
+    let conn = conn.connection();
     conn.execute(
         "UPDATE connections SET verified_at = ?2 WHERE connector = ?1",
         params![connector, now()],
@@ -683,10 +698,11 @@ pub fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<(), DbError> {
 
 /// The newest audit records of a connector, newest first.
 pub fn audit_records(
-    conn: &Connection,
+    conn: &(impl AsConnection + ?Sized),
     connector: &str,
     limit: usize,
 ) -> Result<Vec<(i64, AuditRecord)>, DbError> {
+    let conn = conn.connection();
     let mut stmt = conn.prepare(
         "SELECT id, at, connector, component_sha256, capability, method, host, path, decision,
                 rule, status, bytes, duration_ms, detail
@@ -784,13 +800,14 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        const { assert!(SCHEMA_VERSION >= 3) };
-        // The record and the decision are kept; the record is marked as lacking identifiers
+        const { assert!(SCHEMA_VERSION >= 4) };
+        // The record and the decision are kept (under the connector-neutral names of
+        // migration 4); the record is marked as lacking identifiers
         // until the next sync stores them.
         let (name, org, macs, archived, kept): (String, String, String, bool, bool) = conn
             .query_row(
                 "SELECT name, organization_id, mac_addresses, archived, identifiers_kept
-                 FROM itglue_records WHERE itglue_id = '7'",
+                 FROM source_records WHERE source_id = '7'",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
@@ -801,7 +818,7 @@ mod tests {
         );
         let action: String = conn
             .query_row(
-                "SELECT action FROM decisions WHERE itglue_id = '7'",
+                "SELECT action FROM decisions WHERE source_id = '7'",
                 [],
                 |r| r.get(0),
             )

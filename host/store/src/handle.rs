@@ -1,6 +1,7 @@
 //! [`Db`]: an open database, scoped to one account. Every operation of the store goes through
 //! a handle, so every operation knows its account from the start.
 
+use crate::conn::AsConnection;
 use crate::db::{self, DbError};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -46,12 +47,18 @@ impl Db {
     }
 
     /// The connection, for the store's own modules.
-    pub fn conn(&self) -> &Connection {
+    pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
 
     /// The connection, mutably (transactions), for the store's own modules.
-    pub fn conn_mut(&mut self) -> &mut Connection {
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+}
+
+impl AsConnection for Db {
+    fn connection(&self) -> &Connection {
+        self.conn()
     }
 }

@@ -2,6 +2,7 @@
 //! one transaction.
 
 use crate::db::DbError;
+use crate::shared::Shared;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::{Arc, Mutex};
 
@@ -31,9 +32,9 @@ pub struct KvTable {
 
 impl KvTable {
     /// The namespace of `connector` in `conn`.
-    pub fn new(conn: Arc<Mutex<Connection>>, connector: &str) -> KvTable {
+    pub fn new(conn: &Shared, connector: &str) -> KvTable {
         KvTable {
-            conn,
+            conn: conn.0.clone(),
             connector: connector.into(),
         }
     }

@@ -5,9 +5,17 @@
 
 pub mod audit;
 pub mod budget;
+pub mod conn;
 pub mod db;
 pub mod handle;
 pub mod kv;
+pub mod records;
+pub mod review;
+pub mod runs;
+pub mod search;
+pub mod shared;
+pub mod sync_apply;
 pub mod vault;
+pub mod views;
 
 pub use handle::{DEFAULT_ACCOUNT, Db};

@@ -2,17 +2,17 @@
 //! the connector, builds each call's context (policy, credential, audit, storage), and maps
 //! every failure to an exit status and a message that says what to do.
 
-use rusqlite::Connection;
 use scopable_sandbox::manifest::Manifest;
 use scopable_sandbox::policy::BaseUrl;
 use scopable_sandbox::sandbox::{
     CallContext, CallError, LoadError, LoadedConnector, Sandbox, wit_types as types,
 };
 use scopable_store::db::{self, DbError};
+use scopable_store::shared::{Shared, SqliteError};
 use scopable_store::vault::VaultError;
 use scopable_store::{DEFAULT_ACCOUNT, Db};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Exit statuses of the command line (a stable contract).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +74,8 @@ impl From<DbError> for AppError {
     }
 }
 
-impl From<rusqlite::Error> for AppError {
-    fn from(e: rusqlite::Error) -> AppError {
+impl From<SqliteError> for AppError {
+    fn from(e: SqliteError) -> AppError {
         AppError::from(DbError::from(e))
     }
 }
@@ -143,7 +143,7 @@ pub struct App {
     /// The database, scoped to the account the app acts for.
     pub db: Db,
     /// A second connection used by the audit sink and the storage capability.
-    capability_conn: Arc<Mutex<Connection>>,
+    capability_conn: Shared,
     /// The loaded connector.
     pub connector: Arc<LoadedConnector>,
 }
@@ -152,7 +152,7 @@ impl App {
     /// Opens the database at `db_path` and loads the connector.
     pub fn open(db_path: &Path, source: &ConnectorSource) -> Result<App, AppError> {
         let conn = Db::open(db_path, DEFAULT_ACCOUNT)?;
-        let capability_conn = db::open(db_path)?;
+        let capability_conn = Shared::open(db_path)?;
         App::with_connections(db_path, conn, capability_conn, source)
     }
 
@@ -162,18 +162,14 @@ impl App {
     pub fn open_read_only(db_path: &Path, source: &ConnectorSource) -> Result<App, AppError> {
         let conn = Db::open_read_only(db_path, DEFAULT_ACCOUNT)?;
         // Never used to write; opened lazily by SQLite, so it costs nothing unused.
-        let capability_conn = Connection::open_with_flags(
-            db_path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(DbError::from)?;
+        let capability_conn = Shared::open_read_only(db_path)?;
         App::with_connections(db_path, conn, capability_conn, source)
     }
 
     fn with_connections(
         db_path: &Path,
         conn: Db,
-        capability_conn: Connection,
+        capability_conn: Shared,
         source: &ConnectorSource,
     ) -> Result<App, AppError> {
         let (bytes, manifest) = read_connector(source)?;
@@ -186,7 +182,7 @@ impl App {
         Ok(App {
             db_path: db_path.to_path_buf(),
             db: conn,
-            capability_conn: Arc::new(Mutex::new(capability_conn)),
+            capability_conn,
             connector: Arc::new(connector),
         })
     }
@@ -214,7 +210,7 @@ impl App {
 
     /// The context for export calls against `base` with `key`.
     pub fn call_context(&self, base: BaseUrl, key: &str) -> Result<CallContext, AppError> {
-        database_context(&self.connector, self.capability_conn.clone(), base, key)
+        database_context(&self.connector, &self.capability_conn, base, key)
     }
 
     /// Decrypts the stored connection's key (bound to its account, connector, region and
@@ -230,7 +226,7 @@ impl App {
                 ),
             )
         })?;
-        let account = db::account_id(self.db.conn())?;
+        let account = db::account_id(&self.db)?;
         Ok(vault.open_secret(
             &stored.key_nonce,
             &stored.key_ciphertext,
@@ -250,7 +246,7 @@ impl App {
             limits,
             || self.connector.test(ctx),
             |e, attempt, wait| {
-                crate::fetch::notice(&crate::fetch::retry_notice(
+                crate::notice::notice(&crate::notice::retry_notice(
                     "test",
                     e,
                     attempt,
@@ -269,7 +265,7 @@ impl App {
 /// sees is what the other sees.
 pub fn database_context(
     connector: &LoadedConnector,
-    capability_conn: Arc<Mutex<Connection>>,
+    capability_conn: &Shared,
     base: BaseUrl,
     key: &str,
 ) -> Result<CallContext, AppError> {

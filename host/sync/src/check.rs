@@ -10,12 +10,13 @@ use scopable_sandbox::policy::BaseUrl;
 use scopable_sandbox::sandbox::{
     CallContext, CallError, LoadedConnector, Sandbox, wit_types as types,
 };
+use scopable_store::shared::Shared;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One row of the table.
@@ -120,7 +121,7 @@ fn canned(status: &str, extra: &str, content_type: &str, body: &str) -> String {
 /// is seen as it really is. Deleted when dropped.
 pub struct CheckStore {
     dir: PathBuf,
-    conn: Arc<Mutex<rusqlite::Connection>>,
+    conn: Shared,
 }
 
 impl CheckStore {
@@ -143,11 +144,8 @@ impl CheckStore {
                     ),
                 )
             })?;
-        let conn = scopable_store::db::open(&dir.join("check.db"))?;
-        Ok(CheckStore {
-            dir,
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let conn = Shared::open(&dir.join("check.db"))?;
+        Ok(CheckStore { dir, conn })
     }
 }
 
@@ -163,7 +161,7 @@ fn context(
     base: BaseUrl,
     key: &str,
 ) -> Result<CallContext, AppError> {
-    crate::app::database_context(connector, store.conn.clone(), base, key)
+    crate::app::database_context(connector, &store.conn, base, key)
 }
 
 fn error_name(e: &CallError) -> String {

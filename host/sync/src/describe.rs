@@ -9,7 +9,9 @@
 
 use crate::kinds::RecordKind;
 use crate::kinds::id_order;
-use rusqlite::{Connection, OptionalExtension, params};
+use scopable_store::Db;
+use scopable_store::db::DbError;
+use scopable_store::views;
 use serde::Serialize;
 use std::fmt;
 
@@ -252,93 +254,48 @@ pub fn record_kind(stored: &str) -> Option<RecordKind> {
 
 /// The name of a Scopable record: a client for `organization`, a configuration for
 /// `configuration`; `None` when there is no such record.
-pub fn scopable_name(
-    conn: &Connection,
-    kind: RecordKind,
-    id: &str,
-) -> rusqlite::Result<Option<String>> {
-    let sql = match kind {
-        RecordKind::Organization => "SELECT name FROM clients WHERE id = ?1",
-        RecordKind::Configuration => "SELECT name FROM configurations WHERE id = ?1",
-    };
-    conn.prepare_cached(sql)?
-        .query_row([id], |r| r.get(0))
-        .optional()
+pub fn scopable_name(db: &Db, kind: RecordKind, id: &str) -> Result<Option<String>, DbError> {
+    match kind {
+        RecordKind::Organization => views::client_name(db, id),
+        RecordKind::Configuration => views::configuration_name(db, id),
+    }
 }
 
 /// The names of Scopable records, in the order of `ids` (`None` for an id with no record).
 pub fn scopable_names(
-    conn: &Connection,
+    db: &Db,
     kind: RecordKind,
     ids: &[String],
-) -> rusqlite::Result<Vec<Option<String>>> {
-    ids.iter().map(|id| scopable_name(conn, kind, id)).collect()
+) -> Result<Vec<Option<String>>, DbError> {
+    ids.iter().map(|id| scopable_name(db, kind, id)).collect()
 }
 
 /// The name of an IT Glue record as last received, or `None` when none is stored.
 pub fn itglue_name(
-    conn: &Connection,
+    db: &Db,
     connector: &str,
     kind: RecordKind,
     id: &str,
-) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached(
-        "SELECT name FROM itglue_records WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
-    )?
-    .query_row(params![connector, kind.as_str(), id], |r| r.get(0))
-    .optional()
+) -> Result<Option<String>, DbError> {
+    views::itglue_name(db, connector, kind.as_str(), id)
 }
 
 /// The identifiers a configuration carries that the matcher reads, as stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identifiers {
-    /// Its serial number.
-    pub serial_number: Option<String>,
-    /// Its MAC addresses.
-    pub mac_addresses: Vec<String>,
-    /// Its hostname.
-    pub hostname: Option<String>,
-}
+pub use scopable_store::views::Identifiers;
 
 /// A Scopable configuration's identifiers, or `None` when there is no such configuration.
-pub fn scopable_identifiers(conn: &Connection, id: &str) -> rusqlite::Result<Option<Identifiers>> {
-    conn.prepare_cached(
-        "SELECT serial_number, mac_addresses, hostname FROM configurations WHERE id = ?1",
-    )?
-    .query_row([id], |r| {
-        Ok(Identifiers {
-            serial_number: r.get(0)?,
-            mac_addresses: crate::records::stored_macs(&r.get::<_, String>(1)?, 1)?,
-            hostname: r.get(2)?,
-        })
-    })
-    .optional()
+pub fn scopable_identifiers(db: &Db, id: &str) -> Result<Option<Identifiers>, DbError> {
+    views::scopable_identifiers(db, id)
 }
 
 /// An IT Glue configuration's identifiers as last received, or `None` when they are not
 /// stored (the record is unknown, or was stored before the host kept identifiers).
 pub fn itglue_identifiers(
-    conn: &Connection,
+    db: &Db,
     connector: &str,
     id: &str,
-) -> rusqlite::Result<Option<Identifiers>> {
-    let row: Option<(Option<String>, String, Option<String>, bool)> = conn
-        .prepare_cached(
-            "SELECT serial_number, mac_addresses, hostname, identifiers_kept FROM itglue_records
-             WHERE connector = ?1 AND kind = 'configuration' AND itglue_id = ?2",
-        )?
-        .query_row(params![connector, id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
-    Ok(row.and_then(|(serial_number, macs, hostname, kept)| {
-        let mac_addresses = serde_json::from_str(&macs).ok()?;
-        kept.then_some(Identifiers {
-            serial_number,
-            mac_addresses,
-            hostname,
-        })
-    }))
+) -> Result<Option<Identifiers>, DbError> {
+    views::itglue_identifiers(db, connector, id)
 }
 
 /// An identifier the matcher compares.
@@ -546,25 +503,23 @@ pub struct LinkView {
 
 /// Every link of a connector with names and, for configurations, the evidence values; ordered
 /// organizations first, then by id.
-pub fn links(conn: &Connection, connector: &str) -> rusqlite::Result<Vec<LinkView>> {
-    let mut stmt = conn.prepare(
-        "SELECT kind, itglue_id, scopable_id, source, evidence, linked_at FROM links WHERE connector = ?1",
-    )?;
-    let mut rows: Vec<(String, String, String, String, String, String)> = stmt
-        .query_map([connector], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| id_order(&a.1, &b.1)));
+pub fn links(db: &Db, connector: &str) -> Result<Vec<LinkView>, DbError> {
+    let mut rows = views::links(db, connector)?;
+    rows.sort_by(|a, b| {
+        b.kind
+            .cmp(&a.kind)
+            .then_with(|| id_order(&a.itglue_id, &b.itglue_id))
+    });
     let mut out = Vec::with_capacity(rows.len());
-    for (kind, itglue_id, scopable_id, source, evidence, linked_at) in rows {
+    for views::LinkRow {
+        kind,
+        itglue_id,
+        scopable_id,
+        source,
+        evidence,
+        linked_at,
+    } in rows
+    {
         let evidence: serde_json::Value =
             serde_json::from_str(&evidence).unwrap_or_else(|_| serde_json::json!([]));
         let (name, scopable_name, evidence_values) = match record_kind(&kind) {
@@ -578,9 +533,9 @@ pub fn links(conn: &Connection, connector: &str) -> rusqlite::Result<Vec<LinkVie
                                 .collect()
                         })
                         .unwrap_or_default();
-                    match scopable_identifiers(conn, &scopable_id)? {
+                    match scopable_identifiers(db, &scopable_id)? {
                         Some(target) => {
-                            let source = itglue_identifiers(conn, connector, &itglue_id)?;
+                            let source = itglue_identifiers(db, connector, &itglue_id)?;
                             evidence_values(&names, source.as_ref(), &target)
                         }
                         None => Vec::new(),
@@ -589,8 +544,8 @@ pub fn links(conn: &Connection, connector: &str) -> rusqlite::Result<Vec<LinkVie
                     Vec::new()
                 };
                 (
-                    itglue_name(conn, connector, k, &itglue_id)?,
-                    scopable_name(conn, k, &scopable_id)?,
+                    itglue_name(db, connector, k, &itglue_id)?,
+                    scopable_name(db, k, &scopable_id)?,
                     values,
                 )
             }
@@ -680,15 +635,8 @@ pub struct UnplacedView {
     pub candidate_clues: Vec<Vec<Clue>>,
 }
 
-fn parent_of(conn: &Connection, connector: &str, itglue_id: &str) -> rusqlite::Result<Parent> {
-    let organization_id: Option<String> = conn
-        .prepare_cached(
-            "SELECT organization_id FROM itglue_records
-             WHERE connector = ?1 AND kind = 'configuration' AND itglue_id = ?2",
-        )?
-        .query_row(params![connector, itglue_id], |r| r.get(0))
-        .optional()?
-        .flatten();
+fn parent_of(db: &Db, connector: &str, itglue_id: &str) -> Result<Parent, DbError> {
+    let organization_id = views::configuration_organization(db, connector, itglue_id)?;
     let Some(org) = organization_id else {
         return Ok(Parent {
             organization_id: None,
@@ -696,29 +644,13 @@ fn parent_of(conn: &Connection, connector: &str, itglue_id: &str) -> rusqlite::R
             state: ParentState::Unknown,
         });
     };
-    let organization_name = itglue_name(conn, connector, RecordKind::Organization, &org)?;
-    let linked: Option<String> = conn
-        .prepare_cached(
-            "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2",
-        )?
-        .query_row(params![connector, org], |r| r.get(0))
-        .optional()?;
-    let ignored = conn
-        .prepare_cached(
-            "SELECT 1 FROM decisions WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2 AND action = 'ignore'",
-        )?
-        .query_row(params![connector, org], |_| Ok(()))
-        .optional()?
-        .is_some();
-    let reason: Option<String> = conn
-        .prepare_cached(
-            "SELECT reason FROM unplaced WHERE connector = ?1 AND kind = 'organization' AND itglue_id = ?2",
-        )?
-        .query_row(params![connector, org], |r| r.get(0))
-        .optional()?;
+    let organization_name = itglue_name(db, connector, RecordKind::Organization, &org)?;
+    let linked = views::organization_link(db, connector, Some(&org))?;
+    let ignored = views::organization_ignored(db, connector, &org)?;
+    let reason = views::organization_unplaced_reason(db, connector, &org)?;
     let state = match (linked, ignored, reason) {
         (Some(client_id), _, _) => ParentState::Linked {
-            client_name: scopable_name(conn, RecordKind::Organization, &client_id)?,
+            client_name: scopable_name(db, RecordKind::Organization, &client_id)?,
             client_id,
         },
         (None, true, _) => ParentState::Ignored,
@@ -735,49 +667,44 @@ fn parent_of(conn: &Connection, connector: &str, itglue_id: &str) -> rusqlite::R
 /// Every record of a connector that could not be placed and has no manual decision, with names,
 /// reasons in plain words and, for configurations, the organization and what the identifiers
 /// say about each candidate; ordered organizations first, then by id.
-pub fn unplaced(conn: &Connection, connector: &str) -> rusqlite::Result<Vec<UnplacedView>> {
-    let mut stmt = conn.prepare(
-        "SELECT u.kind, u.itglue_id, u.name, u.reason, u.candidates, u.suggestions FROM unplaced u
-         WHERE u.connector = ?1
-           AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.connector = u.connector AND d.kind = u.kind AND d.itglue_id = u.itglue_id)
-           AND NOT EXISTS (SELECT 1 FROM links l WHERE l.connector = u.connector AND l.kind = u.kind AND l.itglue_id = u.itglue_id)",
-    )?;
-    let mut rows: Vec<(String, String, String, String, String, String)> = stmt
-        .query_map([connector], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| id_order(&a.1, &b.1)));
+pub fn unplaced(db: &Db, connector: &str) -> Result<Vec<UnplacedView>, DbError> {
+    let mut rows = views::unplaced(db, connector)?;
+    rows.sort_by(|a, b| {
+        b.kind
+            .cmp(&a.kind)
+            .then_with(|| id_order(&a.itglue_id, &b.itglue_id))
+    });
     let list = |text: &str| -> Vec<String> { serde_json::from_str(text).unwrap_or_default() };
     let mut out = Vec::with_capacity(rows.len());
-    for (kind, itglue_id, name, reason, candidates, suggestions) in rows {
+    for views::UnplacedRow {
+        kind,
+        itglue_id,
+        name,
+        reason,
+        candidates,
+        suggestions,
+    } in rows
+    {
         let candidates = list(&candidates);
         let suggestions = list(&suggestions);
         let k = record_kind(&kind);
         let names = |ids: &[String]| match k {
-            Some(k) => scopable_names(conn, k, ids),
+            Some(k) => scopable_names(db, k, ids),
             None => Ok(vec![None; ids.len()]),
         };
         let candidate_names = names(&candidates)?;
         let suggestion_names = names(&suggestions)?;
         let (parent, candidate_clues) = if k == Some(RecordKind::Configuration) {
-            let source = itglue_identifiers(conn, connector, &itglue_id)?;
+            let source = itglue_identifiers(db, connector, &itglue_id)?;
             let mut clues = Vec::with_capacity(candidates.len());
             for candidate in &candidates {
-                let target = scopable_identifiers(conn, candidate)?;
+                let target = scopable_identifiers(db, candidate)?;
                 clues.push(match (&source, target) {
                     (Some(source), Some(target)) => compare(source, &target),
                     _ => Vec::new(),
                 });
             }
-            (Some(parent_of(conn, connector, &itglue_id)?), clues)
+            (Some(parent_of(db, connector, &itglue_id)?), clues)
         } else {
             (None, Vec::new())
         };
@@ -1047,19 +974,20 @@ mod tests {
     #[test]
     fn names_and_views_come_from_the_stored_records() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = scopable_store::db::open(&dir.path().join("d.db")).unwrap();
-        conn.execute_batch(
+        let db = Db::open(&dir.path().join("d.db"), scopable_store::DEFAULT_ACCOUNT).unwrap();
+        // Rows written as a sync would leave them, straight into the file.
+        rusqlite::Connection::open(db.path()).unwrap().execute_batch(
             r#"INSERT INTO clients (id, name) VALUES ('109', 'Adventure Works'), ('110', 'Adventure-Works');
-               INSERT INTO itglue_records (connector, kind, itglue_id, name) VALUES
+               INSERT INTO source_records (connector, kind, source_id, name) VALUES
                    ('itglue', 'organization', '7', 'Adventure Works');
-               INSERT INTO itglue_records (connector, kind, itglue_id, name, organization_id) VALUES
+               INSERT INTO source_records (connector, kind, source_id, name, organization_id) VALUES
                    ('itglue', 'configuration', '70', 'AW-SRV01', '7');
-               INSERT INTO unplaced (connector, kind, itglue_id, name, reason, candidates, suggestions) VALUES
+               INSERT INTO unplaced (connector, kind, source_id, name, reason, candidates, suggestions) VALUES
                    ('itglue', 'organization', '7', 'Adventure Works', 'multiple-clients', '["109","110","999"]', '[]'),
                    ('itglue', 'configuration', '70', 'AW-SRV01', 'parent-unplaced', '[]', '[]');"#,
         )
         .unwrap();
-        let rows = unplaced(&conn, "itglue").unwrap();
+        let rows = unplaced(&db, "itglue").unwrap();
         assert_eq!(rows.len(), 2);
         let org = &rows[0];
         assert_eq!(org.reason_label, "matches multiple clients");
@@ -1088,11 +1016,11 @@ mod tests {
         assert_eq!(json["organization_id"], "7");
         assert_eq!(json["organization_name"], "Adventure Works");
         assert_eq!(
-            scopable_name(&conn, RecordKind::Organization, "110").unwrap(),
+            scopable_name(&db, RecordKind::Organization, "110").unwrap(),
             Some("Adventure-Works".into())
         );
         assert_eq!(
-            itglue_name(&conn, "itglue", RecordKind::Organization, "8").unwrap(),
+            itglue_name(&db, "itglue", RecordKind::Organization, "8").unwrap(),
             None
         );
     }

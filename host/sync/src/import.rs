@@ -7,7 +7,8 @@
 //! with a warning each.
 
 use crate::app::{AppError, Exit};
-use rusqlite::{Connection, params};
+use scopable_store::conn::AsConnection;
+use scopable_store::records::{self, ImportedConfiguration};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -299,34 +300,27 @@ fn header_positions(
 }
 
 /// Imports clients (columns `id,name`) from a CSV file, updating existing ids.
-pub fn clients(conn: &Connection, file: &Path) -> Result<Imported, AppError> {
+pub fn clients(conn: &(impl AsConnection + ?Sized), file: &Path) -> Result<Imported, AppError> {
     clients_from(conn, &read_file(file)?, &file.display().to_string())
 }
 
 /// Imports clients from CSV bytes; `origin` names them in errors and warnings.
-pub fn clients_from(conn: &Connection, csv: &[u8], origin: &str) -> Result<Imported, AppError> {
+pub fn clients_from(
+    conn: &(impl AsConnection + ?Sized),
+    csv: &[u8],
+    origin: &str,
+) -> Result<Imported, AppError> {
     let Table { rows, warnings } = read_rows(origin, csv, CLIENT_HEADER, "client")?;
     for (line, cells) in &rows {
         if cells[1].is_empty() {
             return Err(bad(origin, *line, "the name is empty"));
         }
     }
-    let tx = conn.unchecked_transaction()?;
-    let mut added = 0;
-    for (_, cells) in &rows {
-        let existed = tx.execute(
-            "UPDATE clients SET name = ?2 WHERE id = ?1",
-            params![cells[0], cells[1]],
-        )? > 0;
-        if !existed {
-            tx.execute(
-                "INSERT INTO clients (id, name) VALUES (?1, ?2)",
-                params![cells[0], cells[1]],
-            )?;
-            added += 1;
-        }
-    }
-    tx.commit()?;
+    let written: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(_, cells)| (cells[0].as_str(), cells[1].as_str()))
+        .collect();
+    let added = records::import_clients(conn, &written)?;
     Ok(Imported {
         record: "client",
         total: rows.len(),
@@ -345,37 +339,24 @@ pub fn split_macs(cell: &str) -> Vec<String> {
 
 /// Imports configurations (columns `id,client_id,name,hostname,serial_number,mac_address`)
 /// from a CSV file, updating existing ids. Every client must already exist.
-pub fn configurations(conn: &Connection, file: &Path) -> Result<Imported, AppError> {
+pub fn configurations(
+    conn: &(impl AsConnection + ?Sized),
+    file: &Path,
+) -> Result<Imported, AppError> {
     configurations_from(conn, &read_file(file)?, &file.display().to_string())
 }
 
 /// Imports configurations from CSV bytes; `origin` names them in errors and warnings.
 pub fn configurations_from(
-    conn: &Connection,
+    conn: &(impl AsConnection + ?Sized),
     csv: &[u8],
     origin: &str,
 ) -> Result<Imported, AppError> {
     let Table { rows, warnings } = read_rows(origin, csv, CONFIGURATION_HEADER, "configuration")?;
-    let mut clients = HashSet::new();
-    {
-        let mut stmt = conn.prepare("SELECT id FROM clients")?;
-        for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
-            clients.insert(id?);
-        }
-    }
+    let clients = records::client_ids(conn)?;
     // A configuration linked by hand may not move to another client: the link would then
     // cross clients, and a sync never changes manual links.
-    let mut manual_targets = std::collections::HashMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT c.id, c.client_id FROM configurations c JOIN links l
-             ON l.kind = 'configuration' AND l.source = 'manual' AND l.scopable_id = c.id",
-        )?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-            let (id, client) = row?;
-            manual_targets.insert(id, client);
-        }
-    }
+    let manual_targets = records::manually_linked_configurations(conn)?;
     for (line, cells) in &rows {
         if !clients.contains(&cells[1]) {
             return Err(bad(
@@ -400,24 +381,21 @@ pub fn configurations_from(
             ));
         }
     }
-    let tx = conn.unchecked_transaction()?;
-    let mut added = 0;
-    let opt = |s: &String| if s.is_empty() { None } else { Some(s.clone()) };
-    for (_, c) in &rows {
-        let macs = serde_json::json!(split_macs(&c[5])).to_string();
-        let updated = tx.execute(
-            "UPDATE configurations SET client_id = ?2, name = ?3, hostname = ?4, serial_number = ?5, mac_addresses = ?6 WHERE id = ?1",
-            params![c[0], c[1], c[2], opt(&c[3]), opt(&c[4]), macs],
-        )? > 0;
-        if !updated {
-            tx.execute(
-                "INSERT INTO configurations (id, client_id, name, hostname, serial_number, mac_addresses) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![c[0], c[1], c[2], opt(&c[3]), opt(&c[4]), macs],
-            )?;
-            added += 1;
-        }
+    fn opt(s: &str) -> Option<&str> {
+        if s.is_empty() { None } else { Some(s) }
     }
-    tx.commit()?;
+    let written: Vec<ImportedConfiguration<'_>> = rows
+        .iter()
+        .map(|(_, c)| ImportedConfiguration {
+            id: &c[0],
+            client_id: &c[1],
+            name: &c[2],
+            hostname: opt(&c[3]),
+            serial_number: opt(&c[4]),
+            mac_addresses: split_macs(&c[5]),
+        })
+        .collect();
+    let added = records::import_configurations(conn, &written)?;
     Ok(Imported {
         record: "configuration",
         total: rows.len(),
@@ -429,6 +407,7 @@ pub fn configurations_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     fn db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();

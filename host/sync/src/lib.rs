@@ -10,6 +10,7 @@ pub mod describe;
 pub mod fetch;
 pub mod import;
 pub mod kinds;
+pub mod notice;
 pub mod persist;
 pub mod records;
 pub mod retry;

@@ -2,7 +2,6 @@
 //! request-budget table, behind the sandbox's small traits ([`AuditLog`], [`KvStore`],
 //! [`RequestBudget`]).
 
-use rusqlite::Connection;
 use scopable_sandbox::audit::{AuditLog, AuditSink, Event};
 use scopable_sandbox::budget::{Budget, RequestBudget};
 use scopable_sandbox::storage::{KvFailure, KvStore, StorageHandle};
@@ -11,7 +10,8 @@ use scopable_store::audit::AuditWriter;
 use scopable_store::budget::BudgetTable;
 use scopable_store::db::{self, AuditRecord};
 use scopable_store::kv::{KvError, KvTable};
-use std::sync::{Arc, Mutex};
+use scopable_store::shared::Shared;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Audit events written to the store's audit table.
@@ -88,7 +88,7 @@ impl RequestBudget for StoreBudget {
 }
 
 /// An audit sink for `connector` writing to `conn`.
-pub fn audit_sink(conn: Arc<Mutex<Connection>>, connector: &str, digest: &str) -> AuditSink {
+pub fn audit_sink(conn: &Shared, connector: &str, digest: &str) -> AuditSink {
     AuditSink::new(
         Arc::new(StoreAudit(AuditWriter::new(conn))),
         connector,
@@ -98,15 +98,12 @@ pub fn audit_sink(conn: Arc<Mutex<Connection>>, connector: &str, digest: &str) -
 
 /// Gives `ctx` the store behind `conn`: audit rows, the connector's storage and its shared
 /// request budget.
-pub fn attach(ctx: &mut CallContext, connector: &LoadedConnector, conn: Arc<Mutex<Connection>>) {
+pub fn attach(ctx: &mut CallContext, connector: &LoadedConnector, conn: &Shared) {
     let manifest = &connector.manifest;
     let limits = &manifest.limits;
-    ctx.audit = audit_sink(conn.clone(), &manifest.name, &connector.digest);
+    ctx.audit = audit_sink(conn, &manifest.name, &connector.digest);
     ctx.storage = StorageHandle::new(
-        Some(Arc::new(StoreKv(KvTable::new(
-            conn.clone(),
-            &manifest.name,
-        )))),
+        Some(Arc::new(StoreKv(KvTable::new(conn, &manifest.name)))),
         limits,
         ctx.audit.clone(),
     );
@@ -121,10 +118,11 @@ pub fn attach(ctx: &mut CallContext, connector: &LoadedConnector, conn: Arc<Mute
 mod tests {
     use super::*;
     use scopable_sandbox::bindings::scopable::integration::storage::StorageError;
-    use scopable_sandbox::capabilities::{CallReport, MAX_DENIALS_PER_CALL};
     use scopable_sandbox::manifest::Limits;
     use scopable_sandbox::policy::Rule;
+    use scopable_sandbox::report::{CallReport, MAX_DENIALS_PER_CALL};
     use scopable_sandbox::storage::{MAX_KEY_BYTES, NO_STORAGE_IN_MATCH};
+    use std::sync::Mutex;
     use std::time::Instant;
 
     struct Fixture {
@@ -137,13 +135,13 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let conn = Arc::new(Mutex::new(scopable_store::db::open(&path).unwrap()));
-        let audit = audit_sink(conn.clone(), "itglue", "d1");
+        let conn = Shared::open(&path).unwrap();
+        let audit = audit_sink(&conn, "itglue", "d1");
         let limits = Limits {
             storage_max_value_bytes: 8,
             ..Limits::default()
         };
-        let kv: Arc<dyn KvStore> = Arc::new(StoreKv(KvTable::new(conn, "itglue")));
+        let kv: Arc<dyn KvStore> = Arc::new(StoreKv(KvTable::new(&conn, "itglue")));
         let handle = StorageHandle::new(Some(kv), &limits, audit.clone());
         Fixture {
             _dir: dir,
@@ -263,8 +261,8 @@ mod tests {
 
     /// A handle on its own connection to `f`'s database, under `limits`.
     fn handle_with(f: &Fixture, limits: &Limits) -> StorageHandle {
-        let conn = Arc::new(Mutex::new(scopable_store::db::open(&f.path).unwrap()));
-        let kv: Arc<dyn KvStore> = Arc::new(StoreKv(KvTable::new(conn, "itglue")));
+        let conn = Shared::open(&f.path).unwrap();
+        let kv: Arc<dyn KvStore> = Arc::new(StoreKv(KvTable::new(&conn, "itglue")));
         StorageHandle::new(Some(kv), limits, f.audit.clone())
     }
 
@@ -415,10 +413,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let holder = scopable_store::db::open(&path).unwrap();
-        let table = BudgetTable::new(
-            Arc::new(Mutex::new(scopable_store::db::open(&path).unwrap())),
-            "itglue",
-        );
+        let table = BudgetTable::new(&Shared::open(&path).unwrap(), "itglue");
         let budget = Budget::new(Arc::new(StoreBudget(table)), 3, Duration::from_secs(10));
         holder.execute_batch("BEGIN IMMEDIATE").unwrap();
         let acquiring = tokio::spawn(async move { budget.acquire().await });

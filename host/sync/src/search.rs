@@ -13,8 +13,9 @@
 //! value through [`scopable_sandbox::display`], and an API can serialize the same [`Hit`]s.
 
 use crate::kinds::id_order;
-use rusqlite::{Connection, params};
 use scopable_normalize::{normalize_hostname, normalize_mac, normalize_name, normalize_serial};
+use scopable_store::conn::AsConnection;
+use scopable_store::db::DbError;
 use serde::Serialize;
 use std::cmp::Ordering;
 
@@ -123,8 +124,8 @@ pub enum SearchError {
         query: String,
     },
     /// The database could not be read.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Sqlite(#[from] DbError),
 }
 
 impl From<SearchError> for crate::app::AppError {
@@ -235,7 +236,7 @@ impl Record {
 /// hits (`None`: every hit, up to [`MAX_LIMIT`]) and how many matched in all. `within_client`
 /// keeps only the configurations of that client (it has no effect on clients).
 pub fn search(
-    conn: &Connection,
+    conn: &(impl AsConnection + ?Sized),
     kind: SearchKind,
     query: &str,
     within_client: Option<&str>,
@@ -290,48 +291,41 @@ fn rank(a: &Hit, name_a: &str, b: &Hit, name_b: &str) -> Ordering {
         .then_with(|| id_order(&a.id, &b.id))
 }
 
-fn clients(conn: &Connection) -> Result<Vec<Record>, rusqlite::Error> {
-    let mut stmt = conn.prepare("SELECT id, name FROM clients")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Record {
-            id: r.get(0)?,
-            name: r.get(1)?,
+fn clients(conn: &(impl AsConnection + ?Sized)) -> Result<Vec<Record>, DbError> {
+    Ok(scopable_store::search::clients(conn)?
+        .into_iter()
+        .map(|(id, name)| Record {
+            id,
+            name,
             client: None,
             hostname: None,
             serial: None,
             macs: Vec::new(),
         })
-    })?;
-    rows.collect()
+        .collect())
 }
 
 fn configurations(
-    conn: &Connection,
+    conn: &(impl AsConnection + ?Sized),
     within_client: Option<&str>,
-) -> Result<Vec<Record>, rusqlite::Error> {
-    let mut stmt = conn.prepare(
-        "SELECT c.id, c.name, c.client_id, coalesce(k.name, ''), c.hostname, c.serial_number,
-                c.mac_addresses
-         FROM configurations c LEFT JOIN clients k ON k.id = c.client_id
-         WHERE ?1 IS NULL OR c.client_id = ?1",
-    )?;
-    let rows = stmt.query_map(params![within_client], |r| {
-        let macs: String = r.get(6)?;
-        Ok(Record {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            client: Some((r.get(2)?, r.get(3)?)),
-            hostname: r.get(4)?,
-            serial: r.get(5)?,
-            macs: crate::records::stored_macs(&macs, 6)?,
+) -> Result<Vec<Record>, DbError> {
+    Ok(scopable_store::search::configurations(conn, within_client)?
+        .into_iter()
+        .map(|c| Record {
+            id: c.id,
+            name: c.name,
+            client: Some((c.client_id, c.client_name)),
+            hostname: c.hostname,
+            serial: c.serial_number,
+            macs: c.mac_addresses,
         })
-    })?;
-    rows.collect()
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     fn database() -> Connection {
         let conn = Connection::open_in_memory().unwrap();

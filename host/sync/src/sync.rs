@@ -5,9 +5,12 @@
 use crate::app::{App, AppError, Exit};
 use crate::fetch::{self, Listing};
 pub use crate::kinds::{RecordKind, id_key, id_order, reason_name};
-use rusqlite::{Connection, OptionalExtension, params};
 use scopable_sandbox::sandbox::{CallContext, wit_types as types};
-use scopable_store::db;
+use scopable_store::Db;
+use scopable_store::conn::AsConnection;
+use scopable_store::db::{self, DbError};
+use scopable_store::runs::{self, RunCounts, RunRow};
+use scopable_store::sync_apply::{self, LinkChange, SeenRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -60,127 +63,58 @@ pub enum Change {
     },
 }
 
-/// A record as the host keeps it (`itglue_records`): its name, its organization
-/// (configurations), and every other field the connector gave, the identifiers the matcher
-/// reads among them, so that it can be placed again without the network.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Seen {
-    name: String,
-    organization_id: Option<String>,
-    short_name: Option<String>,
-    type_name: Option<String>,
-    status_name: Option<String>,
-    hostname: Option<String>,
-    primary_ip: Option<String>,
-    serial_number: Option<String>,
-    mac_addresses: Vec<String>,
-    archived: bool,
-}
+/// A record as the host keeps it ([`SeenRecord`]: `itglue_records`), so that it can be
+/// placed again without the network.
+type Seen = SeenRecord;
 
-impl Seen {
-    fn of_organization(o: &types::Organization) -> Seen {
-        Seen {
-            name: o.name.clone(),
-            short_name: o.short_name.clone(),
-            type_name: o.type_name.clone(),
-            status_name: o.status_name.clone(),
-            ..Seen::default()
-        }
-    }
-
-    fn of_configuration(c: &types::Configuration) -> Seen {
-        Seen {
-            name: c.name.clone(),
-            organization_id: Some(c.organization_id.clone()),
-            type_name: c.type_name.clone(),
-            hostname: c.hostname.clone(),
-            primary_ip: c.primary_ip.clone(),
-            serial_number: c.serial_number.clone(),
-            mac_addresses: c.mac_addresses.clone(),
-            archived: c.archived,
-            ..Seen::default()
-        }
-    }
-
-    /// The organization as the connector gave it.
-    fn organization(&self, id: &str) -> types::Organization {
-        types::Organization {
-            id: id.to_string(),
-            name: self.name.clone(),
-            short_name: self.short_name.clone(),
-            type_name: self.type_name.clone(),
-            status_name: self.status_name.clone(),
-        }
-    }
-
-    /// The configuration as the connector gave it.
-    fn configuration(&self, id: &str) -> types::Configuration {
-        types::Configuration {
-            id: id.to_string(),
-            organization_id: self.organization_id.clone().unwrap_or_default(),
-            name: self.name.clone(),
-            hostname: self.hostname.clone(),
-            primary_ip: self.primary_ip.clone(),
-            serial_number: self.serial_number.clone(),
-            mac_addresses: self.mac_addresses.clone(),
-            type_name: self.type_name.clone(),
-            archived: self.archived,
-        }
+fn seen_organization(o: &types::Organization) -> Seen {
+    Seen {
+        name: o.name.clone(),
+        short_name: o.short_name.clone(),
+        type_name: o.type_name.clone(),
+        status_name: o.status_name.clone(),
+        ..Seen::default()
     }
 }
 
-/// The stored records of a kind, each with whether it keeps every field (rows written before
-/// the schema kept them, or whose MAC list cannot be read, do not, until the next sync).
-fn stored_records(
-    conn: &Connection,
-    connector: &str,
-    kind: &str,
-) -> rusqlite::Result<BTreeMap<String, (Seen, bool)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT itglue_id, name, organization_id, short_name, type_name, status_name, hostname,
-                primary_ip, serial_number, mac_addresses, archived, identifiers_kept
-         FROM itglue_records WHERE connector = ?1 AND kind = ?2",
-    )?;
-    let rows = stmt.query_map(params![connector, kind], |r| {
-        let macs: Option<Vec<String>> = serde_json::from_str(&r.get::<_, String>(9)?).ok();
-        let kept = r.get::<_, bool>(11)? && macs.is_some();
-        let seen = Seen {
-            name: r.get(1)?,
-            organization_id: r.get(2)?,
-            short_name: r.get(3)?,
-            type_name: r.get(4)?,
-            status_name: r.get(5)?,
-            hostname: r.get(6)?,
-            primary_ip: r.get(7)?,
-            serial_number: r.get(8)?,
-            mac_addresses: macs.unwrap_or_default(),
-            archived: r.get(10)?,
-        };
-        Ok((r.get::<_, String>(0)?, (seen, kept)))
-    })?;
-    rows.collect()
+fn seen_configuration(c: &types::Configuration) -> Seen {
+    Seen {
+        name: c.name.clone(),
+        organization_id: Some(c.organization_id.clone()),
+        type_name: c.type_name.clone(),
+        hostname: c.hostname.clone(),
+        primary_ip: c.primary_ip.clone(),
+        serial_number: c.serial_number.clone(),
+        mac_addresses: c.mac_addresses.clone(),
+        archived: c.archived,
+        ..Seen::default()
+    }
 }
 
-/// What a sync's decisions rest on: every manual decision and every organization link. If it
-/// changes while the sync fetches, the plan is stale and is not applied.
-fn basis(conn: &Connection, connector: &str) -> rusqlite::Result<String> {
-    let mut stmt = conn.prepare(
-        "SELECT 'd', kind, itglue_id, action, coalesce(scopable_id, '') FROM decisions WHERE connector = ?1
-         UNION ALL
-         SELECT 'l', kind, itglue_id, source, scopable_id FROM links WHERE connector = ?1 AND kind = 'organization'
-         ORDER BY 1, 2, 3",
-    )?;
-    let rows = stmt.query_map(params![connector], |r| {
-        Ok(format!(
-            "{}|{}|{}|{}|{}",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?
-        ))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
+/// The organization as the connector gave it.
+fn organization_of(s: &Seen, id: &str) -> types::Organization {
+    types::Organization {
+        id: id.to_string(),
+        name: s.name.clone(),
+        short_name: s.short_name.clone(),
+        type_name: s.type_name.clone(),
+        status_name: s.status_name.clone(),
+    }
+}
+
+/// The configuration as the connector gave it.
+fn configuration_of(s: &Seen, id: &str) -> types::Configuration {
+    types::Configuration {
+        id: id.to_string(),
+        organization_id: s.organization_id.clone().unwrap_or_default(),
+        name: s.name.clone(),
+        hostname: s.hostname.clone(),
+        primary_ip: s.primary_ip.clone(),
+        serial_number: s.serial_number.clone(),
+        mac_addresses: s.mac_addresses.clone(),
+        type_name: s.type_name.clone(),
+        archived: s.archived,
+    }
 }
 
 /// The outcome of matching, checked and ready to apply.
@@ -192,7 +126,7 @@ struct Plan {
     /// (itglue id, name, reason, candidates JSON, suggestions JSON).
     unplaced: Vec<(String, String, String, String, String)>,
     seen: BTreeMap<String, Seen>,
-    /// [`basis`] when the sync started.
+    /// [`sync_apply::basis`] when the sync started.
     basis: String,
 }
 
@@ -211,23 +145,13 @@ impl Decisions {
     }
 }
 
-fn decisions(conn: &Connection, connector: &str, kind: &str) -> Result<Decisions, AppError> {
-    let mut stmt = conn.prepare(
-        "SELECT itglue_id, action, scopable_id FROM decisions WHERE connector = ?1 AND kind = ?2 ORDER BY itglue_id",
-    )?;
+fn decisions(db: &Db, connector: &str, kind: &str) -> Result<Decisions, AppError> {
     let mut d = Decisions {
         manual: Vec::new(),
         ignored: Vec::new(),
     };
-    let rows = stmt.query_map(params![connector, kind], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<String>>(2)?,
-        ))
-    })?;
-    for row in rows {
-        match row? {
+    for row in sync_apply::decisions(db, connector, kind)? {
+        match row {
             (id, action, Some(target)) if action == "link" => d.manual.push(types::Pair {
                 source_id: id,
                 scopable_id: target,
@@ -239,16 +163,8 @@ fn decisions(conn: &Connection, connector: &str, kind: &str) -> Result<Decisions
 }
 
 /// Automatic links of a kind: itglue id -> scopable id.
-fn auto_links(
-    conn: &Connection,
-    connector: &str,
-    kind: &str,
-) -> Result<HashMap<String, String>, AppError> {
-    let mut stmt = conn.prepare(
-        "SELECT itglue_id, scopable_id FROM links WHERE connector = ?1 AND kind = ?2 AND source = 'auto'",
-    )?;
-    let rows = stmt.query_map(params![connector, kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn auto_links(db: &Db, connector: &str, kind: &str) -> Result<HashMap<String, String>, AppError> {
+    Ok(sync_apply::auto_links(db, connector, kind)?)
 }
 
 fn evidence_name(e: types::Evidence) -> &'static str {
@@ -608,137 +524,48 @@ pub fn check_evidence(
 }
 
 fn apply(
-    conn: &mut Connection,
+    db: &mut Db,
     connector: &str,
     kind: &str,
     plan: &Plan,
     run_id: i64,
 ) -> Result<(), AppError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    // Only the holder of the lease writes: a run whose lease lapsed may have been taken over.
-    let (status, lease_until): (String, Option<i64>) = tx.query_row(
-        "SELECT status, lease_until FROM sync_runs WHERE id = ?1",
-        [run_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    if status != "running" || lease_until.is_none_or(|t| t < now_ms()) {
-        return Err(AppError::new(
+    let planned = sync_apply::PlannedSync {
+        run_id,
+        basis: &plan.basis,
+        changes: plan
+            .changes
+            .iter()
+            .map(|change| match change {
+                Change::Remove { itglue_id, .. } => LinkChange::Remove { itglue_id },
+                Change::Add {
+                    itglue_id,
+                    scopable_id,
+                    evidence,
+                    ..
+                } => LinkChange::Add {
+                    itglue_id,
+                    scopable_id,
+                    evidence,
+                },
+            })
+            .collect(),
+        kept: &plan.kept,
+        unplaced: &plan.unplaced,
+        seen: &plan.seen,
+        counts: run_counts(&plan.counts),
+    };
+    match sync_apply::apply(db, connector, kind, &planned)? {
+        sync_apply::Applied::Done => Ok(()),
+        sync_apply::Applied::LeaseLost => Err(AppError::new(
             Exit::Failure,
             "this sync lost its lease (it stopped renewing it long enough for another sync to take over); nothing was applied: run the sync again",
-        ));
-    }
-    if basis(&tx, connector)? != plan.basis {
-        return Err(AppError::new(
+        )),
+        sync_apply::Applied::BasisChanged => Err(AppError::new(
             Exit::Failure,
             "manual decisions or organization links changed while the sync ran; nothing was applied: run the sync again",
-        ));
+        )),
     }
-    let now = db::now();
-    // What is stored now, so that only rows that change are written.
-    let mut stored_evidence: HashMap<String, String> = HashMap::new();
-    {
-        let mut stmt = tx.prepare(
-            "SELECT itglue_id, evidence FROM links WHERE connector = ?1 AND kind = ?2 AND source = 'auto'",
-        )?;
-        for row in stmt.query_map(params![connector, kind], |r| Ok((r.get(0)?, r.get(1)?)))? {
-            let (id, evidence) = row?;
-            stored_evidence.insert(id, evidence);
-        }
-    }
-    let stored_records = stored_records(&tx, connector, kind)?;
-    for change in &plan.changes {
-        match change {
-            Change::Remove { itglue_id, .. } => {
-                tx.prepare_cached(
-                    "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND source = 'auto'",
-                )?
-                .execute(params![connector, kind, itglue_id])?;
-            }
-            Change::Add {
-                itglue_id,
-                scopable_id,
-                evidence,
-                ..
-            } => {
-                tx.prepare_cached(
-                    "INSERT INTO links (connector, kind, itglue_id, scopable_id, source, evidence, linked_at)
-                     VALUES (?1, ?2, ?3, ?4, 'auto', ?5, ?6)",
-                )?
-                .execute(params![connector, kind, itglue_id, scopable_id, json!(evidence).to_string(), now])?;
-            }
-        }
-    }
-    for (itglue_id, scopable_id, evidence) in &plan.kept {
-        if stored_evidence.get(itglue_id) == Some(evidence) {
-            continue;
-        }
-        tx.prepare_cached(
-            "UPDATE links SET evidence = ?5 WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3 AND scopable_id = ?4 AND source = 'auto'",
-        )?
-        .execute(params![connector, kind, itglue_id, scopable_id, evidence])?;
-    }
-    tx.execute(
-        "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2",
-        params![connector, kind],
-    )?;
-    insert_unplaced(&tx, connector, kind, &plan.unplaced)?;
-    for id in stored_records.keys() {
-        if !plan.seen.contains_key(id) {
-            tx.prepare_cached(
-                "DELETE FROM itglue_records WHERE connector = ?1 AND kind = ?2 AND itglue_id = ?3",
-            )?
-            .execute(params![connector, kind, id])?;
-        }
-    }
-    for (id, s) in &plan.seen {
-        let unchanged = stored_records
-            .get(id)
-            .is_some_and(|(stored, kept)| *kept && stored == s);
-        if unchanged {
-            continue;
-        }
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO itglue_records (connector, kind, itglue_id, name, organization_id,
-                 short_name, type_name, status_name, hostname, primary_ip, serial_number,
-                 mac_addresses, archived, identifiers_kept)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)",
-        )?
-        .execute(params![
-            connector,
-            kind,
-            id,
-            s.name,
-            s.organization_id,
-            s.short_name,
-            s.type_name,
-            s.status_name,
-            s.hostname,
-            s.primary_ip,
-            s.serial_number,
-            json!(s.mac_addresses).to_string(),
-            s.archived
-        ])?;
-    }
-    finish_run(&tx, run_id, "ok", &plan.counts, None)?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// Writes `unplaced` rows: (IT Glue id, name, reason, candidates JSON, suggestions JSON).
-fn insert_unplaced(
-    tx: &Connection,
-    connector: &str,
-    kind: &str,
-    rows: &[(String, String, String, String, String)],
-) -> rusqlite::Result<()> {
-    for (id, name, reason, candidates, suggestions) in rows {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO unplaced (connector, kind, itglue_id, name, reason, candidates, suggestions)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![connector, kind, id, name, reason, candidates, suggestions])?;
-    }
-    Ok(())
 }
 
 /// How long a run's lease lasts unless its process renews it, by default.
@@ -765,184 +592,79 @@ fn lease_length() -> Result<Duration, AppError> {
     }
 }
 
-/// Now, in unix milliseconds (the unit of `sync_runs.lease_until`).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// A run that holds the lease of its connector and kind.
-struct Run {
-    id: i64,
-    started_at: String,
-}
-
 /// Starts a run, holding the lease of this connector and kind for `lease`. A `running` run
 /// whose lease has passed was interrupted (its process died) and is marked so; a live one
 /// means a sync of this kind is already running: exit 1, and nothing is written.
 fn start_run(
-    conn: &mut Connection,
+    db: &mut Db,
     connector: &str,
     kind: &str,
     dry_run: bool,
     lease: Duration,
-) -> Result<Run, AppError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let now = now_ms();
-    tx.execute(
-        "UPDATE sync_runs SET status = 'failed',
-                error = 'interrupted before it finished (its process stopped renewing its lease); nothing was applied',
-                finished_at = coalesce(finished_at, started_at), lease_until = NULL
-         WHERE connector = ?1 AND status = 'running' AND (lease_until IS NULL OR lease_until < ?2)",
-        params![connector, now],
-    )?;
-    let live: Option<(i64, String, i64, bool)> = tx
-        .query_row(
-            "SELECT id, started_at, lease_until, dry_run FROM sync_runs
-             WHERE connector = ?1 AND kind = ?2 AND status = 'running' ORDER BY id LIMIT 1",
-            params![connector, kind],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    if let Some((id, started_at, lease_until, dry)) = live {
-        // The expired runs marked above stay marked.
-        tx.commit()?;
-        let left = Duration::from_millis((lease_until - now).max(0) as u64);
-        return Err(AppError::new(
+) -> Result<runs::Run, AppError> {
+    match runs::start(db, connector, kind, dry_run, lease)? {
+        runs::Start::Started(run) => Ok(run),
+        runs::Start::Running(live) => Err(AppError::new(
             Exit::Failure,
             format!(
-                "a {}sync of {kind}s is already running (run {id}, started {started_at}); this one changed nothing. Wait for it to finish and run this one again; if its process died, it stops blocking when its lease expires (in {} s at most).",
-                if dry { "dry-run " } else { "" },
-                left.as_secs() + 1
+                "a {}sync of {kind}s is already running (run {}, started {}); this one changed nothing. Wait for it to finish and run this one again; if its process died, it stops blocking when its lease expires (in {} s at most).",
+                if live.dry_run { "dry-run " } else { "" },
+                live.id,
+                live.started_at,
+                live.left.as_secs() + 1
             ),
-        ));
-    }
-    let started_at = db::now();
-    tx.execute(
-        "INSERT INTO sync_runs (connector, kind, dry_run, started_at, status, lease_until)
-         VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
-        params![
-            connector,
-            kind,
-            dry_run,
-            started_at,
-            now + lease.as_millis() as i64
-        ],
-    )?;
-    let id = tx.last_insert_rowid();
-    tx.commit()?;
-    Ok(Run { id, started_at })
-}
-
-/// Renews a run's lease every third of its length from its own thread and connection, until
-/// dropped. When the run is no longer `running` (it finished, or another process found the
-/// lease lapsed and took over) it stops; `apply` then refuses to write.
-struct Heartbeat {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Heartbeat {
-    fn start(db_path: &std::path::Path, run_id: i64, lease: Duration) -> Heartbeat {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let path = db_path.to_path_buf();
-        let spawned = std::thread::Builder::new()
-            .name("sync-lease".into())
-            .spawn(move || {
-                let conn = match Connection::open(&path) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!("cannot renew the sync's lease: {e}");
-                        return;
-                    }
-                };
-                if let Err(e) = conn.busy_timeout(Duration::from_secs(10)) {
-                    tracing::warn!("sync lease: {e}");
-                }
-                let every = lease / 3;
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(every)
-                {
-                    let renewed = conn.execute(
-                        "UPDATE sync_runs SET lease_until = ?2 WHERE id = ?1 AND status = 'running'",
-                        params![run_id, now_ms() + lease.as_millis() as i64],
-                    );
-                    match renewed {
-                        Ok(0) => return,
-                        Ok(_) => {}
-                        // Tried again at the next beat; the lease outlasts two missed ones.
-                        Err(e) => tracing::warn!("cannot renew the sync's lease: {e}"),
-                    }
-                }
-            });
-        let thread = spawned
-            .map_err(|e| tracing::error!("cannot start the sync's lease renewal: {e}"))
-            .ok();
-        Heartbeat {
-            stop: Some(stop),
-            thread,
-        }
+        )),
     }
 }
 
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+/// The counts a run records.
+fn run_counts(c: &SyncCounts) -> RunCounts {
+    RunCounts {
+        fetched: c.fetched,
+        linked: c.linked,
+        skipped: c.skipped,
+        errored: c.errored,
+        new_links: c.new_links,
+        removed_links: c.removed_links,
+        requests: c.requests,
     }
 }
 
 /// Records a run's end, unless it is no longer this process's to record (another process
 /// marked it interrupted after its lease lapsed).
 fn finish_run(
-    conn: &Connection,
+    db: &Db,
     run_id: i64,
     status: &str,
     c: &SyncCounts,
     error: Option<&str>,
 ) -> Result<(), AppError> {
-    conn.execute(
-        "UPDATE sync_runs SET finished_at = ?2, status = ?3, fetched = ?4, linked = ?5, skipped = ?6,
-                errored = ?7, new_links = ?8, removed_links = ?9, requests = ?10, error = ?11,
-                lease_until = NULL
-         WHERE id = ?1 AND status = 'running'",
-        params![
-            run_id,
-            db::now(),
-            status,
-            c.fetched as i64,
-            c.linked as i64,
-            c.skipped as i64,
-            c.errored as i64,
-            c.new_links as i64,
-            c.removed_links as i64,
-            c.requests as i64,
-            error.map(|e| scopable_sandbox::audit::bounded(e.to_string()))
-        ],
+    runs::finish(
+        db,
+        run_id,
+        status,
+        &run_counts(c),
+        error.map(|e| scopable_sandbox::audit::bounded(e.to_string())),
     )?;
     Ok(())
 }
 
-fn run_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
-    Ok(json!({
-        "kind": r.get::<_, String>("kind")?,
-        "fetched": r.get::<_, i64>("fetched")?,
-        "linked": r.get::<_, i64>("linked")?,
-        "skipped": r.get::<_, i64>("skipped")?,
-        "errored": r.get::<_, i64>("errored")?,
-        "new_links": r.get::<_, i64>("new_links")?,
-        "removed_links": r.get::<_, i64>("removed_links")?,
-        "requests": r.get::<_, i64>("requests")?,
-        "dry_run": r.get::<_, bool>("dry_run")?,
-        "started_at": r.get::<_, String>("started_at")?,
-        "finished_at": r.get::<_, Option<String>>("finished_at")?,
-        "status": r.get::<_, String>("status")?,
-        "error": r.get::<_, Option<String>>("error")?,
-    }))
+fn run_json(r: &RunRow) -> Value {
+    json!({
+        "kind": r.kind,
+        "fetched": r.fetched,
+        "linked": r.linked,
+        "skipped": r.skipped,
+        "errored": r.errored,
+        "new_links": r.new_links,
+        "removed_links": r.removed_links,
+        "requests": r.requests,
+        "dry_run": r.dry_run,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "status": r.status,
+        "error": r.error,
+    })
 }
 
 /// The last (non-dry-run) sync of a kind as a status summary, or null before the first.
@@ -952,33 +674,24 @@ fn run_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
 /// interrupted (a `running` run whose lease lapsed: its process died), else `"ok"`. `"last_ok"`
 /// holds the counts and times of the newest run that succeeded (the same run when the last one
 /// did), or null, so that a failed or running sync never hides the last good counts.
-pub fn last_run_summary(conn: &Connection, connector: &str, kind: &str) -> Result<Value, AppError> {
-    let last = conn
-        .query_row(
-            "SELECT * FROM sync_runs
-             WHERE connector = ?1 AND kind = ?2 AND dry_run = 0 ORDER BY id DESC LIMIT 1",
-            params![connector, kind],
-            |r| Ok((run_json(r)?, r.get::<_, Option<i64>>("lease_until")?)),
-        )
-        .optional()?;
+pub fn last_run_summary(
+    conn: &(impl AsConnection + ?Sized),
+    connector: &str,
+    kind: &str,
+) -> Result<Value, AppError> {
+    let last = runs::last_run(conn, connector, kind)?.map(|r| (run_json(&r), r.lease_until));
     let Some((mut summary, lease_until)) = last else {
         return Ok(Value::Null);
     };
-    if summary["status"] == "running" && lease_until.is_none_or(|until| until < now_ms()) {
+    if summary["status"] == "running" && lease_until.is_none_or(|until| until < runs::now_ms()) {
         // What the next sync will record; a reader does not write it.
         summary["status"] = json!("failed");
         summary["error"] = json!(
             "interrupted before it finished (its process stopped renewing its lease); nothing was applied"
         );
     }
-    let last_ok = conn
-        .query_row(
-            "SELECT * FROM sync_runs WHERE connector = ?1 AND kind = ?2 AND dry_run = 0 AND status = 'ok'
-             ORDER BY id DESC LIMIT 1",
-            params![connector, kind],
-            run_json,
-        )
-        .optional()?
+    let last_ok = runs::last_ok_run(conn, connector, kind)?
+        .map(|r| run_json(&r))
         .map(|mut ok| {
             if let Value::Object(map) = &mut ok {
                 for key in ["kind", "dry_run", "status", "error"] {
@@ -993,16 +706,14 @@ pub fn last_run_summary(conn: &Connection, connector: &str, kind: &str) -> Resul
 
 /// Recent sync runs (all kinds), newest first, with their row ids.
 pub fn recent_runs(
-    conn: &Connection,
+    conn: &(impl AsConnection + ?Sized),
     connector: &str,
     limit: usize,
 ) -> Result<Vec<(i64, Value)>, AppError> {
-    let mut stmt =
-        conn.prepare("SELECT * FROM sync_runs WHERE connector = ?1 ORDER BY id DESC LIMIT ?2")?;
-    let rows = stmt.query_map(params![connector, limit as i64], |r| {
-        Ok((r.get("id")?, run_json(r)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(runs::recent_runs(conn, connector, limit)?
+        .iter()
+        .map(|r| (r.id, run_json(r)))
+        .collect())
 }
 
 /// The stored connection's call context, region and base URL.
@@ -1017,7 +728,7 @@ fn stored_context(
     ),
     AppError,
 > {
-    let stored = db::connection(app.db.conn(), app.name())?.ok_or_else(|| {
+    let stored = db::connection(&app.db, app.name())?.ok_or_else(|| {
         AppError::new(
             Exit::Usage,
             format!(
@@ -1047,21 +758,14 @@ pub fn sync(
     let (ctx, region, base, verified_at) = stored_context(app)?;
     let connector = app.name().to_string();
     let lease = lease_length()?;
-    let run = start_run(app.db.conn_mut(), &connector, kind.as_str(), dry_run, lease)?;
-    let heartbeat = Heartbeat::start(&app.db_path, run.id, lease);
+    let run = start_run(&mut app.db, &connector, kind.as_str(), dry_run, lease)?;
+    let heartbeat = runs::Heartbeat::start(&app.db, run.id, lease);
     let result = run_sync(app, rt, &ctx, kind, dry_run, progress, run.id).map_err(|f| match f {
         Failure::App(e) => e,
         Failure::Fetch(e) => e.into_app_error(app, &region, &base, Some(&verified_at)),
     });
     let outcome = match result {
-        Ok((counts, changes)) => app
-            .db
-            .conn()
-            .query_row(
-                "SELECT finished_at FROM sync_runs WHERE id = ?1",
-                [run.id],
-                |r| r.get::<_, Option<String>>(0),
-            )
+        Ok((counts, changes)) => runs::finished_at(&app.db, run.id)
             .map(|finished_at| {
                 let finished_at = finished_at.unwrap_or_else(db::now);
                 (counts, changes, run.started_at, finished_at)
@@ -1072,8 +776,7 @@ pub fn sync(
                 requests: ctx.requests.load(Ordering::Relaxed),
                 ..SyncCounts::default()
             };
-            if let Err(recording) =
-                finish_run(app.db.conn(), run.id, "failed", &counts, Some(&e.message))
+            if let Err(recording) = finish_run(&app.db, run.id, "failed", &counts, Some(&e.message))
             {
                 // The run is marked interrupted once its lease lapses.
                 tracing::error!("cannot record the failed run: {recording}");
@@ -1115,9 +818,9 @@ fn run_sync(
     let mut plan = result?;
     plan.counts.requests = ctx.requests.load(Ordering::Relaxed);
     if dry_run {
-        finish_run(app.db.conn(), run_id, "ok", &plan.counts, None)?;
+        finish_run(&app.db, run_id, "ok", &plan.counts, None)?;
     } else {
-        apply(app.db.conn_mut(), &connector, kind.as_str(), &plan, run_id)?;
+        apply(&mut app.db, &connector, kind.as_str(), &plan, run_id)?;
     }
     Ok((plan.counts, plan.changes))
 }
@@ -1133,8 +836,8 @@ impl From<AppError> for Failure {
     }
 }
 
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Failure {
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Failure {
         Failure::App(e.into())
     }
 }
@@ -1146,9 +849,9 @@ async fn compute(
     progress: impl FnMut(u32, Option<u32>),
 ) -> Result<Plan, Failure> {
     let connector = app.name();
-    let started_basis = basis(app.db.conn(), connector)?;
-    let decided = decisions(app.db.conn(), connector, kind.as_str())?;
-    let existing = auto_links(app.db.conn(), connector, kind.as_str())?;
+    let started_basis = sync_apply::basis(&app.db, connector)?;
+    let decided = decisions(&app.db, connector, kind.as_str())?;
+    let existing = auto_links(&app.db, connector, kind.as_str())?;
     let planned = match kind {
         RecordKind::Organization => {
             let listing: Listing<types::Organization> =
@@ -1180,7 +883,7 @@ async fn plan_organizations(
     existing: &HashMap<String, String>,
 ) -> Result<Plan, Failure> {
     let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
-    let clients = crate::records::clients(app.db.conn())?;
+    let clients = crate::records::clients(&app.db)?;
     let client_carries: HashMap<String, Carries> = clients
         .iter()
         .map(|c| (c.id.clone(), Carries::of(&c.name, None, &[], None)))
@@ -1193,7 +896,7 @@ async fn plan_organizations(
     let seen: BTreeMap<String, Seen> = listing
         .records
         .iter()
-        .map(|o| (o.id.clone(), Seen::of_organization(o)))
+        .map(|o| (o.id.clone(), seen_organization(o)))
         .collect();
     let manual_fetched = decided.linked_among(&seen);
     let input = types::MatchInput::Organizations(types::OrganizationMatch {
@@ -1238,13 +941,13 @@ async fn plan_configurations(
     let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
     let connector = app.name();
     // Each linked organization (auto or manual) has exactly one client.
-    let parents: Vec<types::Pair> = crate::records::organization_links(app.db.conn(), connector)?;
+    let parents: Vec<types::Pair> = crate::records::organization_links(&app.db, connector)?;
     let parent_of: HashMap<String, String> = parents
         .iter()
         .map(|p| (p.source_id.clone(), p.scopable_id.clone()))
         .collect();
     let parent_clients: HashSet<&str> = parent_of.values().map(String::as_str).collect();
-    let scopable = crate::records::configurations_of(app.db.conn(), &parent_clients)?;
+    let scopable = crate::records::configurations_of(&app.db, &parent_clients)?;
     let client_of: HashMap<String, String> = scopable
         .iter()
         .map(|c| (c.id.clone(), c.client_id.clone()))
@@ -1261,7 +964,7 @@ async fn plan_configurations(
     let seen: BTreeMap<String, Seen> = listing
         .records
         .iter()
-        .map(|c| (c.id.clone(), Seen::of_configuration(c)))
+        .map(|c| (c.id.clone(), seen_configuration(c)))
         .collect();
     let archived: HashSet<String> = listing
         .records
@@ -1342,27 +1045,6 @@ pub enum NotRematched {
     Changed,
 }
 
-/// What the local re-match of [`rematch_stored`] rests on: the decisions, the organization
-/// links, the links of the kind and the last sync that applied.
-fn rematch_basis(conn: &Connection, connector: &str, kind: &str) -> rusqlite::Result<String> {
-    let links: String = conn.query_row(
-        "SELECT coalesce(group_concat(itglue_id || '>' || scopable_id || '>' || source, '|'), '')
-         FROM (SELECT itglue_id, scopable_id, source FROM links WHERE connector = ?1 AND kind = ?2 ORDER BY itglue_id)",
-        params![connector, kind],
-        |r| r.get(0),
-    )?;
-    let last_run: Option<i64> = conn.query_row(
-        "SELECT max(id) FROM sync_runs WHERE connector = ?1 AND kind = ?2 AND status = 'ok' AND dry_run = 0",
-        params![connector, kind],
-        |r| r.get(0),
-    )?;
-    Ok(format!(
-        "{}\n{links}\n{}",
-        basis(conn, connector)?,
-        last_run.unwrap_or(0)
-    ))
-}
-
 /// Places the stored records of a kind again, as a sync would but without fetching: the
 /// component's `match` (no network, no storage) over the records the last sync received and
 /// kept, the Scopable records, and the manual decisions and organization links as they are now.
@@ -1377,16 +1059,16 @@ pub fn rematch_stored(
     relink: Option<&str>,
 ) -> Result<Result<Rematched, NotRematched>, AppError> {
     let connector = app.name();
-    let started = rematch_basis(app.db.conn(), connector, kind.as_str())?;
-    let stored = stored_records(app.db.conn(), connector, kind.as_str())?;
+    let started = sync_apply::rematch_basis(&app.db, connector, kind.as_str())?;
+    let stored = sync_apply::stored_records(&app.db, connector, kind.as_str())?;
     if stored.is_empty() {
         return Ok(Err(NotRematched::NothingStored(kind.as_str())));
     }
     if stored.values().any(|(_, kept)| !kept) {
         return Ok(Err(NotRematched::IdentifiersMissing(kind.as_str())));
     }
-    let decided = decisions(app.db.conn(), connector, kind.as_str())?;
-    let existing = auto_links(app.db.conn(), connector, kind.as_str())?;
+    let decided = decisions(&app.db, connector, kind.as_str())?;
+    let existing = auto_links(&app.db, connector, kind.as_str())?;
     let ctx = local_context(app)?;
     let planned = rt.block_on(async {
         match kind {
@@ -1394,7 +1076,7 @@ pub fn rematch_stored(
                 let listing = Listing {
                     records: stored
                         .iter()
-                        .map(|(id, (s, _))| s.organization(id))
+                        .map(|(id, (s, _))| organization_of(s, id))
                         .collect(),
                     unreadable: Vec::new(),
                     pages: 0,
@@ -1405,7 +1087,7 @@ pub fn rematch_stored(
                 let listing = Listing {
                     records: stored
                         .iter()
-                        .map(|(id, (s, _))| s.configuration(id))
+                        .map(|(id, (s, _))| configuration_of(s, id))
                         .collect(),
                     unreadable: Vec::new(),
                     pages: 0,
@@ -1421,52 +1103,37 @@ pub fn rematch_stored(
             format!("the connector's match failed: {e}"),
         ),
     })?;
-    let tx = rusqlite::Transaction::new_unchecked(
-        app.db.conn(),
-        rusqlite::TransactionBehavior::Immediate,
-    )?;
-    if rematch_basis(&tx, connector, kind.as_str())? != started {
-        return Ok(Err(NotRematched::Changed));
-    }
-    tx.execute(
-        "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2 AND itglue_id IN
-             (SELECT itglue_id FROM itglue_records WHERE connector = ?1 AND kind = ?2)",
-        params![connector, kind.as_str()],
-    )?;
-    insert_unplaced(&tx, connector, kind.as_str(), &plan.unplaced)?;
     // The record handed back to automatic matching (`reset`) is linked at once when the
     // checked plan links it to a target nobody holds: what the next sync would do, from the
     // identifiers it last received. Every other record waits for a sync.
-    let mut relinked = None;
-    for change in &plan.changes {
-        if let Change::Add {
-            itglue_id,
-            scopable_id,
-            evidence,
-            ..
-        } = change
-            && relink == Some(itglue_id.as_str())
-        {
-            let added = tx.execute(
-                "INSERT INTO links (connector, kind, itglue_id, scopable_id, source, evidence, linked_at)
-                 SELECT ?1, ?2, ?3, ?4, 'auto', ?5, ?6
-                 WHERE NOT EXISTS (SELECT 1 FROM links WHERE connector = ?1 AND kind = ?2
-                                   AND (itglue_id = ?3 OR scopable_id = ?4))",
-                params![
-                    connector,
-                    kind.as_str(),
-                    itglue_id,
-                    scopable_id,
-                    json!(evidence).to_string(),
-                    db::now()
-                ],
-            )?;
-            if added > 0 {
-                relinked = Some((itglue_id.clone(), scopable_id.clone()));
-            }
-        }
-    }
-    tx.commit()?;
+    let relink: Vec<(&str, &str, &[String])> = plan
+        .changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Add {
+                itglue_id,
+                scopable_id,
+                evidence,
+                ..
+            } if relink == Some(itglue_id.as_str()) => Some((
+                itglue_id.as_str(),
+                scopable_id.as_str(),
+                evidence.as_slice(),
+            )),
+            _ => None,
+        })
+        .collect();
+    let relinked = match sync_apply::apply_rematch(
+        &app.db,
+        connector,
+        kind.as_str(),
+        &started,
+        &plan.unplaced,
+        &relink,
+    )? {
+        sync_apply::Rematch::Done(relinked) => relinked,
+        sync_apply::Rematch::Changed => return Ok(Err(NotRematched::Changed)),
+    };
     let would_link = plan
         .changes
         .iter()
@@ -1494,7 +1161,7 @@ pub fn rematch_stored(
 /// the stored key nor a reachable endpoint. It still records, in the audit, any request the
 /// component tries (every one is denied).
 fn local_context(app: &App) -> Result<CallContext, AppError> {
-    let base = match db::connection(app.db.conn(), app.name())? {
+    let base = match db::connection(&app.db, app.name())? {
         Some(stored) => scopable_sandbox::policy::BaseUrl::parse_endpoint(&stored.endpoint)
             .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?,
         None => {
@@ -1590,19 +1257,11 @@ async fn match_configurations_in_batches(
 
 /// The stored names of the automatically linked records of a kind: source id -> name.
 pub fn auto_linked_names(
-    conn: &Connection,
+    conn: &(impl AsConnection + ?Sized),
     connector: &str,
     kind: RecordKind,
-) -> rusqlite::Result<HashMap<String, String>> {
-    let mut stmt = conn.prepare(
-        "SELECT r.itglue_id, r.name FROM itglue_records r
-         JOIN links l ON l.connector = r.connector AND l.kind = r.kind AND l.itglue_id = r.itglue_id
-         WHERE r.connector = ?1 AND r.kind = ?2 AND l.source = 'auto'",
-    )?;
-    let rows = stmt.query_map(params![connector, kind.as_str()], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?;
-    rows.collect()
+) -> Result<HashMap<String, String>, DbError> {
+    sync_apply::auto_linked_names(conn, connector, kind.as_str())
 }
 
 #[cfg(test)]
