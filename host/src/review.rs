@@ -89,7 +89,12 @@ pub fn links_command(app: &App, json_out: bool) -> Result<(), AppError> {
                 .unwrap_or_default();
             names.join(",")
         } else {
-            let values: Vec<String> = link.evidence_values.iter().map(|c| c.to_string()).collect();
+            let service = app.connector.manifest.service();
+            let values: Vec<String> = link
+                .evidence_values
+                .iter()
+                .map(|c| c.words(service))
+                .collect();
             values.join(", ")
         };
         let target = match scopable_sync::describe::record_kind(&link.kind) {
@@ -119,6 +124,7 @@ fn named_list(
     ids: &[String],
     names: &[Option<String>],
     clues: &[Vec<scopable_sync::describe::Clue>],
+    service: &str,
 ) -> String {
     let items: Vec<String> = ids
         .iter()
@@ -130,7 +136,7 @@ fn named_list(
                 item.push_str(&safe_within(name, NAME_IN_LIST));
             }
             if let Some(clues) = clues.get(i).filter(|c| !c.is_empty()) {
-                let clues: Vec<String> = clues.iter().map(|c| c.to_string()).collect();
+                let clues: Vec<String> = clues.iter().map(|c| c.words(service)).collect();
                 item.push_str(&format!(" ({})", safe_within(&clues.join(", "), 200)));
             }
             item
@@ -140,7 +146,7 @@ fn named_list(
 }
 
 /// What a configuration's organization needs, for a `parent-unplaced` row.
-fn parent_words(parent: &scopable_sync::describe::Parent) -> String {
+fn parent_words(parent: &scopable_sync::describe::Parent, service: &str) -> String {
     use scopable_sync::describe::ParentState;
     let organization = match (&parent.organization_id, &parent.organization_name) {
         (Some(id), Some(name)) => format!(
@@ -152,9 +158,11 @@ fn parent_words(parent: &scopable_sync::describe::Parent) -> String {
         (None, _) => "its organization".to_string(),
     };
     let state = match &parent.state {
-        ParentState::Unplaced { reason } => {
-            safe_within(scopable_sync::describe::reason_label(reason), NAME_IN_LIST).into_owned()
-        }
+        ParentState::Unplaced { reason } => safe_within(
+            &scopable_sync::describe::reason_label(reason, service),
+            NAME_IN_LIST,
+        )
+        .into_owned(),
         ParentState::Ignored => "ignored".to_string(),
         ParentState::Linked {
             client_id,
@@ -172,7 +180,8 @@ fn parent_words(parent: &scopable_sync::describe::Parent) -> String {
 /// `unplaced [--json]`: names on both sides, each reason in plain words, and once per reason
 /// present, what it means and the commands that resolve it.
 pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
-    let rows = scopable_sync::describe::unplaced(&app.db, app.name())?;
+    let rows =
+        scopable_sync::describe::unplaced(&app.db, app.name(), app.connector.manifest.service())?;
     if json_out {
         print_json(&to_json(&rows)?);
         return Ok(());
@@ -209,18 +218,31 @@ pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
         if row.reason == "parent-unplaced"
             && let Some(parent) = &row.parent
         {
-            line.push_str(&format!("; {}", parent_words(parent)));
+            line.push_str(&format!(
+                "; {}",
+                parent_words(parent, app.connector.manifest.service())
+            ));
         }
         if !row.candidates.is_empty() {
             line.push_str(&format!(
                 "; candidates: {}",
-                named_list(&row.candidates, &row.candidate_names, &row.candidate_clues)
+                named_list(
+                    &row.candidates,
+                    &row.candidate_names,
+                    &row.candidate_clues,
+                    app.connector.manifest.service(),
+                )
             ));
         }
         if !row.suggestions.is_empty() {
             line.push_str(&format!(
                 "; suggested: {}",
-                named_list(&row.suggestions, &row.suggestion_names, &[])
+                named_list(
+                    &row.suggestions,
+                    &row.suggestion_names,
+                    &[],
+                    app.connector.manifest.service(),
+                )
             ));
         }
         println!("{line}");
@@ -232,7 +254,12 @@ pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
             if !present.contains(&(kind, explanation.reason)) {
                 continue;
             }
-            println!("  {}: {}:", explanation.label, explanation.sentence);
+            let service = app.connector.manifest.service();
+            println!(
+                "  {}: {}:",
+                explanation.label_for(service),
+                explanation.sentence_for(service)
+            );
             let commands = scopable_sync::describe::resolving_commands(
                 app.name(),
                 kind,
@@ -673,7 +700,10 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
             .map(|(_, reason)| {
                 format!(
                     "it is listed again with what could not be placed: {}",
-                    safe(scopable_sync::describe::reason_label(reason))
+                    safe(&scopable_sync::describe::reason_label(
+                        reason,
+                        app.connector.manifest.service()
+                    ))
                 )
             })
             .or_else(|| {

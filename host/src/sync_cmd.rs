@@ -139,7 +139,8 @@ pub fn sync_command(
                         &target,
                     );
                     if !values.is_empty() {
-                        let values: Vec<String> = values.iter().map(|c| c.to_string()).collect();
+                        let service = app.connector.manifest.service();
+                        let values: Vec<String> = values.iter().map(|c| c.words(service)).collect();
                         shown_evidence = values.join(", ");
                     }
                 }

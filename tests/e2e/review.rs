@@ -199,8 +199,16 @@ fn unplaced_json_carries_names_beside_the_ids() {
         }
         let kind = describe::record_kind(r["kind"].as_str().unwrap_or("")).expect("a kind");
         let reason = r["reason"].as_str().expect("a reason");
-        assert_eq!(r["reason_label"], describe::reason_label(reason), "{r}");
-        assert_eq!(r["reason_text"], describe::reason_text(kind, reason), "{r}");
+        assert_eq!(
+            r["reason_label"],
+            describe::reason_label(reason, "IT Glue"),
+            "{r}"
+        );
+        assert_eq!(
+            r["reason_text"],
+            describe::reason_text(kind, reason, "IT Glue"),
+            "{r}"
+        );
     }
     let adventure = row(&list, "3100109");
     assert_eq!(adventure["candidates"], serde_json::json!(["109", "110"]));
@@ -281,7 +289,11 @@ fn unplaced_explains_each_reason_once_with_the_commands_that_resolve_it() {
     for (kind, reason) in &present {
         let kind = describe::record_kind(kind).expect("a kind");
         let e = describe::explain(kind, reason).expect("explained");
-        let heading = format!("  {}: {}:", e.label, e.sentence);
+        let heading = format!(
+            "  {}: {}:",
+            e.label_for("IT Glue"),
+            e.sentence_for("IT Glue")
+        );
         assert_eq!(
             guidance.lines().filter(|l| *l == heading).count(),
             1,

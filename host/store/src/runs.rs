@@ -17,13 +17,13 @@ pub fn now_ms() -> i64 {
 }
 
 /// The counts a run records.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RunCounts {
     /// Records received.
     pub fetched: u64,
     /// Records linked after the sync.
     pub linked: u64,
-    /// Records left unlinked.
+    /// Records left unlinked (unplaced or ignored).
     pub skipped: u64,
     /// Records the connector could not read.
     pub errored: u64,
@@ -31,7 +31,7 @@ pub struct RunCounts {
     pub new_links: u64,
     /// Automatic links removed.
     pub removed_links: u64,
-    /// HTTP requests made.
+    /// HTTP requests made, retries included.
     pub requests: u64,
 }
 

@@ -13,20 +13,38 @@ use scopable_store::Db;
 use scopable_store::db::DbError;
 use scopable_store::views;
 use serde::Serialize;
-use std::fmt;
 
 /// One reason a record could not be placed, explained for a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Explanation {
     /// The reason as `unplaced` lists it (`multiple-clients`).
     pub reason: &'static str,
-    /// Plain words, short enough for a badge ("matches multiple clients").
+    /// Plain words, short enough for a badge ("matches multiple clients"); `{service}` as in
+    /// `sentence` (see [`Explanation::label_for`]).
     pub label: &'static str,
     /// One sentence, starting in lower case so it reads after the label and a colon: why the
-    /// record was left unlinked, and what to do next.
+    /// record was left unlinked, and what to do next. `{service}` stands for the connector's
+    /// service (its manifest's display name): show it with [`Explanation::sentence_for`].
     pub sentence: &'static str,
     /// What resolves it, in the order to try.
     pub steps: &'static [Step],
+}
+
+/// `text` with `{service}` replaced by the connector's service name.
+fn for_service(text: &str, service: &str) -> String {
+    text.replace("{service}", service)
+}
+
+impl Explanation {
+    /// The label, naming `service` (the connector's display name).
+    pub fn label_for(&self, service: &str) -> String {
+        for_service(self.label, service)
+    }
+
+    /// The sentence, naming `service` (the connector's display name).
+    pub fn sentence_for(&self, service: &str) -> String {
+        for_service(self.sentence, service)
+    }
 }
 
 /// Something a person can do about an unplaced record.
@@ -60,7 +78,7 @@ pub const ORGANIZATION_REASONS: &[Explanation] = &[
     Explanation {
         reason: "no-match",
         label: "no match",
-        sentence: "no Scopable client has this name; align the names (rename the Scopable client or the IT Glue organization so they line up) and sync again, or link it by hand",
+        sentence: "no Scopable client has this name; align the names (rename the Scopable client or the {service} organization so they line up) and sync again, or link it by hand",
         steps: &[Search, Link, Ignore, SyncAgain],
     },
     Explanation {
@@ -72,7 +90,7 @@ pub const ORGANIZATION_REASONS: &[Explanation] = &[
     Explanation {
         reason: "multiple-organizations",
         label: "matches multiple organizations",
-        sentence: "another IT Glue organization normalizes to the same name, so Scopable won't guess which one is this client; rename one of them in IT Glue and sync again, or link the right one by hand",
+        sentence: "another {service} organization normalizes to the same name, so Scopable won't guess which one is this client; rename one of them in {service} and sync again, or link the right one by hand",
         steps: &[Link, Ignore, SyncAgain],
     },
     Explanation {
@@ -84,13 +102,13 @@ pub const ORGANIZATION_REASONS: &[Explanation] = &[
     Explanation {
         reason: "empty-name",
         label: "no name",
-        sentence: "its name is empty (or only invisible characters), so there is nothing to match; name it in IT Glue and sync again, link it by hand, or ignore it",
+        sentence: "its name is empty (or only invisible characters), so there is nothing to match; name it in {service} and sync again, link it by hand, or ignore it",
         steps: &[Search, Link, Ignore, SyncAgain],
     },
     Explanation {
         reason: "invalid-record",
         label: "couldn't be read",
-        sentence: "IT Glue sent this record in a form Scopable couldn't read, so it was counted as errored; check it in IT Glue and sync again",
+        sentence: "{service} sent this record in a form Scopable couldn't read, so it was counted as errored; check it in {service} and sync again",
         steps: &[SyncAgain],
     },
 ];
@@ -100,7 +118,7 @@ pub const CONFIGURATION_REASONS: &[Explanation] = &[
     Explanation {
         reason: "parent-unplaced",
         label: "organization not placed",
-        sentence: "a configuration only links after its IT Glue organization is matched to exactly one client; resolve the organization first, then sync configurations again",
+        sentence: "a configuration only links after its {service} organization is matched to exactly one client; resolve the organization first, then sync configurations again",
         steps: &[LinkOrganization, SyncAgain, Ignore],
     },
     Explanation {
@@ -124,19 +142,19 @@ pub const CONFIGURATION_REASONS: &[Explanation] = &[
     Explanation {
         reason: "target-taken",
         label: "match already taken",
-        sentence: "another IT Glue configuration matches the same Scopable configuration, or it is linked by hand to another one; link the right one by hand, and ignore the other",
+        sentence: "another {service} configuration matches the same Scopable configuration, or it is linked by hand to another one; link the right one by hand, and ignore the other",
         steps: &[Link, Ignore],
     },
     Explanation {
         reason: "archived",
-        label: "archived in IT Glue",
-        sentence: "it is archived in IT Glue, and archived configurations are never linked; ignore it to take it off this list, or unarchive it in IT Glue and sync again",
+        label: "archived in {service}",
+        sentence: "it is archived in {service}, and archived configurations are never linked; ignore it to take it off this list, or unarchive it in {service} and sync again",
         steps: &[Ignore, SyncAgain],
     },
     Explanation {
         reason: "invalid-record",
         label: "couldn't be read",
-        sentence: "IT Glue sent this record in a form Scopable couldn't read, so it was counted as errored; check it in IT Glue and sync again",
+        sentence: "{service} sent this record in a form Scopable couldn't read, so it was counted as errored; check it in {service} and sync again",
         steps: &[SyncAgain],
     },
 ];
@@ -155,20 +173,21 @@ pub fn explain(kind: RecordKind, reason: &str) -> Option<&'static Explanation> {
     reasons(kind).iter().find(|e| e.reason == reason)
 }
 
-/// The plain-word label of `reason` ("matches multiple clients"), the same for both kinds; a
-/// reason this program does not know is its own label.
-pub fn reason_label(reason: &str) -> &str {
+/// The plain-word label of `reason` ("matches multiple clients"), the same for both kinds,
+/// naming `service` where it says where a record is; a reason this program does not know is
+/// its own label.
+pub fn reason_label(reason: &str, service: &str) -> String {
     ORGANIZATION_REASONS
         .iter()
         .chain(CONFIGURATION_REASONS)
         .find(|e| e.reason == reason)
-        .map_or(reason, |e| e.label)
+        .map_or(reason.to_string(), |e| e.label_for(service))
 }
 
-/// `label: sentence` for a record of `kind` left unplaced for `reason`.
-pub fn reason_text(kind: RecordKind, reason: &str) -> String {
+/// `label: sentence` for a record of `kind` left unplaced for `reason`, naming `service`.
+pub fn reason_text(kind: RecordKind, reason: &str, service: &str) -> String {
     match explain(kind, reason) {
-        Some(e) => format!("{}: {}", e.label, e.sentence),
+        Some(e) => format!("{}: {}", e.label_for(service), e.sentence_for(service)),
         None => {
             format!("{reason}: link it by hand, or ignore it; sync again once the records line up")
         }
@@ -334,26 +353,26 @@ pub enum Clue {
     Differs {
         /// Which identifier.
         field: Field,
-        /// The IT Glue side's value.
-        itglue: String,
+        /// The source's value.
+        source: String,
         /// The Scopable side's value.
         scopable: String,
     },
 }
 
-impl fmt::Display for Clue {
-    /// `serial ABC123`, or `serial ABC123 in IT Glue but XYZ789 in Scopable`. The values
-    /// come from outside: make the text safe before showing it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Clue {
+    /// `serial ABC123`, or `serial ABC123 in IT Glue but XYZ789 in Scopable` (`service` names
+    /// the source, the connector's display name). The values come from outside: make the text
+    /// safe before showing it.
+    pub fn words(&self, service: &str) -> String {
         match self {
-            Clue::Agrees { field, value } => write!(f, "{} {value}", field.as_str()),
+            Clue::Agrees { field, value } => format!("{} {value}", field.as_str()),
             Clue::Differs {
                 field,
-                itglue,
+                source,
                 scopable,
-            } => write!(
-                f,
-                "{} {itglue} in IT Glue but {scopable} in Scopable",
+            } => format!(
+                "{} {source} in {service} but {scopable} in Scopable",
                 field.as_str()
             ),
         }
@@ -394,7 +413,7 @@ pub fn compare(itglue: &Identifiers, scopable: &Identifiers) -> Vec<Clue> {
         }),
         (Some(a), Some(b)) => clues.push(Clue::Differs {
             field: Field::Serial,
-            itglue: a,
+            source: a,
             scopable: b,
         }),
         _ => {}
@@ -409,7 +428,7 @@ pub fn compare(itglue: &Identifiers, scopable: &Identifiers) -> Vec<Clue> {
     {
         clues.push(Clue::Differs {
             field: Field::Mac,
-            itglue: colon_mac(a),
+            source: colon_mac(a),
             scopable: colon_mac(b),
         });
     }
@@ -667,7 +686,7 @@ fn parent_of(db: &Db, connector: &str, itglue_id: &str) -> Result<Parent, DbErro
 /// Every record of a connector that could not be placed and has no manual decision, with names,
 /// reasons in plain words and, for configurations, the organization and what the identifiers
 /// say about each candidate; ordered organizations first, then by id.
-pub fn unplaced(db: &Db, connector: &str) -> Result<Vec<UnplacedView>, DbError> {
+pub fn unplaced(db: &Db, connector: &str, service: &str) -> Result<Vec<UnplacedView>, DbError> {
     let mut rows = views::unplaced(db, connector)?;
     rows.sort_by(|a, b| {
         b.kind
@@ -709,7 +728,10 @@ pub fn unplaced(db: &Db, connector: &str) -> Result<Vec<UnplacedView>, DbError> 
             (None, Vec::new())
         };
         let (reason_label, reason_text) = match k {
-            Some(k) => (reason_label(&reason).to_string(), reason_text(k, &reason)),
+            Some(k) => (
+                reason_label(&reason, service),
+                reason_text(k, &reason, service),
+            ),
             None => (reason.clone(), reason.clone()),
         };
         out.push(UnplacedView {
@@ -793,9 +815,16 @@ mod tests {
                     "{commands:?}"
                 );
                 assert_eq!(
-                    reason_text(kind, reason),
-                    format!("{}: {}", e.label, e.sentence)
+                    reason_text(kind, reason, "Docuvault"),
+                    format!(
+                        "{}: {}",
+                        e.label_for("Docuvault"),
+                        e.sentence_for("Docuvault")
+                    )
                 );
+                // Every service name in the words is the connector's own.
+                let text = reason_text(kind, reason, "Docuvault");
+                assert!(!text.contains("IT Glue") && !text.contains('{'), "{text}");
             }
         }
         // Every reason the contract can carry has words.
@@ -812,15 +841,22 @@ mod tests {
             Reason::Archived,
         ] {
             let code = reason_name(r);
-            assert_ne!(reason_label(code), code, "{code} has no label");
+            assert_ne!(reason_label(code, "IT Glue"), code, "{code} has no label");
         }
     }
 
     #[test]
     fn labels_use_the_guides_words() {
         // The setup guide's badge, and its words for an unmatched organization.
-        assert_eq!(reason_label("multiple-clients"), "matches multiple clients");
-        assert_eq!(reason_label("no-match"), "no match");
+        assert_eq!(
+            reason_label("multiple-clients", "IT Glue"),
+            "matches multiple clients"
+        );
+        assert_eq!(reason_label("no-match", "IT Glue"), "no match");
+        assert_eq!(
+            reason_label("archived", "Docuvault"),
+            "archived in Docuvault"
+        );
         let e = explain(RecordKind::Organization, "multiple-clients").unwrap();
         assert!(
             e.sentence
@@ -842,7 +878,7 @@ mod tests {
             "Organizations we couldn't place"
         );
         // A reason this program does not know is shown as it is.
-        assert_eq!(reason_label("something-new"), "something-new");
+        assert_eq!(reason_label("something-new", "IT Glue"), "something-new");
     }
 
     #[test]
@@ -918,7 +954,7 @@ mod tests {
         );
         let shown: Vec<String> = compare(&itglue, &scopable)
             .iter()
-            .map(ToString::to_string)
+            .map(|c| c.words("IT Glue"))
             .collect();
         // The placeholder MAC both carry is not shown as agreeing.
         assert_eq!(
@@ -935,11 +971,16 @@ mod tests {
             &ids(Some("MXQ7654321"), &[], Some("TY-SRV03")),
         );
         assert_eq!(
-            clash.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            clash.iter().map(|c| c.words("IT Glue")).collect::<Vec<_>>(),
             [
                 "serial MXQ1234567 in IT Glue but MXQ7654321 in Scopable",
                 "hostname ty-srv03"
             ]
+        );
+        // The source is named by the connector's display name.
+        assert_eq!(
+            clash[0].words("Docuvault"),
+            "serial MXQ1234567 in Docuvault but MXQ7654321 in Scopable"
         );
         assert!(
             compare(
@@ -957,13 +998,13 @@ mod tests {
         let scopable = ids(Some("PC1XYZ89"), &["8C:16:45:AA:01:02"], Some("laptop"));
         let shown: Vec<String> = evidence_values(&evidence, Some(&itglue), &scopable)
             .iter()
-            .map(ToString::to_string)
+            .map(|c| c.words("IT Glue"))
             .collect();
         // Only the evidence the link rests on, though the hostnames agree too.
         assert_eq!(shown, ["serial PC1XYZ89", "mac 8c:16:45:aa:01:02"]);
         let shown: Vec<String> = evidence_values(&evidence, None, &scopable)
             .iter()
-            .map(ToString::to_string)
+            .map(|c| c.words("IT Glue"))
             .collect();
         assert_eq!(shown, ["serial PC1XYZ89", "mac 8c:16:45:aa:01:02"]);
         // Two Scopable MACs and no IT Glue side: which one matched is not known.
@@ -987,7 +1028,7 @@ mod tests {
                    ('itglue', 'configuration', '70', 'AW-SRV01', 'parent-unplaced', '[]', '[]');"#,
         )
         .unwrap();
-        let rows = unplaced(&db, "itglue").unwrap();
+        let rows = unplaced(&db, "itglue", "IT Glue").unwrap();
         assert_eq!(rows.len(), 2);
         let org = &rows[0];
         assert_eq!(org.reason_label, "matches multiple clients");

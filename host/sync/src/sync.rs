@@ -16,24 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// The counts of one sync, as printed with `--json`.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
-pub struct SyncCounts {
-    /// Records received.
-    pub fetched: u64,
-    /// Records linked after the sync.
-    pub linked: u64,
-    /// Records left unlinked (unplaced or ignored).
-    pub skipped: u64,
-    /// Records the connector could not read.
-    pub errored: u64,
-    /// Links added.
-    pub new_links: u64,
-    /// Automatic links removed.
-    pub removed_links: u64,
-    /// HTTP requests made, retries included.
-    pub requests: u64,
-}
+/// The counts of one sync, as printed with `--json` and recorded with its run.
+pub type SyncCounts = RunCounts;
 
 /// One link change a sync makes (or would make, in a dry run).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +172,7 @@ fn plan(
     decided: &Decisions,
     existing_auto: &HashMap<String, String>,
     manual_linked_fetched: u64,
+    service: &str,
     valid_target: impl Fn(&str, &types::Link) -> Result<(), String>,
 ) -> Result<Plan, AppError> {
     let decided_ids: HashSet<&str> = decided
@@ -327,7 +312,7 @@ fn plan(
                         scopable_id: old.clone(),
                         why: format!(
                             "now {}",
-                            crate::describe::reason_label(reason_name(u.reason))
+                            crate::describe::reason_label(reason_name(u.reason), service)
                         ),
                     });
                 }
@@ -553,7 +538,7 @@ fn apply(
         kept: &plan.kept,
         unplaced: &plan.unplaced,
         seen: &plan.seen,
-        counts: run_counts(&plan.counts),
+        counts: plan.counts.clone(),
     };
     match sync_apply::apply(db, connector, kind, &planned)? {
         sync_apply::Applied::Done => Ok(()),
@@ -617,19 +602,6 @@ fn start_run(
     }
 }
 
-/// The counts a run records.
-fn run_counts(c: &SyncCounts) -> RunCounts {
-    RunCounts {
-        fetched: c.fetched,
-        linked: c.linked,
-        skipped: c.skipped,
-        errored: c.errored,
-        new_links: c.new_links,
-        removed_links: c.removed_links,
-        requests: c.requests,
-    }
-}
-
 /// Records a run's end, unless it is no longer this process's to record (another process
 /// marked it interrupted after its lease lapsed).
 fn finish_run(
@@ -643,7 +615,7 @@ fn finish_run(
         db,
         run_id,
         status,
-        &run_counts(c),
+        c,
         error.map(|e| scopable_sandbox::audit::bounded(e.to_string())),
     )?;
     Ok(())
@@ -917,6 +889,7 @@ async fn plan_organizations(
         decided,
         existing,
         manual_fetched,
+        app.connector.manifest.service(),
         |id, link| {
             let client = &link.scopable_id;
             let Some(target) = client_carries.get(client) else {
@@ -989,6 +962,7 @@ async fn plan_configurations(
         decided,
         existing,
         manual_fetched,
+        app.connector.manifest.service(),
         |id, link| {
             let target = &link.scopable_id;
             if archived.contains(id) {
@@ -1312,6 +1286,7 @@ mod plan_tests {
             &no_decisions(),
             &HashMap::new(),
             0,
+            "IT Glue",
             |_, _| Ok(()),
         )
     }
@@ -1344,6 +1319,7 @@ mod plan_tests {
                 &decided,
                 &HashMap::new(),
                 1,
+                "IT Glue",
                 |_, link| {
                     if link.scopable_id == "ghost" {
                         Err("a link to client \"ghost\", which does not exist".into())
