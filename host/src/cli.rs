@@ -216,7 +216,7 @@ enum ConnectorCommand {
         kind: KindArg,
         /// The record's id in the source (the documentation tool).
         #[arg(value_name = "SOURCE_ID")]
-        itglue_id: String,
+        source_id: String,
         /// The Scopable id (or give --find).
         #[arg(required_unless_present = "find")]
         scopable_id: Option<String>,
@@ -235,7 +235,7 @@ enum ConnectorCommand {
         kind: KindArg,
         /// The record's id in the source (the documentation tool).
         #[arg(value_name = "SOURCE_ID")]
-        itglue_id: String,
+        source_id: String,
     },
     /// Drop the manual decision (link or ignore) on a record.
     Reset {
@@ -244,7 +244,7 @@ enum ConnectorCommand {
         kind: KindArg,
         /// The record's id in the source (the documentation tool).
         #[arg(value_name = "SOURCE_ID")]
-        itglue_id: String,
+        source_id: String,
     },
     /// Every ignored record, with its name, and when and by whom it was ignored.
     Ignored {
@@ -607,7 +607,7 @@ fn connector_command(
         ConnectorCommand::Ignored { json } => crate::review::ignored_command(&app, json),
         ConnectorCommand::Link {
             kind,
-            itglue_id,
+            source_id,
             scopable_id,
             find,
             take,
@@ -622,13 +622,13 @@ fn connector_command(
                     ));
                 }
             };
-            crate::review::link_command(&app, kind.into(), &itglue_id, target, take)
+            crate::review::link_command(&app, kind.into(), &source_id, target, take)
         }
-        ConnectorCommand::Ignore { kind, itglue_id } => {
-            crate::review::ignore_command(&app, kind.into(), &itglue_id)
+        ConnectorCommand::Ignore { kind, source_id } => {
+            crate::review::ignore_command(&app, kind.into(), &source_id)
         }
-        ConnectorCommand::Reset { kind, itglue_id } => {
-            crate::review::reset_command(&app, kind.into(), &itglue_id)
+        ConnectorCommand::Reset { kind, source_id } => {
+            crate::review::reset_command(&app, kind.into(), &source_id)
         }
     }
 }

@@ -106,7 +106,7 @@ pub fn links_command(app: &App, json_out: bool) -> Result<(), AppError> {
         println!(
             "{:<13} {:>10} {:<32} -> {target} {} {:<32} {:<6} {} {}",
             safe(&link.kind),
-            safe(&link.itglue_id),
+            safe(&link.source_id),
             shown_name(link.name.as_deref()),
             safe(&link.scopable_id),
             shown_name(link.scopable_name.as_deref()),
@@ -210,7 +210,7 @@ pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
         // file: each is shown safe and bounded, so none can forge a row or act on the terminal.
         let mut line = format!(
             "  {:>10}  {:<32}  {} ({})",
-            safe(&row.itglue_id),
+            safe(&row.source_id),
             safe_within(&row.name, NAME_COLUMN),
             safe(&row.reason_label),
             safe(&row.reason)
@@ -277,16 +277,17 @@ pub fn unplaced_command(app: &App, json_out: bool) -> Result<(), AppError> {
 
 /// The width of the name column of `unplaced`, in characters.
 const NAME_COLUMN: usize = 32;
-fn itglue_record(
+fn source_record(
     app: &App,
     kind: RecordKind,
     id: &str,
 ) -> Result<(String, Option<String>), AppError> {
-    store::itglue_record(&app.db, app.name(), kind.as_str(), id)?.ok_or_else(|| {
+    store::source_record(&app.db, app.name(), kind.as_str(), id)?.ok_or_else(|| {
         AppError::new(
             Exit::BadInput,
             format!(
-                "IT Glue {} {id:?} is not known; run `sync {}s` first, or check the id",
+                "{} {} {id:?} is not known; run `sync {}s` first, or check the id",
+                app.connector.manifest.service(),
                 kind.as_str(),
                 kind.as_str()
             ),
@@ -294,7 +295,7 @@ fn itglue_record(
     })
 }
 
-/// Configurations linked by hand under an organization: (IT Glue id, target, target's client).
+/// Configurations linked by hand under an organization: (source id, target, target's client).
 fn manual_configurations_under(
     app: &App,
     organization: &str,
@@ -335,16 +336,16 @@ fn guard_organization_change(
 pub fn link_command(
     app: &App,
     kind: RecordKind,
-    itglue_id: &str,
+    source_id: &str,
     target: LinkTarget<'_>,
     take: bool,
 ) -> Result<(), AppError> {
-    let (name, organization_id) = itglue_record(app, kind, itglue_id)?;
+    let (name, organization_id) = source_record(app, kind, source_id)?;
     let found;
     let scopable_id = match target {
         LinkTarget::Id(id) => id,
         LinkTarget::Find(query) => {
-            found = find_target(app, kind, itglue_id, organization_id.as_deref(), query)?;
+            found = find_target(app, kind, source_id, organization_id.as_deref(), query)?;
             found.as_str()
         }
     };
@@ -357,7 +358,7 @@ pub fn link_command(
                     format!("client {scopable_id:?} does not exist"),
                 ));
             }
-            guard_organization_change(app, itglue_id, Some(scopable_id))?;
+            guard_organization_change(app, source_id, Some(scopable_id))?;
         }
         RecordKind::Configuration => {
             let target_client = store::configuration_client(&app.db, scopable_id)?;
@@ -374,7 +375,7 @@ pub fn link_command(
                     return Err(AppError::new(
                         Exit::BadInput,
                         format!(
-                            "configuration {itglue_id}'s organization ({}) is not linked to a client; link the organization first",
+                            "configuration {source_id}'s organization ({}) is not linked to a client; link the organization first",
                             organization_id.unwrap_or_default()
                         ),
                     ));
@@ -383,7 +384,8 @@ pub fn link_command(
                     return Err(AppError::new(
                         Exit::BadInput,
                         format!(
-                            "configuration {scopable_id} belongs to client {target_client}, but IT Glue configuration {itglue_id}'s organization is linked to client {client}"
+                            "configuration {scopable_id} belongs to client {target_client}, but {} configuration {source_id}'s organization is linked to client {client}",
+                            app.connector.manifest.service()
                         ),
                     ));
                 }
@@ -391,14 +393,15 @@ pub fn link_command(
             }
         }
     }
-    let holder = store::link_holder(&app.db, app.name(), kind.as_str(), scopable_id, itglue_id)?;
+    let holder = store::link_holder(&app.db, app.name(), kind.as_str(), scopable_id, source_id)?;
     if let Some((other, source)) = &holder
         && source == "manual"
     {
         return Err(AppError::new(
             Exit::BadInput,
             format!(
-                "{scopable_id} is already linked by hand to IT Glue {} {other}; reset that one first",
+                "{scopable_id} is already linked by hand to {} {} {other}; reset that one first",
+                app.connector.manifest.service(),
                 kind.as_str()
             ),
         ));
@@ -411,10 +414,10 @@ pub fn link_command(
                 guard_organization_change(app, other, None)?;
             }
             let other_name =
-                scopable_sync::describe::itglue_name(&app.db, app.name(), kind, other)?;
+                scopable_sync::describe::source_name(&app.db, app.name(), kind, other)?;
             let taking = Taking {
                 kind,
-                itglue_id,
+                source_id,
                 name: &name,
                 target: scopable_id,
                 target_name: target_name.as_deref(),
@@ -432,7 +435,7 @@ pub fn link_command(
         &app.db,
         app.name(),
         kind.as_str(),
-        itglue_id,
+        source_id,
         scopable_id,
         loser
             .as_ref()
@@ -451,7 +454,7 @@ pub fn link_command(
     println!(
         "Linked {} {} ({}) to {} by hand; syncs will not change it.",
         kind.as_str(),
-        safe(itglue_id),
+        safe(source_id),
         safe(&name),
         safe(&target)
     );
@@ -485,7 +488,7 @@ const FIND_NAMED: usize = 5;
 fn find_target(
     app: &App,
     kind: RecordKind,
-    itglue_id: &str,
+    source_id: &str,
     organization_id: Option<&str>,
     query: &str,
 ) -> Result<String, AppError> {
@@ -497,7 +500,7 @@ fn find_target(
                 return Err(AppError::new(
                     Exit::BadInput,
                     format!(
-                        "configuration {itglue_id}'s organization ({}) is not linked to a client, so there is no client to search in; link the organization first",
+                        "configuration {source_id}'s organization ({}) is not linked to a client, so there is no client to search in; link the organization first",
                         organization_id.unwrap_or_default()
                     ),
                 ));
@@ -543,7 +546,7 @@ fn find_target(
             Err(AppError::new(
                 Exit::BadInput,
                 format!(
-                    "{query:?} finds {} {plural}{place}, not one: {}; nothing changed. Give the id instead (scopable-host {} link {} {itglue_id} ID), or a query that finds only one",
+                    "{query:?} finds {} {plural}{place}, not one: {}; nothing changed. Give the id instead (scopable-host {} link {} {source_id} ID), or a query that finds only one",
                     found.total,
                     listed.join(", "),
                     app.name(),
@@ -570,7 +573,7 @@ fn shell_quoted(text: &str) -> String {
 /// A target that `link` would take from the record automatically linked to it.
 struct Taking<'a> {
     kind: RecordKind,
-    itglue_id: &'a str,
+    source_id: &'a str,
     name: &'a str,
     target: &'a str,
     target_name: Option<&'a str>,
@@ -620,7 +623,7 @@ fn confirm_take(taking: &Taking<'_>, take: bool) -> Result<(), AppError> {
         format!(
             "{target} is linked automatically to {holder}; nothing changed. To move it to {} {}, add --take: {} {} is then listed as unplaced (target-taken)",
             taking.kind.as_str(),
-            named(taking.itglue_id, Some(taking.name)),
+            named(taking.source_id, Some(taking.name)),
             taking.kind.as_str(),
             taking.holder,
         ),
@@ -628,16 +631,16 @@ fn confirm_take(taking: &Taking<'_>, take: bool) -> Result<(), AppError> {
 }
 
 /// `ignore organization|configuration SOURCE_ID`.
-pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(), AppError> {
-    let (name, _) = itglue_record(app, kind, itglue_id)?;
+pub fn ignore_command(app: &App, kind: RecordKind, source_id: &str) -> Result<(), AppError> {
+    let (name, _) = source_record(app, kind, source_id)?;
     if kind == RecordKind::Organization {
-        guard_organization_change(app, itglue_id, None)?;
+        guard_organization_change(app, source_id, None)?;
     }
-    let unlinked = store::ignore(&app.db, app.name(), kind.as_str(), itglue_id, &cli_actor())?;
+    let unlinked = store::ignore(&app.db, app.name(), kind.as_str(), source_id, &cli_actor())?;
     println!(
         "Ignoring {} {} ({}): it will never be linked{}.",
         kind.as_str(),
-        safe(itglue_id),
+        safe(source_id),
         safe(&name),
         if unlinked > 0 {
             "; its link was removed"
@@ -649,15 +652,15 @@ pub fn ignore_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<()
 }
 
 /// `reset organization|configuration SOURCE_ID`.
-pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(), AppError> {
+pub fn reset_command(app: &App, kind: RecordKind, source_id: &str) -> Result<(), AppError> {
     // An automatic link has no decision to drop: say so before anything else is checked.
-    let decided = store::has_decision(&app.db, app.name(), kind.as_str(), itglue_id)?;
-    let auto_target = store::auto_link_target(&app.db, app.name(), kind.as_str(), itglue_id)?;
+    let decided = store::has_decision(&app.db, app.name(), kind.as_str(), source_id)?;
+    let auto_target = store::auto_link_target(&app.db, app.name(), kind.as_str(), source_id)?;
     if let (false, Some(target)) = (decided, auto_target) {
         return Err(AppError::new(
             Exit::BadInput,
             format!(
-                "{} {itglue_id} is linked automatically (to {target}), not by hand, so there is nothing to reset; to stop it linking use `ignore`: scopable-host {} ignore {} {itglue_id}",
+                "{} {source_id} is linked automatically (to {target}), not by hand, so there is nothing to reset; to stop it linking use `ignore`: scopable-host {} ignore {} {source_id}",
                 kind.as_str(),
                 app.name(),
                 kind.as_str()
@@ -665,19 +668,20 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
         ));
     }
     if kind == RecordKind::Organization {
-        guard_organization_change(app, itglue_id, None)?;
+        guard_organization_change(app, source_id, None)?;
     }
-    let removed = store::reset(&app.db, app.name(), kind.as_str(), itglue_id, &cli_actor())?;
+    let removed = store::reset(&app.db, app.name(), kind.as_str(), source_id, &cli_actor())?;
     if removed == 0 {
         return Err(AppError::new(
             Exit::BadInput,
             format!(
-                "IT Glue {} {itglue_id} has no manual decision to reset",
+                "{} {} {source_id} has no manual decision to reset",
+                app.connector.manifest.service(),
                 kind.as_str()
             ),
         ));
     }
-    let rematched = rematch_after_decision(app, kind, Some(itglue_id));
+    let rematched = rematch_after_decision(app, kind, Some(source_id));
     // A target as a person reads it: its id and, when known, its name.
     let target_named = |target: &str| {
         let name = scopable_sync::describe::scopable_name(&app.db, kind, target)
@@ -688,7 +692,7 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
         format!("{}{name}", safe(target))
     };
     let placed = rematched.as_ref().and_then(|r| {
-        if let Some((_, target)) = r.relinked.as_ref().filter(|(id, _)| id == itglue_id) {
+        if let Some((_, target)) = r.relinked.as_ref().filter(|(id, _)| id == source_id) {
             return Some(format!(
                 "it is linked again automatically to {}",
                 target_named(target)
@@ -696,7 +700,7 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
         }
         r.unplaced
             .iter()
-            .find(|(id, _)| id == itglue_id)
+            .find(|(id, _)| id == source_id)
             .map(|(_, reason)| {
                 format!(
                     "it is listed again with what could not be placed: {}",
@@ -709,7 +713,7 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
             .or_else(|| {
                 r.would_link
                     .iter()
-                    .find(|(id, _)| id == itglue_id)
+                    .find(|(id, _)| id == source_id)
                     .map(|(_, target)| {
                         format!(
                             "it matches {}; the next sync links it",
@@ -721,7 +725,7 @@ pub fn reset_command(app: &App, kind: RecordKind, itglue_id: &str) -> Result<(),
     println!(
         "Reset {} {}: {}.",
         kind.as_str(),
-        safe(itglue_id),
+        safe(source_id),
         placed.unwrap_or_else(|| "the next sync places it automatically".to_string())
     );
     Ok(())
@@ -785,7 +789,7 @@ pub fn ignored_records(db: &Db, connector: &str) -> Result<Vec<IgnoredRecord>, A
     rows.sort_by(|a, b| {
         b.kind
             .cmp(&a.kind)
-            .then_with(|| id_order(&a.itglue_id, &b.itglue_id))
+            .then_with(|| id_order(&a.source_id, &b.source_id))
     });
     Ok(rows)
 }
@@ -818,7 +822,7 @@ pub fn ignored_command(app: &App, json_out: bool) -> Result<(), AppError> {
         // each is shown safe and bounded.
         println!(
             "  {:>10}  {:<32}  ignored {} by {}",
-            safe(&row.itglue_id),
+            safe(&row.source_id),
             safe_within(
                 row.name.as_deref().unwrap_or("(not in the last sync)"),
                 NAME_COLUMN

@@ -49,7 +49,7 @@ fn show_progress_on(bar: &indicatif::ProgressBar, done: u32, total: Option<u32>)
     bar.set_position(u64::from(done));
 }
 
-/// `itglue sync organizations|configurations [--dry-run] [--json]`.
+/// `CONNECTOR sync organizations|configurations [--dry-run] [--json]`.
 pub fn sync_command(
     app: &mut App,
     rt: &tokio::runtime::Runtime,
@@ -118,7 +118,7 @@ pub fn sync_command(
     for change in &changes {
         match change {
             Change::Add {
-                itglue_id,
+                source_id,
                 name,
                 scopable_id,
                 evidence,
@@ -128,10 +128,10 @@ pub fn sync_command(
                     && let Some(target) =
                         scopable_sync::describe::scopable_identifiers(&app.db, scopable_id)?
                 {
-                    let source = scopable_sync::describe::itglue_identifiers(
+                    let source = scopable_sync::describe::source_identifiers(
                         &app.db,
                         app.name(),
-                        itglue_id,
+                        source_id,
                     )?;
                     let values = scopable_sync::describe::evidence_values(
                         evidence,
@@ -148,7 +148,7 @@ pub fn sync_command(
                     scopable_sync::describe::scopable_name(&app.db, kind, scopable_id)?;
                 println!(
                     "  + {} -> {target} {} ({}): {} -> {}",
-                    safe(itglue_id),
+                    safe(source_id),
                     safe(scopable_id),
                     safe(&shown_evidence),
                     shown(name.clone()),
@@ -156,19 +156,19 @@ pub fn sync_command(
                 )
             }
             Change::Remove {
-                itglue_id,
+                source_id,
                 name,
                 scopable_id,
                 why,
             } => {
                 let name = name
                     .clone()
-                    .or_else(|| names_before.get(itglue_id).cloned());
+                    .or_else(|| names_before.get(source_id).cloned());
                 let scopable_name =
                     scopable_sync::describe::scopable_name(&app.db, kind, scopable_id)?;
                 println!(
                     "  - {} -x {target} {} ({}): {} -x {}",
-                    safe(itglue_id),
+                    safe(source_id),
                     safe(scopable_id),
                     safe(why),
                     shown(name),

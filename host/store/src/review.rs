@@ -62,9 +62,9 @@ fn record_decision(
     Ok(())
 }
 
-/// A stored IT Glue record of `kind`: its name and its organization's id; `None` when it is
+/// A stored source record of `kind`: its name and its organization's id; `None` when it is
 /// not known.
-pub fn itglue_record(
+pub fn source_record(
     db: &Db,
     connector: &str,
     kind: &str,
@@ -80,8 +80,8 @@ pub fn itglue_record(
         .optional()?)
 }
 
-/// Configurations linked by hand under an IT Glue organization: (IT Glue id, target, target's
-/// client), by IT Glue id.
+/// Configurations linked by hand under an source organization: (source id, target, target's
+/// client), by source id.
 pub fn manual_configurations_under(
     db: &Db,
     connector: &str,
@@ -121,27 +121,27 @@ pub fn configuration_client(db: &Db, id: &str) -> Result<Option<String>, DbError
         .optional()?)
 }
 
-/// The record of `kind` other than `itglue_id` linked to `scopable_id`, with how it was linked
+/// The record of `kind` other than `source_id` linked to `scopable_id`, with how it was linked
 /// (`auto` or `manual`), if any.
 pub fn link_holder(
     db: &Db,
     connector: &str,
     kind: &str,
     scopable_id: &str,
-    itglue_id: &str,
+    source_id: &str,
 ) -> Result<Option<(String, String)>, DbError> {
     Ok(db
         .conn()
         .query_row(
             "SELECT source_id, source FROM links WHERE connector = ?1 AND kind = ?2 AND scopable_id = ?3 AND source_id != ?4",
-            params![connector, kind, scopable_id, itglue_id],
+            params![connector, kind, scopable_id, source_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?)
 }
 
-/// Links an IT Glue record of `kind` to `scopable_id` by hand, logged with `actor`, in one
-/// write transaction. `taken_from` (IT Glue id, name) is the record the admin agreed to take
+/// Links an source record of `kind` to `scopable_id` by hand, logged with `actor`, in one
+/// write transaction. `taken_from` (source id, name) is the record the admin agreed to take
 /// the target from: its automatic link is removed and it is listed again as unplaced
 /// (`target-taken`). Returns `false`, changing nothing, when the target's holder is no longer
 /// the one agreed to (a sync applied meanwhile).
@@ -149,7 +149,7 @@ pub fn link_by_hand(
     db: &Db,
     connector: &str,
     kind: &str,
-    itglue_id: &str,
+    source_id: &str,
     scopable_id: &str,
     taken_from: Option<(&str, &str)>,
     actor: &str,
@@ -159,7 +159,7 @@ pub fn link_by_hand(
     let holder_now: Option<String> = tx
         .query_row(
             "SELECT source_id FROM links WHERE connector = ?1 AND kind = ?2 AND scopable_id = ?3 AND source_id != ?4",
-            params![connector, kind, scopable_id, itglue_id],
+            params![connector, kind, scopable_id, source_id],
             |r| r.get(0),
         )
         .optional()?;
@@ -191,18 +191,18 @@ pub fn link_by_hand(
     tx.execute(
         "INSERT OR REPLACE INTO decisions (connector, kind, source_id, action, scopable_id, decided_at)
          VALUES (?1, ?2, ?3, 'link', ?4, ?5)",
-        params![connector, kind, itglue_id, scopable_id, now],
+        params![connector, kind, source_id, scopable_id, now],
     )?;
     tx.execute(
         "INSERT OR REPLACE INTO links (connector, kind, source_id, scopable_id, source, evidence, linked_at)
          VALUES (?1, ?2, ?3, ?4, 'manual', '[\"manual\"]', ?5)",
-        params![connector, kind, itglue_id, scopable_id, now],
+        params![connector, kind, source_id, scopable_id, now],
     )?;
     record_decision(
         &tx,
         connector,
         DecisionAction::Link,
-        Some((kind, itglue_id)),
+        Some((kind, source_id)),
         Some(scopable_id),
         actor,
     )?;
@@ -210,30 +210,30 @@ pub fn link_by_hand(
     Ok(true)
 }
 
-/// Ignores an IT Glue record of `kind` (it is never linked), removing its link, logged with
+/// Ignores an source record of `kind` (it is never linked), removing its link, logged with
 /// `actor`, in one transaction. Returns how many links were removed.
 pub fn ignore(
     db: &Db,
     connector: &str,
     kind: &str,
-    itglue_id: &str,
+    source_id: &str,
     actor: &str,
 ) -> Result<usize, DbError> {
     let tx = db.conn().unchecked_transaction()?;
     tx.execute(
         "INSERT OR REPLACE INTO decisions (connector, kind, source_id, action, scopable_id, decided_at)
          VALUES (?1, ?2, ?3, 'ignore', NULL, ?4)",
-        params![connector, kind, itglue_id, db::now()],
+        params![connector, kind, source_id, db::now()],
     )?;
     let unlinked = tx.execute(
         "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
-        params![connector, kind, itglue_id],
+        params![connector, kind, source_id],
     )?;
     record_decision(
         &tx,
         connector,
         DecisionAction::Ignore,
-        Some((kind, itglue_id)),
+        Some((kind, source_id)),
         None,
         actor,
     )?;
@@ -241,49 +241,49 @@ pub fn ignore(
     Ok(unlinked)
 }
 
-/// Whether an IT Glue record of `kind` has a manual decision (a link by hand or an ignore).
+/// Whether an source record of `kind` has a manual decision (a link by hand or an ignore).
 pub fn has_decision(
     db: &Db,
     connector: &str,
     kind: &str,
-    itglue_id: &str,
+    source_id: &str,
 ) -> Result<bool, DbError> {
     Ok(db
         .conn()
         .query_row(
             "SELECT 1 FROM decisions WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
-            params![connector, kind, itglue_id],
+            params![connector, kind, source_id],
             |_| Ok(()),
         )
         .optional()?
         .is_some())
 }
 
-/// The target of an IT Glue record's automatic link, if it has one.
+/// The target of an source record's automatic link, if it has one.
 pub fn auto_link_target(
     db: &Db,
     connector: &str,
     kind: &str,
-    itglue_id: &str,
+    source_id: &str,
 ) -> Result<Option<String>, DbError> {
     Ok(db
         .conn()
         .query_row(
             "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = ?2 AND source_id = ?3 AND source = 'auto'",
-            params![connector, kind, itglue_id],
+            params![connector, kind, source_id],
             |r| r.get(0),
         )
         .optional()?)
 }
 
-/// Drops an IT Glue record's manual decision and its manual link, logged with `actor` when
+/// Drops an source record's manual decision and its manual link, logged with `actor` when
 /// there was a decision, in one transaction. Returns how many decisions were dropped (0: there
 /// was none).
 pub fn reset(
     db: &Db,
     connector: &str,
     kind: &str,
-    itglue_id: &str,
+    source_id: &str,
     actor: &str,
 ) -> Result<usize, DbError> {
     let tx = db.conn().unchecked_transaction()?;
@@ -291,28 +291,28 @@ pub fn reset(
     let dropped_target: Option<String> = tx
         .query_row(
             "SELECT scopable_id FROM decisions WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
-            params![connector, kind, itglue_id],
+            params![connector, kind, source_id],
             |r| r.get(0),
         )
         .optional()?
         .flatten();
     let removed = tx.execute(
         "DELETE FROM decisions WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
-        params![connector, kind, itglue_id],
+        params![connector, kind, source_id],
     )?;
     if removed > 0 {
         record_decision(
             &tx,
             connector,
             DecisionAction::Reset,
-            Some((kind, itglue_id)),
+            Some((kind, source_id)),
             dropped_target.as_deref(),
             actor,
         )?;
     }
     tx.execute(
         "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND source_id = ?3 AND source = 'manual'",
-        params![connector, kind, itglue_id],
+        params![connector, kind, source_id],
     )?;
     tx.commit()?;
     Ok(removed)
@@ -342,9 +342,9 @@ pub fn disconnect(db: &Db, connector: &str, actor: &str) -> Result<bool, DbError
 pub struct IgnoredRecord {
     /// `organization` or `configuration`.
     pub kind: String,
-    /// The IT Glue id.
+    /// The record's id in its source, under the name scripts of the IT Glue connector read.
     pub itglue_id: String,
-    /// The connector-side id (the same as `itglue_id`).
+    /// The record's id in its source.
     pub source_id: String,
     /// The record's name as last received, or `None` when the last sync did not receive it.
     pub name: Option<String>,
@@ -372,8 +372,8 @@ pub fn ignored_records(db: &Db, connector: &str) -> Result<Vec<IgnoredRecord>, D
             let id: String = r.get(1)?;
             Ok(IgnoredRecord {
                 kind: r.get(0)?,
-                source_id: id.clone(),
-                itglue_id: id,
+                itglue_id: id.clone(),
+                source_id: id,
                 name: r.get(2)?,
                 decided_at: r.get(3)?,
                 actor: r.get(4)?,

@@ -10,7 +10,7 @@ use rusqlite::{Connection, params};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 
-/// A record as the host keeps it (`itglue_records`): its name, its organization
+/// A record as the host keeps it (`source_records`): its name, its organization
 /// (configurations), and every other field the connector gave, the identifiers the matcher
 /// reads among them, so that it can be placed again without the network.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct SeenRecord {
     pub archived: bool,
 }
 
-/// One (unplaced) row: (IT Glue id, name, reason, candidates JSON, suggestions JSON).
+/// One (unplaced) row: (source id, name, reason, candidates JSON, suggestions JSON).
 pub type UnplacedRow = (String, String, String, String, String);
 
 /// The stored records of a kind, each with whether it keeps every field (rows written before
@@ -106,7 +106,7 @@ fn basis_on(conn: &Connection, connector: &str) -> rusqlite::Result<String> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
 }
 
-/// The manual decisions of a kind, by IT Glue id: (IT Glue id, action, Scopable id).
+/// The manual decisions of a kind, by source id: (source id, action, Scopable id).
 pub fn decisions(
     db: &Db,
     connector: &str,
@@ -125,7 +125,7 @@ pub fn decisions(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Automatic links of a kind: itglue id -> scopable id.
+/// Automatic links of a kind: source id -> scopable id.
 pub fn auto_links(
     db: &Db,
     connector: &str,
@@ -156,15 +156,15 @@ pub fn auto_linked_names(
 /// One link change of a planned sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkChange<'a> {
-    /// Remove the automatic link of this IT Glue id.
+    /// Remove the automatic link of this source id.
     Remove {
-        /// IT Glue id.
-        itglue_id: &'a str,
+        /// source id.
+        source_id: &'a str,
     },
     /// Add an automatic link.
     Add {
-        /// IT Glue id.
-        itglue_id: &'a str,
+        /// source id.
+        source_id: &'a str,
         /// Scopable id.
         scopable_id: &'a str,
         /// Evidence names.
@@ -181,7 +181,7 @@ pub struct PlannedSync<'a> {
     pub basis: &'a str,
     /// Links removed and added, in this order.
     pub changes: Vec<LinkChange<'a>>,
-    /// Links to keep with refreshed evidence: (itglue id, scopable id, evidence JSON).
+    /// Links to keep with refreshed evidence: (source id, scopable id, evidence JSON).
     pub kept: &'a [(String, String, String)],
     /// The kind's `unplaced` rows, replacing the stored ones.
     pub unplaced: &'a [UnplacedRow],
@@ -240,14 +240,14 @@ pub fn apply(
     let stored_records = stored_records_on(&tx, connector, kind)?;
     for change in &plan.changes {
         match change {
-            LinkChange::Remove { itglue_id } => {
+            LinkChange::Remove { source_id } => {
                 tx.prepare_cached(
                     "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND source_id = ?3 AND source = 'auto'",
                 )?
-                .execute(params![connector, kind, itglue_id])?;
+                .execute(params![connector, kind, source_id])?;
             }
             LinkChange::Add {
-                itglue_id,
+                source_id,
                 scopable_id,
                 evidence,
             } => {
@@ -255,18 +255,18 @@ pub fn apply(
                     "INSERT INTO links (connector, kind, source_id, scopable_id, source, evidence, linked_at)
                      VALUES (?1, ?2, ?3, ?4, 'auto', ?5, ?6)",
                 )?
-                .execute(params![connector, kind, itglue_id, scopable_id, json!(evidence).to_string(), now])?;
+                .execute(params![connector, kind, source_id, scopable_id, json!(evidence).to_string(), now])?;
             }
         }
     }
-    for (itglue_id, scopable_id, evidence) in plan.kept {
-        if stored_evidence.get(itglue_id) == Some(evidence) {
+    for (source_id, scopable_id, evidence) in plan.kept {
+        if stored_evidence.get(source_id) == Some(evidence) {
             continue;
         }
         tx.prepare_cached(
             "UPDATE links SET evidence = ?5 WHERE connector = ?1 AND kind = ?2 AND source_id = ?3 AND scopable_id = ?4 AND source = 'auto'",
         )?
-        .execute(params![connector, kind, itglue_id, scopable_id, evidence])?;
+        .execute(params![connector, kind, source_id, scopable_id, evidence])?;
     }
     tx.execute(
         "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2",
@@ -315,7 +315,7 @@ pub fn apply(
     Ok(Applied::Done)
 }
 
-/// Writes `unplaced` rows: (IT Glue id, name, reason, candidates JSON, suggestions JSON).
+/// Writes `unplaced` rows: (source id, name, reason, candidates JSON, suggestions JSON).
 fn insert_unplaced(
     tx: &Connection,
     connector: &str,
@@ -360,7 +360,7 @@ fn rematch_basis_on(conn: &Connection, connector: &str, kind: &str) -> rusqlite:
 /// What refreshing a re-match's rows did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rematch {
-    /// The rows were written; the link added at once, if one was: (IT Glue id, Scopable id).
+    /// The rows were written; the link added at once, if one was: (source id, Scopable id).
     Done(Option<(String, String)>),
     /// [`rematch_basis`] changed since `started`; nothing was written.
     Changed,
@@ -368,7 +368,7 @@ pub enum Rematch {
 
 /// In one transaction, unless [`rematch_basis`] is no longer `started`: replaces the `unplaced`
 /// rows of the stored records of a kind with `unplaced`, and adds each automatic link of
-/// `relink` (IT Glue id, Scopable id, evidence names) whose record and target no link holds.
+/// `relink` (source id, Scopable id, evidence names) whose record and target no link holds.
 pub fn apply_rematch(
     db: &Db,
     connector: &str,
@@ -389,7 +389,7 @@ pub fn apply_rematch(
     )?;
     insert_unplaced(&tx, connector, kind, unplaced)?;
     let mut relinked = None;
-    for (itglue_id, scopable_id, evidence) in relink {
+    for (source_id, scopable_id, evidence) in relink {
         let added = tx.execute(
             "INSERT INTO links (connector, kind, source_id, scopable_id, source, evidence, linked_at)
              SELECT ?1, ?2, ?3, ?4, 'auto', ?5, ?6
@@ -398,14 +398,14 @@ pub fn apply_rematch(
             params![
                 connector,
                 kind,
-                itglue_id,
+                source_id,
                 scopable_id,
                 json!(evidence).to_string(),
                 db::now()
             ],
         )?;
         if added > 0 {
-            relinked = Some((itglue_id.to_string(), scopable_id.to_string()));
+            relinked = Some((source_id.to_string(), scopable_id.to_string()));
         }
     }
     tx.commit()?;

@@ -27,9 +27,9 @@ pub fn configuration_name(db: &Db, id: &str) -> Result<Option<String>, DbError> 
         .optional()?)
 }
 
-/// The name of an IT Glue record of `kind` (`organization` or `configuration`) as last
+/// The name of an source record of `kind` (`organization` or `configuration`) as last
 /// received, or `None` when none is stored.
-pub fn itglue_name(
+pub fn source_name(
     db: &Db,
     connector: &str,
     kind: &str,
@@ -72,9 +72,9 @@ pub fn scopable_identifiers(db: &Db, id: &str) -> Result<Option<Identifiers>, Db
         .optional()?)
 }
 
-/// An IT Glue configuration's identifiers as last received, or `None` when they are not
+/// An source configuration's identifiers as last received, or `None` when they are not
 /// stored (the record is unknown, or was stored before the host kept identifiers).
-pub fn itglue_identifiers(
+pub fn source_identifiers(
     db: &Db,
     connector: &str,
     id: &str,
@@ -104,8 +104,8 @@ pub fn itglue_identifiers(
 pub struct LinkRow {
     /// `organization` or `configuration`.
     pub kind: String,
-    /// The IT Glue id.
-    pub itglue_id: String,
+    /// The source id.
+    pub source_id: String,
     /// The Scopable id.
     pub scopable_id: String,
     /// `auto` or `manual`.
@@ -125,7 +125,7 @@ pub fn links(db: &Db, connector: &str) -> Result<Vec<LinkRow>, DbError> {
         .query_map([connector], |r| {
             Ok(LinkRow {
                 kind: r.get(0)?,
-                itglue_id: r.get(1)?,
+                source_id: r.get(1)?,
                 scopable_id: r.get(2)?,
                 source: r.get(3)?,
                 evidence: r.get(4)?,
@@ -150,9 +150,9 @@ pub fn link_count(db: &Db, connector: &str) -> Result<i64, DbError> {
 pub struct UnplacedRow {
     /// `organization` or `configuration`.
     pub kind: String,
-    /// The IT Glue id.
-    pub itglue_id: String,
-    /// The IT Glue record's name (for an unreadable record, what was wrong with it).
+    /// The source id.
+    pub source_id: String,
+    /// The source record's name (for an unreadable record, what was wrong with it).
     pub name: String,
     /// The reason, as `matching.md` names it.
     pub reason: String,
@@ -175,7 +175,7 @@ pub fn unplaced(db: &Db, connector: &str) -> Result<Vec<UnplacedRow>, DbError> {
         .query_map([connector], |r| {
             Ok(UnplacedRow {
                 kind: r.get(0)?,
-                itglue_id: r.get(1)?,
+                source_id: r.get(1)?,
                 name: r.get(2)?,
                 reason: r.get(3)?,
                 candidates: r.get(4)?,
@@ -186,11 +186,11 @@ pub fn unplaced(db: &Db, connector: &str) -> Result<Vec<UnplacedRow>, DbError> {
     Ok(rows)
 }
 
-/// The IT Glue organization id a stored IT Glue configuration names, if any.
+/// The source organization id a stored source configuration names, if any.
 pub fn configuration_organization(
     db: &Db,
     connector: &str,
-    itglue_id: &str,
+    source_id: &str,
 ) -> Result<Option<String>, DbError> {
     Ok(db
         .conn()
@@ -198,12 +198,12 @@ pub fn configuration_organization(
             "SELECT organization_id FROM source_records
              WHERE connector = ?1 AND kind = 'configuration' AND source_id = ?2",
         )?
-        .query_row(params![connector, itglue_id], |r| r.get(0))
+        .query_row(params![connector, source_id], |r| r.get(0))
         .optional()?
         .flatten())
 }
 
-/// The Scopable client an IT Glue organization is linked to, if any (`None` for no
+/// The Scopable client an source organization is linked to, if any (`None` for no
 /// organization).
 pub fn organization_link(
     db: &Db,
@@ -219,7 +219,7 @@ pub fn organization_link(
         .optional()?)
 }
 
-/// Whether an admin ignored an IT Glue organization.
+/// Whether an admin ignored an source organization.
 pub fn organization_ignored(db: &Db, connector: &str, organization: &str) -> Result<bool, DbError> {
     Ok(db
         .conn()
@@ -231,7 +231,7 @@ pub fn organization_ignored(db: &Db, connector: &str, organization: &str) -> Res
         .is_some())
 }
 
-/// Why an IT Glue organization could not be placed, when it is listed as unplaced.
+/// Why an source organization could not be placed, when it is listed as unplaced.
 pub fn organization_unplaced_reason(
     db: &Db,
     connector: &str,

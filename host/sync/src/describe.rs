@@ -289,14 +289,14 @@ pub fn scopable_names(
     ids.iter().map(|id| scopable_name(db, kind, id)).collect()
 }
 
-/// The name of an IT Glue record as last received, or `None` when none is stored.
-pub fn itglue_name(
+/// The name of an source record as last received, or `None` when none is stored.
+pub fn source_name(
     db: &Db,
     connector: &str,
     kind: RecordKind,
     id: &str,
 ) -> Result<Option<String>, DbError> {
-    views::itglue_name(db, connector, kind.as_str(), id)
+    views::source_name(db, connector, kind.as_str(), id)
 }
 
 /// The identifiers a configuration carries that the matcher reads, as stored.
@@ -307,14 +307,14 @@ pub fn scopable_identifiers(db: &Db, id: &str) -> Result<Option<Identifiers>, Db
     views::scopable_identifiers(db, id)
 }
 
-/// An IT Glue configuration's identifiers as last received, or `None` when they are not
+/// An source configuration's identifiers as last received, or `None` when they are not
 /// stored (the record is unknown, or was stored before the host kept identifiers).
-pub fn itglue_identifiers(
+pub fn source_identifiers(
     db: &Db,
     connector: &str,
     id: &str,
 ) -> Result<Option<Identifiers>, DbError> {
-    views::itglue_identifiers(db, connector, id)
+    views::source_identifiers(db, connector, id)
 }
 
 /// An identifier the matcher compares.
@@ -398,15 +398,15 @@ fn usable_macs(macs: &[String]) -> Vec<String> {
     out
 }
 
-/// What the identifiers of an IT Glue configuration and a Scopable one say, normalized as the
+/// What the identifiers of an source configuration and a Scopable one say, normalized as the
 /// matcher normalizes them (placeholders are no evidence and never shown as agreeing): every
 /// serial, MAC and hostname they share, and a serial (or a set of MACs) on which they
 /// disagree. In the order serial, MAC, hostname.
-pub fn compare(itglue: &Identifiers, scopable: &Identifiers) -> Vec<Clue> {
+pub fn compare(source: &Identifiers, scopable: &Identifiers) -> Vec<Clue> {
     use scopable_normalize::{normalize_hostname, normalize_serial};
     let mut clues = Vec::new();
     let serial = |i: &Identifiers| i.serial_number.as_deref().and_then(normalize_serial);
-    match (serial(itglue), serial(scopable)) {
+    match (serial(source), serial(scopable)) {
         (Some(a), Some(b)) if a == b => clues.push(Clue::Agrees {
             field: Field::Serial,
             value: a,
@@ -419,7 +419,7 @@ pub fn compare(itglue: &Identifiers, scopable: &Identifiers) -> Vec<Clue> {
         _ => {}
     }
     let (ours, theirs) = (
-        usable_macs(&itglue.mac_addresses),
+        usable_macs(&source.mac_addresses),
         usable_macs(&scopable.mac_addresses),
     );
     let shared: Vec<&String> = ours.iter().filter(|m| theirs.contains(m)).collect();
@@ -439,7 +439,7 @@ pub fn compare(itglue: &Identifiers, scopable: &Identifiers) -> Vec<Clue> {
         });
     }
     let host = |i: &Identifiers| i.hostname.as_deref().and_then(normalize_hostname);
-    if let (Some(a), Some(b)) = (host(itglue), host(scopable))
+    if let (Some(a), Some(b)) = (host(source), host(scopable))
         && a == b
     {
         clues.push(Clue::Agrees {
@@ -451,16 +451,16 @@ pub fn compare(itglue: &Identifiers, scopable: &Identifiers) -> Vec<Clue> {
 }
 
 /// The values behind a configuration link's `evidence` (`serial`, `mac`, `hostname`): what
-/// both sides share for each, from the stored records. When the IT Glue side is not known (or
+/// both sides share for each, from the stored records. When the source side is not known (or
 /// no longer agrees, in a dry run), the Scopable side's value stands for it: a MAC only when
 /// the Scopable record has exactly one.
 pub fn evidence_values(
     evidence: &[String],
-    itglue: Option<&Identifiers>,
+    source: Option<&Identifiers>,
     scopable: &Identifiers,
 ) -> Vec<Clue> {
     use scopable_normalize::{normalize_hostname, normalize_serial};
-    let agreeing: Vec<Clue> = itglue
+    let agreeing: Vec<Clue> = source
         .map(|i| compare(i, scopable))
         .unwrap_or_default()
         .into_iter()
@@ -499,11 +499,11 @@ pub fn evidence_values(
 pub struct LinkView {
     /// `organization` or `configuration`.
     pub kind: String,
-    /// The IT Glue id.
+    /// The record's id in its source, under the name scripts of the IT Glue connector read.
     pub itglue_id: String,
-    /// The source record's id (the same as `itglue_id`).
+    /// The record's id in its source.
     pub source_id: String,
-    /// The IT Glue record's name, as last received (`None` when not stored).
+    /// The source record's name, as last received (`None` when not stored).
     pub name: Option<String>,
     /// The Scopable id.
     pub scopable_id: String,
@@ -527,12 +527,12 @@ pub fn links(db: &Db, connector: &str) -> Result<Vec<LinkView>, DbError> {
     rows.sort_by(|a, b| {
         b.kind
             .cmp(&a.kind)
-            .then_with(|| id_order(&a.itglue_id, &b.itglue_id))
+            .then_with(|| id_order(&a.source_id, &b.source_id))
     });
     let mut out = Vec::with_capacity(rows.len());
     for views::LinkRow {
         kind,
-        itglue_id,
+        source_id,
         scopable_id,
         source,
         evidence,
@@ -554,7 +554,7 @@ pub fn links(db: &Db, connector: &str) -> Result<Vec<LinkView>, DbError> {
                         .unwrap_or_default();
                     match scopable_identifiers(db, &scopable_id)? {
                         Some(target) => {
-                            let source = itglue_identifiers(db, connector, &itglue_id)?;
+                            let source = source_identifiers(db, connector, &source_id)?;
                             evidence_values(&names, source.as_ref(), &target)
                         }
                         None => Vec::new(),
@@ -563,7 +563,7 @@ pub fn links(db: &Db, connector: &str) -> Result<Vec<LinkView>, DbError> {
                     Vec::new()
                 };
                 (
-                    itglue_name(db, connector, k, &itglue_id)?,
+                    source_name(db, connector, k, &source_id)?,
                     scopable_name(db, k, &scopable_id)?,
                     values,
                 )
@@ -571,9 +571,9 @@ pub fn links(db: &Db, connector: &str) -> Result<Vec<LinkView>, DbError> {
             None => (None, None, Vec::new()),
         };
         out.push(LinkView {
-            source_id: itglue_id.clone(),
+            itglue_id: source_id.clone(),
             kind,
-            itglue_id,
+            source_id,
             name,
             scopable_id,
             scopable_name,
@@ -603,14 +603,14 @@ pub enum ParentState {
     },
     /// Ignored by an admin.
     Ignored,
-    /// Not known (organizations were not synced, or it is gone from IT Glue).
+    /// Not known (organizations were not synced, or it is gone from the source).
     Unknown,
 }
 
 /// A configuration's organization, as an unplaced configuration names it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Parent {
-    /// The organization's IT Glue id.
+    /// The organization's source id.
     pub organization_id: Option<String>,
     /// Its name, as last received.
     pub organization_name: Option<String>,
@@ -624,11 +624,11 @@ pub struct Parent {
 pub struct UnplacedView {
     /// `organization` or `configuration`.
     pub kind: String,
-    /// The IT Glue id.
+    /// The record's id in its source, under the name scripts of the IT Glue connector read.
     pub itglue_id: String,
-    /// The source record's id (the same as `itglue_id`).
+    /// The record's id in its source.
     pub source_id: String,
-    /// The IT Glue record's name (for an unreadable record, what was wrong with it).
+    /// The source record's name (for an unreadable record, what was wrong with it).
     pub name: String,
     /// Always `None`: an unplaced record has no Scopable record.
     pub scopable_name: Option<String>,
@@ -654,8 +654,8 @@ pub struct UnplacedView {
     pub candidate_clues: Vec<Vec<Clue>>,
 }
 
-fn parent_of(db: &Db, connector: &str, itglue_id: &str) -> Result<Parent, DbError> {
-    let organization_id = views::configuration_organization(db, connector, itglue_id)?;
+fn parent_of(db: &Db, connector: &str, source_id: &str) -> Result<Parent, DbError> {
+    let organization_id = views::configuration_organization(db, connector, source_id)?;
     let Some(org) = organization_id else {
         return Ok(Parent {
             organization_id: None,
@@ -663,7 +663,7 @@ fn parent_of(db: &Db, connector: &str, itglue_id: &str) -> Result<Parent, DbErro
             state: ParentState::Unknown,
         });
     };
-    let organization_name = itglue_name(db, connector, RecordKind::Organization, &org)?;
+    let organization_name = source_name(db, connector, RecordKind::Organization, &org)?;
     let linked = views::organization_link(db, connector, Some(&org))?;
     let ignored = views::organization_ignored(db, connector, &org)?;
     let reason = views::organization_unplaced_reason(db, connector, &org)?;
@@ -691,13 +691,13 @@ pub fn unplaced(db: &Db, connector: &str, service: &str) -> Result<Vec<UnplacedV
     rows.sort_by(|a, b| {
         b.kind
             .cmp(&a.kind)
-            .then_with(|| id_order(&a.itglue_id, &b.itglue_id))
+            .then_with(|| id_order(&a.source_id, &b.source_id))
     });
     let list = |text: &str| -> Vec<String> { serde_json::from_str(text).unwrap_or_default() };
     let mut out = Vec::with_capacity(rows.len());
     for views::UnplacedRow {
         kind,
-        itglue_id,
+        source_id,
         name,
         reason,
         candidates,
@@ -714,7 +714,7 @@ pub fn unplaced(db: &Db, connector: &str, service: &str) -> Result<Vec<UnplacedV
         let candidate_names = names(&candidates)?;
         let suggestion_names = names(&suggestions)?;
         let (parent, candidate_clues) = if k == Some(RecordKind::Configuration) {
-            let source = itglue_identifiers(db, connector, &itglue_id)?;
+            let source = source_identifiers(db, connector, &source_id)?;
             let mut clues = Vec::with_capacity(candidates.len());
             for candidate in &candidates {
                 let target = scopable_identifiers(db, candidate)?;
@@ -723,7 +723,7 @@ pub fn unplaced(db: &Db, connector: &str, service: &str) -> Result<Vec<UnplacedV
                     _ => Vec::new(),
                 });
             }
-            (Some(parent_of(db, connector, &itglue_id)?), clues)
+            (Some(parent_of(db, connector, &source_id)?), clues)
         } else {
             (None, Vec::new())
         };
@@ -735,9 +735,9 @@ pub fn unplaced(db: &Db, connector: &str, service: &str) -> Result<Vec<UnplacedV
             None => (reason.clone(), reason.clone()),
         };
         out.push(UnplacedView {
-            source_id: itglue_id.clone(),
+            itglue_id: source_id.clone(),
             kind,
-            itglue_id,
+            source_id,
             name,
             scopable_name: None,
             reason,
@@ -1007,7 +1007,7 @@ mod tests {
             .map(|c| c.words("IT Glue"))
             .collect();
         assert_eq!(shown, ["serial PC1XYZ89", "mac 8c:16:45:aa:01:02"]);
-        // Two Scopable MACs and no IT Glue side: which one matched is not known.
+        // Two Scopable MACs and no source side: which one matched is not known.
         let two = ids(None, &["b8:ca:3a:01:02:03", "b8:ca:3a:01:02:04"], None);
         assert!(evidence_values(&["mac".to_string()], None, &two).is_empty());
     }
@@ -1061,7 +1061,7 @@ mod tests {
             Some("Adventure-Works".into())
         );
         assert_eq!(
-            itglue_name(&db, "itglue", RecordKind::Organization, "8").unwrap(),
+            source_name(&db, "itglue", RecordKind::Organization, "8").unwrap(),
             None
         );
     }

@@ -24,9 +24,9 @@ pub type SyncCounts = RunCounts;
 pub enum Change {
     /// A new automatic link.
     Add {
-        /// IT Glue id.
-        itglue_id: String,
-        /// The IT Glue record's name, as received in this sync.
+        /// source id.
+        source_id: String,
+        /// The source record's name, as received in this sync.
         name: Option<String>,
         /// Scopable id.
         scopable_id: String,
@@ -35,9 +35,9 @@ pub enum Change {
     },
     /// An automatic link removed.
     Remove {
-        /// IT Glue id.
-        itglue_id: String,
-        /// The IT Glue record's name, when it was received in this sync (`None` when the
+        /// source id.
+        source_id: String,
+        /// The source record's name, when it was received in this sync (`None` when the
         /// record is gone from the source).
         name: Option<String>,
         /// The Scopable id it pointed to.
@@ -47,7 +47,7 @@ pub enum Change {
     },
 }
 
-/// A record as the host keeps it ([`SeenRecord`]: `itglue_records`), so that it can be
+/// A record as the host keeps it ([`SeenRecord`]: `source_records`), so that it can be
 /// placed again without the network.
 type Seen = SeenRecord;
 
@@ -105,9 +105,9 @@ fn configuration_of(s: &Seen, id: &str) -> types::Configuration {
 struct Plan {
     counts: SyncCounts,
     changes: Vec<Change>,
-    /// Links to keep with refreshed evidence: (itglue id, scopable id, evidence JSON).
+    /// Links to keep with refreshed evidence: (source id, scopable id, evidence JSON).
     kept: Vec<(String, String, String)>,
-    /// (itglue id, name, reason, candidates JSON, suggestions JSON).
+    /// (source id, name, reason, candidates JSON, suggestions JSON).
     unplaced: Vec<(String, String, String, String, String)>,
     seen: BTreeMap<String, Seen>,
     /// [`sync_apply::basis`] when the sync started.
@@ -146,7 +146,7 @@ fn decisions(db: &Db, connector: &str, kind: &str) -> Result<Decisions, AppError
     Ok(d)
 }
 
-/// Automatic links of a kind: itglue id -> scopable id.
+/// Automatic links of a kind: source id -> scopable id.
 fn auto_links(db: &Db, connector: &str, kind: &str) -> Result<HashMap<String, String>, AppError> {
     Ok(sync_apply::auto_links(db, connector, kind)?)
 }
@@ -162,7 +162,7 @@ fn evidence_name(e: types::Evidence) -> &'static str {
 
 /// Checks the connector's placements and computes the changes.
 ///
-/// `valid_target(itglue_id, link)` says whether a proposed link (its target and evidence) may
+/// `valid_target(source_id, link)` says whether a proposed link (its target and evidence) may
 /// exist at all.
 #[allow(clippy::too_many_arguments)]
 fn plan(
@@ -284,20 +284,20 @@ fn plan(
                     }
                     Some(old) => {
                         changes.push(Change::Remove {
-                            itglue_id: id.clone(),
+                            source_id: id.clone(),
                             name: Some(name.clone()),
                             scopable_id: old.clone(),
                             why: format!("the evidence now points at {}", link.scopable_id),
                         });
                         changes.push(Change::Add {
-                            itglue_id: id.clone(),
+                            source_id: id.clone(),
                             name: Some(name),
                             scopable_id: link.scopable_id.clone(),
                             evidence,
                         });
                     }
                     None => changes.push(Change::Add {
-                        itglue_id: id.clone(),
+                        source_id: id.clone(),
                         name: Some(name),
                         scopable_id: link.scopable_id.clone(),
                         evidence,
@@ -307,7 +307,7 @@ fn plan(
             types::Outcome::Unplaced(u) => {
                 if let Some(old) = existing_auto.get(id.as_str()) {
                     changes.push(Change::Remove {
-                        itglue_id: id.clone(),
+                        source_id: id.clone(),
                         name: Some(name.clone()),
                         scopable_id: old.clone(),
                         why: format!(
@@ -339,7 +339,7 @@ fn plan(
             "the record no longer exists at the source"
         };
         changes.push(Change::Remove {
-            itglue_id: id.clone(),
+            source_id: id.clone(),
             name: seen.get(id.as_str()).map(|s| s.name.clone()),
             scopable_id: old.clone(),
             why: why.into(),
@@ -522,14 +522,14 @@ fn apply(
             .changes
             .iter()
             .map(|change| match change {
-                Change::Remove { itglue_id, .. } => LinkChange::Remove { itglue_id },
+                Change::Remove { source_id, .. } => LinkChange::Remove { source_id },
                 Change::Add {
-                    itglue_id,
+                    source_id,
                     scopable_id,
                     evidence,
                     ..
                 } => LinkChange::Add {
-                    itglue_id,
+                    source_id,
                     scopable_id,
                     evidence,
                 },
@@ -994,11 +994,11 @@ async fn plan_configurations(
 /// reasons, and those it would link at the next sync (it links nothing itself).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rematched {
-    /// (IT Glue id, reason) of each record listed as unplaced.
+    /// (source id, reason) of each record listed as unplaced.
     pub unplaced: Vec<(String, String)>,
-    /// (IT Glue id, Scopable id) of each record the next sync would link automatically.
+    /// (source id, Scopable id) of each record the next sync would link automatically.
     pub would_link: Vec<(String, String)>,
-    /// (IT Glue id, Scopable id) of the record handed back to automatic matching, when it was
+    /// (source id, Scopable id) of the record handed back to automatic matching, when it was
     /// linked again at once.
     pub relinked: Option<(String, String)>,
 }
@@ -1085,12 +1085,12 @@ pub fn rematch_stored(
         .iter()
         .filter_map(|change| match change {
             Change::Add {
-                itglue_id,
+                source_id,
                 scopable_id,
                 evidence,
                 ..
-            } if relink == Some(itglue_id.as_str()) => Some((
-                itglue_id.as_str(),
+            } if relink == Some(source_id.as_str()) => Some((
+                source_id.as_str(),
                 scopable_id.as_str(),
                 evidence.as_slice(),
             )),
@@ -1113,10 +1113,10 @@ pub fn rematch_stored(
         .iter()
         .filter_map(|c| match c {
             Change::Add {
-                itglue_id,
+                source_id,
                 scopable_id,
                 ..
-            } => Some((itglue_id.clone(), scopable_id.clone())),
+            } => Some((source_id.clone(), scopable_id.clone())),
             Change::Remove { .. } => None,
         })
         .collect();
@@ -1146,7 +1146,7 @@ fn local_context(app: &App) -> Result<CallContext, AppError> {
     app.call_context(base, "")
 }
 
-/// Most records (IT Glue plus Scopable configurations) handed to one `match` call. Matching
+/// Most records (source plus Scopable configurations) handed to one `match` call. Matching
 /// is exact within a client, so batches of whole clients give the same placements as one call,
 /// in bounded guest memory.
 const MATCH_BATCH: usize = 10_000;
