@@ -340,9 +340,7 @@ fn builtin_source() -> Result<ConnectorSource, AppError> {
 
 fn run(cli: Cli) -> Result<(), AppError> {
     // Lines for the admin (retry notices) go to stderr; stdout carries the result.
-    scopable_sync::notice::set_notice_sink(Some(std::sync::Arc::new(|line: &str| {
-        eprintln!("{line}")
-    })));
+    crate::output::notices_to_stderr();
     let db_path = db::resolve_path(cli.db.clone());
     let source = match (&cli.connector, &cli.manifest) {
         (Some(component), Some(manifest)) => ConnectorSource::File {
@@ -670,7 +668,7 @@ fn read_key(env_name: &str, service: &str, prompt: bool) -> Result<Option<String
 
 fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Result<(), AppError> {
     let manifest = &app.connector.manifest;
-    let stored = db::connection(&app.db, app.name())?;
+    let stored = scopable_store::connections::connection(&app.db, app.name())?;
     let key_env = manifest.key_env();
     let given = read_key(&key_env, manifest.service(), connect || stored.is_none())?;
     let (key, using_stored) = match (given, &stored) {
@@ -737,7 +735,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
     if connect {
         let vault = Vault::open(&app.db_path, true)?
             .ok_or_else(|| AppError::new(Exit::BadInput, "cannot create the vault key file"))?;
-        let account = db::account_id(&app.db)?;
+        let account = scopable_store::connections::account_id(&app.db)?;
         let endpoint = base.to_url();
         let (nonce, ciphertext) = vault.seal(
             &key,
@@ -748,10 +746,10 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
                 endpoint: &endpoint,
             },
         );
-        db::save_connection(
+        scopable_store::connections::save_connection(
             &app.db,
             app.name(),
-            &db::StoredConnection {
+            &scopable_store::connections::StoredConnection {
                 region: region.clone(),
                 endpoint: base.to_url(),
                 key_nonce: nonce,
@@ -763,7 +761,7 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
         println!("Connected ({where_}). The key is stored encrypted and will not be shown again.");
     } else {
         if using_stored {
-            db::touch_verified(&app.db, app.name())?;
+            scopable_store::connections::touch_verified(&app.db, app.name())?;
         }
         if json_out {
             print_json(&json!({
@@ -834,7 +832,7 @@ fn database_shown(path: &std::path::Path) -> String {
 /// kind's last sync ([`scopable_sync::sync::last_run_summary`]: `"status"` `"running"`, `"ok"` or
 /// `"failed"`, and `"last_ok"` with the counts of the last sync that succeeded).
 pub fn status_json(db: &Db, connector: &str, database: &str) -> Result<Value, AppError> {
-    let stored = db::connection(db, connector)?;
+    let stored = scopable_store::connections::connection(db, connector)?;
     let summary = |kind: &str| scopable_sync::sync::last_run_summary(db, connector, kind);
     Ok(json!({
         "connected": stored.is_some(),
@@ -976,7 +974,7 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
 pub fn activity(db: &Db, connector: &str, limit: usize) -> Result<Vec<Value>, AppError> {
     // (at, source order, row id, entry): entries of one second keep their own order.
     let mut entries: Vec<(String, u8, i64, Value)> = Vec::new();
-    for (id, a) in db::audit_records(db, connector, limit)? {
+    for (id, a) in scopable_store::audit::audit_records(db, connector, limit)? {
         let mut v = serde_json::to_value(&a).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut v {
             map.insert("kind".into(), json!("request"));

@@ -52,3 +52,11 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
             )
         })
 }
+
+/// Sends lines for the admin (retry notices) to stderr, one line each; stdout carries the
+/// command's result.
+pub fn notices_to_stderr() {
+    scopable_sync::notice::set_notice_sink(Some(std::sync::Arc::new(|line: &str| {
+        eprintln!("{line}")
+    })));
+}

@@ -79,7 +79,7 @@ pub fn sync_command(
         auto_linked_names(&app.db, app.name(), kind)?
     };
     let synced = sync(app, rt, kind, dry_run, &mut on_progress);
-    notice::set_notice_sink(Some(std::sync::Arc::new(|line: &str| eprintln!("{line}"))));
+    crate::output::notices_to_stderr();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

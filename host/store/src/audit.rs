@@ -8,7 +8,8 @@
 //! dropped; `AuditWriter::flush` waits until everything written so far is stored. When the
 //! writer opens, it deletes rows older than the retention period (see [`Retention`]).
 
-use crate::db::{self, AuditRecord};
+use crate::db::{self, AuditRecord, DbError};
+use crate::handle::Db;
 use crate::shared::Shared;
 use rusqlite::{Connection, params};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -315,6 +316,41 @@ fn try_write_batch(conn: &Mutex<Connection>, records: &[AuditRecord]) -> Result<
         .map_err(|e| e.to_string()),
         Err(_) => Err("audit connection poisoned".to_string()),
     }
+}
+
+/// The newest audit records of a connector, newest first.
+pub fn audit_records(
+    conn: &Db,
+    connector: &str,
+    limit: usize,
+) -> Result<Vec<(i64, AuditRecord)>, DbError> {
+    let conn = conn.conn();
+    let mut stmt = conn.prepare(
+        "SELECT id, at, connector, component_sha256, capability, method, host, path, decision,
+                rule, status, bytes, duration_ms, detail
+         FROM audit WHERE connector = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![connector, limit as i64], |r| {
+        Ok((
+            r.get(0)?,
+            AuditRecord {
+                at: r.get(1)?,
+                connector: r.get(2)?,
+                component_sha256: r.get(3)?,
+                capability: r.get(4)?,
+                method: r.get(5)?,
+                host: r.get(6)?,
+                path: r.get(7)?,
+                decision: r.get(8)?,
+                rule: r.get(9)?,
+                status: r.get(10)?,
+                bytes: r.get::<_, i64>(11)? as u64,
+                duration_ms: r.get::<_, i64>(12)? as u64,
+                detail: r.get(13)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

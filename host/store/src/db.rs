@@ -1,7 +1,6 @@
 //! The embedded SQLite database: one file per Scopable account, holding the Scopable records,
 //! the connection, links, decisions, sync runs, audit records and connector storage.
 
-use crate::conn::AsConnection;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -551,93 +550,9 @@ pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("scopable.db"))
 }
 
-/// This database's account id (binds vault ciphertexts to it).
-pub fn account_id(conn: &(impl AsConnection + ?Sized)) -> Result<String, DbError> {
-    let conn = conn.connection();
-    Ok(
-        conn.query_row("SELECT value FROM meta WHERE key = 'account_id'", [], |r| {
-            r.get(0)
-        })?,
-    )
-}
-
 /// The current time as RFC 3339 UTC with second precision.
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
-/// A stored connection (the key stays encrypted).
-#[derive(Debug, Clone)]
-pub struct StoredConnection {
-    /// The region name.
-    pub region: String,
-    /// The base URL used.
-    pub endpoint: String,
-    /// The vault nonce.
-    pub key_nonce: Vec<u8>,
-    /// The encrypted key.
-    pub key_ciphertext: Vec<u8>,
-    /// When the key last passed a test.
-    pub verified_at: String,
-}
-
-/// Reads a connector's stored connection.
-pub fn connection(
-    conn: &(impl AsConnection + ?Sized),
-    connector: &str,
-) -> Result<Option<StoredConnection>, DbError> {
-    let conn = conn.connection();
-    Ok(conn
-        .query_row(
-            "SELECT region, endpoint, key_nonce, key_ciphertext, verified_at
-             FROM connections WHERE connector = ?1",
-            params![connector],
-            |r| {
-                Ok(StoredConnection {
-                    region: r.get(0)?,
-                    endpoint: r.get(1)?,
-                    key_nonce: r.get(2)?,
-                    key_ciphertext: r.get(3)?,
-                    verified_at: r.get(4)?,
-                })
-            },
-        )
-        .optional()?)
-}
-
-/// Stores (replacing) a connector's connection.
-pub fn save_connection(
-    conn: &(impl AsConnection + ?Sized),
-    connector: &str,
-    c: &StoredConnection,
-) -> Result<(), DbError> {
-    let conn = conn.connection();
-    conn.execute(
-        "INSERT INTO connections (connector, region, endpoint, key_nonce, key_ciphertext, verified_at, connected_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-         ON CONFLICT (connector) DO UPDATE SET region = ?2, endpoint = ?3, key_nonce = ?4,
-             key_ciphertext = ?5, verified_at = ?6, connected_at = ?6",
-        params![connector, c.region, c.endpoint, c.key_nonce, c.key_ciphertext, c.verified_at],
-    )?;
-    Ok(())
-}
-
-/// Records that the stored key passed a test just now.
-pub fn touch_verified(conn: &(impl AsConnection + ?Sized), connector: &str) -> Result<(), DbError> {
-    let conn = conn.connection();
-    conn.execute(
-        "UPDATE connections SET verified_at = ?2 WHERE connector = ?1",
-        params![connector, now()],
-    )?;
-    Ok(())
-}
-
-/// Deletes a connector's connection and key; links stay. Returns whether there was one.
-pub fn delete_connection(conn: &Connection, connector: &str) -> Result<bool, DbError> {
-    Ok(conn.execute(
-        "DELETE FROM connections WHERE connector = ?1",
-        params![connector],
-    )? > 0)
 }
 
 /// One audit record: a single use of a capability.
@@ -694,41 +609,6 @@ pub fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<(), DbError> {
         ],
     )?;
     Ok(())
-}
-
-/// The newest audit records of a connector, newest first.
-pub fn audit_records(
-    conn: &(impl AsConnection + ?Sized),
-    connector: &str,
-    limit: usize,
-) -> Result<Vec<(i64, AuditRecord)>, DbError> {
-    let conn = conn.connection();
-    let mut stmt = conn.prepare(
-        "SELECT id, at, connector, component_sha256, capability, method, host, path, decision,
-                rule, status, bytes, duration_ms, detail
-         FROM audit WHERE connector = ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![connector, limit as i64], |r| {
-        Ok((
-            r.get(0)?,
-            AuditRecord {
-                at: r.get(1)?,
-                connector: r.get(2)?,
-                component_sha256: r.get(3)?,
-                capability: r.get(4)?,
-                method: r.get(5)?,
-                host: r.get(6)?,
-                path: r.get(7)?,
-                decision: r.get(8)?,
-                rule: r.get(9)?,
-                status: r.get(10)?,
-                bytes: r.get::<_, i64>(11)? as u64,
-                duration_ms: r.get::<_, i64>(12)? as u64,
-                detail: r.get(13)?,
-            },
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

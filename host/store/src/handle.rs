@@ -1,7 +1,6 @@
 //! [`Db`]: an open database, scoped to one account. Every operation of the store goes through
 //! a handle, so every operation knows its account from the start.
 
-use crate::conn::AsConnection;
 use crate::db::{self, DbError};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -54,11 +53,5 @@ impl Db {
     /// The connection, mutably (transactions), for the store's own modules.
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
-    }
-}
-
-impl AsConnection for Db {
-    fn connection(&self) -> &Connection {
-        self.conn()
     }
 }

@@ -5,7 +5,7 @@
 
 pub mod audit;
 pub mod budget;
-pub mod conn;
+pub mod connections;
 pub mod db;
 pub mod handle;
 pub mod kv;

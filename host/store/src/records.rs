@@ -1,7 +1,6 @@
 //! Scopable's records (clients and configurations): the reads a sync feeds to the connector,
 //! and the writes of a CSV import, all or nothing. Rows are those of the handle's account.
 
-use crate::conn::AsConnection;
 use crate::db::DbError;
 use crate::handle::Db;
 use rusqlite::params;
@@ -85,11 +84,8 @@ pub fn configurations_of(db: &Db, clients: &HashSet<&str>) -> Result<Vec<Configu
 
 /// Writes imported clients, (id, name) each, in one transaction, updating existing ids;
 /// returns how many did not exist before.
-pub fn import_clients(
-    db: &(impl AsConnection + ?Sized),
-    rows: &[(&str, &str)],
-) -> Result<usize, DbError> {
-    let tx = db.connection().unchecked_transaction()?;
+pub fn import_clients(db: &Db, rows: &[(&str, &str)]) -> Result<usize, DbError> {
+    let tx = db.conn().unchecked_transaction()?;
     let mut added = 0;
     for (id, name) in rows {
         let existed = tx.execute(
@@ -109,9 +105,9 @@ pub fn import_clients(
 }
 
 /// The id of every client.
-pub fn client_ids(db: &(impl AsConnection + ?Sized)) -> Result<HashSet<String>, DbError> {
+pub fn client_ids(db: &Db) -> Result<HashSet<String>, DbError> {
     let mut clients = HashSet::new();
-    let mut stmt = db.connection().prepare("SELECT id FROM clients")?;
+    let mut stmt = db.conn().prepare("SELECT id FROM clients")?;
     for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
         clients.insert(id?);
     }
@@ -119,11 +115,9 @@ pub fn client_ids(db: &(impl AsConnection + ?Sized)) -> Result<HashSet<String>, 
 }
 
 /// The configurations linked by hand: configuration id -> its client.
-pub fn manually_linked_configurations(
-    db: &(impl AsConnection + ?Sized),
-) -> Result<HashMap<String, String>, DbError> {
+pub fn manually_linked_configurations(db: &Db) -> Result<HashMap<String, String>, DbError> {
     let mut manual_targets = HashMap::new();
-    let mut stmt = db.connection().prepare(
+    let mut stmt = db.conn().prepare(
         "SELECT c.id, c.client_id FROM configurations c JOIN links l
          ON l.kind = 'configuration' AND l.source = 'manual' AND l.scopable_id = c.id",
     )?;
@@ -154,10 +148,10 @@ pub struct ImportedConfiguration<'a> {
 /// Writes imported configurations in one transaction, updating existing ids; returns how many
 /// did not exist before.
 pub fn import_configurations(
-    db: &(impl AsConnection + ?Sized),
+    db: &Db,
     rows: &[ImportedConfiguration<'_>],
 ) -> Result<usize, DbError> {
-    let tx = db.connection().unchecked_transaction()?;
+    let tx = db.conn().unchecked_transaction()?;
     let mut added = 0;
     for c in rows {
         let macs = serde_json::json!(c.mac_addresses).to_string();

@@ -322,7 +322,7 @@ pub fn reset(
 /// one, in one transaction. Returns whether there was one.
 pub fn disconnect(db: &Db, connector: &str, actor: &str) -> Result<bool, DbError> {
     let tx = db.conn().unchecked_transaction()?;
-    let removed = db::delete_connection(&tx, connector)?;
+    let removed = crate::connections::delete_connection(&tx, connector)?;
     if removed {
         record_decision(
             &tx,

@@ -2,7 +2,6 @@
 //! the lease, recording its end, and reading the last and recent runs. Rows are those of the
 //! handle's account.
 
-use crate::conn::AsConnection;
 use crate::db::{self, DbError};
 use crate::handle::Db;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -291,13 +290,9 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
 }
 
 /// The last non-dry-run run of a kind, if any.
-pub fn last_run(
-    db: &(impl AsConnection + ?Sized),
-    connector: &str,
-    kind: &str,
-) -> Result<Option<RunRow>, DbError> {
+pub fn last_run(db: &Db, connector: &str, kind: &str) -> Result<Option<RunRow>, DbError> {
     Ok(db
-        .connection()
+        .conn()
         .query_row(
             "SELECT * FROM sync_runs
              WHERE connector = ?1 AND kind = ?2 AND dry_run = 0 ORDER BY id DESC LIMIT 1",
@@ -308,13 +303,9 @@ pub fn last_run(
 }
 
 /// The newest non-dry-run run of a kind that succeeded, if any.
-pub fn last_ok_run(
-    db: &(impl AsConnection + ?Sized),
-    connector: &str,
-    kind: &str,
-) -> Result<Option<RunRow>, DbError> {
+pub fn last_ok_run(db: &Db, connector: &str, kind: &str) -> Result<Option<RunRow>, DbError> {
     Ok(db
-        .connection()
+        .conn()
         .query_row(
             "SELECT * FROM sync_runs WHERE connector = ?1 AND kind = ?2 AND dry_run = 0 AND status = 'ok'
              ORDER BY id DESC LIMIT 1",
@@ -325,13 +316,9 @@ pub fn last_ok_run(
 }
 
 /// Recent runs (all kinds), newest first.
-pub fn recent_runs(
-    db: &(impl AsConnection + ?Sized),
-    connector: &str,
-    limit: usize,
-) -> Result<Vec<RunRow>, DbError> {
+pub fn recent_runs(db: &Db, connector: &str, limit: usize) -> Result<Vec<RunRow>, DbError> {
     let mut stmt = db
-        .connection()
+        .conn()
         .prepare("SELECT * FROM sync_runs WHERE connector = ?1 ORDER BY id DESC LIMIT ?2")?;
     let rows = stmt.query_map(params![connector, limit as i64], run_row)?;
     Ok(rows.collect::<Result<_, _>>()?)

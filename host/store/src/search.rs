@@ -1,14 +1,14 @@
 //! The reads a search over Scopable's records needs: every client, and the configurations
 //! (all, or one client's) with their client's name. Rows are those of the handle's account.
 
-use crate::conn::AsConnection;
 use crate::db::DbError;
+use crate::handle::Db;
 use crate::records::stored_macs;
 use rusqlite::params;
 
 /// Every client: (id, name), in no particular order.
-pub fn clients(db: &(impl AsConnection + ?Sized)) -> Result<Vec<(String, String)>, DbError> {
-    let mut stmt = db.connection().prepare("SELECT id, name FROM clients")?;
+pub fn clients(db: &Db) -> Result<Vec<(String, String)>, DbError> {
+    let mut stmt = db.conn().prepare("SELECT id, name FROM clients")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -33,11 +33,8 @@ pub struct Configuration {
 }
 
 /// The configurations, all or only those of `within_client`, in no particular order.
-pub fn configurations(
-    db: &(impl AsConnection + ?Sized),
-    within_client: Option<&str>,
-) -> Result<Vec<Configuration>, DbError> {
-    let mut stmt = db.connection().prepare(
+pub fn configurations(db: &Db, within_client: Option<&str>) -> Result<Vec<Configuration>, DbError> {
+    let mut stmt = db.conn().prepare(
         "SELECT c.id, c.name, c.client_id, coalesce(k.name, ''), c.hostname, c.serial_number,
                 c.mac_addresses
          FROM configurations c LEFT JOIN clients k ON k.id = c.client_id

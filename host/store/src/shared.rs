@@ -6,9 +6,6 @@ use rusqlite::Connection;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// The error SQLite reports, for callers that convert it into their own error.
-pub use rusqlite::Error as SqliteError;
-
 /// A connection shared between threads, each use holding its lock.
 #[derive(Clone)]
 pub struct Shared(pub(crate) Arc<Mutex<Connection>>);

@@ -2,7 +2,6 @@
 //! rests on) and the one transaction that applies a planned sync, or refreshes the `unplaced`
 //! rows of a local re-match. Rows are those of the handle's account.
 
-use crate::conn::AsConnection;
 use crate::db::{self, DbError};
 use crate::handle::Db;
 use crate::runs::{self, RunCounts};
@@ -140,11 +139,11 @@ pub fn auto_links(
 
 /// The stored names of the automatically linked records of a kind: source id -> name.
 pub fn auto_linked_names(
-    db: &(impl AsConnection + ?Sized),
+    db: &Db,
     connector: &str,
     kind: &str,
 ) -> Result<HashMap<String, String>, DbError> {
-    let mut stmt = db.connection().prepare(
+    let mut stmt = db.conn().prepare(
         "SELECT r.source_id, r.name FROM source_records r
          JOIN links l ON l.connector = r.connector AND l.kind = r.kind AND l.source_id = r.source_id
          WHERE r.connector = ?1 AND r.kind = ?2 AND l.source = 'auto'",

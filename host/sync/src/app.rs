@@ -7,8 +7,8 @@ use scopable_sandbox::policy::BaseUrl;
 use scopable_sandbox::sandbox::{
     CallContext, CallError, LoadError, LoadedConnector, Sandbox, wit_types as types,
 };
-use scopable_store::db::{self, DbError};
-use scopable_store::shared::{Shared, SqliteError};
+use scopable_store::db::DbError;
+use scopable_store::shared::Shared;
 use scopable_store::vault::VaultError;
 use scopable_store::{DEFAULT_ACCOUNT, Db};
 use std::path::{Path, PathBuf};
@@ -71,12 +71,6 @@ impl From<DbError> for AppError {
             DbError::Sqlite(_) | DbError::Poisoned => Exit::Failure,
         };
         AppError::new(exit, e.to_string())
-    }
-}
-
-impl From<SqliteError> for AppError {
-    fn from(e: SqliteError) -> AppError {
-        AppError::from(DbError::from(e))
     }
 }
 
@@ -215,7 +209,10 @@ impl App {
 
     /// Decrypts the stored connection's key (bound to its account, connector, region and
     /// endpoint).
-    pub fn stored_key(&self, stored: &db::StoredConnection) -> Result<String, AppError> {
+    pub fn stored_key(
+        &self,
+        stored: &scopable_store::connections::StoredConnection,
+    ) -> Result<String, AppError> {
         let vault = scopable_store::vault::Vault::open(&self.db_path, false)?.ok_or_else(|| {
             AppError::new(
                 Exit::BadInput,
@@ -226,7 +223,7 @@ impl App {
                 ),
             )
         })?;
-        let account = db::account_id(&self.db)?;
+        let account = scopable_store::connections::account_id(&self.db)?;
         Ok(vault.open_secret(
             &stored.key_nonce,
             &stored.key_ciphertext,

@@ -7,7 +7,7 @@
 //! with a warning each.
 
 use crate::app::{AppError, Exit};
-use scopable_store::conn::AsConnection;
+use scopable_store::Db;
 use scopable_store::records::{self, ImportedConfiguration};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -300,16 +300,12 @@ fn header_positions(
 }
 
 /// Imports clients (columns `id,name`) from a CSV file, updating existing ids.
-pub fn clients(conn: &(impl AsConnection + ?Sized), file: &Path) -> Result<Imported, AppError> {
+pub fn clients(conn: &Db, file: &Path) -> Result<Imported, AppError> {
     clients_from(conn, &read_file(file)?, &file.display().to_string())
 }
 
 /// Imports clients from CSV bytes; `origin` names them in errors and warnings.
-pub fn clients_from(
-    conn: &(impl AsConnection + ?Sized),
-    csv: &[u8],
-    origin: &str,
-) -> Result<Imported, AppError> {
+pub fn clients_from(conn: &Db, csv: &[u8], origin: &str) -> Result<Imported, AppError> {
     let Table { rows, warnings } = read_rows(origin, csv, CLIENT_HEADER, "client")?;
     for (line, cells) in &rows {
         if cells[1].is_empty() {
@@ -339,19 +335,12 @@ pub fn split_macs(cell: &str) -> Vec<String> {
 
 /// Imports configurations (columns `id,client_id,name,hostname,serial_number,mac_address`)
 /// from a CSV file, updating existing ids. Every client must already exist.
-pub fn configurations(
-    conn: &(impl AsConnection + ?Sized),
-    file: &Path,
-) -> Result<Imported, AppError> {
+pub fn configurations(conn: &Db, file: &Path) -> Result<Imported, AppError> {
     configurations_from(conn, &read_file(file)?, &file.display().to_string())
 }
 
 /// Imports configurations from CSV bytes; `origin` names them in errors and warnings.
-pub fn configurations_from(
-    conn: &(impl AsConnection + ?Sized),
-    csv: &[u8],
-    origin: &str,
-) -> Result<Imported, AppError> {
+pub fn configurations_from(conn: &Db, csv: &[u8], origin: &str) -> Result<Imported, AppError> {
     let Table { rows, warnings } = read_rows(origin, csv, CONFIGURATION_HEADER, "configuration")?;
     let clients = records::client_ids(conn)?;
     // A configuration linked by hand may not move to another client: the link would then
@@ -409,10 +398,14 @@ mod tests {
     use super::*;
     use rusqlite::Connection;
 
-    fn db() -> (tempfile::TempDir, Connection) {
+    /// A fresh database: the handle imports go through, and a connection of its own to read
+    /// the tables back.
+    fn db() -> (tempfile::TempDir, Db, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = scopable_store::db::open(&dir.path().join("t.db")).unwrap();
-        (dir, conn)
+        let path = dir.path().join("t.db");
+        let db = Db::open(&path, scopable_store::DEFAULT_ACCOUNT).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        (dir, db, conn)
     }
 
     fn write(dir: &tempfile::TempDir, name: &str, body: &[u8]) -> std::path::PathBuf {
@@ -428,18 +421,18 @@ mod tests {
 
     #[test]
     fn imports_and_updates_by_id() {
-        let (dir, conn) = db();
+        let (dir, db, conn) = db();
         let f = write(&dir, "c.csv", b"id,name\n1,Acme\n2,\"Beta, Inc.\"\n");
-        assert!(clients(&conn, &f).unwrap().to_string().contains("2 new"));
+        assert!(clients(&db, &f).unwrap().to_string().contains("2 new"));
         let f = write(&dir, "c2.csv", b"id,name\n2,Beta Renamed\n3,Gamma\n");
-        clients(&conn, &f).unwrap();
+        clients(&db, &f).unwrap();
         assert_eq!(count(&conn, "clients"), 3);
         let name: String = conn
             .query_row("SELECT name FROM clients WHERE id = '2'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(name, "Beta Renamed");
         let f = write(&dir, "cfg.csv", b"id,client_id,name,hostname,serial_number,mac_address\n10,1,DC,dc01,SN1,aa:bb:cc:dd:ee:01; aa-bb-cc-dd-ee-02\n");
-        configurations(&conn, &f).unwrap();
+        configurations(&db, &f).unwrap();
         let macs: String = conn
             .query_row("SELECT mac_addresses FROM configurations", [], |r| r.get(0))
             .unwrap();
@@ -448,7 +441,7 @@ mod tests {
 
     #[test]
     fn bad_files_change_nothing_and_name_the_line() {
-        let (dir, conn) = db();
+        let (dir, db, conn) = db();
         let cases: [(&str, &[u8], &str); 6] = [
             ("header", b"id,title\n1,A\n", "line 1: the header"),
             (
@@ -471,7 +464,7 @@ mod tests {
         ];
         for (name, body, expected) in cases {
             let f = write(&dir, name, body);
-            let err = clients(&conn, &f).unwrap_err();
+            let err = clients(&db, &f).unwrap_err();
             assert_eq!(err.exit, Exit::BadInput);
             assert!(err.message.contains(expected), "{name}: {}", err.message);
         }
@@ -481,7 +474,7 @@ mod tests {
             "cfg.csv",
             b"id,client_id,name,hostname,serial_number,mac_address\n10,99,DC,,,\n",
         );
-        let err = configurations(&conn, &f).unwrap_err();
+        let err = configurations(&db, &f).unwrap_err();
         assert!(
             err.message.contains("line 2: client \"99\" does not exist"),
             "{}",
@@ -524,10 +517,10 @@ mod tests {
         /// Any file either imports or fails with bad input, naming a line, and changes nothing.
         #[test]
         fn any_file_imports_whole_or_not_at_all(bytes in csv_bytes()) {
-            let (dir, conn) = db();
+            let (dir, db, conn) = db();
             let f = write(&dir, "fuzz.csv", &bytes);
-            clients(&conn, &write(&dir, "seed.csv", b"id,name\nseed,Seed\n")).unwrap();
-            match clients(&conn, &f) {
+            clients(&db, &write(&dir, "seed.csv", b"id,name\nseed,Seed\n")).unwrap();
+            match clients(&db, &f) {
                 Ok(_) => {}
                 Err(e) => {
                     proptest::prop_assert_eq!(e.exit, Exit::BadInput);
@@ -535,7 +528,7 @@ mod tests {
                     proptest::prop_assert_eq!(count(&conn, "clients"), 1);
                 }
             }
-            let err = configurations(&conn, &f);
+            let err = configurations(&db, &f);
             if err.is_err() {
                 proptest::prop_assert_eq!(count(&conn, "configurations"), 0);
             }
@@ -554,7 +547,7 @@ mod tests {
 
     #[test]
     fn semicolons_tabs_reordered_and_extra_columns_import() {
-        let (dir, conn) = db();
+        let (dir, db, conn) = db();
         // European Excel: semicolons, a comma inside a name, a BOM, headers in another case
         // and order, and a column the format does not know.
         let f = write(
@@ -563,7 +556,7 @@ mod tests {
             "\u{feff} Name ;ID;Notes\r\nAcme, Inc.;1;key account\r\n\"Beta; Ltd\";2;\r\n"
                 .as_bytes(),
         );
-        let imported = clients(&conn, &f).unwrap();
+        let imported = clients(&db, &f).unwrap();
         assert_eq!(
             imported.to_string(),
             "Imported 2 clients (2 new, 0 updated)."
@@ -583,7 +576,7 @@ mod tests {
         );
         // Tabs, and one client: singular.
         let f = write(&dir, "tab.csv", b"name\tid\nGamma\t3\n");
-        let imported = clients(&conn, &f).unwrap();
+        let imported = clients(&db, &f).unwrap();
         assert_eq!(
             imported.to_string(),
             "Imported 1 client (1 new, 0 updated)."
@@ -595,7 +588,7 @@ mod tests {
             "cfg.csv",
             b"MAC_Address;serial_number;hostname;name;client_id;id\n\"aa:bb:cc:dd:ee:01; aa:bb:cc:dd:ee:02\";SN1;dc01;DC;1;10\n",
         );
-        let imported = configurations(&conn, &f).unwrap();
+        let imported = configurations(&db, &f).unwrap();
         assert_eq!(
             imported.to_string(),
             "Imported 1 configuration (1 new, 0 updated)."
@@ -620,15 +613,15 @@ mod tests {
 
     #[test]
     fn an_unclosed_quote_is_named_as_such_and_changes_nothing() {
-        let (dir, conn) = db();
+        let (dir, db, conn) = db();
         let f = write(&dir, "ok.csv", b"id,name\n1,Acme\n");
-        clients(&conn, &f).unwrap();
+        clients(&db, &f).unwrap();
         let f = write(
             &dir,
             "quote.csv",
             b"id;name\n2;\"Beta \"\"quoted\"\" Ltd\"\n3;\"Gamma\n4;Delta\n",
         );
-        let err = clients(&conn, &f).unwrap_err();
+        let err = clients(&db, &f).unwrap_err();
         assert_eq!(err.exit, Exit::BadInput);
         assert!(
             err.message.contains("line 3: a quoted field is not closed"),
@@ -643,12 +636,12 @@ mod tests {
         assert_eq!(client_names(&conn), [("1".into(), "Acme".into())]);
         // A quote inside an unquoted cell is only a character.
         let f = write(&dir, "inch.csv", b"id,name\n5,12\" rack\n");
-        clients(&conn, &f).unwrap();
+        clients(&db, &f).unwrap();
     }
 
     #[test]
     fn missing_and_repeated_columns_are_refused_by_name() {
-        let (dir, conn) = db();
+        let (dir, db, conn) = db();
         let cases: [(&str, &[u8], &str); 3] = [
             (
                 "missing",
@@ -667,7 +660,7 @@ mod tests {
             ),
         ];
         for (name, body, expected) in cases {
-            let err = clients(&conn, &write(&dir, name, body)).unwrap_err();
+            let err = clients(&db, &write(&dir, name, body)).unwrap_err();
             assert!(err.message.contains(expected), "{name}: {}", err.message);
         }
         assert!(client_names(&conn).is_empty());

@@ -5,8 +5,6 @@ use scopable_store::Db;
 use scopable_store::db::DbError;
 use std::collections::HashSet;
 
-pub use scopable_store::records::stored_macs;
-
 /// Every Scopable client.
 pub fn clients(db: &Db) -> Result<Vec<types::Client>, DbError> {
     Ok(scopable_store::records::clients(db)?

@@ -14,7 +14,7 @@
 
 use crate::kinds::id_order;
 use scopable_normalize::{normalize_hostname, normalize_mac, normalize_name, normalize_serial};
-use scopable_store::conn::AsConnection;
+use scopable_store::Db;
 use scopable_store::db::DbError;
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -236,7 +236,7 @@ impl Record {
 /// hits (`None`: every hit, up to [`MAX_LIMIT`]) and how many matched in all. `within_client`
 /// keeps only the configurations of that client (it has no effect on clients).
 pub fn search(
-    conn: &(impl AsConnection + ?Sized),
+    conn: &Db,
     kind: SearchKind,
     query: &str,
     within_client: Option<&str>,
@@ -291,7 +291,7 @@ fn rank(a: &Hit, name_a: &str, b: &Hit, name_b: &str) -> Ordering {
         .then_with(|| id_order(&a.id, &b.id))
 }
 
-fn clients(conn: &(impl AsConnection + ?Sized)) -> Result<Vec<Record>, DbError> {
+fn clients(conn: &Db) -> Result<Vec<Record>, DbError> {
     Ok(scopable_store::search::clients(conn)?
         .into_iter()
         .map(|(id, name)| Record {
@@ -305,10 +305,7 @@ fn clients(conn: &(impl AsConnection + ?Sized)) -> Result<Vec<Record>, DbError> 
         .collect())
 }
 
-fn configurations(
-    conn: &(impl AsConnection + ?Sized),
-    within_client: Option<&str>,
-) -> Result<Vec<Record>, DbError> {
+fn configurations(conn: &Db, within_client: Option<&str>) -> Result<Vec<Record>, DbError> {
     Ok(scopable_store::search::configurations(conn, within_client)?
         .into_iter()
         .map(|c| Record {
@@ -327,14 +324,15 @@ mod tests {
     use super::*;
     use rusqlite::Connection;
 
-    fn database() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE clients (id TEXT PRIMARY KEY, name TEXT NOT NULL);
-             CREATE TABLE configurations (id TEXT PRIMARY KEY, client_id TEXT NOT NULL,
-                 name TEXT NOT NULL, hostname TEXT, serial_number TEXT,
-                 mac_addresses TEXT NOT NULL DEFAULT '[]');
-             INSERT INTO clients VALUES ('c3', 'Acme Holdings'), ('c1', 'ACME, Inc.'),
+    /// A database holding a few clients and configurations.
+    fn database() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let db = Db::open(&path, scopable_store::DEFAULT_ACCOUNT).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO clients VALUES ('c3', 'Acme Holdings'), ('c1', 'ACME, Inc.'),
                  ('c2', 'Globex'), ('c10', 'acme inc'), ('c4', 'Tyrell Systems');
              INSERT INTO configurations VALUES
                  ('s1', 'c4', 'Domain controller', 'TY-DC01.corp.local', NULL, '[]'),
@@ -343,9 +341,9 @@ mod tests {
                   '[\"00:00:00:00:00:00\", \"3c52.821a.9f04\"]'),
                  ('s4', 'c2', 'TY-DC01 spare', 'spare', 'CZ2841AB7Q-2', '[]'),
                  ('s5', 'c4', 'Old DC', 'ty-dc01-old', NULL, '[]');",
-        )
-        .unwrap();
-        conn
+            )
+            .unwrap();
+        (dir, db)
     }
 
     fn ids(found: &Found) -> Vec<(&str, &str, bool)> {
@@ -358,14 +356,14 @@ mod tests {
 
     #[test]
     fn exact_name_matches_come_first_then_partial_ones_in_a_stable_order() {
-        let conn = database();
-        let found = search(&conn, SearchKind::Client, "acme inc", None, None).unwrap();
+        let (_dir, db) = database();
+        let found = search(&db, SearchKind::Client, "acme inc", None, None).unwrap();
         // `ACME, Inc.` and `acme inc` both normalize to the query; ties go by name, then id.
         assert_eq!(
             ids(&found),
             vec![("c1", "name", true), ("c10", "name", true)]
         );
-        let found = search(&conn, SearchKind::Client, "  A.C.M.E ", None, None).unwrap();
+        let found = search(&db, SearchKind::Client, "  A.C.M.E ", None, None).unwrap();
         assert_eq!(
             ids(&found),
             vec![
@@ -376,22 +374,22 @@ mod tests {
             "partial matches sorted by normalized name (acme holdings < acme inc), then id"
         );
         assert_eq!(found.total, 3);
-        let again = search(&conn, SearchKind::Client, "acme", None, None).unwrap();
+        let again = search(&db, SearchKind::Client, "acme", None, None).unwrap();
         assert_eq!(again, found, "the same query lists the same way");
     }
 
     #[test]
     fn a_limit_cuts_the_list_but_counts_everything() {
-        let conn = database();
-        let found = search(&conn, SearchKind::Client, "acme", None, Some(1)).unwrap();
+        let (_dir, db) = database();
+        let found = search(&db, SearchKind::Client, "acme", None, Some(1)).unwrap();
         assert_eq!(ids(&found), vec![("c3", "name", false)]);
         assert_eq!(found.total, 3);
     }
 
     #[test]
     fn configurations_match_on_each_identifier_as_the_matcher_normalizes_it() {
-        let conn = database();
-        let search = |q: &str| search(&conn, SearchKind::Configuration, q, None, None).unwrap();
+        let (_dir, db) = database();
+        let search = |q: &str| search(&db, SearchKind::Configuration, q, None, None).unwrap();
         // Hostname: first DNS label, any case. `ty-dc01-old` contains the label, and the name
         // `TY-DC01 spare` contains the query: both after the exact hit, by name.
         let found = search("TY-DC01");
@@ -427,16 +425,16 @@ mod tests {
 
     #[test]
     fn a_search_can_stay_within_one_client() {
-        let conn = database();
-        let found = search(&conn, SearchKind::Configuration, "dc01", Some("c2"), None).unwrap();
+        let (_dir, db) = database();
+        let found = search(&db, SearchKind::Configuration, "dc01", Some("c2"), None).unwrap();
         assert_eq!(ids(&found), vec![("s4", "name", false)]);
     }
 
     #[test]
     fn a_query_with_nothing_to_search_for_is_refused() {
-        let conn = database();
+        let (_dir, db) = database();
         for query in ["", "  ", " - . ' "] {
-            let err = search(&conn, SearchKind::Client, query, None, None).unwrap_err();
+            let err = search(&db, SearchKind::Client, query, None, None).unwrap_err();
             assert!(
                 matches!(err, SearchError::EmptyQuery { .. }),
                 "{query:?}: {err}"
@@ -446,15 +444,15 @@ mod tests {
 
     #[test]
     fn hits_serialize_in_the_documented_shape() {
-        let conn = database();
-        let found = search(&conn, SearchKind::Configuration, "TY-FS01", None, None).unwrap();
+        let (_dir, db) = database();
+        let found = search(&db, SearchKind::Configuration, "TY-FS01", None, None).unwrap();
         assert_eq!(
             serde_json::to_value(&found.hits).unwrap(),
             serde_json::json!([{"kind": "configuration", "id": "s2", "name": "File server",
                 "client_id": "c4", "client_name": "Tyrell Systems", "matched": "hostname",
                 "exact": true}])
         );
-        let found = search(&conn, SearchKind::Client, "globex", None, None).unwrap();
+        let found = search(&db, SearchKind::Client, "globex", None, None).unwrap();
         assert_eq!(
             serde_json::to_value(&found.hits).unwrap(),
             serde_json::json!([{"kind": "client", "id": "c2", "name": "Globex",

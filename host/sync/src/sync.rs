@@ -7,7 +7,6 @@ use crate::fetch::{self, Listing};
 pub use crate::kinds::{RecordKind, id_key, id_order, reason_name};
 use scopable_sandbox::sandbox::{CallContext, wit_types as types};
 use scopable_store::Db;
-use scopable_store::conn::AsConnection;
 use scopable_store::db::{self, DbError};
 use scopable_store::runs::{self, RunCounts, RunRow};
 use scopable_store::sync_apply::{self, LinkChange, SeenRecord};
@@ -646,11 +645,7 @@ fn run_json(r: &RunRow) -> Value {
 /// interrupted (a `running` run whose lease lapsed: its process died), else `"ok"`. `"last_ok"`
 /// holds the counts and times of the newest run that succeeded (the same run when the last one
 /// did), or null, so that a failed or running sync never hides the last good counts.
-pub fn last_run_summary(
-    conn: &(impl AsConnection + ?Sized),
-    connector: &str,
-    kind: &str,
-) -> Result<Value, AppError> {
+pub fn last_run_summary(conn: &Db, connector: &str, kind: &str) -> Result<Value, AppError> {
     let last = runs::last_run(conn, connector, kind)?.map(|r| (run_json(&r), r.lease_until));
     let Some((mut summary, lease_until)) = last else {
         return Ok(Value::Null);
@@ -678,7 +673,7 @@ pub fn last_run_summary(
 
 /// Recent sync runs (all kinds), newest first, with their row ids.
 pub fn recent_runs(
-    conn: &(impl AsConnection + ?Sized),
+    conn: &Db,
     connector: &str,
     limit: usize,
 ) -> Result<Vec<(i64, Value)>, AppError> {
@@ -700,15 +695,16 @@ fn stored_context(
     ),
     AppError,
 > {
-    let stored = db::connection(&app.db, app.name())?.ok_or_else(|| {
-        AppError::new(
-            Exit::Usage,
-            format!(
-                "not connected; run `scopable-host {} connect --region us|eu|au` first",
-                app.name()
-            ),
-        )
-    })?;
+    let stored =
+        scopable_store::connections::connection(&app.db, app.name())?.ok_or_else(|| {
+            AppError::new(
+                Exit::Usage,
+                format!(
+                    "not connected; run `scopable-host {} connect --region us|eu|au` first",
+                    app.name()
+                ),
+            )
+        })?;
     let key = app.stored_key(&stored)?;
     let base = scopable_sandbox::policy::BaseUrl::parse_endpoint(&stored.endpoint)
         .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?;
@@ -1135,7 +1131,7 @@ pub fn rematch_stored(
 /// the stored key nor a reachable endpoint. It still records, in the audit, any request the
 /// component tries (every one is denied).
 fn local_context(app: &App) -> Result<CallContext, AppError> {
-    let base = match db::connection(&app.db, app.name())? {
+    let base = match scopable_store::connections::connection(&app.db, app.name())? {
         Some(stored) => scopable_sandbox::policy::BaseUrl::parse_endpoint(&stored.endpoint)
             .map_err(|e| AppError::new(Exit::BadInput, format!("stored endpoint: {e}")))?,
         None => {
@@ -1231,7 +1227,7 @@ async fn match_configurations_in_batches(
 
 /// The stored names of the automatically linked records of a kind: source id -> name.
 pub fn auto_linked_names(
-    conn: &(impl AsConnection + ?Sized),
+    conn: &Db,
     connector: &str,
     kind: RecordKind,
 ) -> Result<HashMap<String, String>, DbError> {
