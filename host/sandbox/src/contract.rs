@@ -26,6 +26,13 @@ impl Contract {
     /// Every version the host runs, oldest first.
     pub const ALL: [Contract; 2] = [Contract::V0_1, Contract::V0_2];
 
+    /// The contract's interfaces a component may import, at any version in [`Contract::ALL`].
+    pub const INTERFACES: [&str; 3] = [
+        TYPES_INTERFACE,
+        "scopable:integration/storage",
+        "scopable:integration/log",
+    ];
+
     /// The version as written in WIT, such as `0.2.0`.
     pub fn version(self) -> &'static str {
         match self {
@@ -85,62 +92,35 @@ impl Contract {
 use v0_1::scopable::integration::types as t1;
 use v0_2::scopable::integration::types as t2;
 
-impl From<t2::Endpoint> for t1::Endpoint {
-    fn from(e: t2::Endpoint) -> t1::Endpoint {
-        t1::Endpoint {
-            base_url: e.base_url,
-            page_size: e.page_size,
+/// `From` between two versions of a record whose fields have the same names and types.
+macro_rules! same_fields {
+    ($($from:ty => $to:ident :: $name:ident { $($field:ident),* $(,)? })*) => {$(
+        impl From<$from> for $to::$name {
+            fn from(r: $from) -> $to::$name {
+                $to::$name { $($field: r.$field),* }
+            }
         }
-    }
+    )*};
 }
 
-impl From<t2::Organization> for t1::Organization {
-    fn from(o: t2::Organization) -> t1::Organization {
-        t1::Organization {
-            id: o.id,
-            name: o.name,
-            short_name: o.short_name,
-            type_name: o.type_name,
-            status_name: o.status_name,
-        }
+same_fields! {
+    t2::Endpoint => t1::Endpoint { base_url, page_size }
+    t2::Organization => t1::Organization { id, name, short_name, type_name, status_name }
+    t2::Configuration => t1::Configuration {
+        id, organization_id, name, hostname, primary_ip, serial_number, mac_addresses, type_name,
+        archived,
     }
-}
-
-impl From<t2::Configuration> for t1::Configuration {
-    fn from(c: t2::Configuration) -> t1::Configuration {
-        t1::Configuration {
-            id: c.id,
-            organization_id: c.organization_id,
-            name: c.name,
-            hostname: c.hostname,
-            primary_ip: c.primary_ip,
-            serial_number: c.serial_number,
-            mac_addresses: c.mac_addresses,
-            type_name: c.type_name,
-            archived: c.archived,
-        }
+    t2::Client => t1::Client { id, name }
+    t2::ScopableConfiguration => t1::ScopableConfiguration {
+        id, client_id, name, hostname, serial_number, mac_addresses,
     }
-}
-
-impl From<t2::Client> for t1::Client {
-    fn from(c: t2::Client) -> t1::Client {
-        t1::Client {
-            id: c.id,
-            name: c.name,
-        }
-    }
-}
-
-impl From<t2::ScopableConfiguration> for t1::ScopableConfiguration {
-    fn from(c: t2::ScopableConfiguration) -> t1::ScopableConfiguration {
-        t1::ScopableConfiguration {
-            id: c.id,
-            client_id: c.client_id,
-            name: c.name,
-            hostname: c.hostname,
-            serial_number: c.serial_number,
-            mac_addresses: c.mac_addresses,
-        }
+    t1::Verified => t2::Verified { detail, total_organizations }
+    t1::PageInfo => t2::PageInfo { next_page, total_pages, total_count }
+    t1::UnreadableRecord => t2::UnreadableRecord { id, detail }
+    t1::Organization => t2::Organization { id, name, short_name, type_name, status_name }
+    t1::Configuration => t2::Configuration {
+        id, organization_id, name, hostname, primary_ip, serial_number, mac_addresses, type_name,
+        archived,
     }
 }
 
@@ -195,62 +175,6 @@ impl From<t1::Error> for t2::Error {
             t1::Error::Unavailable(d) => t2::Error::Unavailable(d),
             t1::Error::BadResponse(d) => t2::Error::BadResponse(d),
             t1::Error::Denied(d) => t2::Error::Denied(d),
-        }
-    }
-}
-
-impl From<t1::Verified> for t2::Verified {
-    fn from(v: t1::Verified) -> t2::Verified {
-        t2::Verified {
-            detail: v.detail,
-            total_organizations: v.total_organizations,
-        }
-    }
-}
-
-impl From<t1::PageInfo> for t2::PageInfo {
-    fn from(i: t1::PageInfo) -> t2::PageInfo {
-        t2::PageInfo {
-            next_page: i.next_page,
-            total_pages: i.total_pages,
-            total_count: i.total_count,
-        }
-    }
-}
-
-impl From<t1::UnreadableRecord> for t2::UnreadableRecord {
-    fn from(u: t1::UnreadableRecord) -> t2::UnreadableRecord {
-        t2::UnreadableRecord {
-            id: u.id,
-            detail: u.detail,
-        }
-    }
-}
-
-impl From<t1::Organization> for t2::Organization {
-    fn from(o: t1::Organization) -> t2::Organization {
-        t2::Organization {
-            id: o.id,
-            name: o.name,
-            short_name: o.short_name,
-            type_name: o.type_name,
-            status_name: o.status_name,
-        }
-    }
-}
-
-impl From<t1::Configuration> for t2::Configuration {
-    fn from(c: t1::Configuration) -> t2::Configuration {
-        t2::Configuration {
-            id: c.id,
-            organization_id: c.organization_id,
-            name: c.name,
-            hostname: c.hostname,
-            primary_ip: c.primary_ip,
-            serial_number: c.serial_number,
-            mac_addresses: c.mac_addresses,
-            type_name: c.type_name,
-            archived: c.archived,
         }
     }
 }

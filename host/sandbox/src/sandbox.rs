@@ -23,8 +23,10 @@ use wasmtime::{Config, Engine, Store, Trap};
 /// How often the epoch ticks; CPU deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The imports a connector may have: interface name and the major.minor it must match.
-/// Everything else (filesystem, sockets, anything unknown) is refused at load.
+/// The WASI imports a connector may have: interface name and the major.minor it must match.
+/// The contract's own interfaces ([`Contract::INTERFACES`]) are allowed at each version the
+/// host runs ([`Contract::ALL`]). Everything else (filesystem, sockets, anything unknown) is
+/// refused at load.
 pub const ALLOWED_IMPORTS: &[(&str, &str)] = &[
     ("wasi:http/outgoing-handler", "0.2"),
     ("wasi:http/types", "0.2"),
@@ -46,12 +48,6 @@ pub const ALLOWED_IMPORTS: &[(&str, &str)] = &[
     ("wasi:cli/terminal-stdin", "0.2"),
     ("wasi:cli/terminal-stdout", "0.2"),
     ("wasi:cli/terminal-stderr", "0.2"),
-    ("scopable:integration/types", "0.1"),
-    ("scopable:integration/storage", "0.1"),
-    ("scopable:integration/log", "0.1"),
-    ("scopable:integration/types", "0.2"),
-    ("scopable:integration/storage", "0.2"),
-    ("scopable:integration/log", "0.2"),
 ];
 
 /// Why a component was not loaded.
@@ -401,15 +397,24 @@ pub fn component_imports(engine: &Engine, component: &Component) -> Vec<String> 
     names
 }
 
-/// Whether an import name (`pkg:ns/iface@x.y.z`) is in [`ALLOWED_IMPORTS`].
+/// Whether an import name (`pkg:ns/iface@x.y.z`) is in [`ALLOWED_IMPORTS`], or is a contract
+/// interface at a version the host runs.
 pub fn import_allowed(name: &str) -> bool {
     let (iface, version) = name.split_once('@').unwrap_or((name, ""));
-    ALLOWED_IMPORTS.iter().any(|(allowed, major_minor)| {
-        *allowed == iface
-            && version
-                .strip_prefix(major_minor)
-                .is_some_and(|rest| rest.starts_with('.'))
-    })
+    let contract = Contract::INTERFACES
+        .iter()
+        .filter(|i| **i == iface)
+        .flat_map(|i| Contract::ALL.map(|c| (*i, c.major_minor())));
+    ALLOWED_IMPORTS
+        .iter()
+        .copied()
+        .chain(contract)
+        .any(|(allowed, major_minor)| {
+            allowed == iface
+                && version
+                    .strip_prefix(major_minor)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
 }
 
 /// The exports every connector must have.
@@ -855,6 +860,11 @@ mod tests {
         assert!(import_allowed("wasi:http/outgoing-handler@0.2.4"));
         assert!(import_allowed("wasi:cli/stdout@0.2.6"));
         assert!(import_allowed("scopable:integration/storage@0.1.3"));
+        // Every contract version the host runs, and no other.
+        assert!(import_allowed("scopable:integration/types@0.2.0"));
+        assert!(import_allowed("scopable:integration/log@0.2.1"));
+        assert!(!import_allowed("scopable:integration/types@0.3.0"));
+        assert!(!import_allowed("scopable:integration/other@0.2.0"));
         assert!(!import_allowed("wasi:http/outgoing-handler@0.3.0"));
         assert!(!import_allowed("wasi:http/outgoing-handler@0.20.0"));
         assert!(!import_allowed("wasi:filesystem/types@0.2.6"));
