@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The commands that only read, each with and without `--json`.
 const READS: [&[&str]; 8] = [
@@ -326,17 +326,6 @@ fn spawn(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> std::process::Child
     cmd.spawn().expect("spawn a sync")
 }
 
-fn wait_for_a_request(env: &Env) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.sim.requests().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        !env.sim.requests().is_empty(),
-        "the sync never reached the API"
-    );
-}
-
 #[test]
 fn status_shows_a_running_sync_and_keeps_the_last_good_counts() {
     let env = orgs_env(3);
@@ -348,7 +337,7 @@ fn status_shows_a_running_sync_and_keeps_the_last_good_counts() {
         .add_fault(FaultRule::always(Fault::Latency(Duration::from_secs(3))));
     env.sim.clear_requests();
     let child = spawn(&env, &["itglue", "sync", "organizations", "--json"], &[]);
-    wait_for_a_request(&env);
+    env.wait_for_a_request();
     let status = env.run(&["itglue", "status", "--json"]).json();
     let org = &status["organization"];
     assert_eq!(org["status"], "running", "{status}");
@@ -431,7 +420,7 @@ fn a_sync_whose_process_died_shows_as_failed_without_a_write() {
         &["itglue", "sync", "organizations", "--json"],
         &[("SCOPABLE_LEASE_SECS", "1")],
     );
-    wait_for_a_request(&env);
+    env.wait_for_a_request();
     assert_eq!(
         env.run(&["itglue", "status", "--json"]).json()["organization"]["status"],
         "running"

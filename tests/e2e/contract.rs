@@ -206,48 +206,33 @@ fn a_frozen_0_1_component_tests_syncs_and_passes_check() {
         "{table}"
     );
 
-    // `audit` names each component's contract: the version of its types import.
-    let frozen_audit = env.run(&["audit", &wasm, "--manifest", &manifest, "--json"]);
-    let report = frozen_audit.json();
-    assert_eq!(report["accepted"], true, "{report}");
-    assert_eq!(report["contract"], "0.1.0", "{report}");
-    let names = imports(&report);
-    assert!(
-        names
-            .iter()
-            .any(|n| n == "scopable:integration/types@0.1.0"),
-        "{names:?}"
-    );
-    assert!(
-        !names
-            .iter()
-            .any(|n| n.contains("@0.2.") && n.starts_with("scopable:integration/")),
-        "{names:?}"
-    );
+    // `audit` names each component's contract: the version of its types import, and no
+    // contract interface of the other version.
     let (builtin_wasm, builtin_manifest) = env.itglue_with_limits("");
-    let builtin_audit = env.run(&[
-        "audit",
-        &builtin_wasm,
-        "--manifest",
-        &builtin_manifest,
-        "--json",
-    ]);
-    let report = builtin_audit.json();
-    assert_eq!(report["accepted"], true, "{report}");
-    assert_eq!(report["contract"], "0.2.0", "{report}");
-    let names = imports(&report);
-    assert!(
-        names
-            .iter()
-            .any(|n| n == "scopable:integration/types@0.2.0"),
-        "{names:?}"
-    );
-    assert!(
-        !names
-            .iter()
-            .any(|n| n.contains("@0.1.") && n.starts_with("scopable:integration/")),
-        "{names:?}"
-    );
+    for (component, component_manifest, version, other) in [
+        (&wasm, &manifest, "0.1.0", "@0.2."),
+        (&builtin_wasm, &builtin_manifest, "0.2.0", "@0.1."),
+    ] {
+        let audit = env.run(&[
+            "audit",
+            component,
+            "--manifest",
+            component_manifest,
+            "--json",
+        ]);
+        let report = audit.json();
+        assert_eq!(report["accepted"], true, "{report}");
+        assert_eq!(report["contract"], version, "{report}");
+        let names = imports(&report);
+        let types = format!("scopable:integration/types@{version}");
+        assert!(names.contains(&types), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains(other) && n.starts_with("scopable:integration/")),
+            "{names:?}"
+        );
+    }
 }
 
 /// `bytes` with every `from` replaced by `to` (of the same length); also returns how many

@@ -646,13 +646,14 @@ fn memory_bomb() {
     assert_host_keeps_serving(&env);
 }
 
-#[test]
-fn huge_response() {
+/// Runs the `huge-response` component against a server answering with `fault` (8 MiB), and
+/// checks that the body is cut off at `max_response_bytes`: exit 5 naming the limit, no key in
+/// the output, one clean request, one allowed audit row with rule `max-response-bytes`, and a
+/// host that keeps serving. Returns that row, for what each way of sending adds.
+pub(crate) fn assert_response_cut_off(fault: Fault, label: &str) -> AuditRow {
     let env = env();
-    env.sim.add_fault(FaultRule::always(Fault::Huge {
-        bytes: 8 * 1024 * 1024,
-    }));
-    let h = Hostile::new(&env, "huge-response", guests::HUGE_RESPONSE);
+    env.sim.add_fault(FaultRule::always(fault));
+    let h = Hostile::new(&env, label, guests::HUGE_RESPONSE);
     let run = h.test();
     assert_refused(&run, 5, "max_response_bytes");
     assert!(
@@ -670,13 +671,25 @@ fn huge_response() {
     assert_audit_clean(&rows, &h, KEY);
     let http = http_rows(&rows);
     assert_eq!(http.len(), 1, "{http:?}");
-    assert_eq!(http[0].rule(), "max-response-bytes", "{http:?}");
-    assert!(
-        (0..=MAX_RESPONSE_BYTES as i64).contains(&http[0].bytes),
-        "more than the limit was taken in: {http:?}"
-    );
-
+    let row = http[0].clone();
+    assert!(!row.denied(), "the request did leave: {row:?}");
+    assert_eq!(row.rule(), "max-response-bytes", "{row:?}");
     assert_host_keeps_serving(&env);
+    row
+}
+
+#[test]
+fn huge_response() {
+    let row = assert_response_cut_off(
+        Fault::Huge {
+            bytes: 8 * 1024 * 1024,
+        },
+        "huge-response",
+    );
+    assert!(
+        (0..=MAX_RESPONSE_BYTES as i64).contains(&row.bytes),
+        "more than the limit was taken in: {row:?}"
+    );
 }
 
 /// The part of `stdout_flood` that holds today: the flood is cut off at the cap, the run

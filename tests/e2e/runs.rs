@@ -77,18 +77,6 @@ fn spawn_sync(env: &Env, vars: &[(&str, &str)]) -> std::process::Child {
     cmd.spawn().unwrap()
 }
 
-/// Waits until the simulator has received a request (the sync holds its lease by then).
-fn wait_for_a_request(env: &Env) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.sim.requests().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        !env.sim.requests().is_empty(),
-        "the sync never reached the API"
-    );
-}
-
 #[test]
 fn two_syncs_of_one_kind_never_run_at_once() {
     let env = orgs_env(4);
@@ -98,7 +86,7 @@ fn two_syncs_of_one_kind_never_run_at_once() {
         ))));
     env.sim.clear_requests();
     let first = spawn_sync(&env, &[]);
-    wait_for_a_request(&env);
+    env.wait_for_a_request();
     // The second is told, at once, and changes nothing: no run row, no request.
     let second = env.run(&["itglue", "sync", "organizations", "--json"]);
     second.fails(1, "already running");
@@ -133,7 +121,7 @@ fn a_run_whose_lease_expired_no_longer_blocks() {
         .add_fault(FaultRule::always(Fault::Latency(Duration::from_secs(20))));
     env.sim.clear_requests();
     let mut child = spawn_sync(&env, &[("SCOPABLE_LEASE_SECS", "2")]);
-    wait_for_a_request(&env);
+    env.wait_for_a_request();
     child.kill().unwrap(); // SIGKILL: the run stays `running` with its lease
     child.wait().unwrap();
     env.sim.clear_faults();

@@ -67,6 +67,18 @@ pub fn cache_dir() -> PathBuf {
 }
 
 impl Env {
+    /// Waits until the simulator has received a request (a sync holds its lease by then).
+    pub fn wait_for_a_request(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.sim.requests().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            !self.sim.requests().is_empty(),
+            "the sync never reached the API"
+        );
+    }
+
     /// A simulator with the sample data and a fresh database.
     pub fn new() -> Env {
         Env::with(SimConfig::default())
