@@ -5,7 +5,6 @@ use crate::output::{print_json, print_line, runtime};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use scopable_sandbox::display;
 use scopable_store::db;
-use scopable_store::vault::Vault;
 use scopable_store::{DEFAULT_ACCOUNT, Db};
 use scopable_sync::app::{self, App, AppError, ConnectorSource, Exit};
 use scopable_sync::kinds::RecordKind;
@@ -40,8 +39,11 @@ Examples:
 #[command(name = "scopable-host", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The database (default: $SCOPABLE_DB, else ./scopable.db).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, visible_alias = "database", global = true, value_name = "PATH")]
     db: Option<PathBuf>,
+    /// The account to act for (created on first use, with the IT Glue integration on).
+    #[arg(long, global = true, value_name = "ID", default_value = DEFAULT_ACCOUNT)]
+    account: String,
     /// Run this connector component instead of the built-in one (needs --manifest).
     #[arg(long, global = true, value_name = "FILE.wasm")]
     connector: Option<PathBuf>,
@@ -103,11 +105,43 @@ enum Command {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=scopable_sync::search::MAX_LIMIT as u64))]
         limit: u64,
     },
+    /// Run the integration runtime: the HTTP API and the Integrations page for every account,
+    /// and syncs as jobs.
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// How many syncs run at once.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
+        /// Send every account's calls of a connector to this base URL instead of its
+        /// regions (a proxy, or the simulator in a demo): CONNECTOR=URL.
+        #[arg(long, value_name = "CONNECTOR=URL")]
+        endpoint: Vec<String>,
+        /// The URL people reach the page at; https makes the session cookie Secure.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// API requests a second allowed per token (and twice that per client address).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100000))]
+        requests_per_second: u32,
+    },
+    /// Manage accounts (tenants), their tokens and features.
+    #[command(subcommand)]
+    Accounts(crate::accounts_cmd::AccountsCommand),
+    /// The vault's master key.
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// The built-in IT Glue connector.
     Itglue(ConnectorArgs),
     /// Another connector, by its manifest's name (with --connector and --manifest).
     #[command(external_subcommand)]
     Other(Vec<OsString>),
+}
+
+#[derive(Debug, Subcommand)]
+enum VaultCommand {
+    /// Re-encrypt every stored key under a new master key, in one transaction.
+    Rotate,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -303,13 +337,6 @@ impl From<KindArg> for RecordKind {
 /// Parses the arguments, runs the command, and returns the exit status.
 pub fn main() -> std::process::ExitCode {
     quiet_on_closed_stdout();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SCOPABLE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -318,6 +345,19 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(code);
         }
     };
+    // A service logs its requests and jobs; a command only its errors.
+    let default = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SCOPABLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
+        .init();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -355,9 +395,40 @@ fn run(cli: Cli) -> Result<(), AppError> {
         }
         _ => builtin_source()?,
     };
+    let account = cli.account.clone();
+    if !scopable_store::accounts::valid_account_id(&account) {
+        return Err(AppError::new(
+            Exit::Usage,
+            format!(
+                "--account {:?} is not an account id: lowercase letters, digits and dashes, at most 63, starting with a letter or digit",
+                display::safe(&account)
+            ),
+        ));
+    }
     match cli.command {
+        Command::Serve {
+            listen,
+            workers,
+            endpoint,
+            public_url,
+            requests_per_second,
+        } => crate::serve_cmd::serve_command(
+            &db_path,
+            &source,
+            crate::serve_cmd::ServeArgs {
+                listen,
+                workers: usize::from(workers),
+                endpoints: endpoint,
+                public_url,
+                requests_per_second,
+            },
+        ),
+        Command::Accounts(command) => {
+            crate::accounts_cmd::accounts_command(&db_path, command, &crate::review::cli_actor())
+        }
+        Command::Vault(VaultCommand::Rotate) => crate::accounts_cmd::vault_rotate(&db_path),
         Command::Import { what, file } => {
-            let db = Db::open(&db_path, DEFAULT_ACCOUNT)?;
+            let db = open_for_cli(&db_path, &account)?;
             let imported = match what {
                 ImportKind::Clients => scopable_sync::import::clients(&db, &file)?,
                 ImportKind::Configurations => scopable_sync::import::configurations(&db, &file)?,
@@ -395,7 +466,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
             query,
             json,
             limit,
-        } => search_command(&db_path, what.kind(), &query, json, limit),
+        } => search_command(&db_path, &account, what.kind(), &query, json, limit),
         Command::Itglue(args) => {
             if matches!(source, ConnectorSource::File { .. }) {
                 // `itglue` with --connector runs that component under the given manifest;
@@ -406,7 +477,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
                     "--manifest needs --connector FILE.wasm",
                 ));
             }
-            connector_command(&db_path, &source, "itglue", args.command)
+            connector_command(&db_path, &account, &source, "itglue", args.command)
         }
         Command::Other(words) => {
             let mut words = words.into_iter();
@@ -425,7 +496,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
             }
             let args = ConnectorArgs::try_parse_from(words)
                 .map_err(|e| AppError::new(Exit::Usage, e.to_string().trim().to_string()))?;
-            connector_command(&db_path, &source, &name, args.command)
+            connector_command(&db_path, &account, &source, &name, args.command)
         }
     }
 }
@@ -472,12 +543,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// (never creating or migrating it) and lists what [`scopable_sync::search::search`] finds.
 fn search_command(
     db_path: &std::path::Path,
+    account: &str,
     kind: scopable_sync::search::SearchKind,
     query: &str,
     json: bool,
     limit: u64,
 ) -> Result<(), AppError> {
-    let db = Db::open_read_only(db_path, DEFAULT_ACCOUNT)?;
+    let db = Db::open_read_only(db_path, account)?;
     let limit = usize::try_from(limit).unwrap_or(scopable_sync::search::MAX_LIMIT);
     let found = scopable_sync::search::search(&db, kind, query, None, Some(limit))?;
     if json {
@@ -550,17 +622,46 @@ fn search_command(
 /// The width of the name columns of `search`, in characters.
 const SEARCH_NAME_COLUMN: usize = 32;
 
+/// Opens the database for `account` to change it: the account is created on first use (with
+/// the IT Glue integration on), and refused when an operator switched the feature off.
+fn open_for_cli(db_path: &std::path::Path, account: &str) -> Result<Db, AppError> {
+    let db = Db::open(db_path, account)?;
+    scopable_store::accounts::ensure_for_cli(&db, &crate::review::cli_actor())
+        .map_err(|e| AppError::new(Exit::Failure, e.to_string()))?;
+    Ok(db)
+}
+
+/// Refuses a connector command for an account whose feature is off (the command line obeys
+/// the flag as the API does).
+fn check_feature(db: &Db, connector: &str) -> Result<(), AppError> {
+    let exists = scopable_store::accounts::get(db, db.account())?.is_some();
+    if exists && !scopable_store::accounts::feature_enabled(db, connector)? {
+        return Err(AppError::new(
+            Exit::Failure,
+            format!(
+                "The IT Glue integration is not available for your account ({}); an operator can enable it with `scopable-host accounts enable {} {connector}`",
+                display::safe(db.account()),
+                display::safe(db.account())
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn connector_command(
     db_path: &std::path::Path,
+    account: &str,
     source: &ConnectorSource,
     name: &str,
     command: ConnectorCommand,
 ) -> Result<(), AppError> {
     let mut app = if command.only_reads() {
-        App::open_read_only(db_path, source)?
+        App::open_read_only(db_path, account, source)?
     } else {
-        App::open(db_path, source)?
+        open_for_cli(db_path, account)?;
+        App::open(db_path, account, source)?
     };
+    check_feature(&app.db, name)?;
     if app.name() != name {
         return Err(AppError::new(
             Exit::Usage,
@@ -718,45 +819,26 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
             (region, base)
         }
     };
-    let ctx = app.call_context(base.clone(), &key)?;
     let rt = runtime()?;
     let verified_before = stored
         .as_ref()
         .filter(|_| using_stored)
         .map(|c| c.verified_at.clone());
-    let verified = rt
-        .block_on(app.test(&ctx))
-        .map_err(|e| app::call_failure(&e, manifest, &region, &base, verified_before.as_deref()))?;
+    let verified = scopable_sync::connection::test_key(
+        app,
+        &rt,
+        &region,
+        &base,
+        &key,
+        verified_before.as_deref(),
+    )?;
     let where_ = format!(
         "region {}, {}",
         display::safe(&region),
         display::safe(&base.to_url())
     );
     if connect {
-        let vault = Vault::open(&app.db_path, true)?
-            .ok_or_else(|| AppError::new(Exit::BadInput, "cannot create the vault key file"))?;
-        let account = scopable_store::connections::account_id(&app.db)?;
-        let endpoint = base.to_url();
-        let (nonce, ciphertext) = vault.seal(
-            &key,
-            scopable_store::vault::Binding {
-                account: &account,
-                connector: app.name(),
-                region: &region,
-                endpoint: &endpoint,
-            },
-        );
-        scopable_store::connections::save_connection(
-            &app.db,
-            app.name(),
-            &scopable_store::connections::StoredConnection {
-                region: region.clone(),
-                endpoint: base.to_url(),
-                key_nonce: nonce,
-                key_ciphertext: ciphertext,
-                verified_at: db::now(),
-            },
-        )?;
+        scopable_sync::connection::store_key(app, &region, &base, &key)?;
         println!("{}", display::safe(&verified.detail));
         println!("Connected ({where_}). The key is stored encrypted and will not be shown again.");
     } else {
@@ -788,7 +870,7 @@ fn status_command(app: &App, json: bool) -> Result<(), AppError> {
         .map(String::as_str)
         .collect();
     let database = database_shown(&app.db_path);
-    let value = status_json(&app.db, app.name(), &database)?;
+    let value = scopable_sync::status::status_json(&app.db, app.name(), &database)?;
     if json {
         print_json(&value);
         return Ok(());
@@ -821,28 +903,11 @@ fn status_command(app: &App, json: bool) -> Result<(), AppError> {
 }
 
 /// How `status` names the database it read: its absolute path.
-fn database_shown(path: &std::path::Path) -> String {
+pub fn database_shown(path: &std::path::Path) -> String {
     std::path::absolute(path)
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string()
-}
-
-/// What `status --json` prints: the connection, `"database"` (the database read), and each
-/// kind's last sync ([`scopable_sync::sync::last_run_summary`]: `"status"` `"running"`, `"ok"` or
-/// `"failed"`, and `"last_ok"` with the counts of the last sync that succeeded).
-pub fn status_json(db: &Db, connector: &str, database: &str) -> Result<Value, AppError> {
-    let stored = scopable_store::connections::connection(db, connector)?;
-    let summary = |kind: &str| scopable_sync::sync::last_run_summary(db, connector, kind);
-    Ok(json!({
-        "connected": stored.is_some(),
-        "region": stored.as_ref().map(|c| c.region.clone()),
-        "endpoint": stored.as_ref().map(|c| c.endpoint.clone()),
-        "verified_at": stored.as_ref().map(|c| c.verified_at.clone()),
-        "database": database,
-        "organization": summary("organization")?,
-        "configuration": summary("configuration")?,
-    }))
 }
 
 /// One kind's line in `status`, after its label: the last sync, and the last good counts when
@@ -891,7 +956,7 @@ fn summary_text(s: &Value) -> String {
 }
 
 fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError> {
-    let entries = activity(&app.db, app.name(), limit)?;
+    let entries = scopable_sync::status::activity(&app.db, app.name(), limit)?;
     if json {
         print_json(&Value::Array(entries));
         return Ok(());
@@ -965,44 +1030,6 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
         }
     }
     Ok(())
-}
-
-/// The newest `limit` entries of a connector's activity, newest first, as `activity --json`
-/// lists them: requests (`"kind": "request"`, the audit record's fields), sync runs
-/// (`"kind": "sync"`) and decisions (`{"at", "kind": "decision", "action", "record_kind",
-/// "source_id", "scopable_id", "actor"}`).
-pub fn activity(db: &Db, connector: &str, limit: usize) -> Result<Vec<Value>, AppError> {
-    // (at, source order, row id, entry): entries of one second keep their own order.
-    let mut entries: Vec<(String, u8, i64, Value)> = Vec::new();
-    for (id, a) in scopable_store::audit::audit_records(db, connector, limit)? {
-        let mut v = serde_json::to_value(&a).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut v {
-            map.insert("kind".into(), json!("request"));
-        }
-        entries.push((a.at.clone(), 0, id, v));
-    }
-    for (id, run) in scopable_sync::sync::recent_runs(db, connector, limit)? {
-        let at = run["started_at"].as_str().unwrap_or("").to_string();
-        let mut v = run;
-        if let Value::Object(map) = &mut v {
-            let kind = map.remove("kind").unwrap_or(Value::Null);
-            map.insert("sync_kind".into(), kind);
-            map.insert("kind".into(), json!("sync"));
-            map.insert("at".into(), json!(at.clone()));
-        }
-        entries.push((at, 0, id, v));
-    }
-    for (id, d) in scopable_store::review::logged_decisions(db, connector, limit)? {
-        let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut v {
-            map.insert("kind".into(), json!("decision"));
-        }
-        entries.push((d.at.clone(), 1, id, v));
-    }
-    // Newest first; ties (same second) keep insertion order newest first.
-    entries.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
-    entries.truncate(limit);
-    Ok(entries.into_iter().map(|e| e.3).collect())
 }
 
 /// Makes `println!` anywhere in the program behave like [`crate::output::print_line`] when stdout's reader

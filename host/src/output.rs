@@ -41,16 +41,7 @@ fn stdout_failed(e: &std::io::Error) -> ! {
 
 /// The async runtime the command line runs export calls on.
 pub fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            AppError::new(
-                Exit::Failure,
-                format!("cannot start the async runtime: {e}"),
-            )
-        })
+    scopable_sync::app::runtime()
 }
 
 /// Sends lines for the admin (retry notices) to stderr, one line each; stdout carries the

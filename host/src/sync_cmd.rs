@@ -78,7 +78,14 @@ pub fn sync_command(
     } else {
         auto_linked_names(&app.db, app.name(), kind)?
     };
-    let synced = sync(app, rt, kind, dry_run, &mut on_progress);
+    let synced = sync(
+        app,
+        rt,
+        kind,
+        dry_run,
+        &crate::review::cli_actor(),
+        &mut on_progress,
+    );
     crate::output::notices_to_stderr();
     if let Some(bar) = bar {
         bar.finish_and_clear();

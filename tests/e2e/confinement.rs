@@ -118,9 +118,9 @@ fn audit_rows_past_the_retention_are_deleted() {
     let insert = |path: &str, age: &str| {
         env.sqlite()
             .execute(
-                "INSERT INTO audit (at, connector, component_sha256, capability, method, host,
-                                    path, decision)
-                 VALUES (strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?2), 'hostile', 'd0', 'http',
+                "INSERT INTO audit (account, at, connector, component_sha256, capability, method,
+                                    host, path, decision)
+                 VALUES ('default', strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?2), 'hostile', 'd0', 'http',
                          'GET', '127.0.0.1', ?1, 'allowed')",
                 rusqlite::params![path, age],
             )

@@ -4,6 +4,7 @@
 mod util;
 
 mod admin;
+mod browser;
 mod claims;
 mod confinement;
 mod connect;
@@ -18,5 +19,7 @@ mod project;
 mod review;
 mod runs;
 mod search;
+mod serve;
+mod serve_util;
 mod sync;
 mod terminal;

@@ -1,4 +1,5 @@
-//! The audit table's writer: one row per capability use. Rows never hold the credential.
+//! The audit table's writer: one row per capability use, of the account of the connection it
+//! writes through. Rows never hold the credential.
 //!
 //! `AuditWriter::write` never touches SQLite: it puts the row on a bounded queue read by one
 //! writer thread per writer, which writes them in batches (one transaction each). A database
@@ -97,7 +98,8 @@ impl Retention {
     }
 }
 
-/// Deletes the audit rows older than `retention`; returns how many went.
+/// Deletes the audit rows older than `retention`, of every account (the retention is the
+/// operator's, not a tenant's); returns how many went.
 pub fn prune(conn: &Connection, retention: Retention) -> Result<usize, db::DbError> {
     conn.execute_batch("CREATE INDEX IF NOT EXISTS audit_at ON audit(at);")?;
     Ok(conn.execute(
@@ -126,6 +128,8 @@ struct Writer {
     thread: Option<JoinHandle<()>>,
     /// The database, written directly when the thread could not start or has stopped.
     conn: Arc<Mutex<Connection>>,
+    /// The account every row is written for.
+    account: Arc<str>,
 }
 
 impl Drop for Writer {
@@ -142,27 +146,30 @@ impl Drop for Writer {
 }
 
 impl AuditWriter {
-    /// A writer to `conn`, keeping rows as long as [`RETENTION_ENV`] says (by default
-    /// [`DEFAULT_RETENTION_DAYS`]). An unusable value is reported, and then no row is deleted:
-    /// a setting meant to keep rows longer must not lose them.
+    /// A writer to `conn`, for its account, keeping rows as long as [`RETENTION_ENV`] says (by
+    /// default [`DEFAULT_RETENTION_DAYS`]). An unusable value is reported, and then no row is
+    /// deleted: a setting meant to keep rows longer must not lose them.
     pub fn new(conn: &Shared) -> AuditWriter {
         let retention = Retention::from_env()
             .map_err(|e| tracing::error!("{e}; no audit records were deleted"))
             .ok();
-        AuditWriter::open(conn.0.clone(), retention)
+        AuditWriter::open(conn, retention)
     }
 
-    /// A writer to `conn` that first deletes rows older than `retention`.
+    /// A writer to `conn`, for its account, that first deletes rows older than `retention`.
     pub fn with_retention(conn: &Shared, retention: Retention) -> AuditWriter {
-        AuditWriter::open(conn.0.clone(), Some(retention))
+        AuditWriter::open(conn, Some(retention))
     }
 
-    fn open(conn: Arc<Mutex<Connection>>, retention: Option<Retention>) -> AuditWriter {
+    fn open(shared: &Shared, retention: Option<Retention>) -> AuditWriter {
+        let conn = shared.conn.clone();
+        let account = shared.account_arc();
         let (queue, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let thread_conn = conn.clone();
+        let thread_account = account.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(&thread_conn, &rx, retention));
+            .spawn(move || write_loop(&thread_conn, &thread_account, &rx, retention));
         let (queue, thread) = match thread {
             Ok(thread) => (Some(queue), Some(thread)),
             Err(e) => {
@@ -177,6 +184,7 @@ impl AuditWriter {
                 queue,
                 thread,
                 conn,
+                account,
             }),
         }
     }
@@ -186,7 +194,7 @@ impl AuditWriter {
     pub fn write(&self, record: AuditRecord) {
         let writer = &self.writer;
         let Some(queue) = &writer.queue else {
-            write_batch(&writer.conn, std::slice::from_ref(&record));
+            write_batch(&writer.conn, &writer.account, std::slice::from_ref(&record));
             return;
         };
         let message = Message::Record(Box::new(record));
@@ -211,7 +219,11 @@ impl AuditWriter {
         };
         if let Some(Message::Record(record)) = unsent {
             // The writer is gone (it panicked): write this one here rather than lose it.
-            write_batch(&writer.conn, std::slice::from_ref(&*record));
+            write_batch(
+                &writer.conn,
+                &writer.account,
+                std::slice::from_ref(&*record),
+            );
         }
     }
 
@@ -229,7 +241,12 @@ impl AuditWriter {
 }
 
 /// The writer thread: prunes, then writes what arrives in batches until the queue closes.
-fn write_loop(conn: &Mutex<Connection>, rx: &Receiver<Message>, retention: Option<Retention>) {
+fn write_loop(
+    conn: &Mutex<Connection>,
+    account: &str,
+    rx: &Receiver<Message>,
+    retention: Option<Retention>,
+) {
     let mut pruned = prune_now(conn, retention);
     let mut batch: Vec<AuditRecord> = Vec::new();
     let mut waiting: Vec<SyncSender<()>> = Vec::new();
@@ -246,7 +263,7 @@ fn write_loop(conn: &Mutex<Connection>, rx: &Receiver<Message>, retention: Optio
                 None
             };
         }
-        write_batch(conn, &batch);
+        write_batch(conn, account, &batch);
         batch.clear();
         for done in waiting.drain(..) {
             let _ = done.send(());
@@ -276,8 +293,8 @@ fn prune_now(conn: &Mutex<Connection>, retention: Option<Retention>) -> Instant 
     Instant::now()
 }
 
-/// Writes records in one transaction (best effort: a failure is logged).
-fn write_batch(conn: &Mutex<Connection>, records: &[AuditRecord]) {
+/// Writes records of `account` in one transaction (best effort: a failure is logged).
+fn write_batch(conn: &Mutex<Connection>, account: &str, records: &[AuditRecord]) {
     if records.is_empty() {
         return;
     }
@@ -285,7 +302,7 @@ fn write_batch(conn: &Mutex<Connection>, records: &[AuditRecord]) {
     // a few times before the batch is given up, loudly.
     let mut last_error = String::new();
     for attempt in 0..WRITE_ATTEMPTS {
-        match try_write_batch(conn, records) {
+        match try_write_batch(conn, account, records) {
             Ok(()) => return,
             Err(e) => last_error = e,
         }
@@ -302,13 +319,17 @@ fn write_batch(conn: &Mutex<Connection>, records: &[AuditRecord]) {
 /// Attempts to write one batch of audit records.
 const WRITE_ATTEMPTS: u32 = 5;
 
-fn try_write_batch(conn: &Mutex<Connection>, records: &[AuditRecord]) -> Result<(), String> {
+fn try_write_batch(
+    conn: &Mutex<Connection>,
+    account: &str,
+    records: &[AuditRecord],
+) -> Result<(), String> {
     match conn.lock() {
         Ok(c) => (|| {
             let tx =
                 rusqlite::Transaction::new_unchecked(&c, rusqlite::TransactionBehavior::Immediate)?;
             for record in records {
-                db::insert_audit(&tx, record)?;
+                db::insert_audit(&tx, account, record)?;
             }
             tx.commit()?;
             Ok::<(), db::DbError>(())
@@ -318,19 +339,18 @@ fn try_write_batch(conn: &Mutex<Connection>, records: &[AuditRecord]) -> Result<
     }
 }
 
-/// The newest audit records of a connector, newest first.
+/// The newest audit records of a connector of the handle's account, newest first.
 pub fn audit_records(
-    conn: &Db,
+    db: &Db,
     connector: &str,
     limit: usize,
 ) -> Result<Vec<(i64, AuditRecord)>, DbError> {
-    let conn = conn.conn();
-    let mut stmt = conn.prepare(
+    let mut stmt = db.conn().prepare(
         "SELECT id, at, connector, component_sha256, capability, method, host, path, decision,
                 rule, status, bytes, duration_ms, detail
-         FROM audit WHERE connector = ?1 ORDER BY id DESC LIMIT ?2",
+         FROM audit WHERE account = ?1 AND connector = ?2 ORDER BY id DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![connector, limit as i64], |r| {
+    let rows = stmt.query_map(params![db.account(), connector, limit as i64], |r| {
         Ok((
             r.get(0)?,
             AuditRecord {
@@ -359,6 +379,13 @@ mod tests {
 
     fn open(dir: &tempfile::TempDir) -> Arc<Mutex<Connection>> {
         Arc::new(Mutex::new(db::open(&dir.path().join("a.db")).unwrap()))
+    }
+
+    fn shared(conn: &Arc<Mutex<Connection>>) -> Shared {
+        Shared {
+            conn: conn.clone(),
+            account: crate::DEFAULT_ACCOUNT.into(),
+        }
     }
 
     fn event(path: &str) -> AuditRecord {
@@ -397,7 +424,7 @@ mod tests {
         let conn = open(&dir);
         let holder = db::open(&dir.path().join("a.db")).unwrap();
         holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let sink = AuditWriter::with_retention(&Shared(conn.clone()), Retention::default());
+        let sink = AuditWriter::with_retention(&shared(&conn), Retention::default());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -431,7 +458,7 @@ mod tests {
             .unwrap();
         let holder = db::open(&dir.path().join("a.db")).unwrap();
         holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let sink = AuditWriter::with_retention(&Shared(conn.clone()), Retention::default());
+        let sink = AuditWriter::with_retention(&shared(&conn), Retention::default());
         sink.write(event("/organizations"));
         // Longer than the busy timeout and the first back-off.
         std::thread::sleep(Duration::from_millis(400));
@@ -446,7 +473,7 @@ mod tests {
     fn the_last_handle_dropped_writes_every_record() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(&dir);
-        let sink = AuditWriter::with_retention(&Shared(conn.clone()), Retention::default());
+        let sink = AuditWriter::with_retention(&shared(&conn), Retention::default());
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let sink = sink.clone();
@@ -496,19 +523,18 @@ mod tests {
                 duration_ms: 0,
                 detail: None,
             };
-            db::insert_audit(&conn.lock().unwrap(), &record).unwrap();
+            db::insert_audit(&conn.lock().unwrap(), crate::DEFAULT_ACCOUNT, &record).unwrap();
         }
         let paths = |conn: &Mutex<Connection>| -> Vec<String> {
             rows(conn).into_iter().map(|(_, p)| p).collect()
         };
         // The default: 90 days.
-        let sink = AuditWriter::with_retention(&Shared(conn.clone()), Retention::default());
+        let sink = AuditWriter::with_retention(&shared(&conn), Retention::default());
         sink.flush();
         drop(sink);
         assert_eq!(paths(&conn), ["/89-days", "/2-days", "/1-hour"]);
         // A shorter setting.
-        let sink =
-            AuditWriter::with_retention(&Shared(conn.clone()), Retention::parse("1").unwrap());
+        let sink = AuditWriter::with_retention(&shared(&conn), Retention::parse("1").unwrap());
         sink.write(event("/now"));
         drop(sink);
         assert_eq!(paths(&conn), ["/1-hour", "/now"]);

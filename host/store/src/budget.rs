@@ -1,5 +1,6 @@
-//! The request budget table: a sliding window of reservations per connector, shared by
-//! every call, every concurrent instance and every consecutive process using the database.
+//! The request budget table: a sliding window of reservations per account and connector,
+//! shared by every call, every concurrent instance and every consecutive process using the
+//! database.
 
 use crate::db::DbError;
 use crate::shared::Shared;
@@ -7,18 +8,20 @@ use rusqlite::{Connection, params};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// One connector's reservations in the database.
+/// One connector's reservations of one account in the database.
 #[derive(Clone)]
 pub struct BudgetTable {
     conn: Arc<Mutex<Connection>>,
+    account: Arc<str>,
     connector: String,
 }
 
 impl BudgetTable {
-    /// The reservations of `connector` in `conn`.
+    /// The reservations of `connector` in `conn`, for `conn`'s account.
     pub fn new(conn: &Shared, connector: &str) -> BudgetTable {
         BudgetTable {
-            conn: conn.0.clone(),
+            conn: conn.conn.clone(),
+            account: conn.account_arc(),
             connector: connector.to_string(),
         }
     }
@@ -37,18 +40,18 @@ impl BudgetTable {
         let window_ms = window.as_millis() as i64;
         let since = at_ms - window_ms;
         tx.execute(
-            "DELETE FROM request_budget WHERE connector = ?1 AND at_ms <= ?2",
-            params![self.connector, since],
+            "DELETE FROM request_budget WHERE account = ?1 AND connector = ?2 AND at_ms <= ?3",
+            params![&*self.account, self.connector, since],
         )?;
         let (used, oldest): (i64, Option<i64>) = tx.query_row(
-            "SELECT count(*), min(at_ms) FROM request_budget WHERE connector = ?1",
-            params![self.connector],
+            "SELECT count(*), min(at_ms) FROM request_budget WHERE account = ?1 AND connector = ?2",
+            params![&*self.account, self.connector],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let wait = if used < i64::from(limit) {
             tx.execute(
-                "INSERT INTO request_budget (connector, at_ms) VALUES (?1, ?2)",
-                params![self.connector, at_ms],
+                "INSERT INTO request_budget (account, connector, at_ms) VALUES (?1, ?2, ?3)",
+                params![&*self.account, self.connector, at_ms],
             )?;
             None
         } else {
@@ -68,7 +71,7 @@ mod tests {
     fn a_window_holds_at_most_limit_requests_across_processes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
-        let open = || Shared::open(&path).unwrap();
+        let open = || Shared::open(&path, "a").unwrap();
         let w = Duration::from_secs(10);
         // Two tables over the same file stand for two processes.
         let a = BudgetTable::new(&open(), "itglue");
@@ -85,6 +88,9 @@ mod tests {
         // Another connector has its own budget.
         let other = BudgetTable::new(&open(), "other");
         assert_eq!(other.try_take(3, w, t + 5).unwrap(), None);
+        // And so has another account.
+        let elsewhere = BudgetTable::new(&Shared::open(&path, "b").unwrap(), "itglue");
+        assert_eq!(elsewhere.try_take(3, w, t + 5).unwrap(), None);
         // Once the first request leaves the window, one more fits, and only one.
         assert_eq!(a.try_take(3, w, t + 10_000).unwrap(), None);
         assert!(b.try_take(3, w, t + 10_000).unwrap().is_some());

@@ -1,7 +1,8 @@
-//! The embedded SQLite database: one file per Scopable account, holding the Scopable records,
-//! the connection, links, decisions, sync runs, audit records and connector storage.
+//! The embedded SQLite database: one file holding every Scopable account's records,
+//! connections, links, decisions, sync runs, audit records and connector storage, each row
+//! keyed by its account.
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,7 +31,307 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE links RENAME COLUMN itglue_id TO source_id;
      ALTER TABLE decisions RENAME COLUMN itglue_id TO source_id;
      ALTER TABLE unplaced RENAME COLUMN itglue_id TO source_id;",
+    // 5: accounts. Every table is keyed by account (existing rows become the account
+    // `default`); accounts, their features, tokens, sessions, events and schedules; a run may
+    // wait `queued`, and records who asked for it and its progress.
+    MIGRATION_V5,
 ];
+
+const MIGRATION_V5: &str = r#"
+-- The binding of the account `default`: the id every stored key was sealed under until now.
+INSERT OR IGNORE INTO meta (key, value) VALUES ('account_id', lower(hex(randomblob(16))));
+
+CREATE TABLE accounts (
+    id            TEXT NOT NULL PRIMARY KEY,
+    name          TEXT,
+    created_at    TEXT NOT NULL,
+    vault_binding TEXT NOT NULL
+);
+CREATE TABLE account_features (
+    account    TEXT NOT NULL,
+    feature    TEXT NOT NULL,
+    enabled_at TEXT NOT NULL,
+    PRIMARY KEY (account, feature)
+);
+-- A database that holds data was one admin's: it becomes the account `default`, with the
+-- integration it used enabled, and its stored key still decrypts. An empty one has no account
+-- until someone uses one.
+INSERT INTO accounts (id, name, created_at, vault_binding)
+SELECT 'default', NULL, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),
+       (SELECT value FROM meta WHERE key = 'account_id')
+WHERE EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM configurations)
+   OR EXISTS (SELECT 1 FROM connections) OR EXISTS (SELECT 1 FROM links)
+   OR EXISTS (SELECT 1 FROM sync_runs);
+INSERT INTO account_features (account, feature, enabled_at)
+SELECT id, 'itglue', created_at FROM accounts WHERE id = 'default';
+
+-- Each table is rebuilt with `account` first in its keys (no default: a write that forgets
+-- the account fails instead of landing in one), its rows copied into `default`.
+CREATE TABLE clients_v5 (
+    account TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    PRIMARY KEY (account, id)
+);
+INSERT INTO clients_v5 (account, id, name) SELECT 'default', id, name FROM clients;
+CREATE TABLE configurations_v5 (
+    account       TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    client_id     TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    hostname      TEXT,
+    serial_number TEXT,
+    mac_addresses TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (account, id),
+    FOREIGN KEY (account, client_id) REFERENCES clients_v5 (account, id)
+);
+INSERT INTO configurations_v5 (account, id, client_id, name, hostname, serial_number, mac_addresses)
+SELECT 'default', id, client_id, name, hostname, serial_number, mac_addresses FROM configurations;
+-- The child first, so that no table refers to the old `clients` when it goes; renaming
+-- `clients_v5` then renames the reference to it.
+DROP TABLE configurations;
+DROP TABLE clients;
+ALTER TABLE clients_v5 RENAME TO clients;
+ALTER TABLE configurations_v5 RENAME TO configurations;
+CREATE INDEX configurations_client ON configurations(account, client_id);
+
+CREATE TABLE connections_v5 (
+    account        TEXT NOT NULL,
+    connector      TEXT NOT NULL,
+    region         TEXT NOT NULL,
+    endpoint       TEXT NOT NULL,
+    key_nonce      BLOB NOT NULL,
+    key_ciphertext BLOB NOT NULL,
+    verified_at    TEXT NOT NULL,
+    connected_at   TEXT NOT NULL,
+    PRIMARY KEY (account, connector)
+);
+INSERT INTO connections_v5 (account, connector, region, endpoint, key_nonce, key_ciphertext,
+    verified_at, connected_at)
+SELECT 'default', connector, region, endpoint, key_nonce, key_ciphertext, verified_at,
+    connected_at
+FROM connections;
+DROP TABLE connections;
+ALTER TABLE connections_v5 RENAME TO connections;
+
+CREATE TABLE links_v5 (
+    account     TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('organization', 'configuration')),
+    source_id   TEXT NOT NULL,
+    scopable_id TEXT NOT NULL,
+    source      TEXT NOT NULL CHECK (source IN ('auto', 'manual')),
+    evidence    TEXT NOT NULL,
+    linked_at   TEXT NOT NULL,
+    PRIMARY KEY (account, connector, kind, source_id)
+);
+INSERT INTO links_v5 (account, connector, kind, source_id, scopable_id, source, evidence, linked_at)
+SELECT 'default', connector, kind, source_id, scopable_id, source, evidence, linked_at FROM links;
+DROP TABLE links;
+ALTER TABLE links_v5 RENAME TO links;
+-- Who holds a target (links are one to one).
+CREATE INDEX links_target ON links(account, connector, kind, scopable_id);
+
+CREATE TABLE decisions_v5 (
+    account     TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('organization', 'configuration')),
+    source_id   TEXT NOT NULL,
+    action      TEXT NOT NULL CHECK (action IN ('link', 'ignore')),
+    scopable_id TEXT,
+    decided_at  TEXT NOT NULL,
+    PRIMARY KEY (account, connector, kind, source_id)
+);
+INSERT INTO decisions_v5 (account, connector, kind, source_id, action, scopable_id, decided_at)
+SELECT 'default', connector, kind, source_id, action, scopable_id, decided_at FROM decisions;
+DROP TABLE decisions;
+ALTER TABLE decisions_v5 RENAME TO decisions;
+
+CREATE TABLE unplaced_v5 (
+    account     TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    source_id   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    candidates  TEXT NOT NULL,
+    suggestions TEXT NOT NULL,
+    PRIMARY KEY (account, connector, kind, source_id)
+);
+INSERT INTO unplaced_v5 (account, connector, kind, source_id, name, reason, candidates, suggestions)
+SELECT 'default', connector, kind, source_id, name, reason, candidates, suggestions FROM unplaced;
+DROP TABLE unplaced;
+ALTER TABLE unplaced_v5 RENAME TO unplaced;
+
+CREATE TABLE source_records_v5 (
+    account          TEXT NOT NULL,
+    connector        TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    source_id        TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    organization_id  TEXT,
+    short_name       TEXT,
+    type_name        TEXT,
+    status_name      TEXT,
+    hostname         TEXT,
+    primary_ip       TEXT,
+    serial_number    TEXT,
+    mac_addresses    TEXT NOT NULL DEFAULT '[]',
+    archived         INTEGER NOT NULL DEFAULT 0,
+    identifiers_kept INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, connector, kind, source_id)
+);
+INSERT INTO source_records_v5 (account, connector, kind, source_id, name, organization_id,
+    short_name, type_name, status_name, hostname, primary_ip, serial_number, mac_addresses,
+    archived, identifiers_kept)
+SELECT 'default', connector, kind, source_id, name, organization_id, short_name, type_name,
+    status_name, hostname, primary_ip, serial_number, mac_addresses, archived, identifiers_kept
+FROM source_records;
+DROP TABLE source_records;
+ALTER TABLE source_records_v5 RENAME TO source_records;
+
+-- `started_at` is when a `queued` run was queued, and when it started once it runs.
+CREATE TABLE sync_runs_v5 (
+    id            INTEGER PRIMARY KEY,
+    account       TEXT NOT NULL,
+    connector     TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    dry_run       INTEGER NOT NULL,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    status        TEXT NOT NULL,
+    fetched       INTEGER NOT NULL DEFAULT 0,
+    linked        INTEGER NOT NULL DEFAULT 0,
+    skipped       INTEGER NOT NULL DEFAULT 0,
+    errored       INTEGER NOT NULL DEFAULT 0,
+    new_links     INTEGER NOT NULL DEFAULT 0,
+    removed_links INTEGER NOT NULL DEFAULT 0,
+    requests      INTEGER NOT NULL DEFAULT 0,
+    error         TEXT,
+    lease_until   INTEGER,
+    actor         TEXT,
+    pages_done    INTEGER NOT NULL DEFAULT 0,
+    pages_total   INTEGER
+);
+INSERT INTO sync_runs_v5 (id, account, connector, kind, dry_run, started_at, finished_at, status,
+    fetched, linked, skipped, errored, new_links, removed_links, requests, error, lease_until)
+SELECT id, 'default', connector, kind, dry_run, started_at, finished_at, status, fetched, linked,
+    skipped, errored, new_links, removed_links, requests, error, lease_until
+FROM sync_runs;
+DROP TABLE sync_runs;
+ALTER TABLE sync_runs_v5 RENAME TO sync_runs;
+CREATE INDEX sync_runs_running ON sync_runs(account, connector, kind, status);
+-- The queue a worker pool takes runs from, every account's, oldest first.
+CREATE INDEX sync_runs_queued ON sync_runs(id) WHERE status = 'queued';
+
+CREATE TABLE audit_v5 (
+    id               INTEGER PRIMARY KEY,
+    account          TEXT NOT NULL,
+    at               TEXT NOT NULL,
+    connector        TEXT NOT NULL,
+    component_sha256 TEXT NOT NULL,
+    capability       TEXT NOT NULL,
+    method           TEXT NOT NULL,
+    host             TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    decision         TEXT NOT NULL,
+    rule             TEXT,
+    status           INTEGER,
+    bytes            INTEGER NOT NULL DEFAULT 0,
+    duration_ms      INTEGER NOT NULL DEFAULT 0,
+    detail           TEXT
+);
+INSERT INTO audit_v5 (id, account, at, connector, component_sha256, capability, method, host,
+    path, decision, rule, status, bytes, duration_ms, detail)
+SELECT id, 'default', at, connector, component_sha256, capability, method, host, path, decision,
+    rule, status, bytes, duration_ms, detail
+FROM audit;
+DROP TABLE audit;
+ALTER TABLE audit_v5 RENAME TO audit;
+CREATE INDEX audit_connector ON audit(account, connector, id);
+-- Retention deletes by age, whatever the account.
+CREATE INDEX audit_at ON audit(at);
+
+CREATE TABLE kv_v5 (
+    account   TEXT NOT NULL,
+    connector TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    value     BLOB NOT NULL,
+    PRIMARY KEY (account, connector, key)
+);
+INSERT INTO kv_v5 (account, connector, key, value) SELECT 'default', connector, key, value FROM kv;
+DROP TABLE kv;
+ALTER TABLE kv_v5 RENAME TO kv;
+
+CREATE TABLE request_budget_v5 (
+    account   TEXT NOT NULL,
+    connector TEXT NOT NULL,
+    at_ms     INTEGER NOT NULL
+);
+INSERT INTO request_budget_v5 (account, connector, at_ms)
+SELECT 'default', connector, at_ms FROM request_budget;
+DROP TABLE request_budget;
+ALTER TABLE request_budget_v5 RENAME TO request_budget;
+CREATE INDEX request_budget_at ON request_budget(account, connector, at_ms);
+
+CREATE TABLE decision_log_v5 (
+    id          INTEGER PRIMARY KEY,
+    account     TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    connector   TEXT NOT NULL,
+    action      TEXT NOT NULL CHECK (action IN ('link', 'ignore', 'reset', 'disconnect')),
+    record_kind TEXT CHECK (record_kind IN ('organization', 'configuration')),
+    source_id   TEXT,
+    scopable_id TEXT,
+    actor       TEXT NOT NULL
+);
+INSERT INTO decision_log_v5 (id, account, at, connector, action, record_kind, source_id,
+    scopable_id, actor)
+SELECT id, 'default', at, connector, action, record_kind, source_id, scopable_id, actor
+FROM decision_log;
+DROP TABLE decision_log;
+ALTER TABLE decision_log_v5 RENAME TO decision_log;
+CREATE INDEX decision_log_record ON decision_log(account, connector, record_kind, source_id);
+
+CREATE TABLE tokens (
+    id            TEXT NOT NULL PRIMARY KEY,
+    account       TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+    secret_sha256 BLOB NOT NULL,
+    created_at    TEXT NOT NULL,
+    created_by    TEXT NOT NULL,
+    revoked_at    TEXT,
+    last_used_at  TEXT
+);
+CREATE INDEX tokens_account ON tokens(account);
+CREATE TABLE sessions (
+    id_sha256     BLOB NOT NULL PRIMARY KEY,
+    token_id      TEXT NOT NULL,
+    account       TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE INDEX sessions_token ON sessions(token_id);
+CREATE INDEX sessions_account ON sessions(account);
+CREATE TABLE events (
+    id        INTEGER PRIMARY KEY,
+    account   TEXT NOT NULL,
+    at        TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    connector TEXT,
+    detail    TEXT
+);
+CREATE INDEX events_account ON events(account, id);
+CREATE TABLE schedules (
+    account    TEXT NOT NULL,
+    connector  TEXT NOT NULL,
+    every_secs INTEGER NOT NULL,
+    next_at_ms INTEGER NOT NULL,
+    set_by     TEXT NOT NULL,
+    PRIMARY KEY (account, connector)
+);
+"#;
 
 const MIGRATION_V3: &str = r#"
 CREATE TABLE IF NOT EXISTS decision_log (
@@ -111,6 +412,21 @@ pub enum DbError {
     ReadOnly {
         /// The database path.
         path: String,
+    },
+    /// The handle's account does not exist (yet) in this database.
+    #[error(
+        "there is no account {account:?} in this database; create it with `scopable-host accounts add {account}`"
+    )]
+    NoAccount {
+        /// The account asked for.
+        account: String,
+    },
+    /// A run that was to be claimed is not waiting in the queue (another worker took it, it
+    /// ended, or it is not the handle's account's).
+    #[error("sync run {id} is not queued; it was taken by another worker or has ended")]
+    NotQueued {
+        /// The run's id.
+        id: i64,
     },
     /// Any other SQLite error.
     #[error("database error: {0}")]
@@ -296,21 +612,8 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         }
         migrate(&conn)?;
     }
-    // Opening an existing database writes nothing (and so never waits for a writer).
-    let has_account: bool = conn
-        .query_row(
-            "SELECT 1 FROM meta WHERE key = 'account_id'",
-            [],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if !has_account {
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('account_id', ?1)",
-            params![crate::vault::random_hex(16)],
-        )?;
-    }
+    // Opening an existing database writes nothing (and so never waits for a writer); the
+    // binding of the account `default` (`meta.account_id`) is written by migration 5.
     Ok(conn)
 }
 
@@ -555,6 +858,14 @@ pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
+/// Now, in unix milliseconds (the unit of leases, schedules and session expiries).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// One audit record: a single use of a capability.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditRecord {
@@ -586,13 +897,14 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-/// Appends one audit record.
-pub fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<(), DbError> {
+/// Appends one audit record of `account`.
+pub fn insert_audit(conn: &Connection, account: &str, a: &AuditRecord) -> Result<(), DbError> {
     conn.execute(
-        "INSERT INTO audit (at, connector, component_sha256, capability, method, host, path,
-                            decision, rule, status, bytes, duration_ms, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO audit (account, at, connector, component_sha256, capability, method, host,
+                            path, decision, rule, status, bytes, duration_ms, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
+            account,
             a.at,
             a.connector,
             a.component_sha256,
@@ -614,6 +926,7 @@ pub fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<(), DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::OptionalExtension;
 
     #[test]
     fn a_version_1_database_upgrades_in_place() {
@@ -710,15 +1023,15 @@ mod tests {
             .unwrap();
         assert_eq!(logged, 0);
         conn.execute(
-            "INSERT INTO decision_log (at, connector, action, record_kind, source_id, scopable_id, actor)
-             VALUES ('2024-01-02T00:00:00Z', 'itglue', 'disconnect', NULL, NULL, NULL, 'cli:alice')",
+            "INSERT INTO decision_log (account, at, connector, action, record_kind, source_id, scopable_id, actor)
+             VALUES ('default', '2024-01-02T00:00:00Z', 'itglue', 'disconnect', NULL, NULL, NULL, 'cli:alice')",
             [],
         )
         .unwrap();
         // An action the log does not know is refused.
         assert!(
             conn.execute(
-                "INSERT INTO decision_log (at, connector, action, actor) VALUES ('t', 'itglue', 'guess', 'cli:a')",
+                "INSERT INTO decision_log (account, at, connector, action, actor) VALUES ('default', 't', 'itglue', 'guess', 'cli:a')",
                 [],
             )
             .is_err()
@@ -730,6 +1043,341 @@ mod tests {
             .query_row("SELECT count(*) FROM decision_log", [], |r| r.get(0))
             .unwrap();
         assert_eq!(logged, 1);
+    }
+
+    /// The tables that hold an account's rows (every table but `meta` and `accounts`).
+    const KEYED: [&str; 12] = [
+        "clients",
+        "configurations",
+        "connections",
+        "links",
+        "decisions",
+        "unplaced",
+        "source_records",
+        "sync_runs",
+        "audit",
+        "kv",
+        "request_budget",
+        "decision_log",
+    ];
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A database at schema version 4 with a row in every table, its key sealed under the
+    /// binding `acct-v4`.
+    fn version_4_database(path: &Path, key: &crate::vault::Vault) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(&format!(
+            "{} {} {} {} PRAGMA user_version = 4;",
+            MIGRATIONS[0], MIGRATIONS[1], MIGRATIONS[2], MIGRATIONS[3]
+        ))
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO meta (key, value) VALUES ('account_id', 'acct-v4');
+             INSERT INTO clients (id, name) VALUES ('c1', 'Acme'), ('c2', 'Beta');
+             INSERT INTO configurations (id, client_id, name, mac_addresses)
+                 VALUES ('k1', 'c1', 'pc', '[]');
+             INSERT INTO links VALUES ('itglue', 'organization', '1001', 'c1', 'auto', '[\"name\"]', '2024-01-01T00:00:00Z');
+             INSERT INTO decisions (connector, kind, source_id, action, scopable_id, decided_at)
+                 VALUES ('itglue', 'organization', '1003', 'ignore', NULL, '2024-01-01T00:00:00Z');
+             INSERT INTO unplaced VALUES ('itglue', 'organization', '1002', 'Gamma', 'no-match', '[]', '[]');
+             INSERT INTO source_records (connector, kind, source_id, name, identifiers_kept)
+                 VALUES ('itglue', 'organization', '1001', 'Acme', 1);
+             INSERT INTO sync_runs (id, connector, kind, dry_run, started_at, finished_at, status, fetched)
+                 VALUES (7, 'itglue', 'organization', 0, '2024-01-01T00:00:00Z', '2024-01-01T00:00:05Z', 'ok', 3);
+             INSERT INTO audit (id, at, connector, component_sha256, capability, method, host, path, decision)
+                 VALUES (9, '2024-01-01T00:00:01Z', 'itglue', 'd1', 'http', 'GET', 'h', '/organizations', 'allowed');
+             INSERT INTO kv (connector, key, value) VALUES ('itglue', 'cursor', x'01');
+             INSERT INTO request_budget (connector, at_ms) VALUES ('itglue', 1000);
+             INSERT INTO decision_log (id, at, connector, action, record_kind, source_id, actor)
+                 VALUES (3, '2024-01-01T00:00:00Z', 'itglue', 'ignore', 'organization', '1003', 'cli:alice');",
+        )
+        .unwrap();
+        let binding = crate::vault::Binding {
+            account: "acct-v4",
+            connector: "itglue",
+            region: "us",
+            endpoint: "https://api.itglue.com",
+        };
+        let (nonce, ciphertext) = key.seal("the-api-key", binding);
+        conn.execute(
+            "INSERT INTO connections VALUES ('itglue', 'us', 'https://api.itglue.com', ?1, ?2, 't', 't')",
+            params![nonce, ciphertext],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_version_4_database_upgrades_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        let vault = crate::vault::Vault::generate();
+        version_4_database(&path, &vault);
+        let before: Vec<i64> = {
+            let conn = Connection::open(&path).unwrap();
+            KEYED
+                .iter()
+                .map(|t| count(&conn, &format!("SELECT count(*) FROM {t}")))
+                .collect()
+        };
+        assert!(before.iter().all(|&n| n > 0), "{before:?}");
+        // Read first: through an upgraded copy, the file unchanged.
+        let bytes = std::fs::read(&path).unwrap();
+        let copy = open_read_only(&path).unwrap();
+        assert_eq!(
+            count(
+                &copy,
+                "SELECT count(*) FROM clients WHERE account = 'default'"
+            ),
+            2
+        );
+        drop(copy);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "a read changed the file"
+        );
+
+        let conn = open(&path).unwrap();
+        assert_eq!(count(&conn, "PRAGMA user_version"), SCHEMA_VERSION);
+        const { assert!(SCHEMA_VERSION >= 5) };
+        // Every row is kept, in the account `default`.
+        for (table, n) in KEYED.iter().zip(&before) {
+            let kept = count(&conn, &format!("SELECT count(*) FROM {table}"));
+            let default = count(
+                &conn,
+                &format!("SELECT count(*) FROM {table} WHERE account = 'default'"),
+            );
+            assert_eq!((kept, default), (*n, *n), "{table}");
+        }
+        // Row ids are kept (the decisions log, runs and audit are listed by them).
+        assert_eq!(count(&conn, "SELECT id FROM sync_runs"), 7);
+        assert_eq!(count(&conn, "SELECT id FROM audit"), 9);
+        assert_eq!(count(&conn, "SELECT id FROM decision_log"), 3);
+        // The account `default` exists with itglue enabled, bound as its keys always were.
+        let (binding, features): (String, String) = conn
+            .query_row(
+                "SELECT vault_binding, (SELECT group_concat(feature) FROM account_features
+                                         WHERE account = 'default')
+                 FROM accounts WHERE id = 'default'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((binding.as_str(), features.as_str()), ("acct-v4", "itglue"));
+        assert_eq!(count(&conn, "SELECT count(*) FROM accounts"), 1);
+        // The account leads every key: another account may reuse the same ids.
+        conn.execute_batch(
+            "INSERT INTO clients (account, id, name) VALUES ('b', 'c1', 'Other');
+             INSERT INTO links (account, connector, kind, source_id, scopable_id, source, evidence, linked_at)
+                 VALUES ('b', 'itglue', 'organization', '1001', 'c1', 'auto', '[]', 't');
+             INSERT INTO kv (account, connector, key, value) VALUES ('b', 'itglue', 'cursor', x'02');",
+        )
+        .unwrap();
+        // A configuration's client is of its own account.
+        assert!(
+            conn.execute(
+                "INSERT INTO configurations (account, id, client_id, name) VALUES ('b', 'k9', 'c2', 'pc')",
+                [],
+            )
+            .is_err()
+        );
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM pragma_foreign_key_check"),
+            0
+        );
+        // Without an account, nothing is written.
+        assert!(
+            conn.execute("INSERT INTO clients (id, name) VALUES ('c3', 'x')", [])
+                .is_err()
+        );
+        drop(conn);
+        // The stored key still decrypts, through the account's binding.
+        let db = crate::Db::open(&path, crate::DEFAULT_ACCOUNT).unwrap();
+        let stored = crate::connections::connection(&db, "itglue")
+            .unwrap()
+            .unwrap();
+        let binding = crate::connections::account_id(&db).unwrap();
+        let key = vault
+            .open_secret(
+                &stored.key_nonce,
+                &stored.key_ciphertext,
+                crate::vault::Binding {
+                    account: &binding,
+                    connector: "itglue",
+                    region: &stored.region,
+                    endpoint: &stored.endpoint,
+                },
+            )
+            .unwrap();
+        assert_eq!(key, "the-api-key");
+        // Opening again changes nothing.
+        drop(db);
+        let conn = open(&path).unwrap();
+        assert_eq!(count(&conn, "SELECT count(*) FROM accounts"), 1);
+        assert_eq!(count(&conn, "SELECT count(*) FROM clients"), 3);
+    }
+
+    /// The database the command line left at schema 4 (`tests/fixtures/schema-v4`, with its key
+    /// file) upgrades with every row in `default`, and its stored key still decrypts.
+    #[test]
+    fn the_released_schema_4_database_upgrades_and_its_key_still_decrypts() {
+        use std::os::unix::fs::PermissionsExt;
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/schema-v4");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scopable.db");
+        std::fs::copy(fixture.join("scopable.db"), &path).unwrap();
+        let key_file = crate::vault::key_file_for(&path);
+        std::fs::copy(fixture.join("scopable.db.key"), &key_file).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let before: Vec<i64> = {
+            let conn = Connection::open(&path).unwrap();
+            assert_eq!(count(&conn, "PRAGMA user_version"), 4);
+            KEYED
+                .iter()
+                .map(|t| count(&conn, &format!("SELECT count(*) FROM {t}")))
+                .collect()
+        };
+        assert_eq!(before[3], 38, "the fixture's links");
+        let db = crate::Db::open(&path, crate::DEFAULT_ACCOUNT).unwrap();
+        for (table, n) in KEYED.iter().zip(&before) {
+            let default = count(
+                db.conn(),
+                &format!("SELECT count(*) FROM {table} WHERE account = 'default'"),
+            );
+            let all = count(db.conn(), &format!("SELECT count(*) FROM {table}"));
+            assert_eq!((all, default), (*n, *n), "{table}");
+        }
+        assert_eq!(crate::views::link_count(&db, "itglue").unwrap(), 38);
+        assert!(crate::accounts::feature_enabled(&db, crate::accounts::ITGLUE).unwrap());
+        let vault = crate::vault::Vault::open(&path, false).unwrap().unwrap();
+        let stored = crate::connections::connection(&db, "itglue")
+            .unwrap()
+            .unwrap();
+        let binding = crate::connections::account_id(&db).unwrap();
+        let key = vault
+            .open_secret(
+                &stored.key_nonce,
+                &stored.key_ciphertext,
+                crate::vault::Binding {
+                    account: &binding,
+                    connector: "itglue",
+                    region: &stored.region,
+                    endpoint: &stored.endpoint,
+                },
+            )
+            .unwrap();
+        assert_eq!(key, "sim-key-us");
+    }
+
+    #[test]
+    fn an_empty_database_gets_no_account_until_one_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        // A fresh one.
+        let conn = open(&dir.path().join("new.db")).unwrap();
+        assert_eq!(count(&conn, "SELECT count(*) FROM accounts"), 0);
+        // An older one without data (decisions alone are not an admin's data).
+        let path = dir.path().join("empty-v4.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(&format!(
+                "{} {} {} {} PRAGMA user_version = 4;
+                 INSERT INTO decisions (connector, kind, source_id, action, decided_at)
+                     VALUES ('itglue', 'organization', '1', 'ignore', 't');",
+                MIGRATIONS[0], MIGRATIONS[1], MIGRATIONS[2], MIGRATIONS[3]
+            ))
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        assert_eq!(count(&conn, "SELECT count(*) FROM accounts"), 0);
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM decisions WHERE account = 'default'"
+            ),
+            1
+        );
+        let db = crate::Db::open(&path, crate::DEFAULT_ACCOUNT).unwrap();
+        assert!(matches!(
+            crate::connections::account_id(&db),
+            Err(DbError::NoAccount { .. })
+        ));
+    }
+
+    /// Every table but `meta` names the account of each row, first in its primary key, and
+    /// every index leads with it unless it serves every account on purpose.
+    #[test]
+    fn every_table_is_keyed_by_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("k.db")).unwrap();
+        let tables: Vec<String> = {
+            let mut stmt = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'meta'")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert!(tables.len() >= KEYED.len() + 6, "{tables:?}");
+        let first_key = |table: &str| -> Option<String> {
+            conn.query_row(
+                &format!("SELECT name FROM pragma_table_info('{table}') WHERE pk = 1"),
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap()
+        };
+        for table in &tables {
+            let column = if table == "accounts" { "id" } else { "account" };
+            let has: i64 = count(
+                &conn,
+                &format!(
+                    "SELECT count(*) FROM pragma_table_info('{table}') WHERE name = '{column}' AND \"notnull\" = 1"
+                ),
+            );
+            assert_eq!(has, 1, "{table} has no {column} column");
+            let pk = first_key(table);
+            // Tables keyed by a row id (or a token's or session's own id) are looked up by
+            // account through an index instead.
+            let by_row = [
+                "sync_runs",
+                "audit",
+                "decision_log",
+                "events",
+                "tokens",
+                "sessions",
+            ];
+            if !by_row.contains(&table.as_str()) && table != "request_budget" {
+                assert_eq!(pk.as_deref(), Some(column), "{table}'s primary key");
+            }
+        }
+        // Indexes: the account first, but for the few that serve every account.
+        let every_account = ["audit_at", "sync_runs_queued", "sessions_token"];
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+            .unwrap();
+        let indexes: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(indexes.len() >= 8, "{indexes:?}");
+        for index in indexes {
+            let first: String = conn
+                .query_row(
+                    &format!("SELECT name FROM pragma_index_info('{index}') WHERE seqno = 0"),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            if !every_account.contains(&index.as_str()) {
+                assert_eq!(first, "account", "index {index}");
+            }
+        }
     }
 
     #[test]

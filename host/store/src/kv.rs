@@ -1,5 +1,5 @@
-//! Connector key-value data: one namespace per connector, with quotas checked and written in
-//! one transaction.
+//! Connector key-value data: one namespace per account and connector, with quotas checked and
+//! written in one transaction.
 
 use crate::db::DbError;
 use crate::shared::Shared;
@@ -23,18 +23,20 @@ impl From<rusqlite::Error> for KvError {
     }
 }
 
-/// One connector's namespace in the database.
+/// One connector's namespace of one account in the database.
 #[derive(Clone)]
 pub struct KvTable {
     conn: Arc<Mutex<Connection>>,
+    account: Arc<str>,
     connector: Arc<str>,
 }
 
 impl KvTable {
-    /// The namespace of `connector` in `conn`.
+    /// The namespace of `connector` in `conn`, for `conn`'s account.
     pub fn new(conn: &Shared, connector: &str) -> KvTable {
         KvTable {
-            conn: conn.0.clone(),
+            conn: conn.conn.clone(),
+            account: conn.account_arc(),
             connector: connector.into(),
         }
     }
@@ -51,8 +53,8 @@ impl KvTable {
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.with_conn(|c| {
             Ok(c.query_row(
-                "SELECT value FROM kv WHERE connector = ?1 AND key = ?2",
-                params![&*self.connector, key],
+                "SELECT value FROM kv WHERE account = ?1 AND connector = ?2 AND key = ?3",
+                params![&*self.account, &*self.connector, key],
                 |r| r.get(0),
             )
             .optional()?)
@@ -78,10 +80,17 @@ impl KvTable {
             )?;
             let (count, total, existing): (u64, u64, Option<u64>) = c.query_row(
                 "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0),
-                        (SELECT length(CAST(key AS BLOB)) + length(value) FROM kv WHERE connector = ?1 AND key = ?2)
-                 FROM kv WHERE connector = ?1",
-                params![&*self.connector, key],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, Option<i64>>(2)?.map(|v| v as u64))),
+                        (SELECT length(CAST(key AS BLOB)) + length(value) FROM kv
+                          WHERE account = ?1 AND connector = ?2 AND key = ?3)
+                 FROM kv WHERE account = ?1 AND connector = ?2",
+                params![&*self.account, &*self.connector, key],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    ))
+                },
             )?;
             if existing.is_none() && count >= max_keys {
                 return Err(KvError::Quota(format!(
@@ -95,9 +104,9 @@ impl KvTable {
                 )));
             }
             c.execute(
-                "INSERT INTO kv (connector, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (connector, key) DO UPDATE SET value = ?3",
-                params![&*self.connector, key, value],
+                "INSERT INTO kv (account, connector, key, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (account, connector, key) DO UPDATE SET value = ?4",
+                params![&*self.account, &*self.connector, key, value],
             )?;
             c.commit()?;
             Ok(())
@@ -108,8 +117,8 @@ impl KvTable {
     pub fn delete(&self, key: &str) -> Result<(), KvError> {
         self.with_conn(|c| {
             c.execute(
-                "DELETE FROM kv WHERE connector = ?1 AND key = ?2",
-                params![&*self.connector, key],
+                "DELETE FROM kv WHERE account = ?1 AND connector = ?2 AND key = ?3",
+                params![&*self.account, &*self.connector, key],
             )?;
             Ok(())
         })
@@ -118,8 +127,9 @@ impl KvTable {
     /// Every key, sorted.
     pub fn keys(&self) -> Result<Vec<String>, KvError> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare("SELECT key FROM kv WHERE connector = ?1 ORDER BY key")?;
-            let rows = stmt.query_map(params![&*self.connector], |r| r.get(0))?;
+            let mut stmt =
+                c.prepare("SELECT key FROM kv WHERE account = ?1 AND connector = ?2 ORDER BY key")?;
+            let rows = stmt.query_map(params![&*self.account, &*self.connector], |r| r.get(0))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }

@@ -1,13 +1,17 @@
-//! Everything the Scopable host persists, in one place: Scopable's records, connections and
-//! their encrypted keys, links, decisions, runs, the audit table, the request budget and
-//! connector key-value data. SQLite, with numbered migrations ([`db`]).
+//! Everything the Scopable host persists, in one place, keyed by account: accounts, their
+//! tokens, sessions and events, Scopable's records, connections and their encrypted keys,
+//! links, decisions, runs and schedules, the audit table, the request budget and connector
+//! key-value data. SQLite, with numbered migrations ([`db`]).
 #![deny(missing_docs)]
 
+pub mod accounts;
 pub mod audit;
 pub mod budget;
 pub mod connections;
 pub mod db;
 pub mod handle;
+#[cfg(test)]
+mod isolation;
 pub mod kv;
 pub mod records;
 pub mod review;

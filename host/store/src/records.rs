@@ -25,17 +25,20 @@ pub fn stored_macs(text: &str, column: usize) -> rusqlite::Result<Vec<String>> {
 pub fn clients(db: &Db) -> Result<Vec<(String, String)>, DbError> {
     let mut stmt = db
         .conn()
-        .prepare("SELECT id, name FROM clients ORDER BY id")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        .prepare("SELECT id, name FROM clients WHERE account = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([db.account()], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Every organization link (automatic or manual): (organization, client), by organization.
 pub fn organization_links(db: &Db, connector: &str) -> Result<Vec<(String, String)>, DbError> {
     let mut stmt = db.conn().prepare(
-        "SELECT source_id, scopable_id FROM links WHERE connector = ?1 AND kind = 'organization' ORDER BY source_id",
+        "SELECT source_id, scopable_id FROM links
+         WHERE account = ?1 AND connector = ?2 AND kind = 'organization' ORDER BY source_id",
     )?;
-    let rows = stmt.query_map(params![connector], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![db.account(), connector], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -59,9 +62,10 @@ pub struct Configuration {
 /// The Scopable configurations of the given clients, by id.
 pub fn configurations_of(db: &Db, clients: &HashSet<&str>) -> Result<Vec<Configuration>, DbError> {
     let mut stmt = db.conn().prepare(
-        "SELECT id, client_id, name, hostname, serial_number, mac_addresses FROM configurations ORDER BY id",
+        "SELECT id, client_id, name, hostname, serial_number, mac_addresses FROM configurations
+         WHERE account = ?1 ORDER BY id",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([db.account()], |r| {
         let macs: String = r.get(5)?;
         Ok(Configuration {
             id: r.get(0)?,
@@ -89,13 +93,13 @@ pub fn import_clients(db: &Db, rows: &[(&str, &str)]) -> Result<usize, DbError> 
     let mut added = 0;
     for (id, name) in rows {
         let existed = tx.execute(
-            "UPDATE clients SET name = ?2 WHERE id = ?1",
-            params![id, name],
+            "UPDATE clients SET name = ?3 WHERE account = ?1 AND id = ?2",
+            params![db.account(), id, name],
         )? > 0;
         if !existed {
             tx.execute(
-                "INSERT INTO clients (id, name) VALUES (?1, ?2)",
-                params![id, name],
+                "INSERT INTO clients (account, id, name) VALUES (?1, ?2, ?3)",
+                params![db.account(), id, name],
             )?;
             added += 1;
         }
@@ -107,8 +111,10 @@ pub fn import_clients(db: &Db, rows: &[(&str, &str)]) -> Result<usize, DbError> 
 /// The id of every client.
 pub fn client_ids(db: &Db) -> Result<HashSet<String>, DbError> {
     let mut clients = HashSet::new();
-    let mut stmt = db.conn().prepare("SELECT id FROM clients")?;
-    for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
+    let mut stmt = db
+        .conn()
+        .prepare("SELECT id FROM clients WHERE account = ?1")?;
+    for id in stmt.query_map([db.account()], |r| r.get::<_, String>(0))? {
         clients.insert(id?);
     }
     Ok(clients)
@@ -119,9 +125,13 @@ pub fn manually_linked_configurations(db: &Db) -> Result<HashMap<String, String>
     let mut manual_targets = HashMap::new();
     let mut stmt = db.conn().prepare(
         "SELECT c.id, c.client_id FROM configurations c JOIN links l
-         ON l.kind = 'configuration' AND l.source = 'manual' AND l.scopable_id = c.id",
+         ON l.account = c.account AND l.kind = 'configuration' AND l.source = 'manual'
+            AND l.scopable_id = c.id
+         WHERE c.account = ?1",
     )?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+    for row in stmt.query_map([db.account()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })? {
         let (id, client) = row?;
         manual_targets.insert(id, client);
     }
@@ -156,13 +166,33 @@ pub fn import_configurations(
     for c in rows {
         let macs = serde_json::json!(c.mac_addresses).to_string();
         let updated = tx.execute(
-            "UPDATE configurations SET client_id = ?2, name = ?3, hostname = ?4, serial_number = ?5, mac_addresses = ?6 WHERE id = ?1",
-            params![c.id, c.client_id, c.name, c.hostname, c.serial_number, macs],
+            "UPDATE configurations SET client_id = ?3, name = ?4, hostname = ?5, serial_number = ?6,
+                    mac_addresses = ?7
+             WHERE account = ?1 AND id = ?2",
+            params![
+                db.account(),
+                c.id,
+                c.client_id,
+                c.name,
+                c.hostname,
+                c.serial_number,
+                macs
+            ],
         )? > 0;
         if !updated {
             tx.execute(
-                "INSERT INTO configurations (id, client_id, name, hostname, serial_number, mac_addresses) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![c.id, c.client_id, c.name, c.hostname, c.serial_number, macs],
+                "INSERT INTO configurations (account, id, client_id, name, hostname, serial_number,
+                                             mac_addresses)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    db.account(),
+                    c.id,
+                    c.client_id,
+                    c.name,
+                    c.hostname,
+                    c.serial_number,
+                    macs
+                ],
             )?;
             added += 1;
         }
@@ -181,9 +211,9 @@ mod tests {
         let db = Db::open(&dir.path().join("m.db"), crate::DEFAULT_ACCOUNT).unwrap();
         db.conn()
             .execute_batch(
-                "INSERT INTO clients (id, name) VALUES ('c1', 'Acme');
-                 INSERT INTO configurations (id, client_id, name, mac_addresses)
-                     VALUES ('k1', 'c1', 'pc', '[\"00:11:22:33:44:55\"]');",
+                "INSERT INTO clients (account, id, name) VALUES ('default', 'c1', 'Acme');
+                 INSERT INTO configurations (account, id, client_id, name, mac_addresses)
+                     VALUES ('default', 'k1', 'c1', 'pc', '[\"00:11:22:33:44:55\"]');",
             )
             .unwrap();
         let clients: HashSet<&str> = ["c1"].into_iter().collect();

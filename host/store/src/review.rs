@@ -1,8 +1,7 @@
 //! Decisions an admin makes by hand: links made (or a match changed), records ignored, manual
 //! decisions reset, a connector disconnected; and the log of them, with who made each. Every
 //! decision is written with its log row in one transaction, so they stand or fall together.
-//! The rows are the handle's account's (the tables have no account column yet: the database
-//! file is the account's).
+//! Every row read or written is the handle's account's.
 
 use crate::Db;
 use crate::db::{self, DbError};
@@ -40,6 +39,7 @@ impl DecisionAction {
 /// target of the manual link it dropped.
 fn record_decision(
     conn: &Connection,
+    account: &str,
     connector: &str,
     action: DecisionAction,
     record: Option<(&str, &str)>,
@@ -47,9 +47,11 @@ fn record_decision(
     actor: &str,
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO decision_log (at, connector, action, record_kind, source_id, scopable_id, actor)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO decision_log (account, at, connector, action, record_kind, source_id,
+                                   scopable_id, actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
+            account,
             db::now(),
             connector,
             action.as_str(),
@@ -73,8 +75,9 @@ pub fn source_record(
     Ok(db
         .conn()
         .query_row(
-            "SELECT name, organization_id FROM source_records WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
-            params![connector, kind, id],
+            "SELECT name, organization_id FROM source_records
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4",
+            params![db.account(), connector, kind, id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?)
@@ -89,12 +92,14 @@ pub fn manual_configurations_under(
 ) -> Result<Vec<(String, String, String)>, DbError> {
     let mut stmt = db.conn().prepare(
         "SELECT l.source_id, l.scopable_id, c.client_id FROM links l
-         JOIN source_records r ON r.connector = l.connector AND r.kind = 'configuration' AND r.source_id = l.source_id
-         JOIN configurations c ON c.id = l.scopable_id
-         WHERE l.connector = ?1 AND l.kind = 'configuration' AND l.source = 'manual' AND r.organization_id = ?2
+         JOIN source_records r ON r.account = l.account AND r.connector = l.connector
+              AND r.kind = 'configuration' AND r.source_id = l.source_id
+         JOIN configurations c ON c.account = l.account AND c.id = l.scopable_id
+         WHERE l.account = ?1 AND l.connector = ?2 AND l.kind = 'configuration'
+           AND l.source = 'manual' AND r.organization_id = ?3
          ORDER BY l.source_id",
     )?;
-    let rows = stmt.query_map(params![connector, organization], |r| {
+    let rows = stmt.query_map(params![db.account(), connector, organization], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -104,7 +109,11 @@ pub fn manual_configurations_under(
 pub fn client_exists(db: &Db, id: &str) -> Result<bool, DbError> {
     Ok(db
         .conn()
-        .query_row("SELECT 1 FROM clients WHERE id = ?1", [id], |_| Ok(true))
+        .query_row(
+            "SELECT 1 FROM clients WHERE account = ?1 AND id = ?2",
+            [db.account(), id],
+            |_| Ok(true),
+        )
         .optional()?
         .is_some())
 }
@@ -114,8 +123,8 @@ pub fn configuration_client(db: &Db, id: &str) -> Result<Option<String>, DbError
     Ok(db
         .conn()
         .query_row(
-            "SELECT client_id FROM configurations WHERE id = ?1",
-            [id],
+            "SELECT client_id FROM configurations WHERE account = ?1 AND id = ?2",
+            [db.account(), id],
             |r| r.get(0),
         )
         .optional()?)
@@ -133,8 +142,10 @@ pub fn link_holder(
     Ok(db
         .conn()
         .query_row(
-            "SELECT source_id, source FROM links WHERE connector = ?1 AND kind = ?2 AND scopable_id = ?3 AND source_id != ?4",
-            params![connector, kind, scopable_id, source_id],
+            "SELECT source_id, source FROM links
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND scopable_id = ?4
+               AND source_id != ?5",
+            params![db.account(), connector, kind, scopable_id, source_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?)
@@ -154,12 +165,15 @@ pub fn link_by_hand(
     taken_from: Option<(&str, &str)>,
     actor: &str,
 ) -> Result<bool, DbError> {
+    let account = db.account();
     let tx =
         rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
     let holder_now: Option<String> = tx
         .query_row(
-            "SELECT source_id FROM links WHERE connector = ?1 AND kind = ?2 AND scopable_id = ?3 AND source_id != ?4",
-            params![connector, kind, scopable_id, source_id],
+            "SELECT source_id FROM links
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND scopable_id = ?4
+               AND source_id != ?5",
+            params![account, connector, kind, scopable_id, source_id],
             |r| r.get(0),
         )
         .optional()?;
@@ -171,14 +185,18 @@ pub fn link_by_hand(
         // One to one: the automatic link that held this target gives way to the manual one,
         // and the record that held it is listed again at once, with the target it lost.
         let removed = tx.execute(
-            "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND source_id = ?3 AND source = 'auto'",
-            params![connector, kind, other],
+            "DELETE FROM links
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4
+               AND source = 'auto'",
+            params![account, connector, kind, other],
         )?;
         if removed > 0 {
             tx.execute(
-                "INSERT OR REPLACE INTO unplaced (connector, kind, source_id, name, reason, candidates, suggestions)
-                 VALUES (?1, ?2, ?3, ?4, 'target-taken', ?5, '[]')",
+                "INSERT OR REPLACE INTO unplaced (account, connector, kind, source_id, name, reason,
+                                                  candidates, suggestions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'target-taken', ?6, '[]')",
                 params![
+                    account,
                     connector,
                     kind,
                     other,
@@ -189,17 +207,20 @@ pub fn link_by_hand(
         }
     }
     tx.execute(
-        "INSERT OR REPLACE INTO decisions (connector, kind, source_id, action, scopable_id, decided_at)
-         VALUES (?1, ?2, ?3, 'link', ?4, ?5)",
-        params![connector, kind, source_id, scopable_id, now],
+        "INSERT OR REPLACE INTO decisions (account, connector, kind, source_id, action, scopable_id,
+                                           decided_at)
+         VALUES (?1, ?2, ?3, ?4, 'link', ?5, ?6)",
+        params![account, connector, kind, source_id, scopable_id, now],
     )?;
     tx.execute(
-        "INSERT OR REPLACE INTO links (connector, kind, source_id, scopable_id, source, evidence, linked_at)
-         VALUES (?1, ?2, ?3, ?4, 'manual', '[\"manual\"]', ?5)",
-        params![connector, kind, source_id, scopable_id, now],
+        "INSERT OR REPLACE INTO links (account, connector, kind, source_id, scopable_id, source,
+                                       evidence, linked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'manual', '[\"manual\"]', ?6)",
+        params![account, connector, kind, source_id, scopable_id, now],
     )?;
     record_decision(
         &tx,
+        account,
         connector,
         DecisionAction::Link,
         Some((kind, source_id)),
@@ -219,18 +240,21 @@ pub fn ignore(
     source_id: &str,
     actor: &str,
 ) -> Result<usize, DbError> {
+    let account = db.account();
     let tx = db.conn().unchecked_transaction()?;
     tx.execute(
-        "INSERT OR REPLACE INTO decisions (connector, kind, source_id, action, scopable_id, decided_at)
-         VALUES (?1, ?2, ?3, 'ignore', NULL, ?4)",
-        params![connector, kind, source_id, db::now()],
+        "INSERT OR REPLACE INTO decisions (account, connector, kind, source_id, action, scopable_id,
+                                           decided_at)
+         VALUES (?1, ?2, ?3, ?4, 'ignore', NULL, ?5)",
+        params![account, connector, kind, source_id, db::now()],
     )?;
     let unlinked = tx.execute(
-        "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
-        params![connector, kind, source_id],
+        "DELETE FROM links WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4",
+        params![account, connector, kind, source_id],
     )?;
     record_decision(
         &tx,
+        account,
         connector,
         DecisionAction::Ignore,
         Some((kind, source_id)),
@@ -251,8 +275,9 @@ pub fn has_decision(
     Ok(db
         .conn()
         .query_row(
-            "SELECT 1 FROM decisions WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
-            params![connector, kind, source_id],
+            "SELECT 1 FROM decisions
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4",
+            params![db.account(), connector, kind, source_id],
             |_| Ok(()),
         )
         .optional()?
@@ -269,8 +294,10 @@ pub fn auto_link_target(
     Ok(db
         .conn()
         .query_row(
-            "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = ?2 AND source_id = ?3 AND source = 'auto'",
-            params![connector, kind, source_id],
+            "SELECT scopable_id FROM links
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4
+               AND source = 'auto'",
+            params![db.account(), connector, kind, source_id],
             |r| r.get(0),
         )
         .optional()?)
@@ -286,23 +313,26 @@ pub fn reset(
     source_id: &str,
     actor: &str,
 ) -> Result<usize, DbError> {
+    let account = db.account();
     let tx = db.conn().unchecked_transaction()?;
     // The target of the manual link it drops (none for an ignore), for the decisions log.
     let dropped_target: Option<String> = tx
         .query_row(
-            "SELECT scopable_id FROM decisions WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
-            params![connector, kind, source_id],
+            "SELECT scopable_id FROM decisions
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4",
+            params![account, connector, kind, source_id],
             |r| r.get(0),
         )
         .optional()?
         .flatten();
     let removed = tx.execute(
-        "DELETE FROM decisions WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
-        params![connector, kind, source_id],
+        "DELETE FROM decisions WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4",
+        params![account, connector, kind, source_id],
     )?;
     if removed > 0 {
         record_decision(
             &tx,
+            account,
             connector,
             DecisionAction::Reset,
             Some((kind, source_id)),
@@ -311,8 +341,10 @@ pub fn reset(
         )?;
     }
     tx.execute(
-        "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND source_id = ?3 AND source = 'manual'",
-        params![connector, kind, source_id],
+        "DELETE FROM links
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4
+           AND source = 'manual'",
+        params![account, connector, kind, source_id],
     )?;
     tx.commit()?;
     Ok(removed)
@@ -322,10 +354,11 @@ pub fn reset(
 /// one, in one transaction. Returns whether there was one.
 pub fn disconnect(db: &Db, connector: &str, actor: &str) -> Result<bool, DbError> {
     let tx = db.conn().unchecked_transaction()?;
-    let removed = crate::connections::delete_connection(&tx, connector)?;
+    let removed = crate::connections::delete_connection(&tx, db.account(), connector)?;
     if removed {
         record_decision(
             &tx,
+            db.account(),
             connector,
             DecisionAction::Disconnect,
             None,
@@ -359,16 +392,18 @@ pub fn ignored_records(db: &Db, connector: &str) -> Result<Vec<IgnoredRecord>, D
     let mut stmt = db.conn().prepare(
         "SELECT d.kind, d.source_id, r.name, d.decided_at,
                 (SELECT g.actor FROM decision_log g
-                  WHERE g.connector = d.connector AND g.record_kind = d.kind
-                    AND g.source_id = d.source_id AND g.action = 'ignore'
+                  WHERE g.account = d.account AND g.connector = d.connector
+                    AND g.record_kind = d.kind AND g.source_id = d.source_id
+                    AND g.action = 'ignore'
                   ORDER BY g.id DESC LIMIT 1)
          FROM decisions d
          LEFT JOIN source_records r
-                ON r.connector = d.connector AND r.kind = d.kind AND r.source_id = d.source_id
-         WHERE d.connector = ?1 AND d.action = 'ignore'",
+                ON r.account = d.account AND r.connector = d.connector AND r.kind = d.kind
+               AND r.source_id = d.source_id
+         WHERE d.account = ?1 AND d.connector = ?2 AND d.action = 'ignore'",
     )?;
     let rows: Vec<IgnoredRecord> = stmt
-        .query_map([connector], |r| {
+        .query_map([db.account(), connector], |r| {
             let id: String = r.get(1)?;
             Ok(IgnoredRecord {
                 kind: r.get(0)?,
@@ -408,9 +443,9 @@ pub fn logged_decisions(
 ) -> Result<Vec<(i64, LoggedDecision)>, DbError> {
     let mut stmt = db.conn().prepare(
         "SELECT id, at, action, record_kind, source_id, scopable_id, actor FROM decision_log
-         WHERE connector = ?1 ORDER BY id DESC LIMIT ?2",
+         WHERE account = ?1 AND connector = ?2 ORDER BY id DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![connector, limit as i64], |r| {
+    let rows = stmt.query_map(params![db.account(), connector, limit as i64], |r| {
         Ok((
             r.get(0)?,
             LoggedDecision {
@@ -437,6 +472,7 @@ mod tests {
         let db = Db::open(&dir.path().join("d.db"), DEFAULT_ACCOUNT).unwrap();
         record_decision(
             db.conn(),
+            DEFAULT_ACCOUNT,
             "itglue",
             DecisionAction::Link,
             Some(("organization", "1001")),
@@ -446,6 +482,7 @@ mod tests {
         .unwrap();
         record_decision(
             db.conn(),
+            DEFAULT_ACCOUNT,
             "itglue",
             DecisionAction::Disconnect,
             None,
@@ -474,5 +511,11 @@ mod tests {
             ("link", Some("organization"), Some("1001"), Some("c1"))
         );
         assert!(logged_decisions(&db, "other", 10).unwrap().is_empty());
+        let elsewhere = Db::open(&dir.path().join("d.db"), "elsewhere").unwrap();
+        assert!(
+            logged_decisions(&elsewhere, "itglue", 10)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

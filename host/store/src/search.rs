@@ -8,8 +8,10 @@ use rusqlite::params;
 
 /// Every client: (id, name), in no particular order.
 pub fn clients(db: &Db) -> Result<Vec<(String, String)>, DbError> {
-    let mut stmt = db.conn().prepare("SELECT id, name FROM clients")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut stmt = db
+        .conn()
+        .prepare("SELECT id, name FROM clients WHERE account = ?1")?;
+    let rows = stmt.query_map([db.account()], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -37,10 +39,10 @@ pub fn configurations(db: &Db, within_client: Option<&str>) -> Result<Vec<Config
     let mut stmt = db.conn().prepare(
         "SELECT c.id, c.name, c.client_id, coalesce(k.name, ''), c.hostname, c.serial_number,
                 c.mac_addresses
-         FROM configurations c LEFT JOIN clients k ON k.id = c.client_id
-         WHERE ?1 IS NULL OR c.client_id = ?1",
+         FROM configurations c LEFT JOIN clients k ON k.account = c.account AND k.id = c.client_id
+         WHERE c.account = ?1 AND (?2 IS NULL OR c.client_id = ?2)",
     )?;
-    let rows = stmt.query_map(params![within_client], |r| {
+    let rows = stmt.query_map(params![db.account(), within_client], |r| {
         let macs: String = r.get(6)?;
         Ok(Configuration {
             id: r.get(0)?,

@@ -5,7 +5,7 @@
 use crate::db::{self, DbError};
 use crate::handle::Db;
 use crate::runs::{self, RunCounts};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,20 +46,21 @@ pub fn stored_records(
     connector: &str,
     kind: &str,
 ) -> Result<BTreeMap<String, (SeenRecord, bool)>, DbError> {
-    Ok(stored_records_on(db.conn(), connector, kind)?)
+    Ok(stored_records_on(db.conn(), db.account(), connector, kind)?)
 }
 
 fn stored_records_on(
     conn: &Connection,
+    account: &str,
     connector: &str,
     kind: &str,
 ) -> rusqlite::Result<BTreeMap<String, (SeenRecord, bool)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT source_id, name, organization_id, short_name, type_name, status_name, hostname,
                 primary_ip, serial_number, mac_addresses, archived, identifiers_kept
-         FROM source_records WHERE connector = ?1 AND kind = ?2",
+         FROM source_records WHERE account = ?1 AND connector = ?2 AND kind = ?3",
     )?;
-    let rows = stmt.query_map(params![connector, kind], |r| {
+    let rows = stmt.query_map(params![account, connector, kind], |r| {
         let macs: Option<Vec<String>> = serde_json::from_str(&r.get::<_, String>(9)?).ok();
         let kept = r.get::<_, bool>(11)? && macs.is_some();
         let seen = SeenRecord {
@@ -82,17 +83,19 @@ fn stored_records_on(
 /// What a sync's decisions rest on: every manual decision and every organization link. If it
 /// changes while the sync fetches, the plan is stale and is not applied.
 pub fn basis(db: &Db, connector: &str) -> Result<String, DbError> {
-    Ok(basis_on(db.conn(), connector)?)
+    Ok(basis_on(db.conn(), db.account(), connector)?)
 }
 
-fn basis_on(conn: &Connection, connector: &str) -> rusqlite::Result<String> {
+fn basis_on(conn: &Connection, account: &str, connector: &str) -> rusqlite::Result<String> {
     let mut stmt = conn.prepare(
-        "SELECT 'd', kind, source_id, action, coalesce(scopable_id, '') FROM decisions WHERE connector = ?1
+        "SELECT 'd', kind, source_id, action, coalesce(scopable_id, '') FROM decisions
+         WHERE account = ?1 AND connector = ?2
          UNION ALL
-         SELECT 'l', kind, source_id, source, scopable_id FROM links WHERE connector = ?1 AND kind = 'organization'
+         SELECT 'l', kind, source_id, source, scopable_id FROM links
+         WHERE account = ?1 AND connector = ?2 AND kind = 'organization'
          ORDER BY 1, 2, 3",
     )?;
-    let rows = stmt.query_map(params![connector], |r| {
+    let rows = stmt.query_map(params![account, connector], |r| {
         Ok(format!(
             "{}|{}|{}|{}|{}",
             r.get::<_, String>(0)?,
@@ -112,9 +115,10 @@ pub fn decisions(
     kind: &str,
 ) -> Result<Vec<(String, String, Option<String>)>, DbError> {
     let mut stmt = db.conn().prepare(
-        "SELECT source_id, action, scopable_id FROM decisions WHERE connector = ?1 AND kind = ?2 ORDER BY source_id",
+        "SELECT source_id, action, scopable_id FROM decisions
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3 ORDER BY source_id",
     )?;
-    let rows = stmt.query_map(params![connector, kind], |r| {
+    let rows = stmt.query_map(params![db.account(), connector, kind], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -131,9 +135,12 @@ pub fn auto_links(
     kind: &str,
 ) -> Result<HashMap<String, String>, DbError> {
     let mut stmt = db.conn().prepare(
-        "SELECT source_id, scopable_id FROM links WHERE connector = ?1 AND kind = ?2 AND source = 'auto'",
+        "SELECT source_id, scopable_id FROM links
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto'",
     )?;
-    let rows = stmt.query_map(params![connector, kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![db.account(), connector, kind], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -145,10 +152,13 @@ pub fn auto_linked_names(
 ) -> Result<HashMap<String, String>, DbError> {
     let mut stmt = db.conn().prepare(
         "SELECT r.source_id, r.name FROM source_records r
-         JOIN links l ON l.connector = r.connector AND l.kind = r.kind AND l.source_id = r.source_id
-         WHERE r.connector = ?1 AND r.kind = ?2 AND l.source = 'auto'",
+         JOIN links l ON l.account = r.account AND l.connector = r.connector
+              AND l.kind = r.kind AND l.source_id = r.source_id
+         WHERE r.account = ?1 AND r.connector = ?2 AND r.kind = ?3 AND l.source = 'auto'",
     )?;
-    let rows = stmt.query_map(params![connector, kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![db.account(), connector, kind], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -209,19 +219,24 @@ pub fn apply(
     plan: &PlannedSync<'_>,
 ) -> Result<Applied, DbError> {
     let run_id = plan.run_id;
+    let account = db.account().to_string();
+    let account = account.as_str();
     let tx = db
         .conn_mut()
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Only the holder of the lease writes: a run whose lease lapsed may have been taken over.
-    let (status, lease_until): (String, Option<i64>) = tx.query_row(
-        "SELECT status, lease_until FROM sync_runs WHERE id = ?1",
-        [run_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (status, lease_until): (String, Option<i64>) = tx
+        .query_row(
+            "SELECT status, lease_until FROM sync_runs WHERE account = ?1 AND id = ?2",
+            params![account, run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or_default();
     if status != "running" || lease_until.is_none_or(|t| t < runs::now_ms()) {
         return Ok(Applied::LeaseLost);
     }
-    if basis_on(&tx, connector)? != plan.basis {
+    if basis_on(&tx, account, connector)? != plan.basis {
         return Ok(Applied::BasisChanged);
     }
     let now = db::now();
@@ -229,21 +244,26 @@ pub fn apply(
     let mut stored_evidence: HashMap<String, String> = HashMap::new();
     {
         let mut stmt = tx.prepare(
-            "SELECT source_id, evidence FROM links WHERE connector = ?1 AND kind = ?2 AND source = 'auto'",
+            "SELECT source_id, evidence FROM links
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto'",
         )?;
-        for row in stmt.query_map(params![connector, kind], |r| Ok((r.get(0)?, r.get(1)?)))? {
+        for row in stmt.query_map(params![account, connector, kind], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })? {
             let (id, evidence) = row?;
             stored_evidence.insert(id, evidence);
         }
     }
-    let stored_records = stored_records_on(&tx, connector, kind)?;
+    let stored_records = stored_records_on(&tx, account, connector, kind)?;
     for change in &plan.changes {
         match change {
             LinkChange::Remove { source_id } => {
                 tx.prepare_cached(
-                    "DELETE FROM links WHERE connector = ?1 AND kind = ?2 AND source_id = ?3 AND source = 'auto'",
+                    "DELETE FROM links
+                     WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4
+                       AND source = 'auto'",
                 )?
-                .execute(params![connector, kind, source_id])?;
+                .execute(params![account, connector, kind, source_id])?;
             }
             LinkChange::Add {
                 source_id,
@@ -251,10 +271,19 @@ pub fn apply(
                 evidence,
             } => {
                 tx.prepare_cached(
-                    "INSERT INTO links (connector, kind, source_id, scopable_id, source, evidence, linked_at)
-                     VALUES (?1, ?2, ?3, ?4, 'auto', ?5, ?6)",
+                    "INSERT INTO links (account, connector, kind, source_id, scopable_id, source,
+                                        evidence, linked_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'auto', ?6, ?7)",
                 )?
-                .execute(params![connector, kind, source_id, scopable_id, json!(evidence).to_string(), now])?;
+                .execute(params![
+                    account,
+                    connector,
+                    kind,
+                    source_id,
+                    scopable_id,
+                    json!(evidence).to_string(),
+                    now
+                ])?;
             }
         }
     }
@@ -263,21 +292,31 @@ pub fn apply(
             continue;
         }
         tx.prepare_cached(
-            "UPDATE links SET evidence = ?5 WHERE connector = ?1 AND kind = ?2 AND source_id = ?3 AND scopable_id = ?4 AND source = 'auto'",
+            "UPDATE links SET evidence = ?6
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4
+               AND scopable_id = ?5 AND source = 'auto'",
         )?
-        .execute(params![connector, kind, source_id, scopable_id, evidence])?;
+        .execute(params![
+            account,
+            connector,
+            kind,
+            source_id,
+            scopable_id,
+            evidence
+        ])?;
     }
     tx.execute(
-        "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2",
-        params![connector, kind],
+        "DELETE FROM unplaced WHERE account = ?1 AND connector = ?2 AND kind = ?3",
+        params![account, connector, kind],
     )?;
-    insert_unplaced(&tx, connector, kind, plan.unplaced)?;
+    insert_unplaced(&tx, account, connector, kind, plan.unplaced)?;
     for id in stored_records.keys() {
         if !plan.seen.contains_key(id) {
             tx.prepare_cached(
-                "DELETE FROM source_records WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
+                "DELETE FROM source_records
+                 WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4",
             )?
-            .execute(params![connector, kind, id])?;
+            .execute(params![account, connector, kind, id])?;
         }
     }
     for (id, s) in plan.seen {
@@ -288,12 +327,13 @@ pub fn apply(
             continue;
         }
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO source_records (connector, kind, source_id, name, organization_id,
-                 short_name, type_name, status_name, hostname, primary_ip, serial_number,
-                 mac_addresses, archived, identifiers_kept)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)",
+            "INSERT OR REPLACE INTO source_records (account, connector, kind, source_id, name,
+                 organization_id, short_name, type_name, status_name, hostname, primary_ip,
+                 serial_number, mac_addresses, archived, identifiers_kept)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1)",
         )?
         .execute(params![
+            account,
             connector,
             kind,
             id,
@@ -309,7 +349,7 @@ pub fn apply(
             s.archived
         ])?;
     }
-    runs::finish_on(&tx, run_id, "ok", &plan.counts, None)?;
+    runs::finish_on(&tx, account, run_id, "ok", &plan.counts, None)?;
     tx.commit()?;
     Ok(Applied::Done)
 }
@@ -317,16 +357,27 @@ pub fn apply(
 /// Writes `unplaced` rows: (source id, name, reason, candidates JSON, suggestions JSON).
 fn insert_unplaced(
     tx: &Connection,
+    account: &str,
     connector: &str,
     kind: &str,
     rows: &[UnplacedRow],
 ) -> rusqlite::Result<()> {
     for (id, name, reason, candidates, suggestions) in rows {
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO unplaced (connector, kind, source_id, name, reason, candidates, suggestions)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO unplaced (account, connector, kind, source_id, name, reason,
+                                              candidates, suggestions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
-        .execute(params![connector, kind, id, name, reason, candidates, suggestions])?;
+        .execute(params![
+            account,
+            connector,
+            kind,
+            id,
+            name,
+            reason,
+            candidates,
+            suggestions
+        ])?;
     }
     Ok(())
 }
@@ -334,24 +385,31 @@ fn insert_unplaced(
 /// What the local re-match rests on: the decisions, the organization links, the links of the
 /// kind and the last sync that applied.
 pub fn rematch_basis(db: &Db, connector: &str, kind: &str) -> Result<String, DbError> {
-    Ok(rematch_basis_on(db.conn(), connector, kind)?)
+    Ok(rematch_basis_on(db.conn(), db.account(), connector, kind)?)
 }
 
-fn rematch_basis_on(conn: &Connection, connector: &str, kind: &str) -> rusqlite::Result<String> {
+fn rematch_basis_on(
+    conn: &Connection,
+    account: &str,
+    connector: &str,
+    kind: &str,
+) -> rusqlite::Result<String> {
     let links: String = conn.query_row(
         "SELECT coalesce(group_concat(source_id || '>' || scopable_id || '>' || source, '|'), '')
-         FROM (SELECT source_id, scopable_id, source FROM links WHERE connector = ?1 AND kind = ?2 ORDER BY source_id)",
-        params![connector, kind],
+         FROM (SELECT source_id, scopable_id, source FROM links
+               WHERE account = ?1 AND connector = ?2 AND kind = ?3 ORDER BY source_id)",
+        params![account, connector, kind],
         |r| r.get(0),
     )?;
     let last_run: Option<i64> = conn.query_row(
-        "SELECT max(id) FROM sync_runs WHERE connector = ?1 AND kind = ?2 AND status = 'ok' AND dry_run = 0",
-        params![connector, kind],
+        "SELECT max(id) FROM sync_runs
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND status = 'ok' AND dry_run = 0",
+        params![account, connector, kind],
         |r| r.get(0),
     )?;
     Ok(format!(
         "{}\n{links}\n{}",
-        basis_on(conn, connector)?,
+        basis_on(conn, account, connector)?,
         last_run.unwrap_or(0)
     ))
 }
@@ -376,25 +434,29 @@ pub fn apply_rematch(
     unplaced: &[UnplacedRow],
     relink: &[(&str, &str, &[String])],
 ) -> Result<Rematch, DbError> {
+    let account = db.account();
     let tx =
         rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
-    if rematch_basis_on(&tx, connector, kind)? != started {
+    if rematch_basis_on(&tx, account, connector, kind)? != started {
         return Ok(Rematch::Changed);
     }
     tx.execute(
-        "DELETE FROM unplaced WHERE connector = ?1 AND kind = ?2 AND source_id IN
-             (SELECT source_id FROM source_records WHERE connector = ?1 AND kind = ?2)",
-        params![connector, kind],
+        "DELETE FROM unplaced WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id IN
+             (SELECT source_id FROM source_records
+              WHERE account = ?1 AND connector = ?2 AND kind = ?3)",
+        params![account, connector, kind],
     )?;
-    insert_unplaced(&tx, connector, kind, unplaced)?;
+    insert_unplaced(&tx, account, connector, kind, unplaced)?;
     let mut relinked = None;
     for (source_id, scopable_id, evidence) in relink {
         let added = tx.execute(
-            "INSERT INTO links (connector, kind, source_id, scopable_id, source, evidence, linked_at)
-             SELECT ?1, ?2, ?3, ?4, 'auto', ?5, ?6
-             WHERE NOT EXISTS (SELECT 1 FROM links WHERE connector = ?1 AND kind = ?2
-                               AND (source_id = ?3 OR scopable_id = ?4))",
+            "INSERT INTO links (account, connector, kind, source_id, scopable_id, source, evidence,
+                                linked_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, 'auto', ?6, ?7
+             WHERE NOT EXISTS (SELECT 1 FROM links WHERE account = ?1 AND connector = ?2
+                               AND kind = ?3 AND (source_id = ?4 OR scopable_id = ?5))",
             params![
+                account,
                 connector,
                 kind,
                 source_id,

@@ -58,6 +58,8 @@ pub struct Binding<'a> {
 /// A loaded master key.
 pub struct Vault {
     cipher: XChaCha20Poly1305,
+    /// The key itself, kept to hand a new key to its file ([`Vault::write_key_file`]).
+    key: [u8; 32],
 }
 
 impl std::fmt::Debug for Vault {
@@ -125,7 +127,62 @@ impl Vault {
     fn from_key(key: &[u8; 32]) -> Vault {
         Vault {
             cipher: XChaCha20Poly1305::new(key.into()),
+            key: *key,
         }
+    }
+
+    /// A new random master key (to rotate to: see [`crate::connections::rotate`]).
+    pub fn generate() -> Vault {
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        Vault::from_key(&key)
+    }
+
+    /// A master key given as base64 of 32 bytes (the form of [`MASTER_KEY_ENV`] and of the
+    /// key file); `source_name` says where it came from in the error.
+    pub fn from_base64(text: &str, source_name: &str) -> Result<Vault, VaultError> {
+        let key = decode_key(text.trim()).ok_or_else(|| VaultError::BadMasterKey {
+            source_name: source_name.to_string(),
+        })?;
+        Ok(Vault::from_key(&key))
+    }
+
+    /// The master key as base64, the form [`MASTER_KEY_ENV`] takes. Key material: only for
+    /// handing a new key to the operator who keeps it in the environment.
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.key)
+    }
+
+    /// Writes the master key to `path` (mode 0600), replacing any file there atomically: the
+    /// key is written to a new file beside it, synced, then renamed over it, so `path` holds
+    /// the old key or the new one, never a part of either.
+    pub fn write_key_file(&self, path: &Path) -> Result<(), VaultError> {
+        let io = |source| VaultError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{}.tmp", random_hex(8)));
+        let temporary = PathBuf::from(name);
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            file.write_all(format!("{}\n", self.to_base64()).as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, path)?;
+            // The rename itself is durable once the folder is synced.
+            if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(folder)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written.map_err(io)
     }
 
     /// Encrypts `secret`; returns (nonce, ciphertext).
@@ -230,6 +287,44 @@ mod tests {
         assert!(matches!(
             w.open_secret(&nonce, &ct, b("acct", "itglue", "https://api.itglue.com")),
             Err(VaultError::Undecryptable)
+        ));
+    }
+
+    #[test]
+    fn a_written_key_file_replaces_the_old_one_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let old = Vault::open(&db, true).unwrap().unwrap();
+        let bind = Binding {
+            account: "a",
+            connector: "c",
+            region: "us",
+            endpoint: "https://x.test",
+        };
+        let new = Vault::generate();
+        assert_ne!(new.to_base64(), old.to_base64());
+        let (n, c) = new.seal("k", bind);
+        new.write_key_file(&key_file_for(&db)).unwrap();
+        let mode = std::fs::metadata(key_file_for(&db))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let reread = Vault::open(&db, false).unwrap().unwrap();
+        assert_eq!(reread.open_secret(&n, &c, bind).unwrap(), "k");
+        assert_eq!(reread.to_base64(), new.to_base64());
+        // No temporary file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // The base64 form loads the same key; anything else is refused.
+        let again = Vault::from_base64(&new.to_base64(), "test").unwrap();
+        assert_eq!(again.open_secret(&n, &c, bind).unwrap(), "k");
+        assert!(matches!(
+            Vault::from_base64("c2hvcnQ=", "test"),
+            Err(VaultError::BadMasterKey { .. })
         ));
     }
 

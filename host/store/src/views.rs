@@ -1,8 +1,7 @@
 //! The reads behind what an admin reviews: the names of records on both sides, the
 //! identifiers the matcher reads, the stored links, the records that could not be placed, and
 //! where a configuration's organization stands. Rows come back as stored; ordering them and
-//! putting them into words is the caller's. The rows are the handle's account's (the tables
-//! have no account column yet: the database file is the account's).
+//! putting them into words is the caller's. Every row read is the handle's account's.
 
 use crate::Db;
 use crate::db::DbError;
@@ -13,8 +12,8 @@ use rusqlite::{OptionalExtension, params};
 pub fn client_name(db: &Db, id: &str) -> Result<Option<String>, DbError> {
     Ok(db
         .conn()
-        .prepare_cached("SELECT name FROM clients WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
+        .prepare_cached("SELECT name FROM clients WHERE account = ?1 AND id = ?2")?
+        .query_row([db.account(), id], |r| r.get(0))
         .optional()?)
 }
 
@@ -22,8 +21,8 @@ pub fn client_name(db: &Db, id: &str) -> Result<Option<String>, DbError> {
 pub fn configuration_name(db: &Db, id: &str) -> Result<Option<String>, DbError> {
     Ok(db
         .conn()
-        .prepare_cached("SELECT name FROM configurations WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
+        .prepare_cached("SELECT name FROM configurations WHERE account = ?1 AND id = ?2")?
+        .query_row([db.account(), id], |r| r.get(0))
         .optional()?)
 }
 
@@ -38,9 +37,10 @@ pub fn source_name(
     Ok(db
         .conn()
         .prepare_cached(
-            "SELECT name FROM source_records WHERE connector = ?1 AND kind = ?2 AND source_id = ?3",
+            "SELECT name FROM source_records
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4",
         )?
-        .query_row(params![connector, kind, id], |r| r.get(0))
+        .query_row(params![db.account(), connector, kind, id], |r| r.get(0))
         .optional()?)
 }
 
@@ -60,9 +60,10 @@ pub fn scopable_identifiers(db: &Db, id: &str) -> Result<Option<Identifiers>, Db
     Ok(db
         .conn()
         .prepare_cached(
-            "SELECT serial_number, mac_addresses, hostname FROM configurations WHERE id = ?1",
+            "SELECT serial_number, mac_addresses, hostname FROM configurations
+             WHERE account = ?1 AND id = ?2",
         )?
-        .query_row([id], |r| {
+        .query_row([db.account(), id], |r| {
             Ok(Identifiers {
                 serial_number: r.get(0)?,
                 mac_addresses: stored_macs(&r.get::<_, String>(1)?, 1)?,
@@ -83,9 +84,9 @@ pub fn source_identifiers(
         .conn()
         .prepare_cached(
             "SELECT serial_number, mac_addresses, hostname, identifiers_kept FROM source_records
-             WHERE connector = ?1 AND kind = 'configuration' AND source_id = ?2",
+             WHERE account = ?1 AND connector = ?2 AND kind = 'configuration' AND source_id = ?3",
         )?
-        .query_row(params![connector, id], |r| {
+        .query_row(params![db.account(), connector, id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?;
@@ -119,10 +120,11 @@ pub struct LinkRow {
 /// Every link of a connector, in no particular order.
 pub fn links(db: &Db, connector: &str) -> Result<Vec<LinkRow>, DbError> {
     let mut stmt = db.conn().prepare(
-        "SELECT kind, source_id, scopable_id, source, evidence, linked_at FROM links WHERE connector = ?1",
+        "SELECT kind, source_id, scopable_id, source, evidence, linked_at FROM links
+         WHERE account = ?1 AND connector = ?2",
     )?;
     let rows = stmt
-        .query_map([connector], |r| {
+        .query_map([db.account(), connector], |r| {
             Ok(LinkRow {
                 kind: r.get(0)?,
                 source_id: r.get(1)?,
@@ -139,8 +141,8 @@ pub fn links(db: &Db, connector: &str) -> Result<Vec<LinkRow>, DbError> {
 /// How many links a connector has.
 pub fn link_count(db: &Db, connector: &str) -> Result<i64, DbError> {
     Ok(db.conn().query_row(
-        "SELECT count(*) FROM links WHERE connector = ?1",
-        [connector],
+        "SELECT count(*) FROM links WHERE account = ?1 AND connector = ?2",
+        [db.account(), connector],
         |r| r.get(0),
     )?)
 }
@@ -167,12 +169,16 @@ pub struct UnplacedRow {
 pub fn unplaced(db: &Db, connector: &str) -> Result<Vec<UnplacedRow>, DbError> {
     let mut stmt = db.conn().prepare(
         "SELECT u.kind, u.source_id, u.name, u.reason, u.candidates, u.suggestions FROM unplaced u
-         WHERE u.connector = ?1
-           AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.connector = u.connector AND d.kind = u.kind AND d.source_id = u.source_id)
-           AND NOT EXISTS (SELECT 1 FROM links l WHERE l.connector = u.connector AND l.kind = u.kind AND l.source_id = u.source_id)",
+         WHERE u.account = ?1 AND u.connector = ?2
+           AND NOT EXISTS (SELECT 1 FROM decisions d
+                           WHERE d.account = u.account AND d.connector = u.connector
+                             AND d.kind = u.kind AND d.source_id = u.source_id)
+           AND NOT EXISTS (SELECT 1 FROM links l
+                           WHERE l.account = u.account AND l.connector = u.connector
+                             AND l.kind = u.kind AND l.source_id = u.source_id)",
     )?;
     let rows = stmt
-        .query_map([connector], |r| {
+        .query_map([db.account(), connector], |r| {
             Ok(UnplacedRow {
                 kind: r.get(0)?,
                 source_id: r.get(1)?,
@@ -196,9 +202,9 @@ pub fn configuration_organization(
         .conn()
         .prepare_cached(
             "SELECT organization_id FROM source_records
-             WHERE connector = ?1 AND kind = 'configuration' AND source_id = ?2",
+             WHERE account = ?1 AND connector = ?2 AND kind = 'configuration' AND source_id = ?3",
         )?
-        .query_row(params![connector, source_id], |r| r.get(0))
+        .query_row(params![db.account(), connector, source_id], |r| r.get(0))
         .optional()?
         .flatten())
 }
@@ -213,9 +219,10 @@ pub fn organization_link(
     Ok(db
         .conn()
         .prepare_cached(
-            "SELECT scopable_id FROM links WHERE connector = ?1 AND kind = 'organization' AND source_id = ?2",
+            "SELECT scopable_id FROM links
+             WHERE account = ?1 AND connector = ?2 AND kind = 'organization' AND source_id = ?3",
         )?
-        .query_row(params![connector, organization], |r| r.get(0))
+        .query_row(params![db.account(), connector, organization], |r| r.get(0))
         .optional()?)
 }
 
@@ -224,9 +231,11 @@ pub fn organization_ignored(db: &Db, connector: &str, organization: &str) -> Res
     Ok(db
         .conn()
         .prepare_cached(
-            "SELECT 1 FROM decisions WHERE connector = ?1 AND kind = 'organization' AND source_id = ?2 AND action = 'ignore'",
+            "SELECT 1 FROM decisions
+             WHERE account = ?1 AND connector = ?2 AND kind = 'organization' AND source_id = ?3
+               AND action = 'ignore'",
         )?
-        .query_row(params![connector, organization], |_| Ok(()))
+        .query_row(params![db.account(), connector, organization], |_| Ok(()))
         .optional()?
         .is_some())
 }
@@ -240,8 +249,9 @@ pub fn organization_unplaced_reason(
     Ok(db
         .conn()
         .prepare_cached(
-            "SELECT reason FROM unplaced WHERE connector = ?1 AND kind = 'organization' AND source_id = ?2",
+            "SELECT reason FROM unplaced
+             WHERE account = ?1 AND connector = ?2 AND kind = 'organization' AND source_id = ?3",
         )?
-        .query_row(params![connector, organization], |r| r.get(0))
+        .query_row(params![db.account(), connector, organization], |r| r.get(0))
         .optional()?)
 }

@@ -7,10 +7,10 @@ use scopable_sandbox::policy::BaseUrl;
 use scopable_sandbox::sandbox::{
     CallContext, CallError, LoadError, LoadedConnector, Sandbox, wit_types as types,
 };
+use scopable_store::Db;
 use scopable_store::db::DbError;
 use scopable_store::shared::Shared;
 use scopable_store::vault::VaultError;
-use scopable_store::{DEFAULT_ACCOUNT, Db};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,6 +47,9 @@ pub struct AppError {
     pub exit: Exit,
     /// What happened and what to do.
     pub message: String,
+    /// A finer class than the exit status, when a caller tells some failures apart (the API's
+    /// error codes: `not-found`, `target-taken`, ...).
+    pub code: Option<&'static str>,
 }
 
 impl AppError {
@@ -55,8 +58,30 @@ impl AppError {
         AppError {
             exit,
             message: message.into(),
+            code: None,
         }
     }
+
+    /// The same failure, with a finer class ([`AppError::code`]).
+    pub fn with_code(mut self, code: &'static str) -> AppError {
+        self.code = Some(code);
+        self
+    }
+}
+
+/// The async runtime export calls run on (two worker threads: a sync's concurrency is
+/// bounded by its manifest, not by threads).
+pub fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            AppError::new(
+                Exit::Failure,
+                format!("cannot start the async runtime: {e}"),
+            )
+        })
 }
 
 impl From<DbError> for AppError {
@@ -67,8 +92,9 @@ impl From<DbError> for AppError {
             | DbError::Missing { .. }
             | DbError::IsDirectory { .. }
             | DbError::CannotOpen { .. }
-            | DbError::ReadOnly { .. } => Exit::BadInput,
-            DbError::Sqlite(_) | DbError::Poisoned => Exit::Failure,
+            | DbError::ReadOnly { .. }
+            | DbError::NoAccount { .. } => Exit::BadInput,
+            DbError::Sqlite(_) | DbError::Poisoned | DbError::NotQueued { .. } => Exit::Failure,
         };
         AppError::new(exit, e.to_string())
     }
@@ -130,6 +156,20 @@ pub fn read_connector(source: &ConnectorSource) -> Result<(Vec<u8>, Manifest), A
     }
 }
 
+/// Loads a connector: reads it ([`read_connector`]), compiles it in the sandbox (through the
+/// compile cache) and checks it against its manifest's pin.
+pub fn load_connector(source: &ConnectorSource) -> Result<Arc<LoadedConnector>, AppError> {
+    let (bytes, manifest) = read_connector(source)?;
+    let sandbox = Sandbox::new(scopable_sandbox::sandbox::default_cache_dir())
+        .map_err(|e| AppError::new(Exit::Failure, format!("cannot start the sandbox: {e:#}")))?;
+    let pinned = manifest.sha256.clone();
+    Ok(Arc::new(sandbox.load(
+        &bytes,
+        manifest,
+        pinned.as_deref(),
+    )?))
+}
+
 /// An open database plus a loaded connector.
 pub struct App {
     /// The database path.
@@ -143,41 +183,45 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the database at `db_path` and loads the connector.
-    pub fn open(db_path: &Path, source: &ConnectorSource) -> Result<App, AppError> {
-        let conn = Db::open(db_path, DEFAULT_ACCOUNT)?;
-        let capability_conn = Shared::open(db_path)?;
-        App::with_connections(db_path, conn, capability_conn, source)
+    /// Opens the database at `db_path` for `account` and loads the connector.
+    pub fn open(db_path: &Path, account: &str, source: &ConnectorSource) -> Result<App, AppError> {
+        App::with_connector(db_path, account, load_connector(source)?)
     }
 
-    /// Opens the database at `db_path` for reading only ([`db::open_read_only`]: never
-    /// created, migrated or written) and loads the connector, for the commands that only read.
-    /// Its call contexts cannot record anything: a read-only app makes no export calls.
-    pub fn open_read_only(db_path: &Path, source: &ConnectorSource) -> Result<App, AppError> {
-        let conn = Db::open_read_only(db_path, DEFAULT_ACCOUNT)?;
-        // Never used to write; opened lazily by SQLite, so it costs nothing unused.
-        let capability_conn = Shared::open_read_only(db_path)?;
-        App::with_connections(db_path, conn, capability_conn, source)
-    }
-
-    fn with_connections(
+    /// Opens the database at `db_path` for `account` for reading only
+    /// ([`scopable_store::db::open_read_only`]: never created, migrated or written) and loads
+    /// the connector, for the commands that only read. Its call contexts cannot record
+    /// anything: a read-only app makes no export calls.
+    pub fn open_read_only(
         db_path: &Path,
-        conn: Db,
-        capability_conn: Shared,
+        account: &str,
         source: &ConnectorSource,
     ) -> Result<App, AppError> {
-        let (bytes, manifest) = read_connector(source)?;
-        let sandbox =
-            Sandbox::new(scopable_sandbox::sandbox::default_cache_dir()).map_err(|e| {
-                AppError::new(Exit::Failure, format!("cannot start the sandbox: {e:#}"))
-            })?;
-        let pinned = manifest.sha256.clone();
-        let connector = sandbox.load(&bytes, manifest, pinned.as_deref())?;
+        let conn = Db::open_read_only(db_path, account)?;
+        // Never used to write; opened lazily by SQLite, so it costs nothing unused.
+        let capability_conn = Shared::open_read_only(db_path, conn.account())?;
         Ok(App {
             db_path: db_path.to_path_buf(),
             db: conn,
             capability_conn,
-            connector: Arc::new(connector),
+            connector: load_connector(source)?,
+        })
+    }
+
+    /// Opens the database at `db_path` for `account` with a connector already loaded (a
+    /// server loads it once and opens an app per request).
+    pub fn with_connector(
+        db_path: &Path,
+        account: &str,
+        connector: Arc<LoadedConnector>,
+    ) -> Result<App, AppError> {
+        let conn = Db::open(db_path, account)?;
+        let capability_conn = Shared::open(db_path, conn.account())?;
+        Ok(App {
+            db_path: db_path.to_path_buf(),
+            db: conn,
+            capability_conn,
+            connector,
         })
     }
 

@@ -1018,14 +1018,14 @@ mod tests {
         let db = Db::open(&dir.path().join("d.db"), scopable_store::DEFAULT_ACCOUNT).unwrap();
         // Rows written as a sync would leave them, straight into the file.
         rusqlite::Connection::open(db.path()).unwrap().execute_batch(
-            r#"INSERT INTO clients (id, name) VALUES ('109', 'Adventure Works'), ('110', 'Adventure-Works');
-               INSERT INTO source_records (connector, kind, source_id, name) VALUES
-                   ('itglue', 'organization', '7', 'Adventure Works');
-               INSERT INTO source_records (connector, kind, source_id, name, organization_id) VALUES
-                   ('itglue', 'configuration', '70', 'AW-SRV01', '7');
-               INSERT INTO unplaced (connector, kind, source_id, name, reason, candidates, suggestions) VALUES
-                   ('itglue', 'organization', '7', 'Adventure Works', 'multiple-clients', '["109","110","999"]', '[]'),
-                   ('itglue', 'configuration', '70', 'AW-SRV01', 'parent-unplaced', '[]', '[]');"#,
+            r#"INSERT INTO clients (account, id, name) VALUES ('default', '109', 'Adventure Works'), ('default', '110', 'Adventure-Works');
+               INSERT INTO source_records (account, connector, kind, source_id, name) VALUES
+                   ('default', 'itglue', 'organization', '7', 'Adventure Works');
+               INSERT INTO source_records (account, connector, kind, source_id, name, organization_id) VALUES
+                   ('default', 'itglue', 'configuration', '70', 'AW-SRV01', '7');
+               INSERT INTO unplaced (account, connector, kind, source_id, name, reason, candidates, suggestions) VALUES
+                   ('default', 'itglue', 'organization', '7', 'Adventure Works', 'multiple-clients', '["109","110","999"]', '[]'),
+                   ('default', 'itglue', 'configuration', '70', 'AW-SRV01', 'parent-unplaced', '[]', '[]');"#,
         )
         .unwrap();
         let rows = unplaced(&db, "itglue", "IT Glue").unwrap();

@@ -6,6 +6,8 @@
 
 pub mod app;
 pub mod check;
+pub mod connection;
+pub mod decide;
 pub mod describe;
 pub mod fetch;
 pub mod import;
@@ -15,4 +17,5 @@ pub mod persist;
 pub mod records;
 pub mod retry;
 pub mod search;
+pub mod status;
 pub mod sync;

@@ -19,6 +19,15 @@ pub struct StoreAudit(pub AuditWriter);
 
 impl AuditLog for StoreAudit {
     fn write(&self, connector: &str, digest: &str, e: Event) {
+        let decision = if e.allowed { "allowed" } else { "denied" };
+        // Counted for the runtime's /metrics (a no-op without an exporter).
+        metrics::counter!(
+            "scopable_outbound_requests_total",
+            "connector" => connector.to_string(),
+            "capability" => e.capability.to_string(),
+            "decision" => decision,
+        )
+        .increment(1);
         self.0.write(AuditRecord {
             at: db::now(),
             connector: connector.to_string(),
@@ -27,7 +36,7 @@ impl AuditLog for StoreAudit {
             method: e.method,
             host: e.host,
             path: e.path,
-            decision: if e.allowed { "allowed" } else { "denied" }.to_string(),
+            decision: decision.to_string(),
             rule: e.rule,
             status: e.status,
             bytes: e.bytes,
@@ -135,7 +144,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let conn = Shared::open(&path).unwrap();
+        let conn = Shared::open(&path, scopable_store::DEFAULT_ACCOUNT).unwrap();
         let audit = audit_sink(&conn, "itglue", "d1");
         let limits = Limits {
             storage_max_value_bytes: 8,
@@ -261,7 +270,7 @@ mod tests {
 
     /// A handle on its own connection to `f`'s database, under `limits`.
     fn handle_with(f: &Fixture, limits: &Limits) -> StorageHandle {
-        let conn = Shared::open(&f.path).unwrap();
+        let conn = Shared::open(&f.path, scopable_store::DEFAULT_ACCOUNT).unwrap();
         let kv: Arc<dyn KvStore> = Arc::new(StoreKv(KvTable::new(&conn, "itglue")));
         StorageHandle::new(Some(kv), limits, f.audit.clone())
     }
@@ -413,7 +422,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let holder = scopable_store::db::open(&path).unwrap();
-        let table = BudgetTable::new(&Shared::open(&path).unwrap(), "itglue");
+        let table = BudgetTable::new(
+            &Shared::open(&path, scopable_store::DEFAULT_ACCOUNT).unwrap(),
+            "itglue",
+        );
         let budget = Budget::new(Arc::new(StoreBudget(table)), 3, Duration::from_secs(10));
         holder.execute_batch("BEGIN IMMEDIATE").unwrap();
         let acquiring = tokio::spawn(async move { budget.acquire().await });

@@ -332,15 +332,17 @@ mod tests {
         Connection::open(&path)
             .unwrap()
             .execute_batch(
-                "INSERT INTO clients VALUES ('c3', 'Acme Holdings'), ('c1', 'ACME, Inc.'),
-                 ('c2', 'Globex'), ('c10', 'acme inc'), ('c4', 'Tyrell Systems');
-             INSERT INTO configurations VALUES
-                 ('s1', 'c4', 'Domain controller', 'TY-DC01.corp.local', NULL, '[]'),
-                 ('s2', 'c4', 'File server', 'TY-FS01', ' cz2841ab7q', '[\"3C-52-82-1A-9F-01\"]'),
-                 ('s3', 'c4', 'Reception', NULL, 'To Be Filled By O.E.M.',
+                "INSERT INTO clients (account, id, name) VALUES ('default', 'c3', 'Acme Holdings'),
+                 ('default', 'c1', 'ACME, Inc.'), ('default', 'c2', 'Globex'),
+                 ('default', 'c10', 'acme inc'), ('default', 'c4', 'Tyrell Systems');
+             INSERT INTO configurations
+                 (account, id, client_id, name, hostname, serial_number, mac_addresses) VALUES
+                 ('default', 's1', 'c4', 'Domain controller', 'TY-DC01.corp.local', NULL, '[]'),
+                 ('default', 's2', 'c4', 'File server', 'TY-FS01', ' cz2841ab7q', '[\"3C-52-82-1A-9F-01\"]'),
+                 ('default', 's3', 'c4', 'Reception', NULL, 'To Be Filled By O.E.M.',
                   '[\"00:00:00:00:00:00\", \"3c52.821a.9f04\"]'),
-                 ('s4', 'c2', 'TY-DC01 spare', 'spare', 'CZ2841AB7Q-2', '[]'),
-                 ('s5', 'c4', 'Old DC', 'ty-dc01-old', NULL, '[]');",
+                 ('default', 's4', 'c2', 'TY-DC01 spare', 'spare', 'CZ2841AB7Q-2', '[]'),
+                 ('default', 's5', 'c4', 'Old DC', 'ty-dc01-old', NULL, '[]');",
             )
             .unwrap();
         (dir, db)

@@ -585,8 +585,9 @@ fn start_run(
     kind: &str,
     dry_run: bool,
     lease: Duration,
+    actor: &str,
 ) -> Result<runs::Run, AppError> {
-    match runs::start(db, connector, kind, dry_run, lease)? {
+    match runs::start(db, connector, kind, dry_run, lease, Some(actor))? {
         runs::Start::Started(run) => Ok(run),
         runs::Start::Running(live) => Err(AppError::new(
             Exit::Failure,
@@ -712,22 +713,105 @@ fn stored_context(
     Ok((ctx, stored.region, base, stored.verified_at))
 }
 
-/// Runs a sync of one kind and returns its counts and changes, holding the lease of its
-/// connector and kind from start to end (a sync of that kind already running: exit 1, and
-/// nothing is changed). Every run that started records its end: `ok`, or `failed` with the
-/// error, whatever failed (the connector, the API, the timeout, the apply transaction).
+/// Runs a sync of one kind as `actor` and returns its counts and changes, holding the lease
+/// of its connector and kind from start to end (a sync of that kind already running: exit 1,
+/// and nothing is changed). Every run that started records its end: `ok`, or `failed` with
+/// the error, whatever failed (the connector, the API, the timeout, the apply transaction).
 pub fn sync(
     app: &mut App,
     rt: &tokio::runtime::Runtime,
     kind: RecordKind,
     dry_run: bool,
+    actor: &str,
     progress: &mut dyn FnMut(u32, Option<u32>),
 ) -> Result<(SyncCounts, Vec<Change>, String, String), AppError> {
     let (ctx, region, base, verified_at) = stored_context(app)?;
     let connector = app.name().to_string();
     let lease = lease_length()?;
-    let run = start_run(&mut app.db, &connector, kind.as_str(), dry_run, lease)?;
+    let run = start_run(
+        &mut app.db,
+        &connector,
+        kind.as_str(),
+        dry_run,
+        lease,
+        actor,
+    )?;
+    sync_under_lease(
+        app,
+        rt,
+        kind,
+        dry_run,
+        run,
+        lease,
+        progress,
+        Some((ctx, region, base, verified_at)),
+    )
+}
+
+/// Runs the queued run `run_id` of the app's account (its kind and dry-run flag as queued),
+/// as a worker of the runtime does: claims it under the lease, then syncs as [`sync`] does.
+/// `Ok(None)` when the run could not be claimed (another worker took it, or a run of that
+/// kind is still running: it stays queued). Every claimed run records its end, a failure to
+/// read the stored connection included.
+pub fn sync_queued(
+    app: &mut App,
+    rt: &tokio::runtime::Runtime,
+    run_id: i64,
+    kind: RecordKind,
+    progress: &mut dyn FnMut(u32, Option<u32>),
+) -> Result<Option<(SyncCounts, Vec<Change>, String, String)>, AppError> {
+    let lease = lease_length()?;
+    let run = match runs::claim(&mut app.db, run_id, lease) {
+        Ok(runs::Start::Started(run)) => run,
+        Ok(runs::Start::Running(_)) | Err(DbError::NotQueued { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let dry_run = runs::run(&app.db, run_id)?.is_some_and(|r| r.dry_run);
+    sync_under_lease(app, rt, kind, dry_run, run, lease, progress, None).map(Some)
+}
+
+/// The stored connection's context for a started run; `given` when the caller read it
+/// before starting.
+type Context = (
+    CallContext,
+    String,
+    scopable_sandbox::policy::BaseUrl,
+    String,
+);
+
+/// [`sync`] and [`sync_queued`] once their run holds the lease.
+#[allow(clippy::too_many_arguments)]
+fn sync_under_lease(
+    app: &mut App,
+    rt: &tokio::runtime::Runtime,
+    kind: RecordKind,
+    dry_run: bool,
+    run: runs::Run,
+    lease: Duration,
+    progress: &mut dyn FnMut(u32, Option<u32>),
+    given: Option<Context>,
+) -> Result<(SyncCounts, Vec<Change>, String, String), AppError> {
     let heartbeat = runs::Heartbeat::start(&app.db, run.id, lease);
+    let context = match given {
+        Some(context) => Ok(context),
+        None => stored_context(app),
+    };
+    let (ctx, region, base, verified_at) = match context {
+        Ok(context) => context,
+        Err(e) => {
+            if let Err(recording) = finish_run(
+                &app.db,
+                run.id,
+                "failed",
+                &SyncCounts::default(),
+                Some(&e.message),
+            ) {
+                tracing::error!("cannot record the failed run: {recording}");
+            }
+            drop(heartbeat);
+            return Err(e);
+        }
+    };
     let result = run_sync(app, rt, &ctx, kind, dry_run, progress, run.id).map_err(|f| match f {
         Failure::App(e) => e,
         Failure::Fetch(e) => e.into_app_error(app, &region, &base, Some(&verified_at)),

@@ -1,0 +1,197 @@
+//! Who is asking: a bearer token, or the page's session cookie with the `X-Requested-With`
+//! header (so that a page on another origin cannot act for a signed-in admin); their role;
+//! and the rate limits per token and per client address.
+
+use crate::error::ApiError;
+use crate::state::State;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use scopable_store::accounts::{self, Role};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "scopable_session";
+
+/// The header a cookie-authenticated request must carry, and its value.
+pub const REQUESTED_WITH: (&str, &str) = ("x-requested-with", "scopable");
+
+/// How long a session lasts.
+pub const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// A signed-in caller: the account it acts for, its role, its token, and how it proved it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The account.
+    pub account: String,
+    /// Admin or viewer.
+    pub role: Role,
+    /// The token (or the token behind the session).
+    pub token_id: String,
+}
+
+impl Caller {
+    /// The actor recorded for this caller's changes: `token:<token_id>`.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.token_id)
+    }
+
+    /// Refuses a viewer (403): only an admin changes anything.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Viewer => Err(ApiError::admin_only()),
+        }
+    }
+}
+
+/// The rate limits of the API: per token, and per client address (sign-in included).
+pub struct Limits {
+    per_token: DefaultKeyedRateLimiter<String>,
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+    sign_in: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Limits {
+    /// `per_second` requests a second per token and per address (bursts of twice that), and
+    /// a tenth of it (at least 1) for sign-in attempts per address.
+    pub fn new(per_second: u32) -> Limits {
+        let quota = |n: u32| {
+            let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+            Quota::per_second(n)
+                .allow_burst(n.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)))
+        };
+        Limits {
+            per_token: RateLimiter::keyed(quota(per_second)),
+            per_address: RateLimiter::keyed(quota(per_second.saturating_mul(2))),
+            sign_in: RateLimiter::keyed(quota(per_second / 10)),
+        }
+    }
+
+    /// Counts a request from `address`; 429 past the limit.
+    pub fn address(&self, address: IpAddr) -> Result<(), ApiError> {
+        self.per_address.check_key(&address).map_err(|_| too_many())
+    }
+
+    /// Counts a sign-in attempt from `address`; 429 past the limit.
+    pub fn sign_in(&self, address: IpAddr) -> Result<(), ApiError> {
+        self.sign_in.check_key(&address).map_err(|_| too_many())
+    }
+
+    /// Counts a request with `token_id`; 429 past the limit.
+    pub fn token(&self, token_id: &str) -> Result<(), ApiError> {
+        self.per_token
+            .check_key(&token_id.to_string())
+            .map_err(|_| too_many())
+    }
+}
+
+/// 429 with `Retry-After`.
+fn too_many() -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests; wait a moment and try again",
+    );
+    e.retry_after = Some(1);
+    e
+}
+
+/// The client's address, from the connection.
+pub fn client_address(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+/// The bearer token, if the request carries one.
+fn bearer(parts: &Parts) -> Result<Option<String>, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or("");
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim().to_string()))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "The Authorization header must be `Bearer TOKEN`",
+        )),
+    }
+}
+
+impl FromRequestParts<Arc<State>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Caller, ApiError> {
+        state.limits.address(client_address(parts))?;
+        let caller = match bearer(parts)? {
+            Some(token) => {
+                let found = state
+                    .blocking_db(None, move |db| Ok(accounts::authenticate(db, &token)?))
+                    .await?;
+                found.ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthenticated",
+                        "That token is unknown or revoked; ask the operator for a new one",
+                    )
+                })?
+            }
+            None => {
+                let Some(secret) = session_cookie(parts) else {
+                    return Err(ApiError::unauthenticated());
+                };
+                let sent = parts
+                    .headers
+                    .get(REQUESTED_WITH.0)
+                    .and_then(|v| v.to_str().ok());
+                if sent != Some(REQUESTED_WITH.1) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "missing-header",
+                        "A request signed in by the session cookie must send `X-Requested-With: scopable`",
+                    ));
+                }
+                let found = state
+                    .blocking_db(None, move |db| Ok(accounts::session(db, &secret)?))
+                    .await?;
+                found.ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthenticated",
+                        "Your session has ended; sign in again",
+                    )
+                })?
+            }
+        };
+        state.limits.token(&caller.token_id)?;
+        Ok(Caller {
+            account: caller.account,
+            role: caller.role,
+            token_id: caller.token_id,
+        })
+    }
+}

@@ -1,0 +1,81 @@
+//! What every request shares: the database, the loaded connector, the operator's settings,
+//! the rate limits, the job queue and the metrics.
+
+use crate::auth::Limits;
+use crate::error::ApiError;
+use crate::jobs::Jobs;
+use scopable_sandbox::policy::BaseUrl;
+use scopable_sandbox::sandbox::LoadedConnector;
+use scopable_store::{DEFAULT_ACCOUNT, Db};
+use scopable_sync::app::{App, AppError};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The shared state of the server.
+pub struct State {
+    /// The database.
+    pub db_path: PathBuf,
+    /// How status names the database.
+    pub database_shown: String,
+    /// The connector this server runs, loaded once.
+    pub connector: Arc<LoadedConnector>,
+    /// The operator's `--endpoint` for that connector: every account's calls go there.
+    pub endpoint: Option<BaseUrl>,
+    /// Whether the session cookie is `Secure` (an https `--public-url`).
+    pub secure_cookie: bool,
+    /// The rate limits.
+    pub limits: Limits,
+    /// The sync jobs.
+    pub jobs: Arc<Jobs>,
+    /// The Prometheus exporter's handle.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl State {
+    /// The connector's name (`itglue`).
+    pub fn connector_name(&self) -> &str {
+        &self.connector.manifest.name
+    }
+
+    /// The connector's service, as people name it (`IT Glue`).
+    pub fn service(&self) -> &str {
+        self.connector.manifest.service()
+    }
+
+    /// Runs `f` on a blocking thread with the database opened for `account` (the operator's
+    /// view when `None`: lookups that are not one account's, such as tokens).
+    pub async fn blocking_db<T, F>(&self, account: Option<String>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, ApiError> + Send + 'static,
+    {
+        let path = self.db_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let account = account.unwrap_or_else(|| DEFAULT_ACCOUNT.to_string());
+            let mut db = Db::open(&path, &account)?;
+            f(&mut db)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+
+    /// Runs `f` on a blocking thread with the application (the database and the connector)
+    /// opened for `account`; a failure is mapped by [`ApiError::from_app`].
+    pub async fn blocking_app<T, F>(&self, account: &str, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut App) -> Result<T, AppError> + Send + 'static,
+    {
+        let path = self.db_path.clone();
+        let connector = self.connector.clone();
+        let account = account.to_string();
+        let service = self.service().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut app = App::with_connector(&path, &account, connector)?;
+            f(&mut app)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::from_app(e, &service))
+    }
+}

@@ -1,0 +1,707 @@
+//! The runtime over HTTP: the guide's flow through the API, accounts kept apart, roles, the
+//! feature flag, sessions and their header, bad bodies, concurrent syncs, paging, health,
+//! and the key never shown.
+
+use crate::serve_util::{Server, account, cli, connect, import_sample, token};
+use crate::util::{Env, US_KEY};
+use serde_json::{Value, json};
+
+const ITGLUE: &str = "/api/v1/integrations/itglue";
+
+#[test]
+fn the_guide_flow_through_the_api() {
+    let env = Env::new();
+    let (admin, _) = account(&env, "acme");
+    let server = Server::start(&env, &[]);
+    import_sample(&server, &admin);
+    // A wrong key: "That key didn't work", with the guide's hints, and nothing stored.
+    let wrong = server
+        .json(
+            "POST",
+            &format!("{ITGLUE}/test"),
+            &admin,
+            &json!({"region": "us", "api_key": "not-the-key", "endpoint": null}),
+        )
+        .expect(422);
+    let error = &wrong.json()["error"];
+    assert_eq!(error["code"], "key-rejected");
+    assert_eq!(error["message"], "That key didn't work");
+    let hints = error["hints"].to_string();
+    assert!(hints.contains("trailing spaces"), "{hints}");
+    assert!(hints.contains("90 days"), "{hints}");
+    let refused = server
+        .json(
+            "POST",
+            &format!("{ITGLUE}/connect"),
+            &admin,
+            &json!({"region": "us", "api_key": "not-the-key", "endpoint": null}),
+        )
+        .expect(422);
+    assert_eq!(refused.code(), "key-rejected");
+    let status = server.get(ITGLUE, &admin).expect(200).json();
+    assert_eq!(status["connected"], false, "{status}");
+    // The right key: verified, then connected.
+    let tested = server
+        .json(
+            "POST",
+            &format!("{ITGLUE}/test"),
+            &admin,
+            &json!({"region": "us", "api_key": US_KEY, "endpoint": null}),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(tested["verified"], true);
+    assert_eq!(tested["total_organizations"], 33);
+    let connected = server
+        .json(
+            "POST",
+            &format!("{ITGLUE}/connect"),
+            &admin,
+            &json!({"region": "us", "api_key": US_KEY, "endpoint": null}),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(connected["connected"], true);
+    assert_eq!(connected["region"], "us");
+    // Sync organizations, then configurations: counts as the command line counts them.
+    let organizations = server.sync(&admin, "organization");
+    assert_eq!(organizations["status"], "ok", "{organizations}");
+    assert_eq!(organizations["fetched"], 33);
+    assert_eq!(organizations["linked"], 20);
+    assert!(
+        organizations["progress"]["pages_done"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
+    let configurations = server.sync(&admin, "configuration");
+    assert_eq!(configurations["status"], "ok", "{configurations}");
+    assert_eq!(configurations["fetched"], 35);
+    let status = server.get(ITGLUE, &admin).expect(200).json();
+    assert_eq!(status["organization"]["linked"], 20, "{status}");
+    assert_eq!(status["configuration"]["status"], "ok", "{status}");
+    // The couldn't-place list, in plain words and by name.
+    let unplaced = server
+        .get(&format!("{ITGLUE}/unplaced?kind=organization"), &admin)
+        .expect(200)
+        .json();
+    let adventure = unplaced
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["source_id"] == "3100109")
+        .cloned()
+        .expect("Adventure Works is unplaced");
+    assert_eq!(adventure["reason_label"], "matches multiple clients");
+    assert_eq!(
+        adventure["candidate_names"],
+        json!(["Adventure Works", "Adventure-Works"])
+    );
+    assert_eq!(adventure["itglue_id"], "3100109");
+    // Link it by hand, found with the search.
+    let found = server
+        .get("/api/v1/clients?q=adventure", &admin)
+        .expect(200)
+        .json();
+    let client = found[0]["id"].as_str().expect("a client").to_string();
+    let decided = server
+        .json(
+            "PUT",
+            &format!("{ITGLUE}/decisions/organization/3100109"),
+            &admin,
+            &json!({"link": client, "take": false}),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(decided["scopable_id"], json!(client));
+    let unplaced = server
+        .get(&format!("{ITGLUE}/unplaced?kind=organization"), &admin)
+        .expect(200)
+        .json();
+    assert!(
+        !unplaced
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["source_id"] == "3100109"),
+        "{unplaced}"
+    );
+    let links = server
+        .get(&format!("{ITGLUE}/links"), &admin)
+        .expect(200)
+        .json();
+    let manual = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["source_id"] == "3100109")
+        .expect("the manual link");
+    assert_eq!(manual["source"], "manual");
+    // Every change names its actor.
+    let activity = server
+        .get(&format!("{ITGLUE}/activity?limit=50"), &admin)
+        .expect(200)
+        .json();
+    let token_id = admin.split('_').take(3).collect::<Vec<_>>()[1..].join("_");
+    let decision = activity
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "decision")
+        .expect("the decision in activity");
+    assert_eq!(decision["actor"], json!(format!("token:{token_id}")));
+    assert_eq!(decision["action"], "link");
+    // Ignore and reset go the same way.
+    server
+        .json(
+            "PUT",
+            &format!("{ITGLUE}/decisions/organization/3100112"),
+            &admin,
+            &json!({"ignore": true}),
+        )
+        .expect(200);
+    let ignored = server
+        .get(&format!("{ITGLUE}/ignored"), &admin)
+        .expect(200)
+        .json();
+    assert!(
+        ignored
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["source_id"] == "3100112")
+    );
+    server
+        .delete(&format!("{ITGLUE}/decisions/organization/3100112"), &admin)
+        .expect(204);
+    // Disconnect: the key is gone, links stay.
+    server
+        .delete(&format!("{ITGLUE}/connection"), &admin)
+        .expect(204);
+    let status = server.get(ITGLUE, &admin).expect(200).json();
+    assert_eq!(status["connected"], false);
+    let links_after = server
+        .get(&format!("{ITGLUE}/links"), &admin)
+        .expect(200)
+        .json();
+    assert_eq!(
+        links_after.as_array().unwrap().len(),
+        links.as_array().unwrap().len()
+    );
+    // The key appears in no answer and no log line.
+    assert!(!server.logs().contains(US_KEY), "the key is in the logs");
+    for path in [
+        ITGLUE.to_string(),
+        format!("{ITGLUE}/activity?limit=1000"),
+        "/".into(),
+        "/assets/app.js".into(),
+        "/metrics".into(),
+    ] {
+        let answer = server.get(&path, &admin);
+        assert!(!answer.body.contains(US_KEY), "the key is in {path}");
+        assert!(answer.headers.iter().all(|(_, v)| !v.contains(US_KEY)));
+    }
+    assert!(!server.logs().contains(&admin), "a token is in the logs");
+}
+
+#[test]
+fn two_accounts_on_one_server_share_nothing() {
+    let env = Env::new();
+    let (a, _) = account(&env, "alpha");
+    let (b, _) = account(&env, "bravo");
+    let server = Server::start(&env, &[]);
+    import_sample(&server, &a);
+    connect(&server, &a);
+    let run = server.sync(&a, "organization");
+    assert_eq!(run["status"], "ok");
+    let run_id = run["id"].as_i64().unwrap();
+    // Bravo sees none of it, through every door.
+    let status = server.get(ITGLUE, &b).expect(200).json();
+    assert_eq!(status["connected"], false, "{status}");
+    assert_eq!(status["organization"], Value::Null);
+    server
+        .get(&format!("{ITGLUE}/syncs/{run_id}"), &b)
+        .expect(404);
+    for list in ["links", "unplaced", "ignored"] {
+        let items = server
+            .get(&format!("{ITGLUE}/{list}"), &b)
+            .expect(200)
+            .json();
+        assert_eq!(items, json!([]), "{list}");
+    }
+    // Bravo's activity is bravo's own: its account and tokens being made, nothing of alpha's.
+    let activity = server
+        .get(&format!("{ITGLUE}/activity"), &b)
+        .expect(200)
+        .json();
+    for entry in activity.as_array().unwrap() {
+        assert_eq!(entry["kind"], "event", "{entry}");
+        assert!(!entry.to_string().contains("alpha"), "{entry}");
+    }
+    assert_eq!(
+        server.get("/api/v1/clients?q=acme", &b).expect(200).json(),
+        json!([])
+    );
+    let decided = server.json(
+        "PUT",
+        &format!("{ITGLUE}/decisions/organization/3100109"),
+        &b,
+        &json!({"ignore": true}),
+    );
+    assert_eq!(decided.status, 404, "{}", decided.body);
+    // Bravo cannot sync with alpha's key: it has none.
+    let queued = server.json(
+        "POST",
+        &format!("{ITGLUE}/syncs"),
+        &b,
+        &json!({"kind": "organization"}),
+    );
+    assert_eq!(queued.status, 202);
+    let run = server.wait_for_run(&b, queued.json()["id"].as_i64().unwrap());
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not connected"),
+        "{run}"
+    );
+    // Alpha's data is untouched by all of this.
+    let links = server
+        .get(&format!("{ITGLUE}/links"), &a)
+        .expect(200)
+        .json();
+    assert_eq!(links.as_array().unwrap().len(), 20);
+    assert_eq!(server.get(ITGLUE, &a).expect(200).json()["connected"], true);
+}
+
+#[test]
+fn viewers_read_and_nothing_else_and_no_credentials_is_401() {
+    let env = Env::new();
+    let (admin, viewer) = account(&env, "acme");
+    let server = Server::start(&env, &[]);
+    import_sample(&server, &admin);
+    connect(&server, &admin);
+    server.sync(&admin, "organization");
+    for path in ["", "/links", "/unplaced", "/ignored", "/activity"] {
+        server.get(&format!("{ITGLUE}{path}"), &viewer).expect(200);
+    }
+    server.get("/api/v1/clients?q=acme", &viewer).expect(200);
+    let key = json!({"region": "us", "api_key": US_KEY, "endpoint": null});
+    for (method, path, body) in [
+        ("POST", format!("{ITGLUE}/test"), key.clone()),
+        ("POST", format!("{ITGLUE}/connect"), key.clone()),
+        (
+            "POST",
+            format!("{ITGLUE}/syncs"),
+            json!({"kind": "organization"}),
+        ),
+        (
+            "PUT",
+            format!("{ITGLUE}/decisions/organization/3100109"),
+            json!({"ignore": true}),
+        ),
+        ("PUT", format!("{ITGLUE}/schedule"), json!({"every": "6h"})),
+    ] {
+        let answer = server.json(method, &path, &viewer, &body);
+        assert_eq!(answer.status, 403, "{method} {path}: {}", answer.body);
+        assert_eq!(answer.code(), "forbidden");
+    }
+    for (method, path) in [
+        ("DELETE", format!("{ITGLUE}/connection")),
+        ("DELETE", format!("{ITGLUE}/decisions/organization/3100109")),
+    ] {
+        let answer = server.send(method, &path, Some(&viewer), &[], None);
+        assert_eq!(answer.status, 403, "{method} {path}");
+    }
+    let csv = server.send(
+        "POST",
+        "/api/v1/clients",
+        Some(&viewer),
+        &[],
+        Some(("text/csv", b"id,name\n1,x\n".to_vec())),
+    );
+    assert_eq!(csv.status, 403);
+    // Still connected: nothing a viewer asked for happened.
+    assert_eq!(
+        server.get(ITGLUE, &admin).expect(200).json()["connected"],
+        true
+    );
+    // No credentials, a made-up token, a revoked token.
+    let none = server.send("GET", ITGLUE, None, &[], None);
+    assert_eq!(none.status, 401);
+    assert_eq!(none.code(), "unauthenticated");
+    server
+        .get(ITGLUE, "scopable_tok_000000000000_00")
+        .expect(401);
+    let tokens = cli(&env, &["accounts", "tokens", "acme", "--json"]).json();
+    let viewer_id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "viewer")
+        .unwrap()["token_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli(&env, &["accounts", "revoke", &viewer_id]).ok();
+    server.get(ITGLUE, &viewer).expect(401);
+}
+
+#[test]
+fn an_account_without_the_feature_is_told_so() {
+    let env = Env::new();
+    cli(&env, &["accounts", "add", "late"]).ok();
+    let admin = token(&env, "late", "admin");
+    let server = Server::start(&env, &[]);
+    for path in ["", "/links", "/unplaced", "/activity"] {
+        let answer = server.get(&format!("{ITGLUE}{path}"), &admin).expect(403);
+        assert_eq!(answer.code(), "not-available");
+        assert_eq!(
+            answer.json()["error"]["message"],
+            "The IT Glue integration is not available for your account"
+        );
+    }
+    let queued = server.json(
+        "POST",
+        &format!("{ITGLUE}/syncs"),
+        &admin,
+        &json!({"kind": "organization"}),
+    );
+    assert_eq!(queued.status, 403);
+    cli(&env, &["accounts", "enable", "late", "itglue"]).ok();
+    server.get(ITGLUE, &admin).expect(200);
+    cli(&env, &["accounts", "disable", "late", "itglue"]).ok();
+    server.get(ITGLUE, &admin).expect(403);
+}
+
+#[test]
+fn the_session_cookie_needs_the_header_and_is_strict() {
+    let env = Env::new();
+    let (admin, _) = account(&env, "acme");
+    let server = Server::start(&env, &[]);
+    let signed = server.json("POST", "/api/v1/session", "", &json!({"token": admin}));
+    // (The empty bearer is ignored by the sign-in route.)
+    let signed = if signed.status == 204 {
+        signed
+    } else {
+        server
+            .send(
+                "POST",
+                "/api/v1/session",
+                None,
+                &[],
+                Some((
+                    "application/json",
+                    json!({"token": admin}).to_string().into_bytes(),
+                )),
+            )
+            .expect(204)
+    };
+    let cookie = signed.header("set-cookie").expect("a cookie").to_string();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let without = server.send("GET", ITGLUE, None, &[("Cookie", &pair)], None);
+    assert_eq!(without.status, 403);
+    assert_eq!(without.code(), "missing-header");
+    let posted = server.send(
+        "POST",
+        &format!("{ITGLUE}/syncs"),
+        None,
+        &[("Cookie", &pair)],
+        Some(("application/json", br#"{"kind":"organization"}"#.to_vec())),
+    );
+    assert_eq!(posted.status, 403, "a cross-site form post is refused");
+    let with = server.send(
+        "GET",
+        ITGLUE,
+        None,
+        &[("Cookie", &pair), ("X-Requested-With", "scopable")],
+        None,
+    );
+    assert_eq!(with.status, 200, "{}", with.body);
+    let me = server
+        .send(
+            "GET",
+            "/api/v1/session",
+            None,
+            &[("Cookie", &pair), ("X-Requested-With", "scopable")],
+            None,
+        )
+        .expect(200)
+        .json();
+    assert_eq!(me["account"], "acme");
+    assert_eq!(me["role"], "admin");
+    // Signing out ends the session.
+    server
+        .send(
+            "DELETE",
+            "/api/v1/session",
+            None,
+            &[("Cookie", &pair), ("X-Requested-With", "scopable")],
+            None,
+        )
+        .expect(204);
+    let after = server.send(
+        "GET",
+        ITGLUE,
+        None,
+        &[("Cookie", &pair), ("X-Requested-With", "scopable")],
+        None,
+    );
+    assert_eq!(after.status, 401);
+    drop(server);
+    // Behind https, the cookie is Secure.
+    let server = Server::start(&env, &["--public-url", "https://scopable.example"]);
+    let signed = server
+        .send(
+            "POST",
+            "/api/v1/session",
+            None,
+            &[],
+            Some((
+                "application/json",
+                json!({"token": admin}).to_string().into_bytes(),
+            )),
+        )
+        .expect(204);
+    assert!(signed.header("set-cookie").unwrap().contains("; Secure"));
+}
+
+#[test]
+fn bad_bodies_and_paths_are_refused_in_the_error_shape() {
+    let env = Env::new();
+    let (admin, _) = account(&env, "acme");
+    let server = Server::start(&env, &[]);
+    let send = |method: &str, path: &str, body: &str| {
+        server.send(
+            method,
+            path,
+            Some(&admin),
+            &[],
+            Some(("application/json", body.as_bytes().to_vec())),
+        )
+    };
+    let syncs = format!("{ITGLUE}/syncs");
+    for (body, status) in [
+        ("{", 422),
+        ("[]", 422),
+        (r#"{"kind": "passwords"}"#, 404),
+        (r#"{"kind": "organization", "extra": 1}"#, 422),
+    ] {
+        let answer = send("POST", &syncs, body);
+        assert_eq!(answer.status, status, "{body}: {}", answer.body);
+        assert!(
+            answer.json()["error"]["message"].is_string(),
+            "{}",
+            answer.body
+        );
+    }
+    let empty = send("POST", &syncs, "");
+    assert_eq!(empty.status, 400);
+    let huge = format!(
+        r#"{{"kind": "organization", "pad": "{}"}}"#,
+        "x".repeat(200_000)
+    );
+    assert_eq!(send("POST", &syncs, &huge).status, 413);
+    // A tenant cannot point the host anywhere but the operator's endpoint.
+    let elsewhere = send(
+        "POST",
+        &format!("{ITGLUE}/test"),
+        &json!({"region": "us", "api_key": US_KEY, "endpoint": "http://127.0.0.1:9"}).to_string(),
+    );
+    assert_eq!(elsewhere.status, 422);
+    assert_eq!(elsewhere.code(), "endpoint-not-allowed");
+    let region = send(
+        "POST",
+        &format!("{ITGLUE}/test"),
+        &json!({"region": "mars", "api_key": US_KEY}).to_string(),
+    );
+    assert_eq!(region.status, 422);
+    assert_eq!(
+        server.get(&format!("{ITGLUE}/syncs/999"), &admin).status,
+        404
+    );
+    assert_eq!(server.get("/api/v1/integrations/other", &admin).status, 404);
+    let bad_csv = server.send(
+        "POST",
+        "/api/v1/clients",
+        Some(&admin),
+        &[],
+        Some(("text/csv", b"id,name\n1,Good\n1,\"unclosed\n".to_vec())),
+    );
+    assert_eq!(bad_csv.status, 422, "{}", bad_csv.body);
+    assert!(
+        bad_csv.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line"),
+        "{}",
+        bad_csv.body
+    );
+    assert_eq!(
+        server
+            .get("/api/v1/clients?q=good", &admin)
+            .expect(200)
+            .json(),
+        json!([])
+    );
+    let schedule = send("PUT", &format!("{ITGLUE}/schedule"), r#"{"every": "5s"}"#);
+    assert_eq!(schedule.status, 422);
+    let schedule = send("PUT", &format!("{ITGLUE}/schedule"), r#"{"every": "6h"}"#);
+    assert_eq!(schedule.status, 200);
+    assert_eq!(schedule.json()["every"], "6h");
+}
+
+#[test]
+fn concurrent_sync_requests_queue_one_run() {
+    let env = Env::new();
+    let (admin, _) = account(&env, "acme");
+    let server = Server::start(&env, &[]);
+    import_sample(&server, &admin);
+    connect(&server, &admin);
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    server
+                        .json(
+                            "POST",
+                            &format!("{ITGLUE}/syncs"),
+                            &admin,
+                            &json!({"kind": "organization"}),
+                        )
+                        .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        answers.iter().filter(|s| **s == 202).count(),
+        1,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|s| **s == 409).count(),
+        5,
+        "{answers:?}"
+    );
+}
+
+#[test]
+fn lists_are_paged_with_a_next_link() {
+    let env = Env::new();
+    let (admin, _) = account(&env, "acme");
+    let server = Server::start(&env, &[]);
+    import_sample(&server, &admin);
+    connect(&server, &admin);
+    server.sync(&admin, "organization");
+    let mut seen = Vec::new();
+    let mut path = format!("{ITGLUE}/links?limit=7");
+    loop {
+        let answer = server.get(&path, &admin).expect(200);
+        let page = answer.json();
+        assert!(page.as_array().unwrap().len() <= 7);
+        seen.extend(
+            page.as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["source_id"].clone()),
+        );
+        match answer.header("link") {
+            Some(link) => {
+                assert!(link.ends_with("rel=\"next\""), "{link}");
+                path = link[1..link.find('>').unwrap()].to_string();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 20);
+    let all = server
+        .get(&format!("{ITGLUE}/links"), &admin)
+        .expect(200)
+        .json();
+    let all: Vec<Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["source_id"].clone())
+        .collect();
+    assert_eq!(seen, all);
+    assert_eq!(
+        server
+            .get(&format!("{ITGLUE}/links?limit=0"), &admin)
+            .status,
+        400
+    );
+    assert_eq!(
+        server
+            .get(&format!("{ITGLUE}/links?limit=10001"), &admin)
+            .status,
+        400
+    );
+}
+
+#[test]
+fn health_readiness_and_metrics() {
+    let env = Env::new();
+    let (admin, _) = account(&env, "acme");
+    let server = Server::start(&env, &[]);
+    let health = server.send("GET", "/healthz", None, &[], None).expect(200);
+    assert_eq!(health.body.trim(), "ok");
+    server.send("GET", "/readyz", None, &[], None).expect(200);
+    import_sample(&server, &admin);
+    connect(&server, &admin);
+    server.sync(&admin, "organization");
+    let metrics = server
+        .send("GET", "/metrics", None, &[], None)
+        .expect(200)
+        .body;
+    assert!(metrics.contains("scopable_sync_runs_total"), "{metrics}");
+    assert!(metrics.contains("status=\"ok\""), "{metrics}");
+    assert!(
+        metrics.contains("scopable_outbound_requests_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("scopable_sync_queue_depth"), "{metrics}");
+}
+
+#[test]
+fn sigterm_lets_a_running_sync_finish() {
+    let env = Env::with(itglue_sim::SimConfig {
+        latency: std::time::Duration::from_millis(1500),
+        ..Default::default()
+    });
+    let (admin, _) = account(&env, "acme");
+    let server = Server::start(&env, &[]);
+    import_sample(&server, &admin);
+    connect(&server, &admin);
+    let queued = server
+        .json(
+            "POST",
+            &format!("{ITGLUE}/syncs"),
+            &admin,
+            &json!({"kind": "organization"}),
+        )
+        .expect(202)
+        .json();
+    let id = queued["id"].as_i64().unwrap();
+    // Wait until a worker holds it, then stop the server.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let run = server.get(&format!("{ITGLUE}/syncs/{id}"), &admin).json();
+        if run["status"] == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{run}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let code = server.stop();
+    assert_eq!(code, Some(0));
+    let status = cli(&env, &["--account", "acme", "itglue", "status", "--json"]).json();
+    assert_eq!(status["organization"]["status"], "ok", "{status}");
+    assert_eq!(status["organization"]["linked"], 20, "{status}");
+}
