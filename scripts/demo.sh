@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
 # Builds everything and runs the whole flow against a local IT Glue simulator with sample data:
 # test, connect, status, sync organizations, sync configurations, and what could not be placed.
+# With --serve, it then runs the integration runtime on 127.0.0.1:8080 (or --listen ADDR) for a
+# fresh account with the same records: open the page, sign in with the printed token, and
+# follow the setup guide with the printed simulator key.
 set -euo pipefail
+serve=no
+listen=127.0.0.1:8080
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --serve) serve=yes ;;
+        --listen) listen="$2"; shift ;;
+        *) echo "usage: $0 [--serve [--listen ADDR]]" >&2; exit 2 ;;
+    esac
+    shift
+done
 cd "$(dirname "$0")/.."
 
 if command -v rustup >/dev/null 2>&1; then
@@ -43,6 +56,25 @@ host itglue sync organizations
 host itglue sync configurations
 host itglue unplaced
 host itglue status
+
+if [ "$serve" = yes ]; then
+    "$bin/scopable-host" accounts add demo --name "Demo MSP" >/dev/null
+    "$bin/scopable-host" accounts enable demo itglue >/dev/null
+    "$bin/scopable-host" --account demo import clients "$work/clients.csv" >/dev/null
+    "$bin/scopable-host" --account demo import configurations "$work/configurations.csv" >/dev/null
+    token=$("$bin/scopable-host" accounts token demo --role admin)
+    cat <<SERVE
+
+==> The integration runtime: open http://$listen in a browser.
+    Sign in with the access token:  $token
+    On the Connect IT Glue card, test and connect with the key:  $key
+    (any region: every account's calls go to the simulator, as --endpoint says)
+    Ctrl-C stops the server and the simulator.
+
+SERVE
+    "$bin/scopable-host" serve --listen "$listen" --endpoint "itglue=$url" || true
+    exit 0
+fi
 
 cat <<NEXT
 

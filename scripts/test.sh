@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests of the connector (natively) and of the host, the simulator's
 # tests, and the end-to-end tests (real binary, real components, simulator, SQLite).
-# Does its own set-up: the wasm32-wasip2 target; the components are built by build scripts.
+# Does its own set-up: the wasm32-wasip2 target, and chromium with chromium-driver for the
+# browser tests; the components are built by build scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v rustup >/dev/null 2>&1; then
     rustup target add wasm32-wasip2 >/dev/null
+fi
+# The browser tests drive Debian's chromium through chromedriver: installed when missing.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium and chromium-driver for the browser tests" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "the browser tests need chromium and chromedriver: apt-get install chromium chromium-driver (as root)" >&2
+        exit 1
+    fi
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -90,7 +90,7 @@ impl From<RoleArg> for Role {
 }
 
 /// The features an account can have.
-const FEATURES: &[&str] = &["itglue"];
+const FEATURES: &[&str] = &[accounts::ITGLUE];
 
 fn store_error(e: impl std::fmt::Display) -> AppError {
     AppError::new(Exit::BadInput, e.to_string())

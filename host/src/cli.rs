@@ -433,6 +433,16 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 ImportKind::Clients => scopable_sync::import::clients(&db, &file)?,
                 ImportKind::Configurations => scopable_sync::import::configurations(&db, &file)?,
             };
+            scopable_store::accounts::record_event(
+                &db,
+                &crate::review::cli_actor(),
+                match what {
+                    ImportKind::Clients => "import clients",
+                    ImportKind::Configurations => "import configurations",
+                },
+                None,
+                Some(&imported.to_string()),
+            )?;
             for warning in &imported.warnings {
                 // Column names come from the file.
                 eprintln!("warning: {}", display::error_line(warning));
@@ -632,8 +642,12 @@ fn open_for_cli(db_path: &std::path::Path, account: &str) -> Result<Db, AppError
 }
 
 /// Refuses a connector command for an account whose feature is off (the command line obeys
-/// the flag as the API does).
+/// the flag as the API does). Only the built-in connector is behind a flag; a connector the
+/// operator runs from a file is the operator's choice.
 fn check_feature(db: &Db, connector: &str) -> Result<(), AppError> {
+    if connector != scopable_store::accounts::ITGLUE {
+        return Ok(());
+    }
     let exists = scopable_store::accounts::get(db, db.account())?.is_some();
     if exists && !scopable_store::accounts::feature_enabled(db, connector)? {
         return Err(AppError::new(
@@ -838,7 +852,13 @@ fn test_command(app: &App, target: Target, connect: bool, json_out: bool) -> Res
         display::safe(&base.to_url())
     );
     if connect {
-        scopable_sync::connection::store_key(app, &region, &base, &key)?;
+        scopable_sync::connection::store_key(
+            app,
+            &region,
+            &base,
+            &key,
+            &crate::review::cli_actor(),
+        )?;
         println!("{}", display::safe(&verified.detail));
         println!("Connected ({where_}). The key is stored encrypted and will not be shown again.");
     } else {
@@ -869,7 +889,7 @@ fn status_command(app: &App, json: bool) -> Result<(), AppError> {
         .keys()
         .map(String::as_str)
         .collect();
-    let database = database_shown(&app.db_path);
+    let database = crate::output::database_shown(&app.db_path);
     let value = scopable_sync::status::status_json(&app.db, app.name(), &database)?;
     if json {
         print_json(&value);
@@ -900,14 +920,6 @@ fn status_command(app: &App, json: bool) -> Result<(), AppError> {
         print_line(format_args!("{label}: {}", summary_text(&value[kind])));
     }
     Ok(())
-}
-
-/// How `status` names the database it read: its absolute path.
-pub fn database_shown(path: &std::path::Path) -> String {
-    std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string()
 }
 
 /// One kind's line in `status`, after its label: the last sync, and the last good counts when
@@ -986,6 +998,19 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
                 "{}  decision {}{record}{target}  by {}",
                 text("at"),
                 text("action"),
+                text("actor")
+            );
+            continue;
+        }
+        if e["kind"] == "event" {
+            println!(
+                "{}  {}{}  by {}",
+                text("at"),
+                text("action"),
+                e["detail"]
+                    .as_str()
+                    .map(|d| format!(" ({})", display::safe(d)))
+                    .unwrap_or_default(),
                 text("actor")
             );
             continue;

@@ -62,7 +62,7 @@ pub fn serve_command(
         listen: args.listen,
         workers: args.workers,
         db_path: db_path.to_path_buf(),
-        database_shown: crate::cli::database_shown(db_path),
+        database_shown: crate::output::database_shown(db_path),
         connector,
         endpoint,
         public_url: args.public_url,

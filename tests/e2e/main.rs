@@ -3,6 +3,7 @@
 
 mod util;
 
+mod accounts;
 mod admin;
 mod browser;
 mod claims;

@@ -68,6 +68,7 @@ const HOST_CRATES: &[(&str, &str)] = &[
     ("scopable-store", "host/store"),
     ("scopable-sync", "host/sync"),
     ("scopable-builtin", "host/builtin"),
+    ("scopable-serve", "host/serve"),
     ("scopable-host", "host"),
 ];
 
@@ -149,6 +150,22 @@ fn host_crates_depend_only_on_the_layers_below() {
         assert!(
             !sync.iter().any(|d| d == forbidden),
             "sync depends on {forbidden}"
+        );
+    }
+    // The runtime serves through sync; it never reaches below it for SQL, nor loads the
+    // built-in connector itself (the binary hands it the connector).
+    let serve = dependencies_of("host/serve");
+    assert!(serve.iter().any(|d| d == "scopable-sync"));
+    for forbidden in [
+        "scopable-builtin",
+        "scopable-host",
+        "rusqlite",
+        "clap",
+        "indicatif",
+    ] {
+        assert!(
+            !serve.iter().any(|d| d == forbidden),
+            "serve depends on {forbidden}"
         );
     }
     let builtin = dependencies_of("host/builtin");

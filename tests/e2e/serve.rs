@@ -650,6 +650,22 @@ fn health_readiness_and_metrics() {
     let env = Env::new();
     let (admin, _) = account(&env, "acme");
     let server = Server::start(&env, &[]);
+    // Every answer, the page's and the API's, carries the security headers.
+    for path in ["/", "/assets/app.js", ITGLUE] {
+        let answer = server.send("GET", path, Some(&admin), &[], None);
+        let csp = answer.header("content-security-policy").unwrap_or("");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{path}: {csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(answer.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(
+            answer.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
     let health = server.send("GET", "/healthz", None, &[], None).expect(200);
     assert_eq!(health.body.trim(), "ok");
     server.send("GET", "/readyz", None, &[], None).expect(200);
@@ -704,4 +720,101 @@ fn sigterm_lets_a_running_sync_finish() {
     let status = cli(&env, &["--account", "acme", "itglue", "status", "--json"]).json();
     assert_eq!(status["organization"]["status"], "ok", "{status}");
     assert_eq!(status["organization"]["linked"], 20, "{status}");
+}
+
+#[test]
+fn the_api_is_rate_limited_per_token_with_retry_after() {
+    let env = Env::new();
+    let (admin, viewer) = account(&env, "acme");
+    let server = Server::start(&env, &["--requests-per-second", "1"]);
+    let answers: Vec<crate::serve_util::Answer> =
+        (0..8).map(|_| server.get(ITGLUE, &admin)).collect();
+    let limited = answers
+        .iter()
+        .find(|a| a.status == 429)
+        .expect("a burst past the limit is refused");
+    assert_eq!(limited.code(), "rate-limited");
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert!(answers[0].status == 200, "{}", answers[0].body);
+    // The allowance comes back with time.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    server.get(ITGLUE, &viewer).expect(200);
+}
+
+#[test]
+fn a_due_schedule_syncs_organizations_then_configurations_once() {
+    let env = Env::new();
+    let (admin, _) = account(&env, "acme");
+    let server = Server::start(&env, &[]);
+    import_sample(&server, &admin);
+    connect(&server, &admin);
+    let set = server
+        .json(
+            "PUT",
+            &format!("{ITGLUE}/schedule"),
+            &admin,
+            &json!({"every": "6h"}),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(set["every"], "6h");
+    let status = server.get(ITGLUE, &admin).expect(200).json();
+    assert_eq!(status["schedule"]["every"], "6h", "{status}");
+    // Make it due now (as six hours passing would).
+    env.sqlite()
+        .execute(
+            "UPDATE schedules SET next_at_ms = 0 WHERE account = 'acme'",
+            [],
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let runs = loop {
+        let runs: Vec<(String, String, Option<String>)> = env
+            .sqlite()
+            .prepare("SELECT kind, status, actor FROM sync_runs WHERE account = 'acme' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        if runs.len() == 2 && runs.iter().all(|(_, s, _)| s == "ok") {
+            break runs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runs:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(runs[0].0, "organization");
+    assert_eq!(runs[1].0, "configuration");
+    assert!(
+        runs.iter()
+            .all(|(_, _, actor)| actor.as_deref() == Some("schedule")),
+        "{runs:?}"
+    );
+    // Fired once: the next time is ahead, and nothing else was queued.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let count: i64 = env
+        .sqlite()
+        .query_row(
+            "SELECT count(*) FROM sync_runs WHERE account = 'acme'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(count, 2);
+    let next: i64 = env
+        .sqlite()
+        .query_row(
+            "SELECT next_at_ms FROM schedules WHERE account = 'acme'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        next > now && next <= now + 6 * 3600 * 1000,
+        "the next firing is within the next period"
+    );
 }

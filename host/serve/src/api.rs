@@ -3,8 +3,11 @@
 //! built by the same code as the command line's (`scopable_sync::status`, `describe`,
 //! `decide`, `search`, `import`), so both show the same names, reasons and search.
 
-use crate::auth::{self, Caller, SESSION_COOKIE, SESSION_TTL};
+use crate::auth::{self, Caller, SESSION_COOKIE, SESSION_TTL, integration};
 use crate::error::ApiError;
+use crate::request::{
+    ListQuery, MAX_CSV_BODY, MAX_JSON_BODY, MAX_LIMIT, kind_of, paged, parse, values,
+};
 use crate::state::State;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State as Extract};
@@ -16,20 +19,9 @@ use axum::{Json, Router};
 use scopable_sandbox::policy::BaseUrl;
 use scopable_store::accounts;
 use scopable_sync::app::AppError;
-use scopable_sync::kinds::RecordKind;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-/// The most items a list answer holds.
-pub const MAX_LIMIT: usize = 10_000;
-
-/// The largest JSON body accepted.
-pub const MAX_JSON_BODY: usize = 64 * 1024;
-
-/// The largest CSV upload accepted.
-pub const MAX_CSV_BODY: usize = 32 * 1024 * 1024;
 
 type Shared = Arc<State>;
 
@@ -65,114 +57,6 @@ pub fn routes() -> Router<Shared> {
                 .layer(DefaultBodyLimit::max(MAX_CSV_BODY)),
         )
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-}
-
-/// Parses a JSON body into `T`, refusing unknown fields and bad shapes with 400/422 in the
-/// API's error shape.
-pub fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::bad_request("The request needs a JSON body"));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "bad-input",
-            format!("The JSON body is not what this request takes: {e}"),
-        )
-    })
-}
-
-/// Checks that `connector` is the one this server runs and that the caller's account has
-/// the feature (403 `not-available` otherwise).
-pub async fn integration(state: &State, caller: &Caller, connector: &str) -> Result<(), ApiError> {
-    if connector != state.connector_name() {
-        return Err(ApiError::not_found(format!(
-            "No integration named {:?}",
-            scopable_sandbox::display::safe(connector)
-        )));
-    }
-    let feature = connector.to_string();
-    let enabled = state
-        .blocking_db(Some(caller.account.clone()), move |db| {
-            Ok(accounts::feature_enabled(db, &feature)?)
-        })
-        .await?;
-    if enabled {
-        Ok(())
-    } else {
-        Err(ApiError::not_available())
-    }
-}
-
-/// Which kind a list or decision is about.
-pub fn kind_of(word: &str) -> Result<RecordKind, ApiError> {
-    match word {
-        "organization" | "organizations" => Ok(RecordKind::Organization),
-        "configuration" | "configurations" => Ok(RecordKind::Configuration),
-        other => Err(ApiError::not_found(format!(
-            "No record kind {:?}: use organization or configuration",
-            scopable_sandbox::display::safe(other)
-        ))),
-    }
-}
-
-/// `limit` and `after` of a list, and a kind filter.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// How many items at most (1 to [`MAX_LIMIT`]).
-    pub limit: Option<usize>,
-    /// The cursor from the previous page's `Link` header.
-    pub after: Option<String>,
-    /// organization or configuration.
-    pub kind: Option<String>,
-    /// A search query.
-    pub q: Option<String>,
-}
-
-/// One page of `items`: at most `limit` (default and ceiling [`MAX_LIMIT`]) after the cursor,
-/// with `Link: <...>; rel="next"` when there is more.
-pub fn paged(items: Vec<Value>, query: &ListQuery, uri: &Uri) -> Result<Response, ApiError> {
-    let limit = query.limit.unwrap_or(MAX_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_LIMIT}"
-        )));
-    }
-    let start = match &query.after {
-        None => 0,
-        Some(cursor) => cursor
-            .parse::<usize>()
-            .map_err(|_| ApiError::bad_request("after must be the cursor of a Link header"))?,
-    };
-    let total = items.len();
-    let page: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
-    let next = start + page.len();
-    let mut response = Json(Value::Array(page)).into_response();
-    if next < total {
-        let mut pairs: Vec<String> = uri
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty() && !p.starts_with("after=") && !p.starts_with("limit="))
-            .map(str::to_string)
-            .collect();
-        pairs.push(format!("limit={limit}"));
-        pairs.push(format!("after={next}"));
-        let link = format!("<{}?{}>; rel=\"next\"", uri.path(), pairs.join("&"));
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().insert(header::LINK, value);
-        }
-    }
-    Ok(response)
-}
-
-/// Values of a serializable list.
-fn values<T: serde::Serialize>(items: &[T]) -> Result<Vec<Value>, ApiError> {
-    items
-        .iter()
-        .map(|i| serde_json::to_value(i).map_err(ApiError::internal))
-        .collect()
 }
 
 // ---- session ----------------------------------------------------------------------------
@@ -359,15 +243,7 @@ async fn test_or_connect(
             let verified =
                 scopable_sync::connection::test_key(app, &rt, &region, &base, &key, None)?;
             if connect {
-                scopable_sync::connection::store_key(app, &region, &base, &key)?;
-                accounts::record_event(
-                    &app.db,
-                    &actor,
-                    "connect",
-                    Some(app.name()),
-                    Some(&format!("region {region}, {}", base.to_url())),
-                )
-                .map_err(|e| AppError::new(scopable_sync::app::Exit::Failure, e.to_string()))?;
+                scopable_sync::connection::store_key(app, &region, &base, &key, &actor)?;
             }
             Ok(json!({
                 "verified": true,

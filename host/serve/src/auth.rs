@@ -1,16 +1,14 @@
 //! Who is asking: a bearer token, or the page's session cookie with the `X-Requested-With`
 //! header (so that a page on another origin cannot act for a signed-in admin); their role;
-//! and the rate limits per token and per client address.
+//! and whether their account has the feature asked for. Rate limits are counted here ([`crate::limits`]).
 
 use crate::error::ApiError;
 use crate::state::State;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use scopable_store::accounts::{self, Role};
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 /// The session cookie's name.
@@ -46,58 +44,6 @@ impl Caller {
             Role::Viewer => Err(ApiError::admin_only()),
         }
     }
-}
-
-/// The rate limits of the API: per token, and per client address (sign-in included).
-pub struct Limits {
-    per_token: DefaultKeyedRateLimiter<String>,
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
-    sign_in: DefaultKeyedRateLimiter<IpAddr>,
-}
-
-impl Limits {
-    /// `per_second` requests a second per token and per address (bursts of twice that), and
-    /// a tenth of it (at least 1) for sign-in attempts per address.
-    pub fn new(per_second: u32) -> Limits {
-        let quota = |n: u32| {
-            let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
-            Quota::per_second(n)
-                .allow_burst(n.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)))
-        };
-        Limits {
-            per_token: RateLimiter::keyed(quota(per_second)),
-            per_address: RateLimiter::keyed(quota(per_second.saturating_mul(2))),
-            sign_in: RateLimiter::keyed(quota(per_second / 10)),
-        }
-    }
-
-    /// Counts a request from `address`; 429 past the limit.
-    pub fn address(&self, address: IpAddr) -> Result<(), ApiError> {
-        self.per_address.check_key(&address).map_err(|_| too_many())
-    }
-
-    /// Counts a sign-in attempt from `address`; 429 past the limit.
-    pub fn sign_in(&self, address: IpAddr) -> Result<(), ApiError> {
-        self.sign_in.check_key(&address).map_err(|_| too_many())
-    }
-
-    /// Counts a request with `token_id`; 429 past the limit.
-    pub fn token(&self, token_id: &str) -> Result<(), ApiError> {
-        self.per_token
-            .check_key(&token_id.to_string())
-            .map_err(|_| too_many())
-    }
-}
-
-/// 429 with `Retry-After`.
-fn too_many() -> ApiError {
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate-limited",
-        "Too many requests; wait a moment and try again",
-    );
-    e.retry_after = Some(1);
-    e
 }
 
 /// The client's address, from the connection.
@@ -193,5 +139,27 @@ impl FromRequestParts<Arc<State>> for Caller {
             role: caller.role,
             token_id: caller.token_id,
         })
+    }
+}
+
+/// Checks that `connector` is the one this server runs and that the caller's account has
+/// the feature (403 `not-available` otherwise).
+pub async fn integration(state: &State, caller: &Caller, connector: &str) -> Result<(), ApiError> {
+    if connector != state.connector_name() {
+        return Err(ApiError::not_found(format!(
+            "No integration named {:?}",
+            scopable_sandbox::display::safe(connector)
+        )));
+    }
+    let feature = connector.to_string();
+    let enabled = state
+        .blocking_db(Some(caller.account.clone()), move |db| {
+            Ok(accounts::feature_enabled(db, &feature)?)
+        })
+        .await?;
+    if enabled {
+        Ok(())
+    } else {
+        Err(ApiError::not_available())
     }
 }

@@ -3,9 +3,10 @@
 //! account has at most one run of a kind queued or running, so no account can crowd out the
 //! others. Due schedules queue organizations, and configurations once organizations are done.
 
-use crate::api::{integration, parse};
 use crate::auth::Caller;
+use crate::auth::integration;
 use crate::error::ApiError;
+use crate::request::{kind_of, parse};
 use crate::state::State;
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -17,39 +18,11 @@ use scopable_sync::kinds::RecordKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// The actor of runs a schedule queued.
 pub const SCHEDULE_ACTOR: &str = "schedule";
-
-/// The job queue's shared state.
-pub struct Jobs {
-    /// Wakes an idle worker when a run is queued.
-    pub wake: Notify,
-    /// Set when the server stops: workers claim nothing more.
-    pub draining: AtomicBool,
-    /// Runs being worked on by this process.
-    pub busy: AtomicUsize,
-}
-
-impl Jobs {
-    /// An empty queue.
-    pub fn new() -> Jobs {
-        Jobs {
-            wake: Notify::new(),
-            draining: AtomicBool::new(false),
-            busy: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Default for Jobs {
-    fn default() -> Jobs {
-        Jobs::new()
-    }
-}
 
 /// A run as the API shows it.
 pub fn run_json(r: &RunRow) -> Value {
@@ -116,7 +89,7 @@ pub async fn queue_sync(
     integration(&state, &caller, &connector).await?;
     caller.require_admin()?;
     let body: SyncBody = parse(&body)?;
-    let kind = crate::api::kind_of(&body.kind)?;
+    let kind = kind_of(&body.kind)?;
     match queue(&state, &caller.account, kind, body.dry_run, caller.actor()).await? {
         Ok(id) => Ok((
             StatusCode::ACCEPTED,

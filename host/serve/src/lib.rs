@@ -7,7 +7,9 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod jobs;
+pub mod limits;
 pub mod page;
+pub mod request;
 pub mod state;
 
 use axum::Router;
@@ -168,8 +170,8 @@ pub async fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<()
         connector: config.connector,
         endpoint: config.endpoint,
         secure_cookie,
-        limits: auth::Limits::new(config.requests_per_second),
-        jobs: Arc::new(jobs::Jobs::new()),
+        limits: limits::Limits::new(config.requests_per_second),
+        jobs: Arc::new(state::Jobs::new()),
         metrics,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -1,15 +1,16 @@
 //! What every request shares: the database, the loaded connector, the operator's settings,
 //! the rate limits, the job queue and the metrics.
 
-use crate::auth::Limits;
 use crate::error::ApiError;
-use crate::jobs::Jobs;
+use crate::limits::Limits;
 use scopable_sandbox::policy::BaseUrl;
 use scopable_sandbox::sandbox::LoadedConnector;
 use scopable_store::{DEFAULT_ACCOUNT, Db};
 use scopable_sync::app::{App, AppError};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use tokio::sync::Notify;
 
 /// The shared state of the server.
 pub struct State {
@@ -77,5 +78,32 @@ impl State {
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::from_app(e, &service))
+    }
+}
+
+/// The job queue's shared state.
+pub struct Jobs {
+    /// Wakes an idle worker when a run is queued.
+    pub wake: Notify,
+    /// Set when the server stops: workers claim nothing more.
+    pub draining: AtomicBool,
+    /// Runs being worked on by this process.
+    pub busy: AtomicUsize,
+}
+
+impl Jobs {
+    /// An empty queue.
+    pub fn new() -> Jobs {
+        Jobs {
+            wake: Notify::new(),
+            draining: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Default for Jobs {
+    fn default() -> Jobs {
+        Jobs::new()
     }
 }

@@ -23,9 +23,15 @@ pub fn test_key(
 }
 
 /// Stores `key` encrypted (bound to the account, connector, region and endpoint) with its
-/// region and endpoint, replacing any earlier connection. Call it only after [`test_key`]
-/// passed.
-pub fn store_key(app: &App, region: &str, base: &BaseUrl, key: &str) -> Result<(), AppError> {
+/// region and endpoint, replacing any earlier connection, and records `actor`'s `connect` in
+/// the account's activity. Call it only after [`test_key`] passed.
+pub fn store_key(
+    app: &App,
+    region: &str,
+    base: &BaseUrl,
+    key: &str,
+    actor: &str,
+) -> Result<(), AppError> {
     let vault = Vault::open(&app.db_path, true)?
         .ok_or_else(|| AppError::new(Exit::BadInput, "cannot create the vault key file"))?;
     let account = scopable_store::connections::account_id(&app.db)?;
@@ -50,5 +56,13 @@ pub fn store_key(app: &App, region: &str, base: &BaseUrl, key: &str) -> Result<(
             verified_at: scopable_store::db::now(),
         },
     )?;
+    scopable_store::accounts::record_event(
+        &app.db,
+        actor,
+        "connect",
+        Some(app.name()),
+        Some(&format!("region {region}, {}", base.to_url())),
+    )
+    .map_err(AppError::from)?;
     Ok(())
 }

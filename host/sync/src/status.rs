@@ -48,7 +48,7 @@ fn running(db: &Db, connector: &str) -> Result<Value, AppError> {
 pub fn period_text(d: std::time::Duration) -> String {
     let s = d.as_secs();
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if s >= size && s % size == 0 {
+        if s >= size && s.is_multiple_of(size) {
             return format!("{}{unit}", s / size);
         }
     }

@@ -748,6 +748,9 @@ pub fn sync(
     )
 }
 
+/// What a finished sync returns: its counts, its changes, and when it started and finished.
+pub type Synced = (SyncCounts, Vec<Change>, String, String);
+
 /// Runs the queued run `run_id` of the app's account (its kind and dry-run flag as queued),
 /// as a worker of the runtime does: claims it under the lease, then syncs as [`sync`] does.
 /// `Ok(None)` when the run could not be claimed (another worker took it, or a run of that
@@ -759,7 +762,7 @@ pub fn sync_queued(
     run_id: i64,
     kind: RecordKind,
     progress: &mut dyn FnMut(u32, Option<u32>),
-) -> Result<Option<(SyncCounts, Vec<Change>, String, String)>, AppError> {
+) -> Result<Option<Synced>, AppError> {
     let lease = lease_length()?;
     let run = match runs::claim(&mut app.db, run_id, lease) {
         Ok(runs::Start::Started(run)) => run,
