@@ -505,7 +505,19 @@ fn bad_bodies_and_paths_are_refused_in_the_error_shape() {
         r#"{{"kind": "organization", "pad": "{}"}}"#,
         "x".repeat(200_000)
     );
-    assert_eq!(send("POST", &syncs, &huge).status, 413);
+    let too_large = send("POST", &syncs, &huge);
+    assert_eq!(too_large.status, 413);
+    assert_eq!(
+        too_large.code(),
+        "too-large",
+        "every failure has the error shape"
+    );
+    let wrong_method = server.send("PATCH", ITGLUE, Some(&admin), &[], None);
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.code(), "method-not-allowed");
+    let bad_query = server.get(&format!("{ITGLUE}/links?limit=many"), &admin);
+    assert_eq!(bad_query.status, 400);
+    assert_eq!(bad_query.code(), "bad-request");
     // A tenant cannot point the host anywhere but the operator's endpoint.
     let elsewhere = send(
         "POST",
@@ -817,4 +829,33 @@ fn a_due_schedule_syncs_organizations_then_configurations_once() {
         next > now && next <= now + 6 * 3600 * 1000,
         "the next firing is within the next period"
     );
+}
+
+#[test]
+fn an_upload_over_the_limit_is_refused_and_nothing_is_imported() {
+    let env = Env::new();
+    let (admin, _) = account(&env, "acme");
+    let server = Server::start(&env, &[]);
+    // 33 MiB of rows, past the 32 MiB bound of an upload.
+    let mut csv = String::from("id,name\n");
+    let row = format!("c,{}\n", "x".repeat(1000));
+    while csv.len() <= 33 * 1024 * 1024 {
+        csv.push_str(&row);
+    }
+    let answer = server.send(
+        "POST",
+        "/api/v1/clients",
+        Some(&admin),
+        &[],
+        Some(("text/csv", csv.into_bytes())),
+    );
+    assert_eq!(
+        answer.status,
+        413,
+        "{}",
+        &answer.body[..answer.body.len().min(300)]
+    );
+    assert_eq!(answer.code(), "too-large");
+    let found = server.get("/api/v1/clients?q=c", &admin).expect(200).json();
+    assert_eq!(found, json!([]));
 }

@@ -107,7 +107,52 @@ pub fn router(state: Arc<State>) -> Router {
             HeaderName::from_static("x-frame-options"),
             HeaderValue::from_static("DENY"),
         ))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(request_log))
+}
+
+/// Gives every failed API answer the API's error shape, also those made before a handler
+/// ran (a body over its limit, a bad query string, a wrong method, a timeout).
+async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (_, body) = response.into_parts();
+    // The framework's own short sentence ("length limit exceeded", ...), kept as the detail.
+    let said = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("too-large", "The body is over this request's limit"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method-not-allowed", "This path does not take that method")
+        }
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => (
+            "timeout",
+            "The request took too long and was stopped; try again",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("bad-input", "This request takes another content type")
+        }
+        s if s.is_client_error() => ("bad-request", "The request is not one this API takes"),
+        _ => ("internal", "The server failed to do that; try again"),
+    };
+    let mut e = error::ApiError::new(status, code, message);
+    if !said.is_empty() {
+        e.hints = vec![scopable_sandbox::display::error_line(&said).into_owned()];
+    }
+    e.into_response()
 }
 
 /// One log line per request: method, path (never the query, which can hold names), status
