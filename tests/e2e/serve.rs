@@ -434,6 +434,27 @@ fn the_session_cookie_needs_the_header_and_is_strict() {
         .json();
     assert_eq!(me["account"], "acme");
     assert_eq!(me["role"], "admin");
+    // A form on another origin can neither sign in nor sign out.
+    let form = server.send(
+        "POST",
+        "/api/v1/session",
+        None,
+        &[],
+        Some((
+            "application/x-www-form-urlencoded",
+            format!("token={admin}").into_bytes(),
+        )),
+    );
+    assert_eq!(form.status, 415, "{}", form.body);
+    let sign_out = server.send(
+        "DELETE",
+        "/api/v1/session",
+        None,
+        &[("Cookie", &pair)],
+        None,
+    );
+    assert_eq!(sign_out.status, 403);
+    assert_eq!(sign_out.code(), "missing-header");
     // Signing out ends the session.
     server
         .send(
@@ -467,7 +488,32 @@ fn the_session_cookie_needs_the_header_and_is_strict() {
             )),
         )
         .expect(204);
-    assert!(signed.header("set-cookie").unwrap().contains("; Secure"));
+    let cookie = signed.header("set-cookie").unwrap().to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        cookie.starts_with("__Host-scopable_session="),
+        "a sibling subdomain cannot plant it: {cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    server
+        .send(
+            "GET",
+            ITGLUE,
+            None,
+            &[("Cookie", &pair), ("X-Requested-With", "scopable")],
+            None,
+        )
+        .expect(200);
+    // The plain name is not the session there.
+    let planted = pair.replacen("__Host-scopable_session", "scopable_session", 1);
+    let answer = server.send(
+        "GET",
+        ITGLUE,
+        None,
+        &[("Cookie", &planted), ("X-Requested-With", "scopable")],
+        None,
+    );
+    assert_eq!(answer.status, 401);
 }
 
 #[test]
@@ -488,7 +534,7 @@ fn bad_bodies_and_paths_are_refused_in_the_error_shape() {
     for (body, status) in [
         ("{", 422),
         ("[]", 422),
-        (r#"{"kind": "passwords"}"#, 404),
+        (r#"{"kind": "passwords"}"#, 422),
         (r#"{"kind": "organization", "extra": 1}"#, 422),
     ] {
         let answer = send("POST", &syncs, body);

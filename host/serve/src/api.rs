@@ -3,7 +3,7 @@
 //! built by the same code as the command line's (`scopable_sync::status`, `describe`,
 //! `decide`, `search`, `import`), so both show the same names, reasons and search.
 
-use crate::auth::{self, Caller, SESSION_COOKIE, SESSION_TTL, integration};
+use crate::auth::{self, Caller, SESSION_TTL, cookie_name, integration};
 use crate::error::ApiError;
 use crate::request::{
     ListQuery, MAX_CSV_BODY, MAX_JSON_BODY, MAX_LIMIT, kind_of, paged, parse, values,
@@ -93,6 +93,19 @@ async fn sign_in(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     state.limits.sign_in(auth::client_address(&parts))?;
+    // JSON only: a form on another origin cannot send it without the browser asking first.
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad-input",
+            "Sign in with a JSON body, {\"token\": \"...\"}, sent as Content-Type: application/json",
+        ));
+    }
     let SignIn { token } = parse(&body)?;
     let secret = state
         .blocking_db(None, move |db| {
@@ -110,7 +123,8 @@ async fn sign_in(
             )
         })?;
     let cookie = format!(
-        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        "{}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        cookie_name(state.secure_cookie),
         SESSION_TTL.as_secs(),
         if state.secure_cookie { "; Secure" } else { "" }
     );
@@ -123,13 +137,16 @@ async fn sign_in(
 }
 
 async fn sign_out(Extract(state): Extract<Shared>, parts: Parts) -> Result<Response, ApiError> {
-    if let Some(secret) = auth::session_cookie(&parts) {
+    state.limits.address(auth::client_address(&parts))?;
+    if let Some(secret) = auth::session_cookie(&parts, cookie_name(state.secure_cookie)) {
+        auth::require_requested_with(&parts)?;
         state
             .blocking_db(None, move |db| Ok(accounts::end_session(db, &secret)?))
             .await?;
     }
     let cookie = format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        cookie_name(state.secure_cookie),
         if state.secure_cookie { "; Secure" } else { "" }
     );
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -240,8 +257,17 @@ async fn test_or_connect(
     state
         .blocking_app(&caller.account, move |app| {
             let rt = scopable_sync::app::runtime()?;
+            let started = std::time::Instant::now();
             let verified =
                 scopable_sync::connection::test_key(app, &rt, &region, &base, &key, None)?;
+            // A test that outlived the request's deadline was answered 504: store nothing the
+            // admin was told failed.
+            if connect && started.elapsed() >= crate::request::STORE_DEADLINE {
+                return Err(AppError::new(
+                    scopable_sync::app::Exit::Unavailable,
+                    "The test took too long to finish; nothing was stored. Try again",
+                ));
+            }
             if connect {
                 scopable_sync::connection::store_key(app, &region, &base, &key, &actor)?;
             }

@@ -11,8 +11,22 @@ use scopable_store::accounts::{self, Role};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP (a local or test server).
 pub const SESSION_COOKIE: &str = "scopable_session";
+
+/// The session cookie's name behind https (`--public-url https://...`): the `__Host-` prefix
+/// makes browsers refuse it unless it is `Secure`, for this host only and for path `/`, so a
+/// sibling subdomain cannot plant its own session.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-scopable_session";
+
+/// The session cookie's name for a server whose cookie is `Secure` or not.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// The header a cookie-authenticated request must carry, and its value.
 pub const REQUESTED_WITH: (&str, &str) = ("x-requested-with", "scopable");
@@ -55,8 +69,8 @@ pub fn client_address(parts: &Parts) -> IpAddr {
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
-/// The session cookie's value, if the request carries one.
-pub fn session_cookie(parts: &Parts) -> Option<String> {
+/// The session cookie's value, if the request carries one (under `name`).
+pub fn session_cookie(parts: &Parts, name: &str) -> Option<String> {
     parts
         .headers
         .get_all(header::COOKIE)
@@ -64,8 +78,25 @@ pub fn session_cookie(parts: &Parts) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.to_string())
+}
+
+/// Refuses a cookie-authenticated request without `X-Requested-With: scopable` (403): a page
+/// on another origin cannot send it without the browser asking this server first.
+pub fn require_requested_with(parts: &Parts) -> Result<(), ApiError> {
+    let sent = parts
+        .headers
+        .get(REQUESTED_WITH.0)
+        .and_then(|v| v.to_str().ok());
+    if sent == Some(REQUESTED_WITH.1) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "missing-header",
+        "A request signed in by the session cookie must send `X-Requested-With: scopable`",
+    ))
 }
 
 /// The bearer token, if the request carries one.
@@ -107,20 +138,10 @@ impl FromRequestParts<Arc<State>> for Caller {
                 })?
             }
             None => {
-                let Some(secret) = session_cookie(parts) else {
+                let Some(secret) = session_cookie(parts, cookie_name(state.secure_cookie)) else {
                     return Err(ApiError::unauthenticated());
                 };
-                let sent = parts
-                    .headers
-                    .get(REQUESTED_WITH.0)
-                    .and_then(|v| v.to_str().ok());
-                if sent != Some(REQUESTED_WITH.1) {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "missing-header",
-                        "A request signed in by the session cookie must send `X-Requested-With: scopable`",
-                    ));
-                }
+                require_requested_with(parts)?;
                 let found = state
                     .blocking_db(None, move |db| Ok(accounts::session(db, &secret)?))
                     .await?;

@@ -96,6 +96,8 @@ impl ApiError {
     pub fn from_app(e: AppError, service: &str) -> ApiError {
         let message = scopable_sandbox::display::error_line(&e.message).into_owned();
         match e.code {
+            // The server's database failing is the server's failure; its path is not sent.
+            Some(scopable_sync::app::DATABASE) => return ApiError::internal(message),
             Some("not-found") => return ApiError::not_found(message),
             Some(scopable_sync::decide::TARGET_TAKEN) => {
                 return ApiError::new(StatusCode::CONFLICT, "target-taken", message);

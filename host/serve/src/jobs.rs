@@ -89,7 +89,9 @@ pub async fn queue_sync(
     integration(&state, &caller, &connector).await?;
     caller.require_admin()?;
     let body: SyncBody = parse(&body)?;
-    let kind = kind_of(&body.kind)?;
+    // A kind in the body is bad input (422), unlike one in the path (404).
+    let kind = kind_of(&body.kind)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad-input", e.message))?;
     match queue(&state, &caller.account, kind, body.dry_run, caller.actor()).await? {
         Ok(id) => Ok((
             StatusCode::ACCEPTED,
@@ -128,7 +130,7 @@ pub async fn sync_run(
 }
 
 /// How often the events stream looks at the run.
-const EVENTS_EVERY: Duration = Duration::from_millis(250);
+const EVENTS_EVERY: Duration = Duration::from_millis(500);
 
 /// How long an events stream lasts at most; the page then asks again.
 const EVENTS_FOR: Duration = Duration::from_secs(600);
@@ -143,9 +145,18 @@ pub async fn sync_events(
 ) -> Result<Response, ApiError> {
     integration(&state, &caller, &connector).await?;
     let first = run_of(&state, &caller, id).await?;
+    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "Too many progress streams are open; read the run with GET .../syncs/{id} instead",
+        ));
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let account = caller.account.clone();
     tokio::spawn(async move {
+        // Held for as long as the stream lasts.
+        let _permit = permit;
         let started = tokio::time::Instant::now();
         let mut last = Value::Null;
         let mut row = Some(first);
@@ -163,7 +174,10 @@ pub async fn sync_events(
                     return;
                 }
             }
-            if started.elapsed() > EVENTS_FOR || tx.is_closed() {
+            if started.elapsed() > EVENTS_FOR
+                || tx.is_closed()
+                || state.jobs.draining.load(Ordering::SeqCst)
+            {
                 return;
             }
             tokio::time::sleep(EVENTS_EVERY).await;
@@ -257,6 +271,17 @@ async fn run_claimed(
     kind: RecordKind,
 ) -> Result<bool, ApiError> {
     let started = std::time::Instant::now();
+    // An account that lost the feature since it queued runs nothing: the run ends failed.
+    let feature = state.connector_name().to_string();
+    let enabled = state
+        .blocking_db(Some(account.to_string()), move |db| {
+            Ok(scopable_store::accounts::feature_enabled(db, &feature)?)
+        })
+        .await?;
+    if !enabled {
+        fail_queued(state, account, id, crate::error::NOT_AVAILABLE).await?;
+        return Ok(true);
+    }
     let outcome = state
         .blocking_app(account, move |app| {
             let rt = scopable_sync::app::runtime()?;
@@ -278,7 +303,12 @@ async fn run_claimed(
     let status = match &outcome {
         Ok(Some(_)) => "ok",
         Ok(None) => return Ok(false),
-        Err(_) => "failed",
+        Err(e) => {
+            // A failure before the claim (the host could not open the database or start the
+            // runtime) leaves the run queued: end it, so that the queue moves on.
+            fail_queued(state, account, id, &e.message).await?;
+            "failed"
+        }
     };
     metrics::counter!("scopable_sync_runs_total", "kind" => kind.as_str(), "status" => status)
         .increment(1);
@@ -306,12 +336,32 @@ async fn run_claimed(
     Ok(true)
 }
 
-/// Queues organizations for every due schedule, every [`POLL`].
+/// Ends queued run `id` of `account` as failed with `error`, if it is still queued.
+async fn fail_queued(state: &State, account: &str, id: i64, error: &str) -> Result<(), ApiError> {
+    let error = error.to_string();
+    state
+        .blocking_db(Some(account.to_string()), move |db| {
+            runs::fail_queued(db, id, &error)?;
+            Ok(())
+        })
+        .await
+}
+
+/// Every [`POLL`]: queues organizations for every due schedule of an account with the
+/// feature, marks runs whose process died as failed (so no reader waits on them), and lets the
+/// rate limiters forget idle keys.
 async fn scheduler(state: Arc<State>) {
     loop {
         if state.jobs.draining.load(Ordering::SeqCst) {
             return;
         }
+        if let Err(e) = state
+            .blocking_db(None, |db| Ok(runs::sweep_interrupted(db)?))
+            .await
+        {
+            tracing::error!("cannot sweep interrupted runs: {}", e.message);
+        }
+        state.limits.forget_idle();
         let due = state
             .blocking_db(None, |db| Ok(runs::due_schedules(db, runs::now_ms())?))
             .await;
@@ -319,6 +369,16 @@ async fn scheduler(state: Arc<State>) {
             Ok(due) => {
                 for (account, connector) in due {
                     if connector != state.connector_name() {
+                        continue;
+                    }
+                    let feature = connector.clone();
+                    let enabled = state
+                        .blocking_db(Some(account.clone()), move |db| {
+                            Ok(scopable_store::accounts::feature_enabled(db, &feature)?)
+                        })
+                        .await
+                        .unwrap_or(false);
+                    if !enabled {
                         continue;
                     }
                     if let Err(e) = queue(

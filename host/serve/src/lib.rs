@@ -127,7 +127,7 @@ async fn json_errors(
     if !api || json || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let (_, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     // The framework's own short sentence ("length limit exceeded", ...), kept as the detail.
     let said = axum::body::to_bytes(body, 4096)
         .await
@@ -152,7 +152,14 @@ async fn json_errors(
     if !said.is_empty() {
         e.hints = vec![scopable_sandbox::display::error_line(&said).into_owned()];
     }
-    e.into_response()
+    // The answer's own headers stay (`Allow`, the security headers); only the body changes.
+    let mut converted = e.into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            converted.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    converted
 }
 
 /// One log line per request: method, path (never the query, which can hold names), status
@@ -217,6 +224,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<()
         secure_cookie,
         limits: limits::Limits::new(config.requests_per_second),
         jobs: Arc::new(state::Jobs::new()),
+        streams: Arc::new(tokio::sync::Semaphore::new(state::MAX_STREAMS)),
         metrics,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -231,7 +239,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<()
     let workers = jobs::start(state.clone(), config.workers);
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown_signal(state.clone()))
         .await;
     state.jobs.draining.store(true, Ordering::SeqCst);
     state.jobs.wake.notify_waiters();
@@ -241,7 +249,7 @@ pub async fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<()
     served.map_err(ServeError::Serve)
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(state: Arc<State>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -258,4 +266,7 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!(target: "scopable::serve", "stopping: no new requests or syncs; letting running syncs finish");
+    // Workers claim nothing more and progress streams end, while requests drain.
+    state.jobs.draining.store(true, Ordering::SeqCst);
+    state.jobs.wake.notify_waiters();
 }

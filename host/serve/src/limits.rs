@@ -40,6 +40,17 @@ impl Limits {
         self.sign_in.check_key(&address).map_err(|_| too_many())
     }
 
+    /// Forgets the keys whose allowance is full again, so that the limiters hold only the
+    /// callers of the last moments (called every second by the scheduler).
+    pub fn forget_idle(&self) {
+        self.per_token.retain_recent();
+        self.per_address.retain_recent();
+        self.sign_in.retain_recent();
+        self.per_token.shrink_to_fit();
+        self.per_address.shrink_to_fit();
+        self.sign_in.shrink_to_fit();
+    }
+
     /// Counts a request with `token_id`; 429 past the limit.
     pub fn token(&self, token_id: &str) -> Result<(), ApiError> {
         self.per_token

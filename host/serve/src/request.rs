@@ -11,6 +11,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// How long a connect's test may take for its key to be stored: less than the request's
+/// timeout (`REQUEST_TIMEOUT`, 120 s), so that no key is stored after the admin was told the
+/// request failed.
+pub const STORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(100);
+
 /// The most items a list answer holds.
 pub const MAX_LIMIT: usize = 10_000;
 

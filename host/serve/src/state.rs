@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use tokio::sync::Notify;
 
+/// The most progress streams open at once, over every account.
+pub const MAX_STREAMS: usize = 256;
+
 /// The shared state of the server.
 pub struct State {
     /// The database.
@@ -28,6 +31,8 @@ pub struct State {
     pub limits: Limits,
     /// The sync jobs.
     pub jobs: Arc<Jobs>,
+    /// Permits for open progress streams (at most [`MAX_STREAMS`] at once).
+    pub streams: Arc<tokio::sync::Semaphore>,
     /// The Prometheus exporter's handle.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }

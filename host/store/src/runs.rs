@@ -92,6 +92,29 @@ fn mark_interrupted(
     Ok(())
 }
 
+/// Marks every `running` run of every account whose lease has lapsed (its process died) as
+/// failed, interrupted, so that no reader waits on it. An operator-level sweep: `db`'s account
+/// does not limit it. Returns how many were marked.
+pub fn sweep_interrupted(db: &Db) -> Result<usize, DbError> {
+    Ok(db.conn().execute(
+        "UPDATE sync_runs SET status = 'failed', error = ?2,
+                finished_at = coalesce(finished_at, started_at), lease_until = NULL
+         WHERE status = 'running' AND (lease_until IS NULL OR lease_until < ?1)",
+        params![now_ms(), INTERRUPTED],
+    )?)
+}
+
+/// Ends the handle's account's queued run `id` as failed with `error`, when it could not be
+/// claimed at all (the account lost the feature, or the host could not start it). Returns
+/// whether it was still queued.
+pub fn fail_queued(db: &Db, id: i64, error: &str) -> Result<bool, DbError> {
+    Ok(db.conn().execute(
+        "UPDATE sync_runs SET status = 'failed', error = ?3, finished_at = ?4, lease_until = NULL
+         WHERE account = ?1 AND id = ?2 AND status = 'queued'",
+        params![db.account(), id, error, db::now()],
+    )? > 0)
+}
+
 /// The oldest run of `account`'s `connector` and `kind` that is `running` (after
 /// [`mark_interrupted`], its lease is live), other than `except`.
 fn live_run(
@@ -864,6 +887,40 @@ mod tests {
             .map(|e| e.action)
             .collect();
         assert_eq!(actions, ["schedule-removed", "schedule-set"]);
+    }
+
+    #[test]
+    fn a_queued_run_that_cannot_start_is_failed_and_a_lapsed_one_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open(&dir, "a");
+        let b = open(&dir, "b");
+        let Queued::Queued(id) = queue(&mut a, "itglue", "organization", false, "token:t").unwrap()
+        else {
+            panic!("queued")
+        };
+        // Another account cannot end it.
+        assert!(!fail_queued(&b, id, "no").unwrap());
+        assert!(fail_queued(&a, id, "not available").unwrap());
+        let run = run(&a, id).unwrap().unwrap();
+        assert_eq!(run.status, "failed");
+        assert_eq!(run.error.as_deref(), Some("not available"));
+        assert!(!fail_queued(&a, id, "again").unwrap(), "only a queued run");
+        // A running run whose lease lapsed is swept, in any account.
+        let Start::Started(live) = start(
+            &mut a,
+            "itglue",
+            "configuration",
+            false,
+            Duration::from_millis(1),
+            None,
+        )
+        .unwrap() else {
+            panic!("started")
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(sweep_interrupted(&b).unwrap(), 1);
+        assert_eq!(super::run(&a, live.id).unwrap().unwrap().status, "failed");
+        assert_eq!(sweep_interrupted(&b).unwrap(), 0);
     }
 
     #[test]

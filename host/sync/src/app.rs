@@ -96,9 +96,13 @@ impl From<DbError> for AppError {
             | DbError::NoAccount { .. } => Exit::BadInput,
             DbError::Sqlite(_) | DbError::Poisoned | DbError::NotQueued { .. } => Exit::Failure,
         };
-        AppError::new(exit, e.to_string())
+        // The host's own database: a server answers it as its failure, not the caller's input.
+        AppError::new(exit, e.to_string()).with_code(DATABASE)
     }
 }
+
+/// The code of a failure of the host's own database ([`AppError::code`]).
+pub const DATABASE: &str = "database";
 
 impl From<VaultError> for AppError {
     fn from(e: VaultError) -> AppError {

@@ -764,12 +764,13 @@ pub fn sync_queued(
     progress: &mut dyn FnMut(u32, Option<u32>),
 ) -> Result<Option<Synced>, AppError> {
     let lease = lease_length()?;
+    // Read before the claim: once claimed, nothing may fail before the heartbeat runs.
+    let dry_run = runs::run(&app.db, run_id)?.is_some_and(|r| r.dry_run);
     let run = match runs::claim(&mut app.db, run_id, lease) {
         Ok(runs::Start::Started(run)) => run,
         Ok(runs::Start::Running(_)) | Err(DbError::NotQueued { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let dry_run = runs::run(&app.db, run_id)?.is_some_and(|r| r.dry_run);
     sync_under_lease(app, rt, kind, dry_run, run, lease, progress, None).map(Some)
 }
 
