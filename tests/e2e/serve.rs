@@ -905,3 +905,72 @@ fn an_upload_over_the_limit_is_refused_and_nothing_is_imported() {
     let found = server.get("/api/v1/clients?q=c", &admin).expect(200).json();
     assert_eq!(found, json!([]));
 }
+
+#[test]
+fn queued_runs_are_taken_in_turn_and_a_lost_feature_runs_nothing() {
+    let env = Env::with(itglue_sim::SimConfig {
+        latency: std::time::Duration::from_millis(700),
+        ..Default::default()
+    });
+    let (a, _) = account(&env, "alpha");
+    let (b, _) = account(&env, "bravo");
+    let server = Server::start(&env, &["--workers", "1"]);
+    for token in [&a, &b] {
+        import_sample(&server, token);
+        connect(&server, token);
+    }
+    let post = |token: &str, kind: &str| {
+        server
+            .json(
+                "POST",
+                &format!("{ITGLUE}/syncs"),
+                token,
+                &json!({"kind": kind}),
+            )
+            .expect(202)
+            .json()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    // One worker: alpha's organizations run first; bravo's run and alpha's configurations wait
+    // in the order they were asked for.
+    let a_org = post(&a, "organization");
+    let b_org = post(&b, "organization");
+    let a_conf = post(&a, "configuration");
+    cli(&env, &["accounts", "disable", "bravo", "itglue"]).ok();
+    let a_org = server.wait_for_run(&a, a_org);
+    let a_conf = server.wait_for_run(&a, a_conf);
+    assert_eq!(a_org["status"], "ok", "{a_org}");
+    assert_eq!(a_conf["status"], "ok", "{a_conf}");
+    let (b_status, b_error, b_finished): (String, Option<String>, Option<String>) = env
+        .sqlite()
+        .query_row(
+            "SELECT status, error, finished_at FROM sync_runs WHERE account = 'bravo' AND id = ?1",
+            [b_org],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(b_status, "failed");
+    assert_eq!(
+        b_error.as_deref(),
+        Some("The IT Glue integration is not available for your account")
+    );
+    // Bravo's request was answered before alpha's later one started: no account waits on
+    // another's queue.
+    assert!(
+        b_finished.as_deref().unwrap() <= a_conf["started_at"].as_str().unwrap(),
+        "bravo {b_finished:?}, alpha's configurations {a_conf}"
+    );
+    let requests = env.sim.requests();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.path == "/organizations")
+            .count(),
+        // alpha's and bravo's tests and connects, and alpha's sync: bravo's queued run sent
+        // nothing.
+        5,
+        "{:?}",
+        requests.iter().map(|r| r.path.clone()).collect::<Vec<_>>()
+    );
+}

@@ -65,15 +65,10 @@ impl Server {
     /// Starts `serve` on `env`'s database, pointed at `env`'s simulator, with `extra` options.
     pub fn start(env: &Env, extra: &[&str]) -> Server {
         let endpoint = format!("itglue={}", env.endpoint());
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--endpoint",
-            &endpoint,
-            "--workers",
-            "2",
-        ];
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--endpoint", &endpoint];
+        if !extra.contains(&"--workers") {
+            args.extend_from_slice(&["--workers", "2"]);
+        }
         args.extend_from_slice(extra);
         Server::start_with(env, &args, &[])
     }
