@@ -2,7 +2,7 @@
 //! flag (obeyed by the command line too), removal, the vault's rotation, `--account`, and the
 //! upgrade of a single-account database to the account `default`.
 
-use crate::util::{Env, US_KEY};
+use crate::util::Env;
 use itglue_sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 
@@ -117,20 +117,7 @@ fn removing_an_account_deletes_its_data_and_nothing_else() {
         k.to_str().unwrap(),
     ])
     .ok();
-    env.run_key(
-        US_KEY,
-        &[
-            "--account",
-            "acme",
-            "itglue",
-            "connect",
-            "--region",
-            "us",
-            "--endpoint",
-            &env.endpoint(),
-        ],
-    )
-    .ok();
+    env.connect_account("acme");
     env.run(&["--account", "acme", "itglue", "sync", "organizations"])
         .ok();
     env.run(&["accounts", "token", "acme", "--role", "admin"])
@@ -238,20 +225,7 @@ fn vault_rotate_re_encrypts_every_account_s_key() {
     let env = Env::new();
     env.import_sample();
     env.connect();
-    env.run_key(
-        US_KEY,
-        &[
-            "--account",
-            "acme",
-            "itglue",
-            "connect",
-            "--region",
-            "us",
-            "--endpoint",
-            &env.endpoint(),
-        ],
-    )
-    .ok();
+    env.connect_account("acme");
     let old_key = std::fs::read_to_string(env.path("scopable.db.key")).unwrap();
     let rotated = env.run(&["vault", "rotate"]);
     assert!(

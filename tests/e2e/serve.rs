@@ -2,7 +2,7 @@
 //! feature flag, sessions and their header, bad bodies, concurrent syncs, paging, health,
 //! and the key never shown.
 
-use crate::serve_util::{Server, account, cli, connect, import_sample, token};
+use crate::serve_util::{Server, account, cli, connect, connected, import_sample, token};
 use crate::util::{Env, US_KEY};
 use serde_json::{Value, json};
 
@@ -616,10 +616,7 @@ fn bad_bodies_and_paths_are_refused_in_the_error_shape() {
 #[test]
 fn concurrent_sync_requests_queue_one_run() {
     let env = Env::new();
-    let (admin, _) = account(&env, "acme");
-    let server = Server::start(&env, &[]);
-    import_sample(&server, &admin);
-    connect(&server, &admin);
+    let (server, admin) = connected(&env, &[]);
     let answers: Vec<u16> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..6)
             .map(|_| {
@@ -652,10 +649,7 @@ fn concurrent_sync_requests_queue_one_run() {
 #[test]
 fn lists_are_paged_with_a_next_link() {
     let env = Env::new();
-    let (admin, _) = account(&env, "acme");
-    let server = Server::start(&env, &[]);
-    import_sample(&server, &admin);
-    connect(&server, &admin);
+    let (server, admin) = connected(&env, &[]);
     server.sync(&admin, "organization");
     let mut seen = Vec::new();
     let mut path = format!("{ITGLUE}/links?limit=7");
@@ -749,10 +743,7 @@ fn sigterm_lets_a_running_sync_finish() {
         latency: std::time::Duration::from_millis(1500),
         ..Default::default()
     });
-    let (admin, _) = account(&env, "acme");
-    let server = Server::start(&env, &[]);
-    import_sample(&server, &admin);
-    connect(&server, &admin);
+    let (server, admin) = connected(&env, &[]);
     let queued = server
         .json(
             "POST",
@@ -802,10 +793,7 @@ fn the_api_is_rate_limited_per_token_with_retry_after() {
 #[test]
 fn a_due_schedule_syncs_organizations_then_configurations_once() {
     let env = Env::new();
-    let (admin, _) = account(&env, "acme");
-    let server = Server::start(&env, &[]);
-    import_sample(&server, &admin);
-    connect(&server, &admin);
+    let (server, admin) = connected(&env, &[]);
     let set = server
         .json(
             "PUT",

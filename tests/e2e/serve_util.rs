@@ -309,3 +309,13 @@ pub fn connect(server: &Server, token: &str) {
         .json("POST", "/api/v1/integrations/itglue/connect", token, &body)
         .expect(200);
 }
+
+/// A server for account `acme` (its admin token), with the sample records imported and the
+/// simulator's key connected.
+pub fn connected(env: &Env, extra: &[&str]) -> (Server, String) {
+    let (admin, _) = account(env, "acme");
+    let server = Server::start(env, extra);
+    import_sample(&server, &admin);
+    connect(&server, &admin);
+    (server, admin)
+}

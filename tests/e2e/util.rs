@@ -157,9 +157,16 @@ impl Env {
 
     /// Connects with the US key.
     pub fn connect(&self) {
+        self.connect_account("default");
+    }
+
+    /// Connects `account` with the US key.
+    pub fn connect_account(&self, account: &str) {
         self.run_key(
             US_KEY,
             &[
+                "--account",
+                account,
                 "itglue",
                 "connect",
                 "--region",

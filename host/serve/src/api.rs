@@ -18,7 +18,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use scopable_sandbox::policy::BaseUrl;
 use scopable_store::accounts;
-use scopable_sync::app::AppError;
+use scopable_sync::app::{App, AppError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -330,6 +330,28 @@ fn keep_kind(items: Vec<Value>, kind: Option<&str>) -> Result<Vec<Value>, ApiErr
     Ok(items.into_iter().filter(|v| v["kind"] == kind).collect())
 }
 
+/// A review list of the caller's account (`read` builds it, as the command line's `--json`
+/// does), filtered by `kind` and paged.
+async fn review_list(
+    caller: Caller,
+    state: Shared,
+    connector: String,
+    query: ListQuery,
+    uri: Uri,
+    read: fn(&App) -> Result<Vec<Value>, AppError>,
+) -> Result<Response, ApiError> {
+    integration(&state, &caller, &connector).await?;
+    let rows = state
+        .blocking_app(&caller.account, move |app| read(app))
+        .await?;
+    paged(keep_kind(rows, query.kind.as_deref())?, &query, &uri)
+}
+
+/// A serializable list as JSON values, for [`review_list`].
+fn json_rows<T: serde::Serialize>(rows: &[T]) -> Result<Vec<Value>, AppError> {
+    values(rows).map_err(|e| AppError::new(scopable_sync::app::Exit::Failure, e.message))
+}
+
 async fn links(
     caller: Caller,
     Extract(state): Extract<Shared>,
@@ -337,17 +359,10 @@ async fn links(
     Query(query): Query<ListQuery>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    integration(&state, &caller, &connector).await?;
-    let rows = state
-        .blocking_app(&caller.account, |app| {
-            Ok(scopable_sync::describe::links(&app.db, app.name())?)
-        })
-        .await?;
-    paged(
-        keep_kind(values(&rows)?, query.kind.as_deref())?,
-        &query,
-        &uri,
-    )
+    review_list(caller, state, connector, query, uri, |app| {
+        json_rows(&scopable_sync::describe::links(&app.db, app.name())?)
+    })
+    .await
 }
 
 async fn unplaced(
@@ -357,22 +372,15 @@ async fn unplaced(
     Query(query): Query<ListQuery>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    integration(&state, &caller, &connector).await?;
-    let rows = state
-        .blocking_app(&caller.account, |app| {
-            let service = app.connector.manifest.service().to_string();
-            Ok(scopable_sync::describe::unplaced(
-                &app.db,
-                app.name(),
-                &service,
-            )?)
-        })
-        .await?;
-    paged(
-        keep_kind(values(&rows)?, query.kind.as_deref())?,
-        &query,
-        &uri,
-    )
+    review_list(caller, state, connector, query, uri, |app| {
+        let service = app.connector.manifest.service();
+        json_rows(&scopable_sync::describe::unplaced(
+            &app.db,
+            app.name(),
+            service,
+        )?)
+    })
+    .await
 }
 
 async fn ignored(
@@ -382,17 +390,13 @@ async fn ignored(
     Query(query): Query<ListQuery>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    integration(&state, &caller, &connector).await?;
-    let rows = state
-        .blocking_app(&caller.account, |app| {
-            scopable_sync::decide::ignored_records(&app.db, app.name())
-        })
-        .await?;
-    paged(
-        keep_kind(values(&rows)?, query.kind.as_deref())?,
-        &query,
-        &uri,
-    )
+    review_list(caller, state, connector, query, uri, |app| {
+        json_rows(&scopable_sync::decide::ignored_records(
+            &app.db,
+            app.name(),
+        )?)
+    })
+    .await
 }
 
 async fn activity(

@@ -24,26 +24,14 @@ use std::time::Duration;
 /// The actor of runs a schedule queued.
 pub const SCHEDULE_ACTOR: &str = "schedule";
 
-/// A run as the API shows it.
+/// A run as the API shows it: the command line's run JSON
+/// ([`scopable_sync::sync::run_json`]) with its id, its progress and who asked for it.
 pub fn run_json(r: &RunRow) -> Value {
-    json!({
-        "id": r.id,
-        "kind": r.kind,
-        "status": r.status,
-        "dry_run": r.dry_run,
-        "progress": {"pages_done": r.pages_done, "pages_total": r.pages_total},
-        "fetched": r.fetched,
-        "linked": r.linked,
-        "skipped": r.skipped,
-        "errored": r.errored,
-        "new_links": r.new_links,
-        "removed_links": r.removed_links,
-        "requests": r.requests,
-        "error": r.error,
-        "started_at": r.started_at,
-        "finished_at": r.finished_at,
-        "actor": r.actor,
-    })
+    let mut run = scopable_sync::sync::run_json(r);
+    run["id"] = json!(r.id);
+    run["progress"] = json!({"pages_done": r.pages_done, "pages_total": r.pages_total});
+    run["actor"] = json!(r.actor);
+    run
 }
 
 #[derive(Deserialize)]

@@ -621,7 +621,9 @@ fn finish_run(
     Ok(())
 }
 
-fn run_json(r: &RunRow) -> Value {
+/// A run's counts, times, status and error as JSON (status, activity and the runtime's run
+/// answers build on it).
+pub fn run_json(r: &RunRow) -> Value {
     json!({
         "kind": r.kind,
         "fetched": r.fetched,
