@@ -382,6 +382,14 @@ fn run(cli: Cli) -> Result<(), AppError> {
     // Lines for the admin (retry notices) go to stderr; stdout carries the result.
     crate::output::notices_to_stderr();
     let db_path = db::resolve_path(cli.db.clone());
+    let named = db_path.to_string_lossy().to_ascii_lowercase();
+    if named.starts_with("postgres://") || named.starts_with("postgresql://") {
+        // Not a file name: never create a SQLite file called that.
+        return Err(AppError::new(
+            Exit::Usage,
+            "a PostgreSQL database is not supported by this version; give a SQLite file path with --db",
+        ));
+    }
     let source = match (&cli.connector, &cli.manifest) {
         (Some(component), Some(manifest)) => ConnectorSource::File {
             component: component.clone(),

@@ -245,3 +245,27 @@ fn vault_rotate_re_encrypts_every_account_s_key() {
     std::fs::write(env.path("scopable.db.key"), old_key).unwrap();
     env.run(&["itglue", "test"]).fails(6, "");
 }
+
+#[test]
+fn a_postgres_url_is_refused_and_no_file_is_made() {
+    let env = Env::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scopable-host"))
+        .args([
+            "--db",
+            "postgres://scopable:secret@127.0.0.1:1/scopable",
+            "accounts",
+            "list",
+        ])
+        .current_dir(env.path(""))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PostgreSQL database is not supported"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "{stderr}");
+    let made: Vec<_> = std::fs::read_dir(env.path("")).unwrap().collect();
+    assert!(made.is_empty(), "{made:?}");
+}
