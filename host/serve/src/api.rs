@@ -6,7 +6,8 @@
 use crate::auth::{self, Caller, SESSION_TTL, cookie_name, integration};
 use crate::error::ApiError;
 use crate::request::{
-    ListQuery, MAX_CSV_BODY, MAX_JSON_BODY, MAX_LIMIT, kind_of, paged, parse, values,
+    ListQuery, MAX_CSV_BODY, MAX_JSON_BODY, MAX_LIMIT, has_content_type, kind_of, paged, parse,
+    values,
 };
 use crate::state::State;
 use axum::body::Bytes;
@@ -94,12 +95,7 @@ async fn sign_in(
 ) -> Result<Response, ApiError> {
     state.limits.sign_in(auth::client_address(&parts))?;
     // JSON only: a form on another origin cannot send it without the browser asking first.
-    let json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
+    if !has_content_type(&parts.headers, "application/json") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "bad-input",
@@ -408,13 +404,7 @@ async fn activity(
 ) -> Result<Response, ApiError> {
     integration(&state, &caller, &connector).await?;
     let limit = query.limit.unwrap_or(200).min(MAX_LIMIT);
-    let skip = query
-        .after
-        .as_deref()
-        .map(str::parse::<usize>)
-        .transpose()
-        .map_err(|_| ApiError::bad_request("after must be the cursor of a Link header"))?
-        .unwrap_or(0);
+    let skip = query.start()?;
     let rows = state
         .blocking_app(&caller.account, move |app| {
             scopable_sync::status::activity(&app.db, app.name(), skip + limit + 1)
@@ -636,11 +626,7 @@ async fn import(
     clients: bool,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let csv = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/csv"));
-    if !csv {
+    if !has_content_type(headers, "text/csv") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "bad-input",
@@ -703,13 +689,7 @@ async fn search(
 ) -> Result<Response, ApiError> {
     let q = query.q.clone().unwrap_or_default();
     let limit = query.limit.unwrap_or(20).clamp(1, MAX_LIMIT);
-    let skip = query
-        .after
-        .as_deref()
-        .map(str::parse::<usize>)
-        .transpose()
-        .map_err(|_| ApiError::bad_request("after must be the cursor of a Link header"))?
-        .unwrap_or(0);
+    let skip = query.start()?;
     let hits = state
         .blocking_db(Some(caller.account.clone()), move |db| {
             let found = scopable_sync::search::search(db, kind, &q, None, Some(skip + limit + 1))

@@ -172,13 +172,7 @@ pub async fn integration(state: &State, caller: &Caller, connector: &str) -> Res
             scopable_sandbox::display::safe(connector)
         )));
     }
-    let feature = connector.to_string();
-    let enabled = state
-        .blocking_db(Some(caller.account.clone()), move |db| {
-            Ok(accounts::feature_enabled(db, &feature)?)
-        })
-        .await?;
-    if enabled {
+    if state.feature_enabled(&caller.account, connector).await? {
         Ok(())
     } else {
         Err(ApiError::not_available())

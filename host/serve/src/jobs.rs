@@ -260,13 +260,10 @@ async fn run_claimed(
 ) -> Result<bool, ApiError> {
     let started = std::time::Instant::now();
     // An account that lost the feature since it queued runs nothing: the run ends failed.
-    let feature = state.connector_name().to_string();
-    let enabled = state
-        .blocking_db(Some(account.to_string()), move |db| {
-            Ok(scopable_store::accounts::feature_enabled(db, &feature)?)
-        })
-        .await?;
-    if !enabled {
+    if !state
+        .feature_enabled(account, state.connector_name())
+        .await?
+    {
         fail_queued(state, account, id, crate::error::NOT_AVAILABLE).await?;
         return Ok(true);
     }
@@ -359,11 +356,8 @@ async fn scheduler(state: Arc<State>) {
                     if connector != state.connector_name() {
                         continue;
                     }
-                    let feature = connector.clone();
                     let enabled = state
-                        .blocking_db(Some(account.clone()), move |db| {
-                            Ok(scopable_store::accounts::feature_enabled(db, &feature)?)
-                        })
+                        .feature_enabled(&account, &connector)
                         .await
                         .unwrap_or(false);
                     if !enabled {

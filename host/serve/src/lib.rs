@@ -120,10 +120,7 @@ async fn json_errors(
     let api = request.uri().path().starts_with("/api/");
     let response = next.run(request).await;
     let status = response.status();
-    let json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let json = request::has_content_type(response.headers(), "application/json");
     if !api || json || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }

@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use axum::Json;
 use axum::body::Bytes;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use scopable_sync::kinds::RecordKind;
 use serde::Deserialize;
@@ -66,6 +66,26 @@ pub struct ListQuery {
     pub q: Option<String>,
 }
 
+impl ListQuery {
+    /// Where the page starts: the position the `after` cursor names (0 without one).
+    pub fn start(&self) -> Result<usize, ApiError> {
+        match &self.after {
+            None => Ok(0),
+            Some(cursor) => cursor
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request("after must be the cursor of a Link header")),
+        }
+    }
+}
+
+/// Whether `headers` declare a body of the media type `prefix` (`application/json`,
+/// `text/csv`), parameters such as `charset` allowed.
+pub fn has_content_type(headers: &HeaderMap, prefix: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(prefix.as_bytes()))
+}
+
 /// One page of `items`: at most `limit` (default and ceiling [`MAX_LIMIT`]) after the cursor,
 /// with `Link: <...>; rel="next"` when there is more.
 pub fn paged(items: Vec<Value>, query: &ListQuery, uri: &Uri) -> Result<Response, ApiError> {
@@ -75,12 +95,7 @@ pub fn paged(items: Vec<Value>, query: &ListQuery, uri: &Uri) -> Result<Response
             "limit must be 1 to {MAX_LIMIT}"
         )));
     }
-    let start = match &query.after {
-        None => 0,
-        Some(cursor) => cursor
-            .parse::<usize>()
-            .map_err(|_| ApiError::bad_request("after must be the cursor of a Link header"))?,
-    };
+    let start = query.start()?;
     let total = items.len();
     let page: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
     let next = start + page.len();

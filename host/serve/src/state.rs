@@ -65,6 +65,15 @@ impl State {
         .map_err(ApiError::internal)?
     }
 
+    /// Whether `account` has the feature `feature` (a connector's name) switched on.
+    pub async fn feature_enabled(&self, account: &str, feature: &str) -> Result<bool, ApiError> {
+        let feature = feature.to_string();
+        self.blocking_db(Some(account.to_string()), move |db| {
+            Ok(scopable_store::accounts::feature_enabled(db, &feature)?)
+        })
+        .await
+    }
+
     /// Runs `f` on a blocking thread with the application (the database and the connector)
     /// opened for `account`; a failure is mapped by [`ApiError::from_app`].
     pub async fn blocking_app<T, F>(&self, account: &str, f: F) -> Result<T, ApiError>

@@ -450,6 +450,14 @@ pub struct RunRow {
     pub pages_total: Option<i64>,
 }
 
+impl RunRow {
+    /// Whether a `running` run still holds its lease at `now_ms`: its process renews it. A
+    /// `running` run without a live lease was interrupted (its process died).
+    pub fn holds_lease(&self, now_ms: i64) -> bool {
+        self.status == "running" && self.lease_until.is_some_and(|until| until >= now_ms)
+    }
+}
+
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
         id: r.get("id")?,

@@ -31,12 +31,9 @@ fn running(db: &Db, connector: &str) -> Result<Value, AppError> {
     for kind in ["organization", "configuration"] {
         found.insert(kind.to_string(), Value::Null);
     }
+    let now = scopable_store::runs::now_ms();
     for run in scopable_store::runs::recent_runs(db, connector, 20)? {
-        let live = run.status == "queued"
-            || (run.status == "running"
-                && run
-                    .lease_until
-                    .is_some_and(|until| until >= scopable_store::runs::now_ms()));
+        let live = run.status == "queued" || run.holds_lease(now);
         if live && found.get(&run.kind).is_some_and(Value::is_null) {
             found.insert(run.kind.clone(), json!(run.id));
         }

@@ -649,11 +649,11 @@ pub fn run_json(r: &RunRow) -> Value {
 /// holds the counts and times of the newest run that succeeded (the same run when the last one
 /// did), or null, so that a failed or running sync never hides the last good counts.
 pub fn last_run_summary(conn: &Db, connector: &str, kind: &str) -> Result<Value, AppError> {
-    let last = runs::last_run(conn, connector, kind)?.map(|r| (run_json(&r), r.lease_until));
-    let Some((mut summary, lease_until)) = last else {
+    let Some(last) = runs::last_run(conn, connector, kind)? else {
         return Ok(Value::Null);
     };
-    if summary["status"] == "running" && lease_until.is_none_or(|until| until < runs::now_ms()) {
+    let mut summary = run_json(&last);
+    if last.status == "running" && !last.holds_lease(runs::now_ms()) {
         // What the next sync will record; a reader does not write it.
         summary["status"] = json!("failed");
         summary["error"] = json!(
