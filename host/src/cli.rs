@@ -913,6 +913,12 @@ fn status_command(app: &App, json: bool) -> Result<(), AppError> {
             text(&value["verified_at"]),
             display::safe(&database)
         ));
+        if let Some(proxy) = value["proxy"].as_str() {
+            print_line(format_args!(
+                "Requests go through the proxy {} (HTTPS_PROXY).",
+                display::safe(proxy)
+            ));
+        }
     } else {
         print_line(format_args!(
             "Not connected (database {}). Run `scopable-host {} connect --region {}`.",
@@ -1042,7 +1048,7 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
             );
         } else {
             println!(
-                "{}  {:<7} {:<6} {}{}  {}{}{}  {} B  {} ms",
+                "{}  {:<7} {:<6} {}{}  {}{}{}  {} B  {} ms{}",
                 text("at"),
                 text("capability"),
                 text("method"),
@@ -1058,7 +1064,11 @@ fn activity_command(app: &App, json: bool, limit: usize) -> Result<(), AppError>
                     .map(|r| format!(" ({})", display::safe(r)))
                     .unwrap_or_default(),
                 e["bytes"],
-                e["duration_ms"]
+                e["duration_ms"],
+                e["connection"]
+                    .as_str()
+                    .map(|c| format!("  {}", display::safe(c)))
+                    .unwrap_or_default()
             );
         }
     }

@@ -16,6 +16,7 @@ mod faults;
 mod hostile;
 mod hostile_host;
 mod manifest_trust;
+mod network;
 mod project;
 mod review;
 mod runs;

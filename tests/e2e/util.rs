@@ -55,6 +55,17 @@ impl Run {
     }
 }
 
+/// The environment variables that choose trust roots and proxies.
+pub const NETWORK_VARS: [&str; 7] = [
+    "SSL_CERT_FILE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 /// A temporary workspace: database, simulator, files.
 pub struct Env {
     pub dir: TempDir,
@@ -127,6 +138,10 @@ impl Env {
             .env_remove("SCOPABLE_LOG")
             .env("SCOPABLE_CACHE_DIR", cache_dir())
             .current_dir(self.dir.path());
+        // The network settings come from each test alone, never from the machine's.
+        for var in NETWORK_VARS {
+            cmd.env_remove(var);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

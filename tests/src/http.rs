@@ -1,5 +1,5 @@
-//! A minimal HTTP/1.1 server side over `std::net`: read one request (bounded), write one
-//! response. One request per connection; every response says `Connection: close`.
+//! A minimal HTTP/1.1 server side over `std::net`, in plain text or TLS: read one request
+//! (bounded), write one response. The server decides whether the connection then stays open.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -11,7 +11,59 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Largest request body read; a larger one is refused with 413.
 pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 /// How long a client may stay silent while sending a request.
-const IDLE_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// Read timeout on the socket, so that blocked reads notice the stop flag.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// One accepted connection, in plain text or TLS.
+pub(crate) enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Conn {
+    /// The socket underneath, for timeouts, shutdown and the linger-zero reset.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Sends TLS `close_notify` (nothing in plain text), so that the client can tell a
+    /// finished answer from a truncated one.
+    pub fn close_notify(&mut self) {
+        if let Conn::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
 
 /// A parsed request. Fields stay empty when the request was too broken to fill them.
 #[derive(Debug, Clone, Default)]
@@ -19,11 +71,28 @@ pub(crate) struct Request {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub version: String,
     pub headers: Vec<(String, String)>,
     pub body_len: usize,
 }
 
 impl Request {
+    /// Whether the client allows the connection to stay open after the answer: HTTP/1.1
+    /// unless it says `Connection: close`, HTTP/1.0 only when it says `keep-alive`.
+    pub fn keeps_alive(&self) -> bool {
+        let has = |token: &str| {
+            self.header_values("connection")
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        if self.version == "HTTP/1.1" {
+            !has("close")
+        } else {
+            has("keep-alive")
+        }
+    }
+
     /// Values of the header `name` (lowercase), in order.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers
@@ -49,7 +118,7 @@ pub(crate) enum ReadError {
 /// Buffered reading of one request from a stream with a short read timeout, so that the
 /// server's stop flag is noticed while a client is silent.
 struct Reader<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Conn,
     stop: &'a AtomicBool,
     buf: Vec<u8>,
     pos: usize,
@@ -146,12 +215,11 @@ fn bad(status: u16, detail: &str, partial: &Request) -> ReadError {
 }
 
 /// Reads one request, including its body (counted, then discarded).
-pub(crate) fn read_request(
-    stream: &mut TcpStream,
-    stop: &AtomicBool,
-) -> Result<Request, ReadError> {
-    // A short timeout turns a blocking read into a poll of the stop flag.
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+pub(crate) fn read_request(stream: &mut Conn, stop: &AtomicBool) -> Result<Request, ReadError> {
+    // A short timeout turns a blocking read into a poll of the stop flag. Through TLS the
+    // timeout surfaces from the socket as `WouldBlock`; rustls keeps its state, so a retry
+    // carries on where the read stopped.
+    let _ = stream.tcp().set_read_timeout(Some(POLL));
     let mut reader = Reader {
         stream,
         stop,
@@ -204,6 +272,7 @@ pub(crate) fn read_request(
     if !matches!(*version, "HTTP/1.1" | "HTTP/1.0") {
         return Err(bad(505, "only HTTP/1.0 and HTTP/1.1 are supported", &req));
     }
+    req.version = version.to_string();
     for line in lines {
         if line.is_empty() {
             continue;
@@ -236,7 +305,7 @@ pub(crate) fn read_request(
         .any(|v| v.eq_ignore_ascii_case("100-continue"));
     if chunked {
         if expects_continue {
-            let _ = reader.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+            send_continue(reader.stream);
         }
         return read_chunked(&mut reader, req);
     }
@@ -253,7 +322,7 @@ pub(crate) fn read_request(
         return Err(bad(413, "request body too large", &req));
     }
     if length > 0 && expects_continue && reader.available() == 0 {
-        let _ = reader.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        send_continue(reader.stream);
     }
     if !reader.skip(length) {
         req.body_len = length;
@@ -261,6 +330,12 @@ pub(crate) fn read_request(
     }
     req.body_len = length;
     Ok(req)
+}
+
+/// Tells a client that waits for it to send its body.
+fn send_continue(stream: &mut Conn) {
+    let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+    let _ = stream.flush();
 }
 
 fn read_chunked(reader: &mut Reader<'_>, mut req: Request) -> Result<Request, ReadError> {
@@ -339,21 +414,23 @@ impl Response {
         )
     }
 
-    /// The status line and headers, with `Content-Length: content_length`.
-    pub fn head(&self, content_length: usize) -> Vec<u8> {
+    /// The status line and headers, with `Content-Length: content_length` and
+    /// `Connection: keep-alive` or `Connection: close`.
+    pub fn head(&self, content_length: usize, keep_alive: bool) -> Vec<u8> {
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
+        let connection = if keep_alive { "keep-alive" } else { "close" };
         head.push_str(&format!(
-            "Content-Length: {content_length}\r\nConnection: close\r\n\r\n"
+            "Content-Length: {content_length}\r\nConnection: {connection}\r\n\r\n"
         ));
         head.into_bytes()
     }
 
     /// Writes the whole response.
-    pub fn write_to(&self, stream: &mut TcpStream) -> io::Result<()> {
-        let mut bytes = self.head(self.body.len());
+    pub fn write_to(&self, stream: &mut Conn, keep_alive: bool) -> io::Result<()> {
+        let mut bytes = self.head(self.body.len(), keep_alive);
         bytes.extend_from_slice(&self.body);
         stream.write_all(&bytes)?;
         stream.flush()
@@ -374,6 +451,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         413 => "Content Too Large",
         422 => "Unprocessable Entity",

@@ -48,6 +48,9 @@ pub struct Event {
     pub duration_ms: u64,
     /// Extra detail.
     pub detail: Option<String>,
+    /// How an HTTP request travelled: `new` or `reused` connection, with `via proxy
+    /// http://host:port` when a proxy carried it (never its credentials).
+    pub connection: Option<String>,
 }
 
 impl AuditSink {
@@ -86,6 +89,7 @@ impl AuditSink {
             status = e.status.unwrap_or(0),
             bytes = e.bytes,
             duration_ms = e.duration_ms,
+            connection = e.connection.as_deref().unwrap_or(""),
             "capability use"
         );
         let Some(log) = &self.log else { return };

@@ -17,6 +17,7 @@ pub mod capabilities;
 pub mod contract;
 pub mod display;
 pub mod manifest;
+pub mod net;
 pub mod outbound;
 pub mod policy;
 pub mod report;

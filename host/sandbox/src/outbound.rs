@@ -102,17 +102,21 @@ pub struct Outbound {
     budget: Option<crate::budget::Budget>,
     timeouts: RequestOptions,
     max_response_bytes: u64,
+    client: crate::net::HttpClient,
 }
 
 impl Outbound {
-    /// Hooks for one export call made with `ctx`; `network: false` refuses every request.
+    /// Hooks for one export call made with `ctx`, sending through `client`'s pool;
+    /// `network: false` refuses every request.
     pub fn new(
         ctx: &CallContext,
         report: Arc<Mutex<CallReport>>,
         network: bool,
         limits: &Limits,
+        client: crate::net::HttpClient,
     ) -> Outbound {
         Outbound {
+            client,
             policy: ctx.policy.clone(),
             credential: ctx.credential.clone(),
             audit: ctx.audit.clone(),
@@ -273,6 +277,7 @@ impl WasiHttpHooks for Outbound {
         let max = self.max_response_bytes;
         let in_flight = self.in_flight.clone();
         let budget = self.budget.clone();
+        let client = self.client.clone();
         Box::new(async move {
             if let Err(denial) = read_empty_body(guest_body).await {
                 tracing::warn!(
@@ -285,7 +290,7 @@ impl WasiHttpHooks for Outbound {
                 record_denial(&report, &audit, event, denial);
                 return Err(HttpError::HttpRequestDenied);
             }
-            let request = http::Request::from_parts(parts, empty_body());
+            let request = http::Request::from_parts(parts, http_body_util::Empty::new());
             // Pacing: every request that passed the policy waits for room in the shared budget,
             // then (held until the body is read, or dropped) for one of the `concurrency`
             // places in flight: the API sees at most that many requests at once, while more
@@ -309,22 +314,30 @@ impl WasiHttpHooks for Outbound {
             };
             drop(paced);
             let started = Instant::now();
-            let (response, io) =
-                match wasmtime_wasi_http::default_send_request(request, Some(options)).await {
-                    Ok(ok) => ok,
-                    Err(e) => {
-                        if let Ok(mut r) = report.lock() {
-                            r.last_status = None;
+            let sent = match client.send(request, options).await {
+                Ok(sent) => sent,
+                Err(failed) => {
+                    if let Ok(mut r) = report.lock() {
+                        r.last_status = None;
+                        if let Some(failure) = failed.failure {
+                            r.connection_failure.get_or_insert(failure);
                         }
-                        audit.record(Event {
-                            allowed: true,
-                            duration_ms: started.elapsed().as_millis() as u64,
-                            detail: Some(format!("{e:?}")),
-                            ..event
-                        });
-                        return Err(e);
                     }
-                };
+                    audit.record(Event {
+                        allowed: true,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        detail: Some(failed.detail),
+                        connection: failed.via.map(|via| format!("new via proxy {via}")),
+                        ..event
+                    });
+                    return Err(failed.error);
+                }
+            };
+            let response = sent.response;
+            let event = Event {
+                connection: sent.connection.map(|c| c.to_string()),
+                ..event
+            };
             let status = response.status().as_u16();
             if let Ok(mut r) = report.lock() {
                 r.last_status = Some(status);
@@ -369,9 +382,11 @@ impl WasiHttpHooks for Outbound {
                     _permit: permit,
                 }),
             };
+            // The pool drives its connections itself: nothing is left for the caller to await.
             Ok((
                 http::Response::from_parts(parts, metered.boxed_unsync()),
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                Box::new(async { Ok(()) })
+                    as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
             ))
         })
     }
@@ -430,13 +445,6 @@ async fn read_empty_body(mut body: wasmtime_wasi_http::WasiBody) -> Result<(), D
         }
     }
     Ok(())
-}
-
-/// The body every request is sent with.
-fn empty_body() -> wasmtime_wasi_http::WasiBody {
-    http_body_util::Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 /// The audit record to write once the body is finished (or dropped).

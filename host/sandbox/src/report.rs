@@ -29,6 +29,9 @@ pub struct CallReport {
     /// Set when a step the host owns failed (the request budget's database, for instance): the
     /// call fails as the host's, whatever the guest made of it.
     pub host_failure: Option<String>,
+    /// Set when a connection failed in a way the host can name (a certificate that was not
+    /// trusted, a proxy that refused the tunnel): the call fails with it, not retried.
+    pub connection_failure: Option<crate::net::ConnectionFailure>,
     /// The HTTP status of the last response received (`None` once a request failed without
     /// one): tells a retry whether the API's answer can change.
     pub last_status: Option<u16>,

@@ -88,6 +88,9 @@ pub enum LoadError {
     /// The component does not implement the world.
     #[error("the component does not implement scopable:integration/integration: {0}")]
     Link(String),
+    /// The network settings (`SSL_CERT_FILE`, `HTTPS_PROXY`) cannot be used.
+    #[error(transparent)]
+    Network(#[from] crate::net::NetworkError),
 }
 
 /// Why an export call failed.
@@ -115,6 +118,23 @@ pub enum CallError {
     /// The host itself failed around the call (its database, for instance).
     #[error("the host failed: {0}")]
     Host(String),
+    /// The server's TLS certificate was not trusted. Not retried: asking again gets the same
+    /// certificate.
+    #[error("the TLS certificate of {host} was not trusted: {problem}")]
+    Certificate {
+        /// The host whose certificate it was.
+        host: String,
+        /// Why, in plain words (unknown issuer, expired, wrong name).
+        problem: String,
+    },
+    /// The proxy (`HTTPS_PROXY`) refused or failed the tunnel. Not retried.
+    #[error("the proxy {via} did not open a tunnel: {problem}")]
+    Proxy {
+        /// The proxy, `http://host:port` (never its credentials).
+        via: String,
+        /// What went wrong and what to do.
+        problem: String,
+    },
     /// The connector returned a retryable error class (`rate-limited`, `unavailable`,
     /// `bad-response`) for an answer the API would give again: a redirect or a client error
     /// ([`final_status`]). Not retried.
@@ -153,6 +173,8 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
     cache_dir: Option<PathBuf>,
+    /// The network settings connectors loaded from now on use; `None`: the environment's.
+    network: Option<Arc<crate::net::Network>>,
 }
 
 impl Sandbox {
@@ -170,7 +192,14 @@ impl Sandbox {
             engine,
             linker,
             cache_dir,
+            network: None,
         })
+    }
+
+    /// Uses `network` (trust roots and proxy) for the connectors loaded from now on, instead
+    /// of the settings the environment gives ([`crate::net::Network::shared`]).
+    pub fn set_network(&mut self, network: Arc<crate::net::Network>) {
+        self.network = Some(network);
     }
 
     /// The engine.
@@ -243,6 +272,14 @@ impl Sandbox {
             ms = started.elapsed().as_millis() as u64,
             "component loaded"
         );
+        let network = match &self.network {
+            Some(network) => network.clone(),
+            None => crate::net::Network::shared()?,
+        };
+        let client = crate::net::HttpClient::new(
+            network,
+            Duration::from_millis(manifest.limits.connect_timeout_ms),
+        );
         Ok(LoadedConnector {
             manifest,
             digest,
@@ -251,6 +288,7 @@ impl Sandbox {
             component,
             pre,
             from_cache,
+            client,
         })
     }
 
@@ -443,6 +481,8 @@ pub struct LoadedConnector {
     pre: InstancePre<GuestState>,
     /// Whether the compiled artifact came from the cache.
     pub from_cache: bool,
+    /// The pool of connections every call of this connector sends through.
+    client: crate::net::HttpClient,
 }
 
 impl CallContext {
@@ -495,7 +535,7 @@ impl LoadedConnector {
         network: bool,
     ) -> Store<GuestState> {
         let limits = self.limits();
-        let outbound = Outbound::new(ctx, report.clone(), network, limits);
+        let outbound = Outbound::new(ctx, report.clone(), network, limits, self.client.clone());
         // `match` (the export without network) gets no storage either: it receives Scopable's
         // records, and storage would carry them to a later call that has the network.
         let storage = ctx.storage.for_call(report.clone(), network);
@@ -575,6 +615,17 @@ impl LoadedConnector {
             // The host's own failure (its database, say) is the host's, whatever the guest
             // made of the error it was handed: not the API's, and not retried.
             return Err(CallError::Host(failure));
+        }
+        // A certificate or proxy refusal is named by the host, whatever the guest made of the
+        // transport error it was handed, and asking again would get the same answer.
+        match report.connection_failure {
+            Some(crate::net::ConnectionFailure::Certificate { host, problem }) => {
+                return Err(CallError::Certificate { host, problem });
+            }
+            Some(crate::net::ConnectionFailure::Proxy { via, problem }) => {
+                return Err(CallError::Proxy { via, problem });
+            }
+            None => {}
         }
         if report.output_exceeded {
             // Over-long output stops the call whatever the guest made of the refused writes.

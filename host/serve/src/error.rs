@@ -102,6 +102,11 @@ impl ApiError {
             Some(scopable_sync::decide::TARGET_TAKEN) => {
                 return ApiError::new(StatusCode::CONFLICT, "target-taken", message);
             }
+            // The server's TLS certificate, or the operator's proxy: a gateway failure with a
+            // code of its own, so that a script can tell it from the connector's.
+            Some(code @ (scopable_sync::app::CERTIFICATE | scopable_sync::app::PROXY)) => {
+                return ApiError::new(StatusCode::BAD_GATEWAY, code, message);
+            }
             Some("linked-by-hand") | Some("conflict") => {
                 return ApiError::new(StatusCode::CONFLICT, e.code.unwrap_or("conflict"), message);
             }

@@ -347,7 +347,7 @@ pub fn audit_records(
 ) -> Result<Vec<(i64, AuditRecord)>, DbError> {
     let mut stmt = db.conn().prepare(
         "SELECT id, at, connector, component_sha256, capability, method, host, path, decision,
-                rule, status, bytes, duration_ms, detail
+                rule, status, bytes, duration_ms, detail, connection
          FROM audit WHERE account = ?1 AND connector = ?2 ORDER BY id DESC LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![db.account(), connector, limit as i64], |r| {
@@ -367,6 +367,7 @@ pub fn audit_records(
                 bytes: r.get::<_, i64>(11)? as u64,
                 duration_ms: r.get::<_, i64>(12)? as u64,
                 detail: r.get(13)?,
+                connection: r.get(14)?,
             },
         ))
     })?;
@@ -402,6 +403,7 @@ mod tests {
             status: None,
             bytes: 0,
             duration_ms: 0,
+            connection: None,
             detail: None,
         }
     }
@@ -521,6 +523,7 @@ mod tests {
                 status: Some(200),
                 bytes: 0,
                 duration_ms: 0,
+                connection: None,
                 detail: None,
             };
             db::insert_audit(&conn.lock().unwrap(), crate::DEFAULT_ACCOUNT, &record).unwrap();

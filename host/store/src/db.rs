@@ -35,6 +35,8 @@ pub const MIGRATIONS: &[&str] = &[
     // `default`); accounts, their features, tokens, sessions, events and schedules; a run may
     // wait `queued`, and records who asked for it and its progress.
     MIGRATION_V5,
+    // 6: how each request travelled: a `new` or `reused` connection, and the proxy if any.
+    "ALTER TABLE audit ADD COLUMN connection TEXT;",
 ];
 
 const MIGRATION_V5: &str = r#"
@@ -895,14 +897,18 @@ pub struct AuditRecord {
     pub duration_ms: u64,
     /// Extra detail (never the credential).
     pub detail: Option<String>,
+    /// How an HTTP request travelled: `new` or `reused` connection, `via proxy
+    /// http://host:port` when a proxy carried it. `None` for storage and refused requests.
+    pub connection: Option<String>,
 }
 
 /// Appends one audit record of `account`.
 pub fn insert_audit(conn: &Connection, account: &str, a: &AuditRecord) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO audit (account, at, connector, component_sha256, capability, method, host,
-                            path, decision, rule, status, bytes, duration_ms, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                            path, decision, rule, status, bytes, duration_ms, detail,
+                            connection)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             account,
             a.at,
@@ -917,7 +923,8 @@ pub fn insert_audit(conn: &Connection, account: &str, a: &AuditRecord) -> Result
             a.status,
             a.bytes as i64,
             a.duration_ms as i64,
-            a.detail
+            a.detail,
+            a.connection
         ],
     )?;
     Ok(())

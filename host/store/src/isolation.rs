@@ -26,6 +26,7 @@ fn audit_row() -> AuditRecord {
         status: Some(200),
         bytes: 0,
         duration_ms: 0,
+        connection: None,
         detail: None,
     }
 }

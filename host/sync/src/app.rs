@@ -112,9 +112,20 @@ impl From<VaultError> for AppError {
 
 impl From<LoadError> for AppError {
     fn from(e: LoadError) -> AppError {
-        AppError::new(Exit::ConnectorFailed, format!("connector refused: {e}"))
+        match e {
+            // The environment's network settings, not the connector, are at fault.
+            LoadError::Network(e) => AppError::new(Exit::Usage, e.to_string()).with_code(NETWORK),
+            e => AppError::new(Exit::ConnectorFailed, format!("connector refused: {e}")),
+        }
     }
 }
+
+/// The code of network settings that cannot be used (`SSL_CERT_FILE`, `HTTPS_PROXY`).
+pub const NETWORK: &str = "network-settings";
+/// The code of a server certificate that was not trusted.
+pub const CERTIFICATE: &str = "certificate";
+/// The code of a proxy that refused the tunnel.
+pub const PROXY: &str = "proxy";
 
 /// Which connector to run.
 #[derive(Debug, Clone)]
@@ -400,6 +411,35 @@ pub fn call_failure(
                 "{e}. This is the host's failure, not {service}'s: check the database file and the disk, then run it again."
             ),
         ),
+        CallError::Certificate { problem, .. } => {
+            let trusted = match scopable_sandbox::net::Network::shared()
+                .ok()
+                .and_then(|n| n.cert_file().map(|p| p.display().to_string()))
+            {
+                Some(file) => format!(
+                    " (SSL_CERT_FILE names {file}, which does not hold the certificate authority that signed it)"
+                ),
+                None => String::new(),
+            };
+            let todo = if problem.starts_with("wrong name") {
+                format!(
+                    "Check --region or --endpoint ({}); if a firewall or proxy on this network inspects TLS, set SSL_CERT_FILE to a PEM file holding its CA certificate",
+                    base.to_url()
+                )
+            } else {
+                "If a firewall or proxy on this network inspects TLS, set SSL_CERT_FILE to a PEM file holding its CA certificate and run it again".to_string()
+            };
+            AppError::new(
+                Exit::ConnectorFailed,
+                format!("{service}'s {e}{trusted}. {todo}. Not retried: the same certificate would be refused again."),
+            )
+            .with_code(CERTIFICATE)
+        }
+        CallError::Proxy { .. } => AppError::new(
+            Exit::ConnectorFailed,
+            format!("{e}. The proxy comes from HTTPS_PROXY; NO_PROXY lists hosts reached directly. Not retried."),
+        )
+        .with_code(PROXY),
         CallError::Rejected { status, .. } => AppError::new(
             Exit::ConnectorFailed,
             format!(

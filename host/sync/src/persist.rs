@@ -42,6 +42,7 @@ impl AuditLog for StoreAudit {
             bytes: e.bytes,
             duration_ms: e.duration_ms,
             detail: e.detail,
+            connection: e.connection,
         });
     }
 

@@ -16,6 +16,7 @@ pub fn status_json(db: &Db, connector: &str, database: &str) -> Result<Value, Ap
         "region": stored.as_ref().map(|c| c.region.clone()),
         "endpoint": stored.as_ref().map(|c| c.endpoint.clone()),
         "verified_at": stored.as_ref().map(|c| c.verified_at.clone()),
+        "proxy": stored.as_ref().and_then(|c| proxy_for(&c.endpoint)),
         "database": database,
         "organization": summary("organization")?,
         "configuration": summary("configuration")?,
@@ -23,6 +24,15 @@ pub fn status_json(db: &Db, connector: &str, database: &str) -> Result<Value, Ap
         "schedule": scopable_store::runs::schedule(db, connector)?
             .map(|s| json!({"every": period_text(s.every), "set_by": s.set_by})),
     }))
+}
+
+/// The proxy (`http://host:port`, never its credentials) requests to `endpoint` go through,
+/// by `HTTPS_PROXY` and `NO_PROXY`; `None` when they go directly (or the settings are unusable:
+/// the next call says why).
+pub fn proxy_for(endpoint: &str) -> Option<String> {
+    let network = scopable_sandbox::net::Network::shared().ok()?;
+    let url = endpoint.parse().ok()?;
+    network.proxy_for(&url).map(|p| p.to_string())
 }
 
 /// The run of each kind queued or running now (its id), or null.

@@ -163,6 +163,9 @@ fn main() -> ExitCode {
         latency: args.latency,
         dataset,
         port: args.port,
+        tls: None,
+        keep_alive: false,
+        connect_delay: Duration::ZERO,
     };
     let sim = match Simulator::start(config) {
         Ok(sim) => sim,

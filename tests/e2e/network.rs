@@ -1,0 +1,306 @@
+//! Real networks: the simulator over TLS with a private certificate authority, connection
+//! reuse, refused certificates, and a `CONNECT` proxy (`HTTPS_PROXY`, `NO_PROXY`).
+
+use crate::util::{Env, Run, US_KEY};
+use itglue_sim::{ConnectProxy, SimConfig, TestCa, Validity, generated_dataset};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// The generated data set: ten pages of configurations (page size 1,000).
+const ORGS: usize = 50;
+const CONFIGS_PER_ORG: usize = 200;
+
+/// Requests the shipped connector has in flight at most (`[limits] concurrency`).
+fn concurrency() -> u64 {
+    scopable_builtin::itglue_manifest()
+        .expect("the built-in manifest parses")
+        .limits
+        .concurrency as u64
+}
+
+/// A simulator serving TLS with a certificate for `names` from `ca`, keeping connections
+/// alive, with the generated data set (enough configurations for several pages).
+fn tls_env(ca: &TestCa, names: &[&str], validity: Validity) -> Env {
+    Env::with(SimConfig {
+        tls: Some(ca.server(names, validity)),
+        keep_alive: true,
+        dataset: generated_dataset(ORGS, CONFIGS_PER_ORG),
+        ..SimConfig::default()
+    })
+}
+
+/// Writes the CA's certificate where `SSL_CERT_FILE` can name it.
+fn ca_file(env: &Env, ca: &TestCa) -> PathBuf {
+    env.write("private-ca.pem", ca.cert_pem())
+}
+
+/// Runs with the key and the given network settings.
+fn run_net(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut all = vec![("ITGLUE_API_KEY", US_KEY)];
+    all.extend_from_slice(vars);
+    env.run_full(args, &all, None)
+}
+
+/// The audit rows of the HTTP requests, newest first.
+fn requests(env: &Env) -> Vec<Value> {
+    let activity = env
+        .run(&["itglue", "activity", "--limit", "1000", "--json"])
+        .json();
+    activity
+        .as_array()
+        .expect("activity is a list")
+        .iter()
+        .filter(|e| e["kind"] == "request")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_sync_over_tls_with_a_private_ca_reuses_its_connections() {
+    let ca = TestCa::new("Firewall inspection CA");
+    let env = tls_env(&ca, &["127.0.0.1"], Validity::Current);
+    assert!(env.endpoint().starts_with("https://127.0.0.1:"));
+    let pem = ca_file(&env, &ca);
+    let trust = [("SSL_CERT_FILE", pem.to_str().unwrap())];
+    let endpoint = env.endpoint();
+    run_net(
+        &env,
+        &trust,
+        &[
+            "itglue",
+            "connect",
+            "--region",
+            "us",
+            "--endpoint",
+            &endpoint,
+        ],
+    )
+    .ok();
+    let (clients, configurations) = itglue_sim::generated_scopable_csv(ORGS, CONFIGS_PER_ORG);
+    env.import(&clients, &configurations);
+
+    for kind in ["organizations", "configurations"] {
+        let before_connections = env.sim.connections();
+        let before_requests = env.sim.request_count();
+        let summary = run_net(&env, &trust, &["itglue", "sync", kind, "--json"]).json();
+        assert_eq!(summary["errored"], 0, "{summary}");
+        assert!(summary["linked"].as_u64().unwrap() > 0, "{summary}");
+        let opened = env.sim.connections() - before_connections;
+        let sent = env.sim.request_count() - before_requests;
+        assert!(
+            opened <= concurrency() + 2,
+            "sync {kind}: {sent} requests opened {opened} connections"
+        );
+        if kind == "configurations" {
+            assert!(
+                sent >= 2 * opened,
+                "sync {kind}: {sent} requests over {opened} connections"
+            );
+        }
+    }
+    // Every allowed request's audit row says how it travelled: the first on each connection
+    // the simulator accepted is `new`, every other one `reused`.
+    let rows = requests(&env);
+    let allowed: Vec<&Value> = rows.iter().filter(|r| r["decision"] == "allowed").collect();
+    assert!(!allowed.is_empty());
+    let reused = allowed
+        .iter()
+        .filter(|r| r["connection"] == "reused")
+        .count();
+    let new = allowed.iter().filter(|r| r["connection"] == "new").count();
+    assert_eq!(reused + new, allowed.len(), "{allowed:?}");
+    assert_eq!(
+        new as u64,
+        env.sim.connections(),
+        "{reused} reused, {new} new"
+    );
+    assert_eq!((reused + new) as u64, env.sim.request_count());
+    assert!(reused > 0);
+    let text = env.run(&["itglue", "activity", "--limit", "5"]);
+    assert!(text.ok().contains("reused"), "{}", text.stdout);
+}
+
+/// `itglue test` against a TLS simulator, with these network settings.
+fn test_over_tls(env: &Env, vars: &[(&str, &str)]) -> Run {
+    let endpoint = env.endpoint();
+    run_net(env, vars, &["itglue", "test", "--endpoint", &endpoint])
+}
+
+#[test]
+fn an_unknown_ca_fails_at_once_with_what_to_do() {
+    let ca = TestCa::new("Firewall inspection CA");
+    let env = tls_env(&ca, &["127.0.0.1"], Validity::Current);
+    let run = test_over_tls(&env, &[]);
+    run.fails(5, "certificate");
+    assert!(run.stderr.contains("unknown issuer"), "{}", run.stderr);
+    assert!(run.stderr.contains("SSL_CERT_FILE"), "{}", run.stderr);
+    assert!(!run.stderr.contains("unavailable"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    // Not retried: one connection, refused at the handshake; no request reached the API.
+    assert_eq!(env.sim.connections(), 1);
+    assert_eq!(env.sim.request_count(), 0);
+
+    // A bundle that holds another CA names itself as not holding the issuer.
+    let other = TestCa::new("Some other CA");
+    let pem = ca_file(&env, &other);
+    let run = test_over_tls(&env, &[("SSL_CERT_FILE", pem.to_str().unwrap())]);
+    run.fails(5, "unknown issuer");
+    assert!(run.stderr.contains("private-ca.pem"), "{}", run.stderr);
+
+    // Through the runtime's error shape too: `--json` prints nothing on stdout.
+    let json = run_net(
+        &env,
+        &[],
+        &["itglue", "test", "--endpoint", &env.endpoint(), "--json"],
+    );
+    assert_eq!(json.code, 5);
+    assert!(json.stdout.is_empty(), "{}", json.stdout);
+}
+
+#[test]
+fn an_expired_certificate_and_a_wrong_name_are_each_named() {
+    let ca = TestCa::new("Firewall inspection CA");
+    let expired = tls_env(&ca, &["127.0.0.1"], Validity::Expired);
+    let pem = ca_file(&expired, &ca);
+    let trust = [("SSL_CERT_FILE", pem.to_str().unwrap())];
+    let run = test_over_tls(&expired, &trust);
+    run.fails(5, "certificate has expired");
+    assert_eq!(expired.sim.connections(), 1, "not retried");
+
+    let wrong = tls_env(&ca, &["api.itglue.example"], Validity::Current);
+    let pem = ca_file(&wrong, &ca);
+    let run = test_over_tls(&wrong, &[("SSL_CERT_FILE", pem.to_str().unwrap())]);
+    run.fails(5, "wrong name");
+    assert!(run.stderr.contains("--endpoint"), "{}", run.stderr);
+    assert_eq!(wrong.sim.connections(), 1, "not retried");
+}
+
+#[test]
+fn unusable_network_settings_are_refused_before_anything_is_sent() {
+    let ca = TestCa::new("Firewall inspection CA");
+    let env = tls_env(&ca, &["127.0.0.1"], Validity::Current);
+    let missing = env.path("no-such-bundle.pem");
+    let run = test_over_tls(&env, &[("SSL_CERT_FILE", missing.to_str().unwrap())]);
+    run.fails(2, "SSL_CERT_FILE names");
+    assert!(run.stderr.contains("no-such-bundle.pem"), "{}", run.stderr);
+    let run = test_over_tls(
+        &env,
+        &[("HTTPS_PROXY", "https://someone:pr0xy-secret@127.0.0.1:9")],
+    );
+    run.fails(2, "HTTPS_PROXY is set but");
+    assert!(!run.stderr.contains("pr0xy-secret"), "{}", run.stderr);
+    assert_eq!(env.sim.connections(), 0);
+}
+
+#[test]
+fn https_proxy_carries_the_sync_and_no_proxy_skips_it() {
+    let ca = TestCa::new("Firewall inspection CA");
+    let env = tls_env(&ca, &["127.0.0.1"], Validity::Current);
+    let proxy =
+        ConnectProxy::start(Some(("msp".into(), "pr0xy-secret".into()))).expect("start the proxy");
+    let pem = ca_file(&env, &ca);
+    let with_credentials = proxy.url().replace("http://", "http://msp:pr0xy-secret@");
+    let vars = [
+        ("SSL_CERT_FILE", pem.to_str().unwrap()),
+        ("HTTPS_PROXY", with_credentials.as_str()),
+    ];
+    let endpoint = env.endpoint();
+    let connect = run_net(
+        &env,
+        &vars,
+        &[
+            "itglue",
+            "connect",
+            "--region",
+            "us",
+            "--endpoint",
+            &endpoint,
+        ],
+    );
+    connect.ok();
+    let (clients, configurations) = itglue_sim::generated_scopable_csv(ORGS, CONFIGS_PER_ORG);
+    env.import(&clients, &configurations);
+    let summary = run_net(&env, &vars, &["itglue", "sync", "organizations", "--json"]).json();
+    assert!(summary["linked"].as_u64().unwrap() > 0, "{summary}");
+    let tunnels = proxy.tunnels();
+    assert!(tunnels >= 2, "connect and sync each tunnelled: {tunnels}");
+    assert_eq!(
+        tunnels,
+        env.sim.connections(),
+        "every connection was tunnelled"
+    );
+    let target = format!("127.0.0.1:{}", env.sim.port());
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .all(|r| r.target == target && r.authorized && r.status == 200),
+        "{:?}",
+        proxy.requests()
+    );
+
+    // `status` and the audit rows say a proxy carries the requests, never its credentials.
+    let shown = proxy.url();
+    let status = run_net(&env, &vars, &["itglue", "status", "--json"]).json();
+    assert_eq!(status["proxy"], shown.as_str(), "{status}");
+    let text = run_net(&env, &vars, &["itglue", "status"]);
+    assert!(
+        text.ok().contains(&format!("proxy {shown}")),
+        "{}",
+        text.stdout
+    );
+    let rows = requests(&env);
+    assert!(
+        rows.iter()
+            .filter(|r| r["decision"] == "allowed")
+            .all(|r| r["connection"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&format!("via proxy {shown}"))),
+        "{rows:?}"
+    );
+    for out in [&connect, &text] {
+        assert!(!out.stdout.contains("pr0xy-secret") && !out.stderr.contains("pr0xy-secret"));
+    }
+    let db = std::fs::read(env.db()).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains("pr0xy-secret"));
+
+    // NO_PROXY names the API's host: the proxy sees nothing more.
+    let direct = [
+        ("SSL_CERT_FILE", pem.to_str().unwrap()),
+        ("HTTPS_PROXY", with_credentials.as_str()),
+        ("NO_PROXY", "127.0.0.1"),
+    ];
+    let summary = run_net(
+        &env,
+        &direct,
+        &["itglue", "sync", "configurations", "--json"],
+    )
+    .json();
+    assert_eq!(summary["errored"], 0, "{summary}");
+    assert_eq!(proxy.tunnels(), tunnels, "NO_PROXY was not honoured");
+    let status = run_net(&env, &direct, &["itglue", "status", "--json"]).json();
+    assert_eq!(status["proxy"], Value::Null);
+}
+
+#[test]
+fn a_proxy_that_wants_other_credentials_is_named_and_not_retried() {
+    let ca = TestCa::new("Firewall inspection CA");
+    let env = tls_env(&ca, &["127.0.0.1"], Validity::Current);
+    let proxy =
+        ConnectProxy::start(Some(("msp".into(), "right-secret".into()))).expect("start the proxy");
+    let pem = ca_file(&env, &ca);
+    let wrong = proxy.url().replace("http://", "http://msp:wr0ng-secret@");
+    let run = test_over_tls(
+        &env,
+        &[
+            ("SSL_CERT_FILE", pem.to_str().unwrap()),
+            ("HTTPS_PROXY", wrong.as_str()),
+        ],
+    );
+    run.fails(5, &format!("the proxy {}", proxy.url()));
+    assert!(run.stderr.contains("407"), "{}", run.stderr);
+    assert!(!run.stderr.contains("wr0ng-secret"), "{}", run.stderr);
+    assert_eq!(proxy.requests().len(), 1, "not retried");
+    assert_eq!(env.sim.connections(), 0);
+}
