@@ -304,3 +304,65 @@ fn a_proxy_that_wants_other_credentials_is_named_and_not_retried() {
     assert_eq!(proxy.requests().len(), 1, "not retried");
     assert_eq!(env.sim.connections(), 0);
 }
+
+#[test]
+fn the_runtime_names_a_certificate_failure_and_shows_its_proxy() {
+    use crate::serve_util::{Server, account, import_sample};
+    let ca = TestCa::new("Firewall inspection CA");
+    let env = tls_env(&ca, &["127.0.0.1"], Validity::Current);
+    let (admin, _) = account(&env, "acme");
+    let endpoint = format!("itglue={}", env.endpoint());
+    let args = ["serve", "--listen", "127.0.0.1:0", "--endpoint", &endpoint];
+    let body = serde_json::json!({"region": "us", "api_key": US_KEY, "endpoint": null});
+
+    // No trust for the private CA: a gateway failure with its own code, not "unavailable".
+    let server = Server::start_with(&env, &args, &[]);
+    let refused = server
+        .json("POST", "/api/v1/integrations/itglue/test", &admin, &body)
+        .expect(502);
+    assert_eq!(refused.code(), "certificate", "{}", refused.body);
+    assert!(refused.body.contains("unknown issuer"), "{}", refused.body);
+    assert!(refused.body.contains("SSL_CERT_FILE"), "{}", refused.body);
+    assert_eq!(env.sim.request_count(), 0);
+    server.stop();
+
+    // Trusted, through the proxy: the status says so, without the password.
+    let proxy =
+        ConnectProxy::start(Some(("msp".into(), "pr0xy-secret".into()))).expect("start the proxy");
+    let pem = ca_file(&env, &ca);
+    let with_credentials = proxy.url().replace("http://", "http://msp:pr0xy-secret@");
+    let server = Server::start_with(
+        &env,
+        &args,
+        &[
+            ("SSL_CERT_FILE", pem.to_str().unwrap()),
+            ("HTTPS_PROXY", with_credentials.as_str()),
+        ],
+    );
+    import_sample(&server, &admin);
+    for step in ["test", "connect"] {
+        server
+            .json(
+                "POST",
+                &format!("/api/v1/integrations/itglue/{step}"),
+                &admin,
+                &body,
+            )
+            .expect(200);
+    }
+    let status = server
+        .get("/api/v1/integrations/itglue", &admin)
+        .expect(200);
+    assert_eq!(
+        status.json()["proxy"],
+        proxy.url().as_str(),
+        "{}",
+        status.body
+    );
+    assert!(
+        proxy.tunnels() >= 2,
+        "test and connect each went through the proxy"
+    );
+    assert!(!status.body.contains("pr0xy-secret"));
+    assert!(!server.logs().contains("pr0xy-secret"));
+}

@@ -734,6 +734,10 @@ fn health_readiness_and_metrics() {
         metrics.contains("scopable_outbound_requests_total"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("scopable_outbound_connections_total{connector=\"itglue\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("scopable_sync_queue_depth"), "{metrics}");
 }
 

@@ -86,6 +86,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        for var in crate::util::NETWORK_VARS {
+            cmd.env_remove(var);
+        }
         for (k, v) in vars {
             cmd.env(k, v);
         }

@@ -13,15 +13,14 @@ use http::Uri;
 use http::uri::Scheme;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -257,11 +256,11 @@ fn proxy(var: &'static str, value: &str, no_proxy: Option<&str>) -> Result<Proxy
     Ok(Proxy { matcher, shown })
 }
 
-/// What a connection is: told to each response that used it.
+/// What a connection is.
 #[derive(Clone)]
 struct ConnInfo {
-    /// Set until the connection's first response takes it.
-    fresh: Arc<AtomicBool>,
+    /// Its number in its pool (1 for the first opened).
+    id: u64,
     /// The proxy the connection goes through.
     via: Option<Arc<str>>,
 }
@@ -326,7 +325,6 @@ pub enum ConnectionFailure {
 
 /// Makes one connection for the pool: TCP (directly, or a `CONNECT` tunnel through the
 /// proxy), then TLS for `https://`, all within the connect timeout.
-#[derive(Clone)]
 struct Connector {
     network: Arc<Network>,
     tcp: HttpConnector,
@@ -334,30 +332,15 @@ struct Connector {
     opened: Arc<AtomicU64>,
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<Stream, ConnectError>> + Send>>;
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = Stream;
-    type Error = ConnectError;
-    type Future = Connecting;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, dst: Uri) -> Connecting {
-        let this = self.clone();
-        Box::pin(async move {
-            let timeout = this.timeout;
-            tokio::time::timeout(timeout, this.connect(dst))
-                .await
-                .unwrap_or(Err(ConnectError::Timeout(timeout)))
-        })
-    }
-}
-
 impl Connector {
-    async fn connect(self, dst: Uri) -> Result<Stream, ConnectError> {
+    /// A new connection to `dst`, within the connect timeout.
+    async fn connect_within(&self, dst: &Uri) -> Result<Stream, ConnectError> {
+        tokio::time::timeout(self.timeout, self.connect(dst.clone()))
+            .await
+            .unwrap_or(Err(ConnectError::Timeout(self.timeout)))
+    }
+
+    async fn connect(&self, dst: Uri) -> Result<Stream, ConnectError> {
         use tower_service::Service;
         let https = dst.scheme() == Some(&Scheme::HTTPS);
         let proxy = self
@@ -392,9 +375,8 @@ impl Connector {
             }
         };
         let tcp = tcp.into_inner();
-        self.opened.fetch_add(1, Ordering::Relaxed);
         let info = ConnInfo {
-            fresh: Arc::new(AtomicBool::new(true)),
+            id: self.opened.fetch_add(1, Ordering::Relaxed) + 1,
             via,
         };
         if !https {
@@ -576,17 +558,6 @@ impl hyper::rt::Write for Stream {
     }
 }
 
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new().extra(self.info.clone());
-        if self.h2 {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
-    }
-}
-
 /// The body every request is sent with (connectors are read-only).
 type Empty = http_body_util::Empty<Bytes>;
 
@@ -594,17 +565,76 @@ type Empty = http_body_util::Empty<Bytes>;
 /// call made with one loaded connector. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<Connector, Empty>,
-    opened: Arc<AtomicU64>,
-    network: Arc<Network>,
-    connect_timeout: Duration,
+    inner: Arc<Pool>,
+}
+
+/// The connections of one [`HttpClient`], by scheme, host and port.
+struct Pool {
+    connector: Connector,
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<Idle>>>,
+}
+
+/// A connection in the pool: free (HTTP/1.1 once its last response was read), or shared
+/// (HTTP/2, any number of requests at once).
+struct Idle {
+    sender: Sender,
+    info: ConnInfo,
+    since: std::time::Instant,
+}
+
+/// The sending half of a connection; its other half runs on its own task.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Empty>),
+    Http2(hyper::client::conn::http2::SendRequest<Empty>),
+}
+
+impl Sender {
+    /// Another handle on an HTTP/2 connection (requests multiplex over it); `None` for
+    /// HTTP/1.1, which carries one request at a time.
+    fn share(&self) -> Option<Sender> {
+        match self {
+            Sender::Http1(_) => None,
+            Sender::Http2(s) => Some(Sender::Http2(s.clone())),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_ready(),
+            Sender::Http2(s) => s.is_ready(),
+        }
+    }
+
+    /// Sends `request`; when it could not even be written (the connection had closed), gives
+    /// it back so that it can go on another connection.
+    async fn send(
+        &mut self,
+        request: http::Request<Empty>,
+    ) -> Result<http::Response<hyper::body::Incoming>, (hyper::Error, Option<http::Request<Empty>>)>
+    {
+        let sent = match self {
+            Sender::Http1(s) => s.try_send_request(request).await,
+            Sender::Http2(s) => s.try_send_request(request).await,
+        };
+        sent.map_err(|mut e| {
+            let unsent = e.take_message();
+            (e.into_error(), unsent)
+        })
+    }
 }
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpClient")
             .field("opened", &self.opened())
-            .field("network", &self.network)
+            .field("network", &self.inner.connector.network)
             .finish_non_exhaustive()
     }
 }
@@ -615,7 +645,7 @@ pub struct Sent {
     /// longer than the between-bytes timeout.
     pub response: http::Response<WasiBody>,
     /// The connection it came over.
-    pub connection: Option<ConnectionUse>,
+    pub connection: ConnectionUse,
 }
 
 /// A request that got no response.
@@ -626,8 +656,20 @@ pub struct SendFailure {
     pub failure: Option<ConnectionFailure>,
     /// The proxy the request went through, if any.
     pub via: Option<Arc<str>>,
-    /// The cause, for the audit row.
+    /// The cause, for the audit row: the code the component got, then what happened.
     pub detail: String,
+}
+
+/// Why a request got no response.
+enum Failed {
+    /// No connection could be made.
+    Connect(ConnectError),
+    /// The HTTP handshake on a new connection failed.
+    Handshake(hyper::Error),
+    /// The request failed on its connection.
+    Http(hyper::Error),
+    /// No response head within the first-byte timeout.
+    FirstByte(Duration),
 }
 
 impl HttpClient {
@@ -637,72 +679,50 @@ impl HttpClient {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        let opened = Arc::new(AtomicU64::new(0));
-        let connector = Connector {
-            network: network.clone(),
-            tcp,
-            timeout: connect_timeout,
-            opened: opened.clone(),
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         HttpClient {
-            client,
-            opened,
-            network,
-            connect_timeout,
+            inner: Arc::new(Pool {
+                connector: Connector {
+                    network,
+                    tcp,
+                    timeout: connect_timeout,
+                    opened: Arc::new(AtomicU64::new(0)),
+                },
+                idle: Default::default(),
+            }),
         }
     }
 
     /// Connections this pool has opened so far.
     pub fn opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
+        self.inner.connector.opened.load(Ordering::Relaxed)
     }
 
     /// The network settings in use.
     pub fn network(&self) -> &Arc<Network> {
-        &self.network
+        &self.inner.connector.network
     }
 
     /// Sends a request (already checked by the policy, its body empty) over a pooled
-    /// connection. `options` bound the wait for the connection (`connect_timeout`, applied
-    /// when the pool was made), for the response head (`first_byte_timeout`) and between
-    /// body frames (`between_bytes_timeout`).
+    /// connection, or a new one. `connect_timeout` (given to [`HttpClient::new`]) bounds
+    /// making a connection; `options`' `first_byte_timeout` bounds the wait for the response
+    /// head once the request is sent, and `between_bytes_timeout` the silences within the
+    /// body.
     pub async fn send(
         &self,
         request: http::Request<Empty>,
         options: RequestOptions,
     ) -> Result<Sent, SendFailure> {
-        let via = self.network.proxy_for(request.uri());
+        let via = self.network().proxy_for(request.uri());
         let host = request.uri().host().unwrap_or("").to_string();
         let first_byte = options
             .first_byte_timeout
             .unwrap_or(Duration::from_secs(600));
-        // The connector bounds connecting; this bounds the whole wait for the head.
-        let wait = first_byte + self.connect_timeout;
-        let response = match tokio::time::timeout(wait, self.client.request(request)).await {
-            Err(_) => {
-                return Err(SendFailure {
-                    error: HttpError::ConnectionReadTimeout,
-                    failure: None,
-                    via,
-                    detail: format!("no response within {wait:?}"),
-                });
-            }
-            Ok(Err(e)) => return Err(classify(&e, &host, via)),
-            Ok(Ok(response)) => response,
-        };
-        let connection = response
-            .extensions()
-            .get::<ConnInfo>()
-            .map(|info| ConnectionUse {
-                reused: !info.fresh.swap(false, Ordering::Relaxed),
-                via: info.via.clone(),
-            });
+        let response = self
+            .inner
+            .exchange(request, first_byte)
+            .await
+            .map_err(|failed| classify(failed, &host, via))?;
+        let (response, connection) = response;
         let between = options
             .between_bytes_timeout
             .unwrap_or(Duration::from_secs(600))
@@ -719,68 +739,257 @@ impl HttpClient {
     }
 }
 
-/// Turns a client failure into what the component is told and what the host can say.
-fn classify(
-    e: &hyper_util::client::legacy::Error,
-    host: &str,
-    via: Option<Arc<str>>,
-) -> SendFailure {
-    let detail = error_chain(e);
-    let mut failure = None;
-    let error = match find::<ConnectError>(e) {
-        Some(ConnectError::Timeout(_)) => HttpError::ConnectionTimeout,
-        Some(ConnectError::Tcp(inner)) => tcp_error(inner.as_ref()),
-        Some(ConnectError::Name(_)) => HttpError::HttpRequestUriInvalid,
-        Some(ConnectError::Handshake(_)) => HttpError::TlsProtocolError,
-        Some(ConnectError::Proxy { via, error }) => match error {
-            TunnelError::Connect(inner) => tcp_error(inner.as_ref()),
-            TunnelError::Io(_) | TunnelError::Closed => HttpError::ConnectionTerminated,
-            TunnelError::Status(407) => {
-                failure = Some(ConnectionFailure::Proxy {
-                    via: via.to_string(),
-                    problem: "it asks for a user name and password (407 Proxy Authentication Required); put them in the proxy URL as http://user:password@host:port".into(),
-                });
-                HttpError::ConnectionRefused
+/// The pool's key for a URL: scheme, host and port.
+fn pool_key(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("");
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    format!("{scheme}://{}:{port}", uri.host().unwrap_or(""))
+}
+
+impl Pool {
+    /// One request and its response head: on a pooled connection when one is free (and again
+    /// on a new one if that connection turns out to have closed before the request was
+    /// written), else on a new connection.
+    async fn exchange(
+        &self,
+        mut request: http::Request<Empty>,
+        first_byte: Duration,
+    ) -> Result<(http::Response<hyper::body::Incoming>, ConnectionUse), Failed> {
+        let key = pool_key(request.uri());
+        if let Some(mut idle) = self.checkout(&key) {
+            match self.on(&mut idle.sender, request, first_byte).await {
+                Ok(response) => {
+                    let used = ConnectionUse {
+                        reused: true,
+                        via: idle.info.via.clone(),
+                    };
+                    self.checkin(&key, idle);
+                    return Ok((response, used));
+                }
+                // Closed while idle: nothing was written, so it may go on a new connection.
+                Err(Err((_, Some(unsent)))) => request = unsent,
+                Err(Err((e, None))) => return Err(Failed::Http(e)),
+                Err(Ok(failed)) => return Err(failed),
             }
-            other => {
-                failure = Some(ConnectionFailure::Proxy {
-                    via: via.to_string(),
-                    problem: format!(
-                        "it refused the tunnel ({other}); check the proxy's rules for this host, or add the host to NO_PROXY"
-                    ),
-                });
-                HttpError::ConnectionRefused
-            }
-        },
-        Some(ConnectError::Tls(tls)) => match certificate_problem(tls) {
-            Some(problem) => {
-                failure = Some(ConnectionFailure::Certificate {
-                    host: host.to_string(),
-                    problem,
-                });
-                HttpError::TlsCertificateError
-            }
-            None => match tls {
-                rustls::Error::AlertReceived(alert) => HttpError::TlsAlertReceived {
-                    alert_id: Some(u8::from(*alert)),
-                    alert_message: Some(format!("{alert:?}")),
+        }
+        let stream = self
+            .connector
+            .connect_within(request.uri())
+            .await
+            .map_err(Failed::Connect)?;
+        let info = stream.info.clone();
+        let mut sender = if stream.h2 {
+            let (sender, connection) =
+                hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(stream)
+                    .await
+                    .map_err(Failed::Handshake)?;
+            tokio::spawn(connection);
+            Sender::Http2(sender)
+        } else {
+            let (sender, connection) = hyper::client::conn::http1::handshake(stream)
+                .await
+                .map_err(Failed::Handshake)?;
+            tokio::spawn(connection);
+            Sender::Http1(sender)
+        };
+        if let Some(shared) = sender.share() {
+            // Shared at once: later requests multiplex over it while this one runs.
+            self.checkin(
+                &key,
+                Idle {
+                    sender: shared,
+                    info: info.clone(),
+                    since: std::time::Instant::now(),
                 },
-                _ => HttpError::TlsProtocolError,
-            },
-        },
-        None => match find::<hyper::Error>(e) {
-            Some(h) if h.is_timeout() => HttpError::HttpResponseTimeout,
-            Some(h) if h.is_incomplete_message() => HttpError::HttpResponseIncomplete,
-            Some(h) if h.is_closed() || h.is_canceled() => HttpError::ConnectionTerminated,
-            _ if find::<std::io::Error>(e).is_some() => HttpError::ConnectionTerminated,
-            _ => HttpError::HttpProtocolError,
-        },
+            );
+        }
+        match self.on(&mut sender, request, first_byte).await {
+            Ok(response) => {
+                let used = ConnectionUse {
+                    reused: false,
+                    via: info.via.clone(),
+                };
+                if matches!(sender, Sender::Http1(_)) {
+                    self.checkin(
+                        &key,
+                        Idle {
+                            sender,
+                            info,
+                            since: std::time::Instant::now(),
+                        },
+                    );
+                }
+                Ok((response, used))
+            }
+            Err(Ok(failed)) => Err(failed),
+            Err(Err((e, _))) => Err(Failed::Http(e)),
+        }
+    }
+
+    /// Sends on one connection, bounded by the first-byte timeout.
+    async fn on(
+        &self,
+        sender: &mut Sender,
+        request: http::Request<Empty>,
+        first_byte: Duration,
+    ) -> Result<
+        http::Response<hyper::body::Incoming>,
+        Result<Failed, (hyper::Error, Option<http::Request<Empty>>)>,
+    > {
+        let request = match sender {
+            Sender::Http1(_) => origin_form(request),
+            Sender::Http2(_) => request,
+        };
+        match tokio::time::timeout(first_byte, sender.send(request)).await {
+            Err(_) => Err(Ok(Failed::FirstByte(first_byte))),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(Err(e)),
+        }
+    }
+
+    /// A free connection for `key`, if one is kept. Connections closed or idle past
+    /// [`IDLE_TIMEOUT`] are dropped on the way (of every host: closing them).
+    fn checkout(&self, key: &str) -> Option<Idle> {
+        let mut idle = self.idle.lock().ok()?;
+        idle.retain(|_, kept| {
+            kept.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
+            !kept.is_empty()
+        });
+        let kept = idle.get_mut(key)?;
+        let at = kept.iter().rposition(|c| c.sender.is_ready())?;
+        match kept[at].sender.share() {
+            // HTTP/2 stays in the pool for others to share.
+            Some(sender) => Some(Idle {
+                sender,
+                info: kept[at].info.clone(),
+                since: kept[at].since,
+            }),
+            None => Some(kept.swap_remove(at)),
+        }
+    }
+
+    /// Keeps a connection for later requests (an HTTP/1.1 one is free once its response has
+    /// been read), up to [`MAX_IDLE_PER_HOST`] per host.
+    fn checkin(&self, key: &str, mut connection: Idle) {
+        if matches!(connection.sender, Sender::Http2(_)) {
+            // Already shared in the pool.
+            if let Ok(mut idle) = self.idle.lock() {
+                let kept = idle.entry(key.to_string()).or_default();
+                if !kept.iter().any(|c| c.info.id == connection.info.id)
+                    && kept.len() < MAX_IDLE_PER_HOST
+                {
+                    kept.push(connection);
+                }
+            }
+            return;
+        }
+        connection.since = std::time::Instant::now();
+        if let Ok(mut idle) = self.idle.lock() {
+            let kept = idle.entry(key.to_string()).or_default();
+            if kept.len() < MAX_IDLE_PER_HOST {
+                kept.push(connection);
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 request names only its path and query on the wire; the host goes in `Host`.
+fn origin_form(mut request: http::Request<Empty>) -> http::Request<Empty> {
+    if !request.headers().contains_key(http::header::HOST)
+        && let Some(authority) = request.uri().authority()
+        && let Ok(value) = http::HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(http::header::HOST, value);
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if let Ok(uri) = path.parse() {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
+/// Turns a failure into what the component is told and what the host can say.
+fn classify(failed: Failed, host: &str, via: Option<Arc<str>>) -> SendFailure {
+    let mut failure = None;
+    let (error, cause) = match failed {
+        Failed::FirstByte(after) => (
+            HttpError::ConnectionReadTimeout,
+            format!("no response head within {} ms", after.as_millis()),
+        ),
+        Failed::Handshake(e) => (HttpError::HttpProtocolError, error_chain(&e)),
+        Failed::Http(e) => {
+            let error = if e.is_timeout() {
+                HttpError::HttpResponseTimeout
+            } else if e.is_incomplete_message() {
+                HttpError::HttpResponseIncomplete
+            } else if e.is_closed() || e.is_canceled() {
+                HttpError::ConnectionTerminated
+            } else if e.is_parse() || e.is_parse_status() {
+                HttpError::HttpProtocolError
+            } else {
+                HttpError::ConnectionTerminated
+            };
+            (error, error_chain(&e))
+        }
+        Failed::Connect(e) => {
+            let error = match &e {
+                ConnectError::Timeout(_) => HttpError::ConnectionTimeout,
+                ConnectError::Tcp(inner) => tcp_error(inner.as_ref()),
+                ConnectError::Name(_) => HttpError::HttpRequestUriInvalid,
+                ConnectError::Handshake(_) => HttpError::TlsProtocolError,
+                ConnectError::Proxy { via, error } => match error {
+                    TunnelError::Connect(inner) => tcp_error(inner.as_ref()),
+                    TunnelError::Io(_) | TunnelError::Closed => HttpError::ConnectionTerminated,
+                    TunnelError::Status(407) => {
+                        failure = Some(ConnectionFailure::Proxy {
+                            via: via.to_string(),
+                            problem: "it asks for a user name and password (407 Proxy Authentication Required); put them in the proxy URL as http://user:password@host:port".into(),
+                        });
+                        HttpError::ConnectionRefused
+                    }
+                    other => {
+                        failure = Some(ConnectionFailure::Proxy {
+                            via: via.to_string(),
+                            problem: format!(
+                                "it refused the tunnel ({other}); check the proxy's rules for this host, or add the host to NO_PROXY"
+                            ),
+                        });
+                        HttpError::ConnectionRefused
+                    }
+                },
+                ConnectError::Tls(tls) => match certificate_problem(tls) {
+                    Some(problem) => {
+                        failure = Some(ConnectionFailure::Certificate {
+                            host: host.to_string(),
+                            problem,
+                        });
+                        HttpError::TlsCertificateError
+                    }
+                    None => match tls {
+                        rustls::Error::AlertReceived(alert) => HttpError::TlsAlertReceived {
+                            alert_id: Some(u8::from(*alert)),
+                            alert_message: Some(format!("{alert:?}")),
+                        },
+                        _ => HttpError::TlsProtocolError,
+                    },
+                },
+            };
+            (error, error_chain(&e))
+        }
     };
     SendFailure {
+        detail: format!("{error:?} ({cause})"),
         error,
         failure,
         via,
-        detail,
     }
 }
 
@@ -828,20 +1037,6 @@ fn tcp_error(e: &(dyn std::error::Error + 'static)) -> HttpError {
         cur = err.source();
     }
     HttpError::DestinationUnavailable
-}
-
-/// The first error of type `T` in `e`'s chain of sources.
-fn find<'a, T: std::error::Error + 'static>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        cur = err.source();
-    }
-    None
 }
 
 /// `e` and its sources, joined: for the audit row (never holds a proxy's credentials: the
@@ -1004,5 +1199,122 @@ mod tests {
         assert!(named(C::Expired).contains("expired"));
         assert!(named(C::NotValidForName).starts_with("wrong name"));
         assert_eq!(certificate_problem(&rustls::Error::DecryptError), None);
+    }
+}
+
+#[cfg(test)]
+mod http2 {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    use std::sync::atomic::AtomicUsize;
+
+    /// A CA and a server certificate for 127.0.0.1 it signed: (CA PEM, server chain, key).
+    fn certificates() -> (
+        String,
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let mut leaf = CertificateParams::default();
+        leaf.subject_alt_names = vec![SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())];
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+        (ca_cert.pem(), vec![leaf_cert.der().clone()], key)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http2_is_used_when_the_server_offers_it_and_one_connection_carries_every_request() {
+        let (ca_pem, chain, key) = certificates();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        |request: http::Request<hyper::body::Incoming>| async move {
+                            let body = format!("{:?} {}", request.version(), request.uri().path());
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(Bytes::from(body)),
+                            ))
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+
+        let network = Network::new(NetworkSettings {
+            cert_file: Some(ca_file),
+            ..NetworkSettings::default()
+        })
+        .unwrap();
+        let client = HttpClient::new(Arc::new(network), Duration::from_secs(5));
+        let get = |n: usize| {
+            let client = client.clone();
+            async move {
+                let request = http::Request::get(format!("https://127.0.0.1:{port}/page/{n}"))
+                    .body(Empty::new())
+                    .unwrap();
+                let sent = client
+                    .send(request, RequestOptions::default())
+                    .await
+                    .ok()
+                    .unwrap();
+                let version = sent.response.version();
+                let body = sent
+                    .response
+                    .into_body()
+                    .collect()
+                    .await
+                    .ok()
+                    .unwrap()
+                    .to_bytes();
+                (
+                    version,
+                    String::from_utf8_lossy(&body).into_owned(),
+                    sent.connection,
+                )
+            }
+        };
+        let (version, body, first) = get(0).await;
+        assert_eq!(version, http::Version::HTTP_2);
+        assert_eq!(body, "HTTP/2.0 /page/0");
+        assert!(!first.reused);
+        let many: Vec<_> = (1..=8).map(|n| tokio::spawn(get(n))).collect();
+        for (n, task) in many.into_iter().enumerate() {
+            let (version, body, used) = task.await.unwrap();
+            assert_eq!(version, http::Version::HTTP_2);
+            assert_eq!(body, format!("HTTP/2.0 /page/{}", n + 1));
+            assert!(used.reused, "request {} opened a connection", n + 1);
+        }
+        // Eight requests at once, multiplexed over the one connection.
+        assert_eq!(client.opened(), 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }

@@ -335,7 +335,7 @@ impl WasiHttpHooks for Outbound {
             };
             let response = sent.response;
             let event = Event {
-                connection: sent.connection.map(|c| c.to_string()),
+                connection: Some(sent.connection.to_string()),
                 ..event
             };
             let status = response.status().as_u16();

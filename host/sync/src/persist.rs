@@ -28,6 +28,16 @@ impl AuditLog for StoreAudit {
             "decision" => decision,
         )
         .increment(1);
+        if e.connection
+            .as_deref()
+            .is_some_and(|c| c.starts_with("new"))
+        {
+            metrics::counter!(
+                "scopable_outbound_connections_total",
+                "connector" => connector.to_string(),
+            )
+            .increment(1);
+        }
         self.0.write(AuditRecord {
             at: db::now(),
             connector: connector.to_string(),
