@@ -262,8 +262,10 @@ fn https_proxy_carries_the_sync_and_no_proxy_skips_it() {
     for out in [&connect, &text] {
         assert!(!out.stdout.contains("pr0xy-secret") && !out.stderr.contains("pr0xy-secret"));
     }
-    let db = std::fs::read(env.db()).unwrap();
-    assert!(!String::from_utf8_lossy(&db).contains("pr0xy-secret"));
+    for file in [env.db(), env.path("scopable.db-wal")] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains("pr0xy-secret"));
+    }
 
     // NO_PROXY names the API's host: the proxy sees nothing more.
     let direct = [
@@ -325,6 +327,7 @@ fn the_runtime_names_a_certificate_failure_and_shows_its_proxy() {
     assert!(refused.body.contains("SSL_CERT_FILE"), "{}", refused.body);
     assert_eq!(env.sim.request_count(), 0);
     server.stop();
+    let refused_connections = env.sim.connections();
 
     // Trusted, through the proxy: the status says so, without the password.
     let proxy =
@@ -359,10 +362,137 @@ fn the_runtime_names_a_certificate_failure_and_shows_its_proxy() {
         "{}",
         status.body
     );
-    assert!(
-        proxy.tunnels() >= 2,
-        "test and connect each went through the proxy"
+    // The server's one pool: test and connect shared the tunnelled connection.
+    assert!(proxy.tunnels() >= 1);
+    assert_eq!(
+        proxy.tunnels(),
+        env.sim.connections() - refused_connections,
+        "every connection was tunnelled"
     );
     assert!(!status.body.contains("pr0xy-secret"));
     assert!(!server.logs().contains("pr0xy-secret"));
+}
+
+/// Runs `itglue ARGS` with the built-in component under these `[limits]` and network settings.
+fn run_with_limits(env: &Env, limits: &str, vars: &[(&str, &str)], args: &[&str]) -> Run {
+    let (wasm, manifest) = env.itglue_with_limits(limits);
+    let mut all = vec![
+        "--connector",
+        wasm.as_str(),
+        "--manifest",
+        manifest.as_str(),
+        "itglue",
+    ];
+    all.extend_from_slice(args);
+    run_net(env, vars, &all)
+}
+
+#[test]
+fn the_first_byte_timeout_counts_from_the_request_not_the_handshake() {
+    let ca = TestCa::new("Firewall inspection CA");
+    let env = Env::with(SimConfig {
+        tls: Some(ca.server(&["127.0.0.1"], Validity::Current)),
+        keep_alive: true,
+        // Each new connection's handshake takes a second; the answer itself is immediate.
+        connect_delay: std::time::Duration::from_millis(1000),
+        ..SimConfig::default()
+    });
+    let pem = ca_file(&env, &ca);
+    let endpoint = env.endpoint();
+    let run = run_with_limits(
+        &env,
+        "first_byte_timeout_ms = 500\nmax_attempts = 1",
+        &[("SSL_CERT_FILE", pem.to_str().unwrap())],
+        &["test", "--endpoint", &endpoint],
+    );
+    assert!(run.ok().contains("Verified"), "{}", run.stdout);
+    assert_eq!(env.sim.connections(), 1);
+}
+
+#[test]
+fn a_proxy_that_cannot_reach_the_api_is_retried_like_the_api() {
+    let ca = TestCa::new("Firewall inspection CA");
+    let env = tls_env(&ca, &["127.0.0.1"], Validity::Current);
+    let proxy = ConnectProxy::start(None).expect("start the proxy");
+    let pem = ca_file(&env, &ca);
+    // Nothing listens on the port the proxy is asked for: it answers 502.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let url = proxy.url();
+    let run = run_with_limits(
+        &env,
+        "max_attempts = 3\nretry_base_ms = 10\nretry_max_ms = 20",
+        &[
+            ("SSL_CERT_FILE", pem.to_str().unwrap()),
+            ("HTTPS_PROXY", url.as_str()),
+        ],
+        &["test", "--endpoint", &endpoint],
+    );
+    run.fails(4, "unavailable after retries");
+    let asked = proxy.requests();
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    assert!(asked.iter().all(|r| r.status == 502), "{asked:?}");
+}
+
+#[test]
+fn the_runtime_reuses_connections_across_jobs_and_accounts() {
+    use crate::serve_util::{Server, account, import_sample};
+    let ca = TestCa::new("Firewall inspection CA");
+    let env = tls_env(&ca, &["127.0.0.1"], Validity::Current);
+    let pem = ca_file(&env, &ca);
+    let endpoint = format!("itglue={}", env.endpoint());
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--endpoint",
+        &endpoint,
+        "--workers",
+        "2",
+    ];
+    let tokens: Vec<String> = ["acme", "globex"]
+        .iter()
+        .map(|id| account(&env, id).0)
+        .collect();
+    let server = Server::start_with(&env, &args, &[("SSL_CERT_FILE", pem.to_str().unwrap())]);
+    let body = serde_json::json!({"region": "us", "api_key": US_KEY, "endpoint": null});
+    for token in &tokens {
+        import_sample(&server, token);
+        server
+            .json("POST", "/api/v1/integrations/itglue/connect", token, &body)
+            .expect(200);
+    }
+    // Two rounds of both accounts' syncs at once, each job on its own runtime.
+    let mut opened_by_round = Vec::new();
+    for _ in 0..2 {
+        let before = env.sim.connections();
+        for kind in ["organization", "configuration"] {
+            let ids: Vec<i64> = tokens
+                .iter()
+                .map(|token| {
+                    server
+                        .json(
+                            "POST",
+                            "/api/v1/integrations/itglue/syncs",
+                            token,
+                            &serde_json::json!({"kind": kind}),
+                        )
+                        .expect(202)
+                        .json()["id"]
+                        .as_i64()
+                        .unwrap()
+                })
+                .collect();
+            for (token, id) in tokens.iter().zip(ids) {
+                let run = server.wait_for_run(token, id);
+                assert_eq!(run["status"], "ok", "{run}");
+            }
+        }
+        opened_by_round.push(env.sim.connections() - before);
+    }
+    // The first round's connections outlived the jobs that opened them.
+    assert!(opened_by_round[0] > 0);
+    assert_eq!(opened_by_round[1], 0, "{opened_by_round:?}");
 }

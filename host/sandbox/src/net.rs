@@ -76,8 +76,8 @@ pub enum NetworkError {
 }
 
 /// Where the network settings come from: the environment ([`NetworkSettings::from_env`]), or
-/// given directly (tests).
-#[derive(Debug, Clone, Default)]
+/// given directly (tests). Its `Debug` never shows the proxy URL (it may hold a password).
+#[derive(Clone, Default)]
 pub struct NetworkSettings {
     /// A PEM bundle of CA certificates trusted besides the bundled roots.
     pub cert_file: Option<PathBuf>,
@@ -85,6 +85,19 @@ pub struct NetworkSettings {
     pub https_proxy: Option<(&'static str, String)>,
     /// Hosts reached directly (curl's `NO_PROXY` rules).
     pub no_proxy: Option<String>,
+}
+
+impl std::fmt::Debug for NetworkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkSettings")
+            .field("cert_file", &self.cert_file)
+            .field(
+                "https_proxy",
+                &self.https_proxy.as_ref().map(|(var, _)| var),
+            )
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 impl NetworkSettings {
@@ -218,6 +231,18 @@ fn proxy(var: &'static str, value: &str, no_proxy: Option<&str>) -> Result<Proxy
     } else {
         format!("http://{value}")
     };
+    // User info must be percent-encoded: an `@`, `/`, `?` or `#` in it would move where the
+    // host is read from, and the password could then be shown as the proxy's address.
+    let rest = full
+        .split_once("://")
+        .map_or(full.as_str(), |(_, rest)| rest);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority_text, after) = rest.split_at(authority_end);
+    if after.contains('@') || authority_text.matches('@').count() > 1 {
+        return Err(bad(
+            "its user name or password holds `@`, `/`, `?` or `#`: percent-encode them (`%40`, `%2F`, `%3F`, `%23`)",
+        ));
+    }
     let uri: Uri = full.parse().map_err(|_| bad("it is not a URL"))?;
     match uri.scheme_str() {
         Some("http") => {}
@@ -313,6 +338,8 @@ pub enum ConnectionFailure {
         host: String,
         /// Unknown issuer, expired, wrong name...
         problem: String,
+        /// The `SSL_CERT_FILE` bundle in use, when the issuer was unknown to it too.
+        bundle: Option<String>,
     },
     /// The proxy refused or failed the tunnel.
     Proxy {
@@ -325,6 +352,7 @@ pub enum ConnectionFailure {
 
 /// Makes one connection for the pool: TCP (directly, or a `CONNECT` tunnel through the
 /// proxy), then TLS for `https://`, all within the connect timeout.
+#[derive(Clone)]
 struct Connector {
     network: Arc<Network>,
     tcp: HttpConnector,
@@ -333,11 +361,11 @@ struct Connector {
 }
 
 impl Connector {
-    /// A new connection to `dst`, within the connect timeout.
-    async fn connect_within(&self, dst: &Uri) -> Result<Stream, ConnectError> {
-        tokio::time::timeout(self.timeout, self.connect(dst.clone()))
+    /// A new connection to `dst`, within `timeout`.
+    async fn connect_within(&self, dst: &Uri, timeout: Duration) -> Result<Stream, ConnectError> {
+        tokio::time::timeout(timeout, self.connect(dst.clone()))
             .await
-            .unwrap_or(Err(ConnectError::Timeout(self.timeout)))
+            .unwrap_or(Err(ConnectError::Timeout(timeout)))
     }
 
     async fn connect(&self, dst: Uri) -> Result<Stream, ConnectError> {
@@ -612,19 +640,23 @@ impl Sender {
         }
     }
 
-    /// Sends `request`; when it could not even be written (the connection had closed), gives
-    /// it back so that it can go on another connection.
+    /// Sends `request` (its URI absolute); when it could not even be written (the connection
+    /// had closed), gives it back, as it was given, so that it can go on another connection.
     async fn send(
         &mut self,
         request: http::Request<Empty>,
     ) -> Result<http::Response<hyper::body::Incoming>, (hyper::Error, Option<http::Request<Empty>>)>
     {
+        let absolute = request.uri().clone();
         let sent = match self {
-            Sender::Http1(s) => s.try_send_request(request).await,
+            Sender::Http1(s) => s.try_send_request(origin_form(request)).await,
             Sender::Http2(s) => s.try_send_request(request).await,
         };
         sent.map_err(|mut e| {
-            let unsent = e.take_message();
+            let unsent = e.take_message().map(|mut request| {
+                *request.uri_mut() = absolute;
+                request
+            });
             (e.into_error(), unsent)
         })
     }
@@ -656,8 +688,16 @@ pub struct SendFailure {
     pub failure: Option<ConnectionFailure>,
     /// The proxy the request went through, if any.
     pub via: Option<Arc<str>>,
+    /// The connection the request was sent on; `None` when none could be made.
+    pub connection: Option<ConnectionUse>,
     /// The cause, for the audit row: the code the component got, then what happened.
     pub detail: String,
+}
+
+/// Why a request got no response, and on which connection.
+struct Failure {
+    failed: Failed,
+    connection: Option<ConnectionUse>,
 }
 
 /// Why a request got no response.
@@ -666,6 +706,8 @@ enum Failed {
     Connect(ConnectError),
     /// The HTTP handshake on a new connection failed.
     Handshake(hyper::Error),
+    /// The task opening the connection failed.
+    Task(String),
     /// The request failed on its connection.
     Http(hyper::Error),
     /// No response head within the first-byte timeout.
@@ -679,17 +721,27 @@ impl HttpClient {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        HttpClient {
-            inner: Arc::new(Pool {
-                connector: Connector {
-                    network,
-                    tcp,
-                    timeout: connect_timeout,
-                    opened: Arc::new(AtomicU64::new(0)),
-                },
-                idle: Default::default(),
-            }),
-        }
+        let inner = Arc::new(Pool {
+            connector: Connector {
+                network,
+                tcp,
+                timeout: connect_timeout,
+                opened: Arc::new(AtomicU64::new(0)),
+            },
+            idle: Default::default(),
+        });
+        // Idle connections are closed once past the idle timeout, used again or not.
+        let pool = Arc::downgrade(&inner);
+        network_runtime().spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE_TIMEOUT / 3).await;
+                match pool.upgrade() {
+                    Some(pool) => pool.purge(),
+                    None => break,
+                }
+            }
+        });
+        HttpClient { inner }
     }
 
     /// Connections this pool has opened so far.
@@ -717,20 +769,29 @@ impl HttpClient {
         let first_byte = options
             .first_byte_timeout
             .unwrap_or(Duration::from_secs(600));
+        // The component may shorten the connect timeout, never lengthen it.
+        let connect = options
+            .connect_timeout
+            .map_or(self.inner.connector.timeout, |t| {
+                t.min(self.inner.connector.timeout)
+            });
         let response = self
             .inner
-            .exchange(request, first_byte)
+            .exchange(request, connect, first_byte)
             .await
-            .map_err(|failed| classify(failed, &host, via))?;
+            .map_err(|failure| classify(failure, &host, via, self.network()))?;
         let (response, connection) = response;
         let between = options
             .between_bytes_timeout
             .unwrap_or(Duration::from_secs(600))
             .max(Duration::from_nanos(1));
         let response = response.map(|incoming| {
-            let mut timeout = tokio::time::interval(between);
-            timeout.reset();
-            TimedBody { incoming, timeout }.boxed_unsync()
+            TimedBody {
+                incoming,
+                between,
+                timeout: None,
+            }
+            .boxed_unsync()
         });
         Ok(Sent {
             response,
@@ -755,46 +816,34 @@ impl Pool {
     async fn exchange(
         &self,
         mut request: http::Request<Empty>,
+        connect: Duration,
         first_byte: Duration,
-    ) -> Result<(http::Response<hyper::body::Incoming>, ConnectionUse), Failed> {
+    ) -> Result<(http::Response<hyper::body::Incoming>, ConnectionUse), Failure> {
         let key = pool_key(request.uri());
         if let Some(mut idle) = self.checkout(&key) {
+            let used = ConnectionUse {
+                reused: true,
+                via: idle.info.via.clone(),
+            };
+            let failed = |failed| Failure {
+                failed,
+                connection: Some(used.clone()),
+            };
             match self.on(&mut idle.sender, request, first_byte).await {
                 Ok(response) => {
-                    let used = ConnectionUse {
-                        reused: true,
-                        via: idle.info.via.clone(),
-                    };
                     self.checkin(&key, idle);
                     return Ok((response, used));
                 }
                 // Closed while idle: nothing was written, so it may go on a new connection.
                 Err(Err((_, Some(unsent)))) => request = unsent,
-                Err(Err((e, None))) => return Err(Failed::Http(e)),
-                Err(Ok(failed)) => return Err(failed),
+                Err(Err((e, None))) => return Err(failed(Failed::Http(e))),
+                Err(Ok(f)) => return Err(failed(f)),
             }
         }
-        let stream = self
-            .connector
-            .connect_within(request.uri())
-            .await
-            .map_err(Failed::Connect)?;
-        let info = stream.info.clone();
-        let mut sender = if stream.h2 {
-            let (sender, connection) =
-                hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .handshake(stream)
-                    .await
-                    .map_err(Failed::Handshake)?;
-            tokio::spawn(connection);
-            Sender::Http2(sender)
-        } else {
-            let (sender, connection) = hyper::client::conn::http1::handshake(stream)
-                .await
-                .map_err(Failed::Handshake)?;
-            tokio::spawn(connection);
-            Sender::Http1(sender)
+        let (mut sender, info) = self.open(request.uri().clone(), connect).await?;
+        let used = ConnectionUse {
+            reused: false,
+            via: info.via.clone(),
         };
         if let Some(shared) = sender.share() {
             // Shared at once: later requests multiplex over it while this one runs.
@@ -807,12 +856,12 @@ impl Pool {
                 },
             );
         }
+        let failed = |failed| Failure {
+            failed,
+            connection: Some(used.clone()),
+        };
         match self.on(&mut sender, request, first_byte).await {
             Ok(response) => {
-                let used = ConnectionUse {
-                    reused: false,
-                    via: info.via.clone(),
-                };
                 if matches!(sender, Sender::Http1(_)) {
                     self.checkin(
                         &key,
@@ -825,8 +874,50 @@ impl Pool {
                 }
                 Ok((response, used))
             }
-            Err(Ok(failed)) => Err(failed),
-            Err(Err((e, _))) => Err(Failed::Http(e)),
+            Err(Ok(f)) => Err(failed(f)),
+            Err(Err((e, _))) => Err(failed(Failed::Http(e))),
+        }
+    }
+
+    /// Opens a connection to `dst` and starts driving it. Both happen on the network runtime
+    /// ([`network_runtime`]), which outlives every caller's: a pooled connection must not die
+    /// with the job (and its runtime) that happened to open it.
+    async fn open(&self, dst: Uri, connect: Duration) -> Result<(Sender, ConnInfo), Failure> {
+        let connector = self.connector.clone();
+        let opening = network_runtime().spawn(async move {
+            let stream = connector
+                .connect_within(&dst, connect)
+                .await
+                .map_err(Failed::Connect)?;
+            let info = stream.info.clone();
+            let sender = if stream.h2 {
+                let (sender, connection) =
+                    hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .handshake(stream)
+                        .await
+                        .map_err(Failed::Handshake)?;
+                tokio::spawn(connection);
+                Sender::Http2(sender)
+            } else {
+                let (sender, connection) = hyper::client::conn::http1::handshake(stream)
+                    .await
+                    .map_err(Failed::Handshake)?;
+                tokio::spawn(connection);
+                Sender::Http1(sender)
+            };
+            Ok::<_, Failed>((sender, info))
+        });
+        match opening.await {
+            Ok(Ok(opened)) => Ok(opened),
+            Ok(Err(failed)) => Err(Failure {
+                failed,
+                connection: None,
+            }),
+            Err(e) => Err(Failure {
+                failed: Failed::Task(e.to_string()),
+                connection: None,
+            }),
         }
     }
 
@@ -840,10 +931,6 @@ impl Pool {
         http::Response<hyper::body::Incoming>,
         Result<Failed, (hyper::Error, Option<http::Request<Empty>>)>,
     > {
-        let request = match sender {
-            Sender::Http1(_) => origin_form(request),
-            Sender::Http2(_) => request,
-        };
         match tokio::time::timeout(first_byte, sender.send(request)).await {
             Err(_) => Err(Ok(Failed::FirstByte(first_byte))),
             Ok(Ok(response)) => Ok(response),
@@ -854,11 +941,8 @@ impl Pool {
     /// A free connection for `key`, if one is kept. Connections closed or idle past
     /// [`IDLE_TIMEOUT`] are dropped on the way (of every host: closing them).
     fn checkout(&self, key: &str) -> Option<Idle> {
+        self.purge();
         let mut idle = self.idle.lock().ok()?;
-        idle.retain(|_, kept| {
-            kept.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
-            !kept.is_empty()
-        });
         let kept = idle.get_mut(key)?;
         let at = kept.iter().rposition(|c| c.sender.is_ready())?;
         match kept[at].sender.share() {
@@ -872,6 +956,17 @@ impl Pool {
         }
     }
 
+    /// Drops the connections that closed or stayed idle past [`IDLE_TIMEOUT`] (which closes
+    /// them).
+    fn purge(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|_, kept| {
+                kept.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
+                !kept.is_empty()
+            });
+        }
+    }
+
     /// Keeps a connection for later requests (an HTTP/1.1 one is free once its response has
     /// been read), up to [`MAX_IDLE_PER_HOST`] per host.
     fn checkin(&self, key: &str, mut connection: Idle) {
@@ -879,10 +974,12 @@ impl Pool {
             // Already shared in the pool.
             if let Ok(mut idle) = self.idle.lock() {
                 let kept = idle.entry(key.to_string()).or_default();
-                if !kept.iter().any(|c| c.info.id == connection.info.id)
-                    && kept.len() < MAX_IDLE_PER_HOST
-                {
-                    kept.push(connection);
+                let full = kept.len() >= MAX_IDLE_PER_HOST;
+                match kept.iter_mut().find(|c| c.info.id == connection.info.id) {
+                    // Used just now: idle from now on.
+                    Some(shared) => shared.since = std::time::Instant::now(),
+                    None if !full => kept.push(connection),
+                    None => {}
                 }
             }
             return;
@@ -917,9 +1014,18 @@ fn origin_form(mut request: http::Request<Empty>) -> http::Request<Empty> {
 }
 
 /// Turns a failure into what the component is told and what the host can say.
-fn classify(failed: Failed, host: &str, via: Option<Arc<str>>) -> SendFailure {
+fn classify(
+    Failure { failed, connection }: Failure,
+    host: &str,
+    via: Option<Arc<str>>,
+    network: &Network,
+) -> SendFailure {
     let mut failure = None;
     let (error, cause) = match failed {
+        Failed::Task(e) => (
+            HttpError::InternalError(Some("the connection task failed".into())),
+            e,
+        ),
         Failed::FirstByte(after) => (
             HttpError::ConnectionReadTimeout,
             format!("no response head within {} ms", after.as_millis()),
@@ -951,10 +1057,14 @@ fn classify(failed: Failed, host: &str, via: Option<Arc<str>>) -> SendFailure {
                     TunnelError::Status(407) => {
                         failure = Some(ConnectionFailure::Proxy {
                             via: via.to_string(),
-                            problem: "it asks for a user name and password (407 Proxy Authentication Required); put them in the proxy URL as http://user:password@host:port".into(),
+                            problem: "it asks for a user name and password (407 Proxy Authentication Required); put them in the proxy URL as http://user:password@host:port (percent-encoded)".into(),
                         });
                         HttpError::ConnectionRefused
                     }
+                    // The proxy could not reach the API, or not in time: as if the API were
+                    // unreachable, retried.
+                    TunnelError::Status(502 | 503) => HttpError::DestinationUnavailable,
+                    TunnelError::Status(504) => HttpError::ConnectionTimeout,
                     other => {
                         failure = Some(ConnectionFailure::Proxy {
                             via: via.to_string(),
@@ -967,9 +1077,19 @@ fn classify(failed: Failed, host: &str, via: Option<Arc<str>>) -> SendFailure {
                 },
                 ConnectError::Tls(tls) => match certificate_problem(tls) {
                     Some(problem) => {
+                        // Name the bundle in use when it lacks the issuer.
+                        let bundle = matches!(
+                            tls,
+                            rustls::Error::InvalidCertificate(
+                                rustls::CertificateError::UnknownIssuer
+                            )
+                        )
+                        .then(|| network.cert_file().map(|p| p.display().to_string()))
+                        .flatten();
                         failure = Some(ConnectionFailure::Certificate {
                             host: host.to_string(),
                             problem,
+                            bundle,
                         });
                         HttpError::TlsCertificateError
                     }
@@ -990,7 +1110,27 @@ fn classify(failed: Failed, host: &str, via: Option<Arc<str>>) -> SendFailure {
         error,
         failure,
         via,
+        connection,
     }
+}
+
+/// The runtime that opens and drives every pooled connection: one thread, for the life of
+/// the process, so that connections outlive the jobs (and their runtimes) that opened them.
+/// Requests and their bodies are read from any runtime through hyper's channels.
+fn network_runtime() -> &'static tokio::runtime::Handle {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("scopable-net")
+                .enable_all()
+                .build()
+                // Creating a runtime fails only when threads or the reactor cannot be made,
+                // the process's resources: nothing can be sent then.
+                .unwrap_or_else(|e| panic!("cannot start the network runtime: {e}"))
+        })
+        .handle()
 }
 
 /// A certificate refusal in plain words, or `None` when the TLS failure is not about the
@@ -1055,10 +1195,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A response body that fails when the server stays silent longer than the between-bytes
-/// timeout.
+/// timeout, counted from the first read (a body read late, its connection shared with others,
+/// is not charged for the wait before it).
 struct TimedBody {
     incoming: hyper::body::Incoming,
-    timeout: tokio::time::Interval,
+    between: Duration,
+    timeout: Option<tokio::time::Interval>,
 }
 
 impl Body for TimedBody {
@@ -1079,13 +1221,23 @@ impl Body for TimedBody {
                 HttpError::Hyper(e)
             }))),
             Poll::Ready(Some(Ok(frame))) => {
-                self.timeout.reset();
+                if let Some(timeout) = &mut self.timeout {
+                    timeout.reset();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Pending => match self.timeout.poll_tick(cx) {
-                Poll::Ready(_) => Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let between = self.between;
+                let timeout = self.timeout.get_or_insert_with(|| {
+                    let mut timeout = tokio::time::interval(between);
+                    timeout.reset();
+                    timeout
+                });
+                match timeout.poll_tick(cx) {
+                    Poll::Ready(_) => Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -1148,6 +1300,9 @@ mod tests {
     #[test]
     fn unusable_proxies_are_refused_without_echoing_them() {
         for value in [
+            "http://user:s3cr@t@proxy.example:3128",
+            "http://user:s3cret#x@proxy.example:3128",
+            "http://user:s3c/ret@proxy.example:3128",
             "https://user:s3cret@proxy.example:443",
             "socks5://user:s3cret@h:1",
             "http://user:s3cret@/",
@@ -1175,6 +1330,35 @@ mod tests {
         let e = Network::new(settings(junk)).unwrap_err();
         assert!(matches!(e, NetworkError::CertFileEmpty { .. }), "{e}");
         assert!(e.to_string().contains("BEGIN CERTIFICATE"), "{e}");
+    }
+
+    #[test]
+    fn settings_never_show_the_proxy_url() {
+        let settings = NetworkSettings {
+            https_proxy: Some(("HTTPS_PROXY", "http://u:s3cret@proxy:3128".into())),
+            ..NetworkSettings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            shown.contains("HTTPS_PROXY") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_a_closed_connection_did_not_take_comes_back_whole() {
+        let (client, _server) = tokio::io::duplex(1024);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(client))
+            .await
+            .unwrap();
+        // The connection is gone before the request is written.
+        drop(connection);
+        let mut sender = Sender::Http1(sender);
+        let url = "https://api.example.test:8443/organizations?page%5Bnumber%5D=2";
+        let request = http::Request::get(url).body(Empty::new()).unwrap();
+        let (_, unsent) = sender.send(request).await.err().unwrap();
+        let unsent = unsent.expect("the request comes back");
+        assert_eq!(unsent.uri().to_string(), url);
     }
 
     #[test]

@@ -327,7 +327,7 @@ impl WasiHttpHooks for Outbound {
                         allowed: true,
                         duration_ms: started.elapsed().as_millis() as u64,
                         detail: Some(failed.detail),
-                        connection: failed.via.map(|via| format!("new via proxy {via}")),
+                        connection: failed.connection.map(|c| c.to_string()),
                         ..event
                     });
                     return Err(failed.error);

@@ -126,6 +126,8 @@ pub enum CallError {
         host: String,
         /// Why, in plain words (unknown issuer, expired, wrong name).
         problem: String,
+        /// The `SSL_CERT_FILE` bundle in use, when it did not hold the issuer either.
+        bundle: Option<String>,
     },
     /// The proxy (`HTTPS_PROXY`) refused or failed the tunnel. Not retried.
     #[error("the proxy {via} did not open a tunnel: {problem}")]
@@ -619,8 +621,16 @@ impl LoadedConnector {
         // A certificate or proxy refusal is named by the host, whatever the guest made of the
         // transport error it was handed, and asking again would get the same answer.
         match report.connection_failure {
-            Some(crate::net::ConnectionFailure::Certificate { host, problem }) => {
-                return Err(CallError::Certificate { host, problem });
+            Some(crate::net::ConnectionFailure::Certificate {
+                host,
+                problem,
+                bundle,
+            }) => {
+                return Err(CallError::Certificate {
+                    host,
+                    problem,
+                    bundle,
+                });
             }
             Some(crate::net::ConnectionFailure::Proxy { via, problem }) => {
                 return Err(CallError::Proxy { via, problem });

@@ -411,13 +411,12 @@ pub fn call_failure(
                 "{e}. This is the host's failure, not {service}'s: check the database file and the disk, then run it again."
             ),
         ),
-        CallError::Certificate { problem, .. } => {
-            let trusted = match scopable_sandbox::net::Network::shared()
-                .ok()
-                .and_then(|n| n.cert_file().map(|p| p.display().to_string()))
-            {
+        CallError::Certificate {
+            problem, bundle, ..
+        } => {
+            let trusted = match bundle {
                 Some(file) => format!(
-                    " (SSL_CERT_FILE names {file}, which does not hold the certificate authority that signed it)"
+                    " (SSL_CERT_FILE names {file}, which does not hold the certificate authority that signed it either)"
                 ),
                 None => String::new(),
             };
