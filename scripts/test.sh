@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests of the connector (natively) and of the host, the simulator's
 # tests, and the end-to-end tests (real binary, real components, simulator, SQLite).
-# Does its own set-up: the wasm32-wasip2 target, and chromium with chromium-driver for the
-# browser tests; the components are built by build scripts.
+# Does its own set-up: the wasm32-wasip2 target, chromium with chromium-driver for the
+# browser tests, and a throwaway PostgreSQL cluster for the store's tests (scripts/postgres.sh:
+# installed when missing, run as an unprivileged user on a free port in a temporary folder,
+# stopped at the end); the components are built by build scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v rustup >/dev/null 2>&1; then
@@ -19,8 +21,11 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
         exit 1
     fi
 fi
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; postgres_stop' EXIT
+postgres_start
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary (cargo prints one result line per binary).

@@ -433,6 +433,9 @@ pub enum DbError {
     /// Any other SQLite error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Any other error of the database (PostgreSQL's, or a value of an unexpected type).
+    #[error("database error: {0}")]
+    Sql(String),
     /// A thread panicked while holding the database connection.
     #[error(
         "the database connection was left unusable by a failed operation; run the command again"

@@ -13,11 +13,13 @@ pub mod handle;
 #[cfg(test)]
 mod isolation;
 pub mod kv;
+pub mod pg;
 pub mod records;
 pub mod review;
 pub mod runs;
 pub mod search;
 pub mod shared;
+pub mod sql;
 pub mod sync_apply;
 pub mod vault;
 pub mod views;

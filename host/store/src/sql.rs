@@ -1,0 +1,270 @@
+//! One way to run a statement on either database the store keeps: SQLite (a file, one
+//! process's) or PostgreSQL (shared by every replica).
+//!
+//! Statements are written once, in the SQL both accept, with `?1`, `?2`... placeholders (turned
+//! into `$1`, `$2`... for PostgreSQL, outside quotes). Values cross as [`Value`]: integers are
+//! 64-bit on both sides (the PostgreSQL schema uses `BIGINT` for every integer, flags
+//! included), text is text, bytes are `BLOB` / `BYTEA`. Rows come back as [`Row`]s of values.
+
+use crate::db::DbError;
+
+/// A value bound to a statement or read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL `NULL`.
+    Null,
+    /// A 64-bit integer (also flags: 0 or 1).
+    Int(i64),
+    /// A double.
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(v)
+    }
+}
+
+impl From<u32> for Value {
+    fn from(v: u32) -> Value {
+        Value::Int(i64::from(v))
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Int(i64::from(v))
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Text(v.to_string())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::Text(v)
+    }
+}
+
+impl From<&String> for Value {
+    fn from(v: &String) -> Value {
+        Value::Text(v.clone())
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Value {
+        Value::Blob(v.to_vec())
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Value {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// The values of a statement's placeholders, in order: `values![account, id, Some("x")]`.
+#[macro_export]
+macro_rules! values {
+    ($($v:expr),* $(,)?) => {
+        [$($crate::sql::Value::from($v)),*]
+    };
+}
+
+/// One row of a result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    fn at(&self, i: usize) -> Result<&Value, DbError> {
+        self.0
+            .get(i)
+            .ok_or_else(|| DbError::Sql(format!("no column {i} in a row of {}", self.0.len())))
+    }
+
+    /// Column `i` as an integer (`NULL` is an error).
+    pub fn int(&self, i: usize) -> Result<i64, DbError> {
+        match self.at(i)? {
+            Value::Int(v) => Ok(*v),
+            other => Err(DbError::Sql(format!(
+                "column {i} is {other:?}, not an integer"
+            ))),
+        }
+    }
+
+    /// Column `i` as an integer or `NULL`.
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, DbError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            _ => self.int(i).map(Some),
+        }
+    }
+
+    /// Column `i` as text (`NULL` is an error).
+    pub fn text(&self, i: usize) -> Result<String, DbError> {
+        match self.at(i)? {
+            Value::Text(v) => Ok(v.clone()),
+            other => Err(DbError::Sql(format!("column {i} is {other:?}, not text"))),
+        }
+    }
+
+    /// Column `i` as text or `NULL`.
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, DbError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            _ => self.text(i).map(Some),
+        }
+    }
+
+    /// Column `i` as bytes.
+    pub fn blob(&self, i: usize) -> Result<Vec<u8>, DbError> {
+        match self.at(i)? {
+            Value::Blob(v) => Ok(v.clone()),
+            other => Err(DbError::Sql(format!("column {i} is {other:?}, not bytes"))),
+        }
+    }
+}
+
+/// Runs statements on one connection (or inside one transaction) of either database.
+pub trait Sql {
+    /// Runs a statement; returns the rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
+    /// Runs a query; returns every row.
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError>;
+
+    /// The first row of a query, if any.
+    fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    /// The one row a query must return.
+    fn query_one(&mut self, sql: &str, params: &[Value]) -> Result<Row, DbError> {
+        self.query_opt(sql, params)?
+            .ok_or_else(|| DbError::Sql("a query that returns one row returned none".into()))
+    }
+}
+
+impl rusqlite::types::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(v) => ValueRef::Integer(*v),
+            Value::Real(v) => ValueRef::Real(*v),
+            Value::Text(v) => ValueRef::Text(v.as_bytes()),
+            Value::Blob(v) => ValueRef::Blob(v),
+        }))
+    }
+}
+
+fn sqlite_row(row: &rusqlite::Row<'_>, columns: usize) -> rusqlite::Result<Row> {
+    use rusqlite::types::ValueRef;
+    let mut values = Vec::with_capacity(columns);
+    for i in 0..columns {
+        values.push(match row.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(v) => Value::Int(v),
+            ValueRef::Real(v) => Value::Real(v),
+            ValueRef::Text(v) => Value::Text(String::from_utf8_lossy(v).into_owned()),
+            ValueRef::Blob(v) => Value::Blob(v.to_vec()),
+        });
+    }
+    Ok(Row(values))
+}
+
+impl Sql for rusqlite::Connection {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        let mut stmt = self.prepare_cached(sql)?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        let mut stmt = self.prepare_cached(sql)?;
+        let columns = stmt.column_count();
+        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+            sqlite_row(r, columns)
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Sql for rusqlite::Transaction<'_> {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        let mut stmt = self.prepare_cached(sql)?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        let mut stmt = self.prepare_cached(sql)?;
+        let columns = stmt.column_count();
+        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+            sqlite_row(r, columns)
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// `?1`, `?2`... as PostgreSQL's `$1`, `$2`..., outside quoted text and identifiers.
+pub fn postgres_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                out.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            None if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) => out.push('$'),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_dollars_outside_quotes_only() {
+        assert_eq!(
+            postgres_placeholders("SELECT a FROM t WHERE b = ?1 AND c = '?2' AND d = ?12"),
+            "SELECT a FROM t WHERE b = $1 AND c = '?2' AND d = $12"
+        );
+        assert_eq!(
+            postgres_placeholders(r#"SELECT "?1" FROM t"#),
+            r#"SELECT "?1" FROM t"#
+        );
+    }
+
+    #[test]
+    fn values_convert_from_the_store_s_types() {
+        let v = values![7i64, "a", Some("b"), None::<i64>, true, 3u32];
+        assert_eq!(
+            v,
+            [
+                Value::Int(7),
+                Value::Text("a".into()),
+                Value::Text("b".into()),
+                Value::Null,
+                Value::Int(1),
+                Value::Int(3)
+            ]
+        );
+    }
+}
