@@ -60,17 +60,14 @@ impl BudgetTable {
         match &self.kept {
             Kept::Sqlite(conn) => {
                 let mut conn = conn.lock().map_err(|_| DbError::Poisoned)?;
-                let mut tx =
+                let tx =
                     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let wait = self.take_on(&mut tx, limit, window, at_ms)?;
+                let wait = self.take_on(&tx, limit, window, at_ms)?;
                 tx.commit()?;
                 Ok(wait)
             }
             Kept::Postgres(db) => db.conn()?.transaction(|tx| {
-                tx.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
-                    &values![format!("budget/{}/{}", self.account, self.connector)],
-                )?;
+                tx.lock(&format!("budget/{}/{}", self.account, self.connector))?;
                 self.take_on(tx, limit, window, at_ms)
             }),
         }
@@ -79,7 +76,7 @@ impl BudgetTable {
     /// [`BudgetTable::try_take`] inside a transaction that holds the pair's lock.
     fn take_on(
         &self,
-        tx: &mut dyn Sql,
+        tx: &dyn Sql,
         limit: u32,
         window: Duration,
         at_ms: i64,

@@ -2,6 +2,8 @@
 //! a handle, so every operation knows its account from the start.
 
 use crate::db::{self, DbError};
+use crate::pg::{PgConn, PgTx, Postgres};
+use crate::sql::{Row, Sql, Value};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 
@@ -10,16 +12,65 @@ pub const DEFAULT_ACCOUNT: &str = "default";
 
 /// An open database, scoped to one account.
 pub struct Db {
-    conn: Connection,
+    conn: Conn,
     path: PathBuf,
     account: String,
+}
+
+/// The connection of a [`Db`]: a SQLite file's, or one of a PostgreSQL pool's.
+enum Conn {
+    Sqlite(Connection),
+    Postgres(PgConn, Postgres),
+}
+
+/// A transaction on a [`Db`], rolled back when dropped uncommitted. SQLite's is `BEGIN
+/// IMMEDIATE` (it holds the database's write lock from the start); on PostgreSQL, writers of
+/// the same thing serialize with [`Tx::lock`].
+pub(crate) enum Tx<'a> {
+    Sqlite(rusqlite::Transaction<'a>),
+    Postgres(PgTx<'a>),
+}
+
+impl Tx<'_> {
+    /// Waits for, and holds until the transaction ends, the lock named `key` (PostgreSQL); on
+    /// SQLite the transaction already holds the only write lock.
+    pub(crate) fn lock(&self, key: &str) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(_) => Ok(()),
+            Tx::Postgres(tx) => tx.lock(key),
+        }
+    }
+
+    /// Commits.
+    pub(crate) fn commit(self) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(tx) => Ok(tx.commit()?),
+            Tx::Postgres(tx) => tx.commit(),
+        }
+    }
+}
+
+impl Sql for Tx<'_> {
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        match self {
+            Tx::Sqlite(tx) => tx.execute(sql, params),
+            Tx::Postgres(tx) => tx.execute(sql, params),
+        }
+    }
+
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        match self {
+            Tx::Sqlite(tx) => Sql::query(tx, sql, params),
+            Tx::Postgres(tx) => tx.query(sql, params),
+        }
+    }
 }
 
 impl Db {
     /// Opens (creating and migrating when needed) the database at `path` for `account`.
     pub fn open(path: &Path, account: &str) -> Result<Db, DbError> {
         Ok(Db {
-            conn: db::open(path)?,
+            conn: Conn::Sqlite(db::open(path)?),
             path: path.to_path_buf(),
             account: account.to_string(),
         })
@@ -29,13 +80,57 @@ impl Db {
     /// migrated or written) for `account`.
     pub fn open_read_only(path: &Path, account: &str) -> Result<Db, DbError> {
         Ok(Db {
-            conn: db::open_read_only(path)?,
+            conn: Conn::Sqlite(db::open_read_only(path)?),
             path: path.to_path_buf(),
             account: account.to_string(),
         })
     }
 
-    /// The database file.
+    /// A handle on a PostgreSQL database (one connection of its pool, held until dropped)
+    /// for `account`. `shown` names the database in messages (never with its password).
+    pub fn open_postgres(db: &Postgres, shown: &str, account: &str) -> Result<Db, DbError> {
+        Ok(Db {
+            conn: Conn::Postgres(db.conn()?, db.clone()),
+            path: PathBuf::from(shown),
+            account: account.to_string(),
+        })
+    }
+
+    /// Whether the database is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.conn, Conn::Postgres(..))
+    }
+
+    /// Statements outside a transaction, on either database.
+    pub(crate) fn sql(&self) -> &dyn Sql {
+        match &self.conn {
+            Conn::Sqlite(c) => c,
+            Conn::Postgres(c, _) => c,
+        }
+    }
+
+    /// Another handle on the same database and account, with its own connection (for a
+    /// thread of its own: a lease's heartbeat, say).
+    pub fn sibling(&self) -> Result<Db, DbError> {
+        match &self.conn {
+            Conn::Sqlite(_) => Db::open(&self.path, &self.account),
+            Conn::Postgres(_, pool) => {
+                Db::open_postgres(pool, &self.path.to_string_lossy(), &self.account)
+            }
+        }
+    }
+
+    /// Begins a transaction ([`Tx`]).
+    pub(crate) fn begin(&mut self) -> Result<Tx<'_>, DbError> {
+        Ok(match &mut self.conn {
+            Conn::Sqlite(c) => {
+                Tx::Sqlite(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+            }
+            Conn::Postgres(c, _) => Tx::Postgres(c.begin()?),
+        })
+    }
+
+    /// The database file (for PostgreSQL, how the database is shown).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -45,13 +140,25 @@ impl Db {
         &self.account
     }
 
-    /// The connection, for the store's own modules.
+    /// The SQLite connection, for the store's functions not yet written for both databases
+    /// ([`Db::sql`], [`Db::begin`]). Those are never reached with a PostgreSQL handle: the
+    /// command line and the runtime open PostgreSQL only once every function they use runs
+    /// on it.
     pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
+        match &self.conn {
+            Conn::Sqlite(c) => c,
+            Conn::Postgres(..) => panic!("{}", NOT_YET),
+        }
     }
 
-    /// The connection, mutably (transactions), for the store's own modules.
+    /// The SQLite connection, mutably (transactions); see [`Db::conn`].
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
-        &mut self.conn
+        match &mut self.conn {
+            Conn::Sqlite(c) => c,
+            Conn::Postgres(..) => panic!("{}", NOT_YET),
+        }
     }
 }
+
+/// Why a SQLite-only function was reached with a PostgreSQL handle.
+const NOT_YET: &str = "this store function runs on SQLite only so far";

@@ -19,122 +19,123 @@ const MIGRATION_LOCK: i64 = 0x5C0_9AB1E;
 pub const MIGRATIONS: &[&str] = &[PG_SCHEMA_V1];
 
 /// The schema as it stands at SQLite's version 6: every integer is `BIGINT` (flags included),
-/// bytes are `BYTEA`, generated ids are identities.
+/// bytes are `BYTEA`, generated ids are identities, and text compares and sorts by code point
+/// (`COLLATE "C"`), as SQLite's does, whatever the server's locale.
 const PG_SCHEMA_V1: &str = r#"
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT COLLATE "C" NOT NULL);
 CREATE TABLE accounts (
-    id TEXT NOT NULL PRIMARY KEY, name TEXT, created_at TEXT NOT NULL,
-    vault_binding TEXT NOT NULL
+    id TEXT COLLATE "C" NOT NULL PRIMARY KEY, name TEXT COLLATE "C", created_at TEXT COLLATE "C" NOT NULL,
+    vault_binding TEXT COLLATE "C" NOT NULL
 );
 CREATE TABLE account_features (
-    account TEXT NOT NULL, feature TEXT NOT NULL, enabled_at TEXT NOT NULL,
+    account TEXT COLLATE "C" NOT NULL, feature TEXT COLLATE "C" NOT NULL, enabled_at TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (account, feature)
 );
 CREATE TABLE clients (
-    account TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (account, id)
+    account TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C" NOT NULL, PRIMARY KEY (account, id)
 );
 CREATE TABLE configurations (
-    account TEXT NOT NULL, id TEXT NOT NULL, client_id TEXT NOT NULL, name TEXT NOT NULL,
-    hostname TEXT, serial_number TEXT, mac_addresses TEXT NOT NULL DEFAULT '[]',
+    account TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, client_id TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C" NOT NULL,
+    hostname TEXT COLLATE "C", serial_number TEXT COLLATE "C", mac_addresses TEXT COLLATE "C" NOT NULL DEFAULT '[]',
     PRIMARY KEY (account, id),
     FOREIGN KEY (account, client_id) REFERENCES clients (account, id)
 );
 CREATE INDEX configurations_client ON configurations(account, client_id);
 CREATE TABLE connections (
-    account TEXT NOT NULL, connector TEXT NOT NULL, region TEXT NOT NULL,
-    endpoint TEXT NOT NULL, key_nonce BYTEA NOT NULL, key_ciphertext BYTEA NOT NULL,
-    verified_at TEXT NOT NULL, connected_at TEXT NOT NULL,
+    account TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL, region TEXT COLLATE "C" NOT NULL,
+    endpoint TEXT COLLATE "C" NOT NULL, key_nonce BYTEA NOT NULL, key_ciphertext BYTEA NOT NULL,
+    verified_at TEXT COLLATE "C" NOT NULL, connected_at TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (account, connector)
 );
 CREATE TABLE links (
-    account TEXT NOT NULL, connector TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('organization', 'configuration')),
-    source_id TEXT NOT NULL, scopable_id TEXT NOT NULL,
-    source TEXT NOT NULL CHECK (source IN ('auto', 'manual')),
-    evidence TEXT NOT NULL, linked_at TEXT NOT NULL,
+    account TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL CHECK (kind IN ('organization', 'configuration')),
+    source_id TEXT COLLATE "C" NOT NULL, scopable_id TEXT COLLATE "C" NOT NULL,
+    source TEXT COLLATE "C" NOT NULL CHECK (source IN ('auto', 'manual')),
+    evidence TEXT COLLATE "C" NOT NULL, linked_at TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (account, connector, kind, source_id)
 );
 CREATE INDEX links_target ON links(account, connector, kind, scopable_id);
 CREATE TABLE decisions (
-    account TEXT NOT NULL, connector TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('organization', 'configuration')),
-    source_id TEXT NOT NULL, action TEXT NOT NULL CHECK (action IN ('link', 'ignore')),
-    scopable_id TEXT, decided_at TEXT NOT NULL,
+    account TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL CHECK (kind IN ('organization', 'configuration')),
+    source_id TEXT COLLATE "C" NOT NULL, action TEXT COLLATE "C" NOT NULL CHECK (action IN ('link', 'ignore')),
+    scopable_id TEXT COLLATE "C", decided_at TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (account, connector, kind, source_id)
 );
 CREATE TABLE unplaced (
-    account TEXT NOT NULL, connector TEXT NOT NULL, kind TEXT NOT NULL,
-    source_id TEXT NOT NULL, name TEXT NOT NULL, reason TEXT NOT NULL,
-    candidates TEXT NOT NULL, suggestions TEXT NOT NULL,
+    account TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL, kind TEXT COLLATE "C" NOT NULL,
+    source_id TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C" NOT NULL, reason TEXT COLLATE "C" NOT NULL,
+    candidates TEXT COLLATE "C" NOT NULL, suggestions TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (account, connector, kind, source_id)
 );
 CREATE TABLE source_records (
-    account TEXT NOT NULL, connector TEXT NOT NULL, kind TEXT NOT NULL,
-    source_id TEXT NOT NULL, name TEXT NOT NULL, organization_id TEXT, short_name TEXT,
-    type_name TEXT, status_name TEXT, hostname TEXT, primary_ip TEXT, serial_number TEXT,
-    mac_addresses TEXT NOT NULL DEFAULT '[]', archived BIGINT NOT NULL DEFAULT 0,
+    account TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL, kind TEXT COLLATE "C" NOT NULL,
+    source_id TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C" NOT NULL, organization_id TEXT COLLATE "C", short_name TEXT COLLATE "C",
+    type_name TEXT COLLATE "C", status_name TEXT COLLATE "C", hostname TEXT COLLATE "C", primary_ip TEXT COLLATE "C", serial_number TEXT COLLATE "C",
+    mac_addresses TEXT COLLATE "C" NOT NULL DEFAULT '[]', archived BIGINT NOT NULL DEFAULT 0,
     identifiers_kept BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (account, connector, kind, source_id)
 );
 CREATE TABLE sync_runs (
     id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    account TEXT NOT NULL, connector TEXT NOT NULL, kind TEXT NOT NULL,
-    dry_run BIGINT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
-    status TEXT NOT NULL, fetched BIGINT NOT NULL DEFAULT 0, linked BIGINT NOT NULL DEFAULT 0,
+    account TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL, kind TEXT COLLATE "C" NOT NULL,
+    dry_run BIGINT NOT NULL, started_at TEXT COLLATE "C" NOT NULL, finished_at TEXT COLLATE "C",
+    status TEXT COLLATE "C" NOT NULL, fetched BIGINT NOT NULL DEFAULT 0, linked BIGINT NOT NULL DEFAULT 0,
     skipped BIGINT NOT NULL DEFAULT 0, errored BIGINT NOT NULL DEFAULT 0,
     new_links BIGINT NOT NULL DEFAULT 0, removed_links BIGINT NOT NULL DEFAULT 0,
-    requests BIGINT NOT NULL DEFAULT 0, error TEXT, lease_until BIGINT, actor TEXT,
+    requests BIGINT NOT NULL DEFAULT 0, error TEXT COLLATE "C", lease_until BIGINT, actor TEXT COLLATE "C",
     pages_done BIGINT NOT NULL DEFAULT 0, pages_total BIGINT
 );
 CREATE INDEX sync_runs_running ON sync_runs(account, connector, kind, status);
 CREATE INDEX sync_runs_queued ON sync_runs(id) WHERE status = 'queued';
 CREATE TABLE audit (
     id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    account TEXT NOT NULL, at TEXT NOT NULL, connector TEXT NOT NULL,
-    component_sha256 TEXT NOT NULL, capability TEXT NOT NULL, method TEXT NOT NULL,
-    host TEXT NOT NULL, path TEXT NOT NULL, decision TEXT NOT NULL, rule TEXT,
+    account TEXT COLLATE "C" NOT NULL, at TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL,
+    component_sha256 TEXT COLLATE "C" NOT NULL, capability TEXT COLLATE "C" NOT NULL, method TEXT COLLATE "C" NOT NULL,
+    host TEXT COLLATE "C" NOT NULL, path TEXT COLLATE "C" NOT NULL, decision TEXT COLLATE "C" NOT NULL, rule TEXT COLLATE "C",
     status BIGINT, bytes BIGINT NOT NULL DEFAULT 0, duration_ms BIGINT NOT NULL DEFAULT 0,
-    detail TEXT, connection TEXT
+    detail TEXT COLLATE "C", connection TEXT COLLATE "C"
 );
 CREATE INDEX audit_connector ON audit(account, connector, id);
 CREATE INDEX audit_at ON audit(at);
 CREATE TABLE kv (
-    account TEXT NOT NULL, connector TEXT NOT NULL, key TEXT NOT NULL, value BYTEA NOT NULL,
+    account TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL, value BYTEA NOT NULL,
     PRIMARY KEY (account, connector, key)
 );
 CREATE TABLE request_budget (
-    account TEXT NOT NULL, connector TEXT NOT NULL, at_ms BIGINT NOT NULL
+    account TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL, at_ms BIGINT NOT NULL
 );
 CREATE INDEX request_budget_at ON request_budget(account, connector, at_ms);
 CREATE TABLE decision_log (
     id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    account TEXT NOT NULL, at TEXT NOT NULL, connector TEXT NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ('link', 'ignore', 'reset', 'disconnect')),
-    record_kind TEXT CHECK (record_kind IN ('organization', 'configuration')),
-    source_id TEXT, scopable_id TEXT, actor TEXT NOT NULL
+    account TEXT COLLATE "C" NOT NULL, at TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL,
+    action TEXT COLLATE "C" NOT NULL CHECK (action IN ('link', 'ignore', 'reset', 'disconnect')),
+    record_kind TEXT COLLATE "C" CHECK (record_kind IN ('organization', 'configuration')),
+    source_id TEXT COLLATE "C", scopable_id TEXT COLLATE "C", actor TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX decision_log_record ON decision_log(account, connector, record_kind, source_id);
 CREATE TABLE tokens (
-    id TEXT NOT NULL PRIMARY KEY, account TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('admin', 'viewer')), secret_sha256 BYTEA NOT NULL,
-    created_at TEXT NOT NULL, created_by TEXT NOT NULL, revoked_at TEXT, last_used_at TEXT
+    id TEXT COLLATE "C" NOT NULL PRIMARY KEY, account TEXT COLLATE "C" NOT NULL,
+    role TEXT COLLATE "C" NOT NULL CHECK (role IN ('admin', 'viewer')), secret_sha256 BYTEA NOT NULL,
+    created_at TEXT COLLATE "C" NOT NULL, created_by TEXT COLLATE "C" NOT NULL, revoked_at TEXT COLLATE "C", last_used_at TEXT COLLATE "C"
 );
 CREATE INDEX tokens_account ON tokens(account);
 CREATE TABLE sessions (
-    id_sha256 BYTEA NOT NULL PRIMARY KEY, token_id TEXT NOT NULL, account TEXT NOT NULL,
-    created_at TEXT NOT NULL, expires_at_ms BIGINT NOT NULL
+    id_sha256 BYTEA NOT NULL PRIMARY KEY, token_id TEXT COLLATE "C" NOT NULL, account TEXT COLLATE "C" NOT NULL,
+    created_at TEXT COLLATE "C" NOT NULL, expires_at_ms BIGINT NOT NULL
 );
 CREATE INDEX sessions_token ON sessions(token_id);
 CREATE INDEX sessions_account ON sessions(account);
 CREATE TABLE events (
     id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    account TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    connector TEXT, detail TEXT
+    account TEXT COLLATE "C" NOT NULL, at TEXT COLLATE "C" NOT NULL, actor TEXT COLLATE "C" NOT NULL, action TEXT COLLATE "C" NOT NULL,
+    connector TEXT COLLATE "C", detail TEXT COLLATE "C"
 );
 CREATE INDEX events_account ON events(account, id);
 CREATE TABLE schedules (
-    account TEXT NOT NULL, connector TEXT NOT NULL, every_secs BIGINT NOT NULL,
-    next_at_ms BIGINT NOT NULL, set_by TEXT NOT NULL, PRIMARY KEY (account, connector)
+    account TEXT COLLATE "C" NOT NULL, connector TEXT COLLATE "C" NOT NULL, every_secs BIGINT NOT NULL,
+    next_at_ms BIGINT NOT NULL, set_by TEXT COLLATE "C" NOT NULL, PRIMARY KEY (account, connector)
 );
 "#;
 
@@ -267,6 +268,10 @@ impl Postgres {
         );
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(max_connections.max(1))
+            // A pool that stays exhausted, or a server that does not answer, is an error
+            // after this long, not a wait without end.
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Sql(format!("PostgreSQL pool: {e}")))?;
@@ -336,21 +341,25 @@ impl PgConn {
         &mut self,
         f: impl FnOnce(&mut PgTx<'_>) -> Result<R, DbError>,
     ) -> Result<R, DbError> {
-        let tx = block(self.client.transaction())?;
-        let mut tx = PgTx(tx);
+        let mut tx = self.begin()?;
         let out = f(&mut tx)?;
-        block(tx.0.commit())?;
+        tx.commit()?;
         Ok(out)
+    }
+
+    /// Begins a transaction, rolled back when dropped uncommitted.
+    pub fn begin(&mut self) -> Result<PgTx<'_>, DbError> {
+        Ok(PgTx(block(self.client.transaction())?))
     }
 }
 
 impl Sql for PgConn {
-    fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
+    fn execute(&self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
         let sql = postgres_placeholders(sql);
         Ok(block(self.client.execute(sql.as_str(), &params(values)))?)
     }
 
-    fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>, DbError> {
+    fn query(&self, sql: &str, values: &[Value]) -> Result<Vec<Row>, DbError> {
         let sql = postgres_placeholders(sql);
         block(self.client.query(sql.as_str(), &params(values)))?
             .iter()
@@ -362,13 +371,30 @@ impl Sql for PgConn {
 /// A transaction on a [`PgConn`].
 pub struct PgTx<'a>(deadpool_postgres::Transaction<'a>);
 
+impl PgTx<'_> {
+    /// Commits.
+    pub fn commit(self) -> Result<(), DbError> {
+        Ok(block(self.0.commit())?)
+    }
+
+    /// Holds, until the transaction ends, the lock named `key`: writers of the same thing
+    /// (a run's connector and kind, a budget) wait for each other, other writers do not.
+    pub fn lock(&self, key: &str) -> Result<(), DbError> {
+        self.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
+            &[Value::Text(key.to_string())],
+        )?;
+        Ok(())
+    }
+}
+
 impl Sql for PgTx<'_> {
-    fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
+    fn execute(&self, sql: &str, values: &[Value]) -> Result<u64, DbError> {
         let sql = postgres_placeholders(sql);
         Ok(block(self.0.execute(sql.as_str(), &params(values)))?)
     }
 
-    fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>, DbError> {
+    fn query(&self, sql: &str, values: &[Value]) -> Result<Vec<Row>, DbError> {
         let sql = postgres_placeholders(sql);
         block(self.0.query(sql.as_str(), &params(values)))?
             .iter()
@@ -382,9 +408,58 @@ impl Sql for PgTx<'_> {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
+    use crate::handle::Db;
 
-    /// A new, empty database on the test cluster; dropped with the returned guard... left
-    /// behind (the cluster is thrown away at the end of the run).
+    /// One database a test runs on, SQLite or PostgreSQL, fresh and empty: open as many
+    /// handles (processes, replicas) on it as the test needs.
+    pub struct TestDb {
+        /// `sqlite` or `postgres`, for assertion messages.
+        pub name: &'static str,
+        dir: Option<tempfile::TempDir>,
+        postgres: Option<Postgres>,
+    }
+
+    impl TestDb {
+        /// A new handle on this database for `account`.
+        pub fn open(&self, account: &str) -> Db {
+            match (&self.dir, &self.postgres) {
+                (Some(dir), _) => Db::open(&dir.path().join("test.db"), account).unwrap(),
+                (None, Some(pg)) => Db::open_postgres(pg, "postgres", account).unwrap(),
+                (None, None) => unreachable!("a test database is one or the other"),
+            }
+        }
+
+        /// The PostgreSQL pool, when this is PostgreSQL.
+        pub fn postgres(&self) -> Option<&Postgres> {
+            self.postgres.as_ref()
+        }
+
+        /// The SQLite file, when this is SQLite.
+        pub fn path(&self) -> Option<std::path::PathBuf> {
+            self.dir.as_ref().map(|d| d.path().join("test.db"))
+        }
+    }
+
+    /// A fresh SQLite database and a fresh PostgreSQL database (on the test cluster): a
+    /// test of a store function runs on each.
+    pub fn databases(name: &str) -> Vec<TestDb> {
+        let url = fresh_database(name);
+        vec![
+            TestDb {
+                name: "sqlite",
+                dir: Some(tempfile::tempdir().unwrap()),
+                postgres: None,
+            },
+            TestDb {
+                name: "postgres",
+                dir: None,
+                postgres: Some(Postgres::connect(&url, 8).unwrap()),
+            },
+        ]
+    }
+
+    /// A new, empty database on the test cluster, its URL (left behind: the cluster is thrown
+    /// away at the end of the run).
     pub fn fresh_database(name: &str) -> String {
         let url = std::env::var("SCOPABLE_TEST_POSTGRES").unwrap_or_else(|_| {
             panic!(

@@ -136,17 +136,17 @@ impl Row {
 /// Runs statements on one connection (or inside one transaction) of either database.
 pub trait Sql {
     /// Runs a statement; returns the rows it changed.
-    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
     /// Runs a query; returns every row.
-    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError>;
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError>;
 
     /// The first row of a query, if any.
-    fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
+    fn query_opt(&self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
 
     /// The one row a query must return.
-    fn query_one(&mut self, sql: &str, params: &[Value]) -> Result<Row, DbError> {
+    fn query_one(&self, sql: &str, params: &[Value]) -> Result<Row, DbError> {
         self.query_opt(sql, params)?
             .ok_or_else(|| DbError::Sql("a query that returns one row returned none".into()))
     }
@@ -181,12 +181,12 @@ fn sqlite_row(row: &rusqlite::Row<'_>, columns: usize) -> rusqlite::Result<Row> 
 }
 
 impl Sql for rusqlite::Connection {
-    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let mut stmt = self.prepare_cached(sql)?;
         Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
     }
 
-    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
         let mut stmt = self.prepare_cached(sql)?;
         let columns = stmt.column_count();
         let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
@@ -197,18 +197,12 @@ impl Sql for rusqlite::Connection {
 }
 
 impl Sql for rusqlite::Transaction<'_> {
-    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        let mut stmt = self.prepare_cached(sql)?;
-        Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        Sql::execute(&**self, sql, params)
     }
 
-    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
-        let mut stmt = self.prepare_cached(sql)?;
-        let columns = stmt.column_count();
-        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
-            sqlite_row(r, columns)
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        Sql::query(&**self, sql, params)
     }
 }
 
