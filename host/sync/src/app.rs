@@ -94,7 +94,10 @@ impl From<DbError> for AppError {
             | DbError::CannotOpen { .. }
             | DbError::ReadOnly { .. }
             | DbError::NoAccount { .. } => Exit::BadInput,
-            DbError::Sqlite(_) | DbError::Poisoned | DbError::NotQueued { .. } => Exit::Failure,
+            DbError::Sqlite(_)
+            | DbError::Sql(_)
+            | DbError::Poisoned
+            | DbError::NotQueued { .. } => Exit::Failure,
         };
         // The host's own database: a server answers it as its failure, not the caller's input.
         AppError::new(exit, e.to_string()).with_code(DATABASE)
