@@ -8,8 +8,9 @@
 
 use crate::db::{self, DbError, now_ms};
 use crate::handle::Db;
+use crate::sql::{Row, Sql, Value};
+use crate::values;
 use crate::vault::random_hex;
-use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -42,6 +43,74 @@ const ACCOUNT_TABLES: &[(&str, &str)] = &[
 
 /// How long an authentication may go without updating its token's `last_used_at`.
 const LAST_USED_EVERY: Duration = Duration::from_secs(60);
+
+/// The lock that writers of the account `id` (its creation, features, tokens and removal)
+/// hold on PostgreSQL, so that each one's check and write happen as if alone.
+fn account_lock(id: &str) -> String {
+    format!("account/{id}")
+}
+
+/// A transaction on the connection of a handle borrowed shared (the operator functions take
+/// `&Db`): `BEGIN` ... `COMMIT` on the handle's own connection, so that it never waits for a
+/// second connection of a pool. SQLite's begins `IMMEDIATE` (it holds the database's write
+/// lock from the start, as [`Db::begin`] does); on PostgreSQL, writers of the same thing
+/// serialize with [`HandleTx::lock`]. Rolled back when dropped uncommitted.
+pub(crate) struct HandleTx<'a> {
+    db: &'a Db,
+    open: bool,
+}
+
+impl<'a> HandleTx<'a> {
+    /// Begins a transaction on `db`'s connection.
+    pub(crate) fn begin(db: &'a Db) -> Result<HandleTx<'a>, DbError> {
+        let begin = if db.is_postgres() {
+            "BEGIN"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        db.sql().execute(begin, &[])?;
+        Ok(HandleTx { db, open: true })
+    }
+
+    /// Waits for, and holds until the transaction ends, the lock named `key` (PostgreSQL); on
+    /// SQLite the transaction already holds the only write lock.
+    pub(crate) fn lock(&self, key: &str) -> Result<(), DbError> {
+        if self.db.is_postgres() {
+            self.db.sql().execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
+                &values![key],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Commits (a failed commit is rolled back when the transaction is dropped).
+    pub(crate) fn commit(mut self) -> Result<(), DbError> {
+        self.db.sql().execute("COMMIT", &[])?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for HandleTx<'_> {
+    fn drop(&mut self) {
+        if self.open
+            && let Err(e) = self.db.sql().execute("ROLLBACK", &[])
+        {
+            tracing::warn!("cannot roll back a transaction: {e}");
+        }
+    }
+}
+
+impl Sql for HandleTx<'_> {
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        self.db.sql().execute(sql, params)
+    }
+
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        self.db.sql().query(sql, params)
+    }
+}
 
 /// Whether `id` is a usable account id: 1 to 63 lowercase ASCII letters, digits and dashes,
 /// not starting with a dash (`[a-z0-9][a-z0-9-]{0,62}`).
@@ -121,8 +190,8 @@ pub fn add(db: &Db, id: &str, name: Option<&str>, actor: &str) -> Result<Account
     if !valid_account_id(id) {
         return Err(AccountError::InvalidId { id: id.to_string() });
     }
-    let tx =
-        rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
+    let tx = HandleTx::begin(db)?;
+    tx.lock(&account_lock(id))?;
     if account_exists(&tx, id)? {
         return Err(AccountError::Exists { id: id.to_string() });
     }
@@ -144,11 +213,11 @@ pub fn ensure_for_cli(db: &Db, actor: &str) -> Result<bool, AccountError> {
     if !valid_account_id(id) {
         return Err(AccountError::InvalidId { id: id.to_string() });
     }
-    if account_exists(db.conn(), id)? {
+    if account_exists(db.sql(), id)? {
         return Ok(false);
     }
-    let tx =
-        rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
+    let tx = HandleTx::begin(db)?;
+    tx.lock(&account_lock(id))?;
     // Another process may have created it since the look above.
     if account_exists(&tx, id)? {
         return Ok(false);
@@ -156,70 +225,70 @@ pub fn ensure_for_cli(db: &Db, actor: &str) -> Result<bool, AccountError> {
     let created_at = insert_account(&tx, id, None, actor)?;
     tx.execute(
         "INSERT INTO account_features (account, feature, enabled_at) VALUES (?1, ?2, ?3)",
-        params![id, ITGLUE, created_at],
+        &values![id, ITGLUE, &created_at],
     )?;
     insert_event(&tx, id, actor, "feature-enabled", Some(ITGLUE), None)?;
     tx.commit()?;
     Ok(true)
 }
 
-fn account_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    Ok(conn
-        .query_row("SELECT 1 FROM accounts WHERE id = ?1", [id], |_| Ok(()))
-        .optional()?
+fn account_exists(sql: &dyn Sql, id: &str) -> Result<bool, DbError> {
+    Ok(sql
+        .query_opt("SELECT 1 FROM accounts WHERE id = ?1", &values![id])?
         .is_some())
 }
 
 /// Inserts an account row with a new vault binding, and its creation event; returns when.
 fn insert_account(
-    conn: &Connection,
+    sql: &dyn Sql,
     id: &str,
     name: Option<&str>,
     actor: &str,
-) -> rusqlite::Result<String> {
+) -> Result<String, DbError> {
     let created_at = db::now();
-    conn.execute(
+    sql.execute(
         "INSERT INTO accounts (id, name, created_at, vault_binding) VALUES (?1, ?2, ?3, ?4)",
-        params![id, name, created_at, random_hex(16)],
+        &values![id, name, &created_at, random_hex(16)],
     )?;
-    insert_event(conn, id, actor, "account-created", None, name)?;
+    insert_event(sql, id, actor, "account-created", None, name)?;
     Ok(created_at)
 }
 
 /// The account `id`, if it exists. Operator-level.
 pub fn get(db: &Db, id: &str) -> Result<Option<Account>, DbError> {
-    Ok(list_where(db.conn(), Some(id))?.into_iter().next())
+    Ok(list_where(db.sql(), Some(id))?.into_iter().next())
 }
 
 /// Every account, by id. Operator-level.
 pub fn list(db: &Db) -> Result<Vec<Account>, DbError> {
-    Ok(list_where(db.conn(), None)?)
+    list_where(db.sql(), None)
 }
 
-fn list_where(conn: &Connection, id: Option<&str>) -> rusqlite::Result<Vec<Account>> {
-    let mut stmt = conn.prepare(
-        "SELECT a.id, a.name, a.created_at,
-                (SELECT coalesce(json_group_array(feature), '[]')
-                 FROM (SELECT feature FROM account_features f WHERE f.account = a.id
-                       ORDER BY feature))
-         FROM accounts a WHERE ?1 IS NULL OR a.id = ?1 ORDER BY a.id",
+fn list_where(sql: &dyn Sql, id: Option<&str>) -> Result<Vec<Account>, DbError> {
+    // One row per feature (one with none for an account without any), grouped here.
+    let rows = sql.query(
+        "SELECT a.id, a.name, a.created_at, f.feature
+         FROM accounts a LEFT JOIN account_features f ON f.account = a.id
+         WHERE CAST(?1 AS TEXT) IS NULL OR a.id = ?1
+         ORDER BY a.id, f.feature",
+        &values![id],
     )?;
-    let rows = stmt.query_map([id], |r| {
-        let features: String = r.get(3)?;
-        Ok(Account {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            created_at: r.get(2)?,
-            features: serde_json::from_str(&features).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    3,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?,
-        })
-    })?;
-    rows.collect()
+    let mut accounts: Vec<Account> = Vec::new();
+    for row in rows {
+        let id = row.text(0)?;
+        if accounts.last().is_none_or(|a| a.id != id) {
+            accounts.push(Account {
+                id,
+                name: row.opt_text(1)?,
+                created_at: row.text(2)?,
+                features: Vec::new(),
+            });
+        }
+        if let (Some(feature), Some(account)) = (row.opt_text(3)?, accounts.last_mut()) {
+            account.features.push(feature);
+        }
+    }
+    Ok(accounts)
 }
 
 /// Deletes the account `id` and every row of it in every table (records, connection and key,
@@ -227,11 +296,14 @@ fn list_where(conn: &Connection, id: Option<&str>) -> rusqlite::Result<Vec<Accou
 /// one transaction. Operator-level; `actor` is logged. Returns whether there was anything of
 /// it.
 pub fn remove(db: &Db, id: &str, actor: &str) -> Result<bool, AccountError> {
-    let tx =
-        rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
+    let tx = HandleTx::begin(db)?;
+    tx.lock(&account_lock(id))?;
     let mut deleted = 0;
     for (table, column) in ACCOUNT_TABLES {
-        deleted += tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [id])?;
+        deleted += tx.execute(
+            &format!("DELETE FROM {table} WHERE {column} = ?1"),
+            &values![id],
+        )?;
     }
     tx.commit()?;
     if deleted > 0 {
@@ -254,21 +326,21 @@ pub fn set_feature(
             feature: feature.to_string(),
         });
     }
-    let tx =
-        rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
+    let tx = HandleTx::begin(db)?;
+    tx.lock(&account_lock(id))?;
     if !account_exists(&tx, id)? {
         return Err(AccountError::NotFound { id: id.to_string() });
     }
     let changed = if enabled {
         tx.execute(
-            "INSERT OR IGNORE INTO account_features (account, feature, enabled_at)
-             VALUES (?1, ?2, ?3)",
-            params![id, feature, db::now()],
+            "INSERT INTO account_features (account, feature, enabled_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            &values![id, feature, db::now()],
         )?
     } else {
         tx.execute(
             "DELETE FROM account_features WHERE account = ?1 AND feature = ?2",
-            params![id, feature],
+            &values![id, feature],
         )?
     } > 0;
     if changed {
@@ -287,13 +359,11 @@ pub fn set_feature(
 /// exist).
 pub fn feature_enabled(db: &Db, feature: &str) -> Result<bool, DbError> {
     Ok(db
-        .conn()
-        .query_row(
+        .sql()
+        .query_opt(
             "SELECT 1 FROM account_features WHERE account = ?1 AND feature = ?2",
-            params![db.account(), feature],
-            |_| Ok(()),
-        )
-        .optional()?
+            &values![db.account(), feature],
+        )?
         .is_some())
 }
 
@@ -410,8 +480,8 @@ pub fn create_token(
     role: Role,
     actor: &str,
 ) -> Result<NewToken, AccountError> {
-    let tx =
-        rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
+    let tx = HandleTx::begin(db)?;
+    tx.lock(&account_lock(account))?;
     if !account_exists(&tx, account)? {
         return Err(AccountError::NotFound {
             id: account.to_string(),
@@ -422,8 +492,8 @@ pub fn create_token(
     tx.execute(
         "INSERT INTO tokens (id, account, role, secret_sha256, created_at, created_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            token_id,
+        &values![
+            &token_id,
             account,
             role.as_str(),
             sha256(&secret).as_slice(),
@@ -448,59 +518,61 @@ pub fn create_token(
 
 /// The tokens of the account `id`, oldest first. Operator-level.
 pub fn tokens(db: &Db, account: &str) -> Result<Vec<TokenInfo>, AccountError> {
-    if !account_exists(db.conn(), account)? {
+    if !account_exists(db.sql(), account)? {
         return Err(AccountError::NotFound {
             id: account.to_string(),
         });
     }
-    let mut stmt = db.conn().prepare(
+    let rows = db.sql().query(
         "SELECT id, account, role, created_at, created_by, revoked_at, last_used_at FROM tokens
          WHERE account = ?1 ORDER BY created_at, id",
+        &values![account],
     )?;
-    let rows = stmt.query_map([account], |r| {
-        let role: String = r.get(2)?;
-        Ok(TokenInfo {
-            token_id: r.get(0)?,
-            account: r.get(1)?,
-            role: Role::parse(&role).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    2,
-                    rusqlite::types::Type::Text,
-                    format!("unknown role {role:?}").into(),
-                )
-            })?,
-            created_at: r.get(3)?,
-            created_by: r.get(4)?,
-            revoked_at: r.get(5)?,
-            last_used_at: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut tokens = Vec::with_capacity(rows.len());
+    for r in rows {
+        let role = r.text(2)?;
+        tokens.push(TokenInfo {
+            token_id: r.text(0)?,
+            account: r.text(1)?,
+            role: Role::parse(&role)
+                .ok_or_else(|| DbError::Sql(format!("a token has the unknown role {role:?}")))?,
+            created_at: r.text(3)?,
+            created_by: r.text(4)?,
+            revoked_at: r.opt_text(5)?,
+            last_used_at: r.opt_text(6)?,
+        });
+    }
+    Ok(tokens)
 }
 
 /// Revokes the token `token_id` and ends its sessions at once, recorded as an event of
 /// `actor` in its account. Operator-level. Returns whether a token in use was revoked (`false`
 /// for an unknown or already revoked one).
 pub fn revoke(db: &Db, token_id: &str, actor: &str) -> Result<bool, DbError> {
-    let tx =
-        rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
-    let account: Option<String> = tx
-        .query_row(
-            "SELECT account FROM tokens WHERE id = ?1 AND revoked_at IS NULL",
-            [token_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(account) = account else {
+    let tx = HandleTx::begin(db)?;
+    let Some(row) = tx.query_opt(
+        "SELECT account FROM tokens WHERE id = ?1 AND revoked_at IS NULL",
+        &values![token_id],
+    )?
+    else {
         return Ok(false);
     };
-    tx.execute(
-        "UPDATE tokens SET revoked_at = ?3 WHERE account = ?1 AND id = ?2",
-        params![account, token_id, db::now()],
+    let account = row.text(0)?;
+    // The account's lock, taken once the account is known (as `remove` takes it, so that the
+    // two never wait for each other's rows); the update checks again that the token is still
+    // there and not revoked, since another revocation or the account's removal may have been
+    // committed after the look above.
+    tx.lock(&account_lock(&account))?;
+    let revoked = tx.execute(
+        "UPDATE tokens SET revoked_at = ?3 WHERE account = ?1 AND id = ?2 AND revoked_at IS NULL",
+        &values![&account, token_id, db::now()],
     )?;
+    if revoked == 0 {
+        return Ok(false);
+    }
     tx.execute(
         "DELETE FROM sessions WHERE account = ?1 AND token_id = ?2",
-        params![account, token_id],
+        &values![&account, token_id],
     )?;
     insert_event(&tx, &account, actor, "token-revoked", None, Some(token_id))?;
     tx.commit()?;
@@ -514,17 +586,15 @@ pub fn authenticate(db: &Db, token: &str) -> Result<Option<Principal>, DbError> 
     let Some((token_id, secret)) = parse_token(token) else {
         return Ok(None);
     };
-    let row: Option<(String, String, Vec<u8>, Option<String>)> = db
-        .conn()
-        .query_row(
-            "SELECT account, role, secret_sha256, revoked_at FROM tokens WHERE id = ?1",
-            [token_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    let Some((account, role, stored, revoked_at)) = row else {
+    let Some(row) = db.sql().query_opt(
+        "SELECT account, role, secret_sha256, revoked_at FROM tokens WHERE id = ?1",
+        &values![token_id],
+    )?
+    else {
         return Ok(None);
     };
+    let (account, role, stored, revoked_at) =
+        (row.text(0)?, row.text(1)?, row.blob(2)?, row.opt_text(3)?);
     let matches: bool = sha256(secret).as_slice().ct_eq(&stored).into();
     let Some(role) = Role::parse(&role) else {
         return Ok(None);
@@ -534,11 +604,11 @@ pub fn authenticate(db: &Db, token: &str) -> Result<Option<Principal>, DbError> 
     }
     let now = std::time::SystemTime::now();
     let cutoff = humantime::format_rfc3339_seconds(now - LAST_USED_EVERY).to_string();
-    let touched = db.conn().execute(
+    let touched = db.sql().execute(
         "UPDATE tokens SET last_used_at = ?3
          WHERE account = ?1 AND id = ?2 AND (last_used_at IS NULL OR last_used_at <= ?4)",
-        params![
-            account,
+        &values![
+            &account,
             token_id,
             humantime::format_rfc3339_seconds(now).to_string(),
             cutoff
@@ -561,18 +631,18 @@ pub fn create_session(db: &Db, principal: &Principal, ttl: Duration) -> Result<S
     let secret = random_hex(32);
     let now = now_ms();
     let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-    let tx = db.conn().unchecked_transaction()?;
+    let tx = HandleTx::begin(db)?;
     tx.execute(
         "DELETE FROM sessions WHERE account = ?1 AND expires_at_ms <= ?2",
-        params![principal.account, now],
+        &values![&principal.account, now],
     )?;
     tx.execute(
         "INSERT INTO sessions (id_sha256, token_id, account, created_at, expires_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
+        &values![
             sha256(&secret).as_slice(),
-            principal.token_id,
-            principal.account,
+            &principal.token_id,
+            &principal.account,
             db::now(),
             expires
         ],
@@ -587,30 +657,30 @@ pub fn session(db: &Db, secret: &str) -> Result<Option<Principal>, DbError> {
     if !is_lower_hex(secret, 64) {
         return Ok(None);
     }
-    let row: Option<(String, String, String)> = db
-        .conn()
-        .query_row(
-            "SELECT s.account, t.role, s.token_id FROM sessions s
-             JOIN tokens t ON t.id = s.token_id AND t.account = s.account
-             WHERE s.id_sha256 = ?1 AND s.expires_at_ms > ?2 AND t.revoked_at IS NULL",
-            params![sha256(secret).as_slice(), now_ms()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    Ok(row.and_then(|(account, role, token_id)| {
-        Some(Principal {
-            account,
-            role: Role::parse(&role)?,
-            token_id,
-        })
+    let Some(row) = db.sql().query_opt(
+        "SELECT s.account, t.role, s.token_id FROM sessions s
+         JOIN tokens t ON t.id = s.token_id AND t.account = s.account
+         WHERE s.id_sha256 = ?1 AND s.expires_at_ms > ?2 AND t.revoked_at IS NULL",
+        &values![sha256(secret).as_slice(), now_ms()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let Some(role) = Role::parse(&row.text(1)?) else {
+        return Ok(None);
+    };
+    Ok(Some(Principal {
+        account: row.text(0)?,
+        role,
+        token_id: row.text(2)?,
     }))
 }
 
 /// Ends the session with `secret` (signing out). Returns whether there was one.
 pub fn end_session(db: &Db, secret: &str) -> Result<bool, DbError> {
-    Ok(db.conn().execute(
+    Ok(db.sql().execute(
         "DELETE FROM sessions WHERE id_sha256 = ?1",
-        [sha256(secret).as_slice()],
+        &values![sha256(secret).as_slice()],
     )? > 0)
 }
 
@@ -634,19 +704,19 @@ pub struct Event {
 
 /// Records an event of `account` (inside the caller's transaction); returns its id.
 pub(crate) fn insert_event(
-    conn: &Connection,
+    sql: &dyn Sql,
     account: &str,
     actor: &str,
     action: &str,
     connector: Option<&str>,
     detail: Option<&str>,
-) -> rusqlite::Result<i64> {
-    conn.execute(
+) -> Result<i64, DbError> {
+    sql.query_one(
         "INSERT INTO events (account, at, actor, action, connector, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![account, db::now(), actor, action, connector, detail],
-    )?;
-    Ok(conn.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        &values![account, db::now(), actor, action, connector, detail],
+    )?
+    .int(0)
 }
 
 /// Records an event of the handle's account (see [`Event`] for the fields); returns its id.
@@ -657,48 +727,59 @@ pub fn record_event(
     connector: Option<&str>,
     detail: Option<&str>,
 ) -> Result<i64, DbError> {
-    Ok(insert_event(
-        db.conn(),
-        db.account(),
-        actor,
-        action,
-        connector,
-        detail,
-    )?)
+    insert_event(db.sql(), db.account(), actor, action, connector, detail)
 }
 
 /// The handle's account's newest `limit` events, newest first.
 pub fn events(db: &Db, limit: usize) -> Result<Vec<Event>, DbError> {
-    let mut stmt = db.conn().prepare(
+    let rows = db.sql().query(
         "SELECT id, at, actor, action, connector, detail FROM events
          WHERE account = ?1 ORDER BY id DESC LIMIT ?2",
+        &values![db.account(), i64::try_from(limit).unwrap_or(i64::MAX)],
     )?;
-    let rows = stmt.query_map(
-        params![db.account(), i64::try_from(limit).unwrap_or(i64::MAX)],
-        |r| {
+    rows.into_iter()
+        .map(|r| {
             Ok(Event {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                connector: r.get(4)?,
-                detail: r.get(5)?,
+                id: r.int(0)?,
+                at: r.text(1)?,
+                actor: r.text(2)?,
+                action: r.text(3)?,
+                connector: r.opt_text(4)?,
+                detail: r.opt_text(5)?,
             })
-        },
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn open(dir: &tempfile::TempDir, account: &str) -> Db {
-        Db::open(&dir.path().join("accounts.db"), account).unwrap()
-    }
+    use crate::testing::{TestDb, databases};
+    use std::sync::Barrier;
 
     fn count(db: &Db, sql: &str) -> i64 {
-        db.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+        db.sql().query_one(sql, &[]).unwrap().int(0).unwrap()
+    }
+
+    /// Runs `f` at once on `n` handles of `t` (replicas, or processes), each in a thread of
+    /// its own; returns what each returned.
+    fn at_once<T: Send>(t: &TestDb, n: usize, f: impl Fn(usize, &Db) -> T + Sync) -> Vec<T> {
+        let handles: Vec<Db> = (0..n).map(|_| t.open("default")).collect();
+        let start = Barrier::new(n);
+        std::thread::scope(|s| {
+            let running: Vec<_> = handles
+                .into_iter()
+                .enumerate()
+                .map(|(i, db)| {
+                    let (start, f) = (&start, &f);
+                    s.spawn(move || {
+                        start.wait();
+                        f(i, &db)
+                    })
+                })
+                .collect();
+            running.into_iter().map(|r| r.join().unwrap()).collect()
+        })
     }
 
     #[test]
@@ -713,415 +794,832 @@ mod tests {
 
     #[test]
     fn accounts_are_added_listed_and_refused_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir, "default");
-        let acme = add(&db, "acme", Some("Acme MSP"), "cli:op").unwrap();
-        assert_eq!(
-            (acme.id.as_str(), acme.name.as_deref(), acme.features.len()),
-            ("acme", Some("Acme MSP"), 0)
-        );
-        assert!(matches!(
-            add(&db, "acme", None, "cli:op"),
-            Err(AccountError::Exists { .. })
-        ));
-        assert!(matches!(
-            add(&db, "Bad_Id", None, "cli:op"),
-            Err(AccountError::InvalidId { .. })
-        ));
-        add(&db, "beta", None, "cli:op").unwrap();
-        let ids: Vec<String> = list(&db).unwrap().into_iter().map(|a| a.id).collect();
-        assert_eq!(ids, ["acme", "beta"]);
-        assert_eq!(get(&db, "acme").unwrap(), Some(acme));
-        assert_eq!(get(&db, "nobody").unwrap(), None);
-        // Each account has a vault binding of its own.
-        assert_eq!(
-            count(&db, "SELECT count(DISTINCT vault_binding) FROM accounts"),
-            2
-        );
-        // The creation is the new account's event, not the handle's.
-        let acme_db = open(&dir, "acme");
-        let events = events(&acme_db, 10).unwrap();
-        assert_eq!(events.len(), 1);
-        assert_eq!(
-            (events[0].action.as_str(), events[0].actor.as_str()),
-            ("account-created", "cli:op")
-        );
-        assert!(super::events(&db, 10).unwrap().is_empty());
+        for t in databases("accounts_added") {
+            let db = t.open("default");
+            let acme = add(&db, "acme", Some("Acme MSP"), "cli:op").unwrap();
+            assert_eq!(
+                (acme.id.as_str(), acme.name.as_deref(), acme.features.len()),
+                ("acme", Some("Acme MSP"), 0),
+                "{}",
+                t.name
+            );
+            assert!(
+                matches!(
+                    add(&db, "acme", None, "cli:op"),
+                    Err(AccountError::Exists { .. })
+                ),
+                "{}",
+                t.name
+            );
+            assert!(
+                matches!(
+                    add(&db, "Bad_Id", None, "cli:op"),
+                    Err(AccountError::InvalidId { .. })
+                ),
+                "{}",
+                t.name
+            );
+            add(&db, "beta", None, "cli:op").unwrap();
+            let ids: Vec<String> = list(&db).unwrap().into_iter().map(|a| a.id).collect();
+            assert_eq!(ids, ["acme", "beta"], "{}", t.name);
+            assert_eq!(get(&db, "acme").unwrap(), Some(acme), "{}", t.name);
+            assert_eq!(get(&db, "nobody").unwrap(), None, "{}", t.name);
+            // Each account has a vault binding of its own.
+            assert_eq!(
+                count(&db, "SELECT count(DISTINCT vault_binding) FROM accounts"),
+                2,
+                "{}",
+                t.name
+            );
+            // The creation is the new account's event, not the handle's.
+            let acme_db = t.open("acme");
+            let events = events(&acme_db, 10).unwrap();
+            assert_eq!(events.len(), 1, "{}", t.name);
+            assert_eq!(
+                (events[0].action.as_str(), events[0].actor.as_str()),
+                ("account-created", "cli:op"),
+                "{}",
+                t.name
+            );
+            assert!(super::events(&db, 10).unwrap().is_empty(), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn accounts_are_listed_with_their_features_in_order() {
+        for t in databases("accounts_listed") {
+            let db = t.open("default");
+            add(&db, "zeta", None, "cli:op").unwrap();
+            add(&db, "acme", None, "cli:op").unwrap();
+            add(&db, "beta", Some("B"), "cli:op").unwrap();
+            for feature in ["itglue", "hudu", "a-first"] {
+                set_feature(&db, "acme", feature, true, "cli:op").unwrap();
+            }
+            set_feature(&db, "zeta", "hudu", true, "cli:op").unwrap();
+            let listed: Vec<(String, Vec<String>)> = list(&db)
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.id, a.features))
+                .collect();
+            let expected: Vec<(String, Vec<String>)> = vec![
+                (
+                    "acme".into(),
+                    vec!["a-first".into(), "hudu".into(), "itglue".into()],
+                ),
+                ("beta".into(), vec![]),
+                ("zeta".into(), vec!["hudu".into()]),
+            ];
+            assert_eq!(listed, expected, "{}", t.name);
+            let beta = get(&db, "beta").unwrap().unwrap();
+            assert_eq!(
+                (beta.name.as_deref(), beta.features.len()),
+                (Some("B"), 0),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                get(&db, "acme").unwrap().unwrap().features,
+                ["a-first", "hudu", "itglue"],
+                "{}",
+                t.name
+            );
+        }
     }
 
     #[test]
     fn the_command_line_s_account_is_created_on_first_use_with_itglue() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir, crate::DEFAULT_ACCOUNT);
-        assert!(!feature_enabled(&db, ITGLUE).unwrap());
-        assert!(ensure_for_cli(&db, "cli:alice").unwrap());
-        assert!(!ensure_for_cli(&db, "cli:alice").unwrap(), "created twice");
-        assert!(feature_enabled(&db, ITGLUE).unwrap());
-        assert_eq!(
-            get(&db, crate::DEFAULT_ACCOUNT).unwrap().unwrap().features,
-            [ITGLUE]
-        );
-        assert!(crate::connections::account_id(&db).is_ok());
-        // An invalid handle account is refused, not created.
-        let bad = open(&dir, "Not Valid");
-        assert!(matches!(
-            ensure_for_cli(&bad, "cli:alice"),
-            Err(AccountError::InvalidId { .. })
-        ));
-        assert_eq!(count(&db, "SELECT count(*) FROM accounts"), 1);
+        for t in databases("accounts_cli") {
+            let db = t.open(crate::DEFAULT_ACCOUNT);
+            assert!(!feature_enabled(&db, ITGLUE).unwrap(), "{}", t.name);
+            assert!(ensure_for_cli(&db, "cli:alice").unwrap(), "{}", t.name);
+            assert!(
+                !ensure_for_cli(&db, "cli:alice").unwrap(),
+                "{}: created twice",
+                t.name
+            );
+            assert!(feature_enabled(&db, ITGLUE).unwrap(), "{}", t.name);
+            assert_eq!(
+                get(&db, crate::DEFAULT_ACCOUNT).unwrap().unwrap().features,
+                [ITGLUE],
+                "{}",
+                t.name
+            );
+            assert!(crate::connections::account_id(&db).is_ok(), "{}", t.name);
+            // An invalid handle account is refused, not created.
+            let bad = t.open("Not Valid");
+            assert!(
+                matches!(
+                    ensure_for_cli(&bad, "cli:alice"),
+                    Err(AccountError::InvalidId { .. })
+                ),
+                "{}",
+                t.name
+            );
+            assert_eq!(count(&db, "SELECT count(*) FROM accounts"), 1, "{}", t.name);
+        }
     }
 
     #[test]
     fn features_are_enabled_and_disabled_per_account() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir, "default");
-        add(&db, "acme", None, "cli:op").unwrap();
-        add(&db, "beta", None, "cli:op").unwrap();
-        let acme = open(&dir, "acme");
-        let beta = open(&dir, "beta");
-        assert!(set_feature(&db, "acme", ITGLUE, true, "cli:op").unwrap());
-        assert!(
-            !set_feature(&db, "acme", ITGLUE, true, "cli:op").unwrap(),
-            "no change"
-        );
-        assert!(feature_enabled(&acme, ITGLUE).unwrap());
-        assert!(!feature_enabled(&beta, ITGLUE).unwrap());
-        assert!(set_feature(&db, "acme", ITGLUE, false, "cli:op").unwrap());
-        assert!(!feature_enabled(&acme, ITGLUE).unwrap());
-        assert!(matches!(
-            set_feature(&db, "nobody", ITGLUE, true, "cli:op"),
-            Err(AccountError::NotFound { .. })
-        ));
-        assert!(matches!(
-            set_feature(&db, "acme", "no such feature", true, "cli:op"),
-            Err(AccountError::InvalidFeature { .. })
-        ));
-        let actions: Vec<String> = events(&acme, 10)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.action)
-            .collect();
-        assert_eq!(
-            actions,
-            ["feature-disabled", "feature-enabled", "account-created"]
-        );
+        for t in databases("accounts_features") {
+            let db = t.open("default");
+            add(&db, "acme", None, "cli:op").unwrap();
+            add(&db, "beta", None, "cli:op").unwrap();
+            let acme = t.open("acme");
+            let beta = t.open("beta");
+            assert!(
+                set_feature(&db, "acme", ITGLUE, true, "cli:op").unwrap(),
+                "{}",
+                t.name
+            );
+            assert!(
+                !set_feature(&db, "acme", ITGLUE, true, "cli:op").unwrap(),
+                "{}: no change",
+                t.name
+            );
+            assert!(feature_enabled(&acme, ITGLUE).unwrap(), "{}", t.name);
+            assert!(!feature_enabled(&beta, ITGLUE).unwrap(), "{}", t.name);
+            assert!(
+                set_feature(&db, "acme", ITGLUE, false, "cli:op").unwrap(),
+                "{}",
+                t.name
+            );
+            assert!(!feature_enabled(&acme, ITGLUE).unwrap(), "{}", t.name);
+            assert!(
+                matches!(
+                    set_feature(&db, "nobody", ITGLUE, true, "cli:op"),
+                    Err(AccountError::NotFound { .. })
+                ),
+                "{}",
+                t.name
+            );
+            assert!(
+                matches!(
+                    set_feature(&db, "acme", "no such feature", true, "cli:op"),
+                    Err(AccountError::InvalidFeature { .. })
+                ),
+                "{}",
+                t.name
+            );
+            let actions: Vec<String> = events(&acme, 10)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.action)
+                .collect();
+            assert_eq!(
+                actions,
+                ["feature-disabled", "feature-enabled", "account-created"],
+                "{}",
+                t.name
+            );
+        }
     }
 
     #[test]
     fn a_token_authenticates_and_only_its_hash_is_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir, "default");
-        add(&db, "acme", None, "cli:op").unwrap();
-        let new = create_token(&db, "acme", Role::Viewer, "cli:op").unwrap();
-        assert!(new.token_id.starts_with("tok_") && new.token_id.len() == 16);
-        assert!(
-            new.token
-                .starts_with(&format!("scopable_{}_", new.token_id))
-        );
-        assert_eq!(new.token.len(), "scopable_".len() + 16 + 1 + 64);
-        assert!(
-            !format!("{new:?}").contains(&new.token),
-            "Debug shows the token"
-        );
-        let principal = authenticate(&db, &new.token).unwrap().unwrap();
-        assert_eq!(
-            principal,
-            Principal {
-                account: "acme".into(),
-                role: Role::Viewer,
-                token_id: new.token_id.clone(),
-            }
-        );
-        // Only the secret's SHA-256 is kept.
-        let secret = &new.token[new.token.len() - 64..];
-        let stored: Vec<u8> = db
-            .conn()
-            .query_row("SELECT secret_sha256 FROM tokens", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(stored, Sha256::digest(secret.as_bytes()).as_slice());
-        let leaked = count(
-            &db,
-            &format!(
-                "SELECT count(*) FROM tokens WHERE instr(id || role || created_by, '{secret}') > 0"
-            ),
-        );
-        assert_eq!(leaked, 0);
-        // An unknown account gets no token.
-        assert!(matches!(
-            create_token(&db, "nobody", Role::Admin, "cli:op"),
-            Err(AccountError::NotFound { .. })
-        ));
-        let listed = tokens(&db, "acme").unwrap();
-        assert_eq!(listed.len(), 1);
-        assert_eq!(
-            (
-                listed[0].role,
-                listed[0].created_by.as_str(),
-                listed[0].revoked_at.as_deref()
-            ),
-            (Role::Viewer, "cli:op", None)
-        );
-        assert!(listed[0].last_used_at.is_some(), "the use was recorded");
+        for t in databases("accounts_token") {
+            let db = t.open("default");
+            add(&db, "acme", None, "cli:op").unwrap();
+            let new = create_token(&db, "acme", Role::Viewer, "cli:op").unwrap();
+            assert!(new.token_id.starts_with("tok_") && new.token_id.len() == 16);
+            assert!(
+                new.token
+                    .starts_with(&format!("scopable_{}_", new.token_id))
+            );
+            assert_eq!(new.token.len(), "scopable_".len() + 16 + 1 + 64);
+            assert!(
+                !format!("{new:?}").contains(&new.token),
+                "Debug shows the token"
+            );
+            let principal = authenticate(&db, &new.token).unwrap().unwrap();
+            assert_eq!(
+                principal,
+                Principal {
+                    account: "acme".into(),
+                    role: Role::Viewer,
+                    token_id: new.token_id.clone(),
+                },
+                "{}",
+                t.name
+            );
+            // Only the secret's SHA-256 is kept, as bytes.
+            let secret = &new.token[new.token.len() - 64..];
+            let stored = db
+                .sql()
+                .query_one("SELECT secret_sha256 FROM tokens", &[])
+                .unwrap()
+                .blob(0)
+                .unwrap();
+            assert_eq!(
+                stored,
+                Sha256::digest(secret.as_bytes()).as_slice(),
+                "{}",
+                t.name
+            );
+            let leaked = count(
+                &db,
+                &format!(
+                    "SELECT count(*) FROM tokens WHERE id || role || created_by LIKE '%{secret}%'"
+                ),
+            );
+            assert_eq!(leaked, 0, "{}", t.name);
+            // An unknown account gets no token.
+            assert!(
+                matches!(
+                    create_token(&db, "nobody", Role::Admin, "cli:op"),
+                    Err(AccountError::NotFound { .. })
+                ),
+                "{}",
+                t.name
+            );
+            let listed = tokens(&db, "acme").unwrap();
+            assert_eq!(listed.len(), 1, "{}", t.name);
+            assert_eq!(
+                (
+                    listed[0].role,
+                    listed[0].created_by.as_str(),
+                    listed[0].revoked_at.as_deref()
+                ),
+                (Role::Viewer, "cli:op", None),
+                "{}",
+                t.name
+            );
+            assert!(
+                listed[0].last_used_at.is_some(),
+                "{}: the use was recorded",
+                t.name
+            );
+            assert!(
+                matches!(tokens(&db, "nobody"), Err(AccountError::NotFound { .. })),
+                "{}",
+                t.name
+            );
+        }
     }
 
     #[test]
     fn a_wrong_secret_with_a_right_id_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir, "default");
-        add(&db, "acme", None, "cli:op").unwrap();
-        let new = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
-        let mut wrong = new.token.clone();
-        let last = wrong.pop().unwrap();
-        wrong.push(if last == '0' { '1' } else { '0' });
-        assert_eq!(authenticate(&db, &wrong).unwrap(), None);
-        let other = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
-        // Another token's secret under this id.
-        let swapped = format!(
-            "scopable_{}_{}",
-            new.token_id,
-            &other.token[other.token.len() - 64..]
-        );
-        assert_eq!(authenticate(&db, &swapped).unwrap(), None);
-        for malformed in [
-            "",
-            "scopable_",
-            &new.token[..new.token.len() - 1],
-            &new.token.to_uppercase(),
-            &format!("{}0", new.token),
-            &new.token.replace("scopable_", "other_"),
-        ] {
-            assert_eq!(authenticate(&db, malformed).unwrap(), None, "{malformed}");
+        for t in databases("accounts_wrong") {
+            let db = t.open("default");
+            add(&db, "acme", None, "cli:op").unwrap();
+            let new = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
+            let mut wrong = new.token.clone();
+            let last = wrong.pop().unwrap();
+            wrong.push(if last == '0' { '1' } else { '0' });
+            assert_eq!(authenticate(&db, &wrong).unwrap(), None, "{}", t.name);
+            let other = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
+            // Another token's secret under this id.
+            let swapped = format!(
+                "scopable_{}_{}",
+                new.token_id,
+                &other.token[other.token.len() - 64..]
+            );
+            assert_eq!(authenticate(&db, &swapped).unwrap(), None, "{}", t.name);
+            for malformed in [
+                "",
+                "scopable_",
+                &new.token[..new.token.len() - 1],
+                &new.token.to_uppercase(),
+                &format!("{}0", new.token),
+                &new.token.replace("scopable_", "other_"),
+            ] {
+                assert_eq!(
+                    authenticate(&db, malformed).unwrap(),
+                    None,
+                    "{}: {malformed}",
+                    t.name
+                );
+            }
+            assert!(
+                authenticate(&db, &new.token).unwrap().is_some(),
+                "{}",
+                t.name
+            );
         }
-        assert!(authenticate(&db, &new.token).unwrap().is_some());
     }
 
     #[test]
     fn last_use_is_recorded_at_most_once_a_minute() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir, "default");
-        add(&db, "acme", None, "cli:op").unwrap();
-        let new = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
-        let last_used = || -> Option<String> {
-            db.conn()
-                .query_row("SELECT last_used_at FROM tokens", [], |r| r.get(0))
-                .unwrap()
-        };
-        assert_eq!(last_used(), None);
-        authenticate(&db, &new.token).unwrap().unwrap();
-        let first = last_used().unwrap();
-        // A use long ago is replaced; a recent one is not.
-        db.conn()
-            .execute(
-                "UPDATE tokens SET last_used_at = '2001-01-01T00:00:00Z'",
-                [],
-            )
-            .unwrap();
-        authenticate(&db, &new.token).unwrap().unwrap();
-        let second = last_used().unwrap();
-        assert_ne!(second, "2001-01-01T00:00:00Z");
-        assert!(second >= first, "{second} < {first}");
-        let recent = db::now();
-        db.conn()
-            .execute("UPDATE tokens SET last_used_at = ?1", [&recent])
-            .unwrap();
-        let changes_before = db.conn().total_changes();
-        authenticate(&db, &new.token).unwrap().unwrap();
-        assert_eq!(last_used().unwrap(), recent);
-        assert_eq!(
-            db.conn().total_changes(),
-            changes_before,
-            "a write within the minute"
-        );
+        for t in databases("accounts_last_use") {
+            let db = t.open("default");
+            add(&db, "acme", None, "cli:op").unwrap();
+            let new = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
+            let last_used = || -> Option<String> {
+                db.sql()
+                    .query_one("SELECT last_used_at FROM tokens", &[])
+                    .unwrap()
+                    .opt_text(0)
+                    .unwrap()
+            };
+            // What changes whenever the row is written, even with the same values: SQLite's
+            // count of the connection's changes, PostgreSQL's row version.
+            let writes = || -> i64 {
+                if db.is_postgres() {
+                    count(&db, "SELECT CAST(CAST(xmin AS TEXT) AS BIGINT) FROM tokens")
+                } else {
+                    count(&db, "SELECT total_changes()")
+                }
+            };
+            assert_eq!(last_used(), None, "{}", t.name);
+            authenticate(&db, &new.token).unwrap().unwrap();
+            let first = last_used().unwrap();
+            // A use long ago is replaced; a recent one is not.
+            db.sql()
+                .execute(
+                    "UPDATE tokens SET last_used_at = '2001-01-01T00:00:00Z'",
+                    &[],
+                )
+                .unwrap();
+            authenticate(&db, &new.token).unwrap().unwrap();
+            let second = last_used().unwrap();
+            assert_ne!(second, "2001-01-01T00:00:00Z", "{}", t.name);
+            assert!(second >= first, "{}: {second} < {first}", t.name);
+            let recent = db::now();
+            db.sql()
+                .execute("UPDATE tokens SET last_used_at = ?1", &values![&recent])
+                .unwrap();
+            let before = writes();
+            authenticate(&db, &new.token).unwrap().unwrap();
+            assert_eq!(last_used().unwrap(), recent, "{}", t.name);
+            assert_eq!(writes(), before, "{}: a write within the minute", t.name);
+        }
     }
 
     #[test]
     fn a_revoked_token_and_its_sessions_stop_working_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir, "default");
-        add(&db, "acme", None, "cli:op").unwrap();
-        let new = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
-        let keep = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
-        let principal = authenticate(&db, &new.token).unwrap().unwrap();
-        let kept_principal = authenticate(&db, &keep.token).unwrap().unwrap();
-        let session_secret = create_session(&db, &principal, Duration::from_secs(3600)).unwrap();
-        let other_session =
-            create_session(&db, &kept_principal, Duration::from_secs(3600)).unwrap();
-        assert_eq!(session(&db, &session_secret).unwrap(), Some(principal));
-        assert!(revoke(&db, &new.token_id, "cli:op").unwrap());
-        assert_eq!(authenticate(&db, &new.token).unwrap(), None);
-        assert_eq!(session(&db, &session_secret).unwrap(), None);
-        assert_eq!(
-            count(
-                &db,
-                &format!(
-                    "SELECT count(*) FROM sessions WHERE token_id = '{}'",
-                    new.token_id
-                )
-            ),
-            0,
-            "its sessions are deleted"
-        );
-        // Revoking again, or an unknown token, changes nothing.
-        assert!(!revoke(&db, &new.token_id, "cli:op").unwrap());
-        assert!(!revoke(&db, "tok_000000000000", "cli:op").unwrap());
-        // The other token and its session still work.
-        assert!(authenticate(&db, &keep.token).unwrap().is_some());
-        assert_eq!(session(&db, &other_session).unwrap(), Some(kept_principal));
-        let listed = tokens(&db, "acme").unwrap();
-        let revoked = listed.iter().find(|t| t.token_id == new.token_id).unwrap();
-        assert!(revoked.revoked_at.is_some());
-        let acme = open(&dir, "acme");
-        let revoked_event = events(&acme, 1).unwrap();
-        assert_eq!(
-            (
-                revoked_event[0].action.as_str(),
-                revoked_event[0].detail.as_deref()
-            ),
-            ("token-revoked", Some(new.token_id.as_str()))
-        );
+        for t in databases("accounts_revoked") {
+            let db = t.open("default");
+            add(&db, "acme", None, "cli:op").unwrap();
+            let new = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
+            let keep = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
+            let principal = authenticate(&db, &new.token).unwrap().unwrap();
+            let kept_principal = authenticate(&db, &keep.token).unwrap().unwrap();
+            let session_secret =
+                create_session(&db, &principal, Duration::from_secs(3600)).unwrap();
+            let other_session =
+                create_session(&db, &kept_principal, Duration::from_secs(3600)).unwrap();
+            assert_eq!(
+                session(&db, &session_secret).unwrap(),
+                Some(principal),
+                "{}",
+                t.name
+            );
+            assert!(revoke(&db, &new.token_id, "cli:op").unwrap(), "{}", t.name);
+            assert_eq!(authenticate(&db, &new.token).unwrap(), None, "{}", t.name);
+            assert_eq!(session(&db, &session_secret).unwrap(), None, "{}", t.name);
+            assert_eq!(
+                count(
+                    &db,
+                    &format!(
+                        "SELECT count(*) FROM sessions WHERE token_id = '{}'",
+                        new.token_id
+                    )
+                ),
+                0,
+                "{}: its sessions are deleted",
+                t.name
+            );
+            // Revoking again, or an unknown token, changes nothing.
+            assert!(!revoke(&db, &new.token_id, "cli:op").unwrap(), "{}", t.name);
+            assert!(
+                !revoke(&db, "tok_000000000000", "cli:op").unwrap(),
+                "{}",
+                t.name
+            );
+            // The other token and its session still work.
+            assert!(
+                authenticate(&db, &keep.token).unwrap().is_some(),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                session(&db, &other_session).unwrap(),
+                Some(kept_principal),
+                "{}",
+                t.name
+            );
+            let listed = tokens(&db, "acme").unwrap();
+            let revoked = listed.iter().find(|t| t.token_id == new.token_id).unwrap();
+            assert!(revoked.revoked_at.is_some(), "{}", t.name);
+            let acme = t.open("acme");
+            let revoked_event = events(&acme, 1).unwrap();
+            assert_eq!(
+                (
+                    revoked_event[0].action.as_str(),
+                    revoked_event[0].detail.as_deref()
+                ),
+                ("token-revoked", Some(new.token_id.as_str())),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                count(
+                    &db,
+                    "SELECT count(*) FROM events WHERE action = 'token-revoked'"
+                ),
+                1,
+                "{}: revoked once",
+                t.name
+            );
+        }
     }
 
     #[test]
     fn sessions_expire_and_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir, "default");
-        add(&db, "acme", None, "cli:op").unwrap();
-        let new = create_token(&db, "acme", Role::Viewer, "cli:op").unwrap();
-        let principal = authenticate(&db, &new.token).unwrap().unwrap();
-        let secret = create_session(&db, &principal, Duration::from_secs(3600)).unwrap();
-        assert!(is_lower_hex(&secret, 64));
-        // Only the session secret's SHA-256 is stored.
-        let stored: Vec<u8> = db
-            .conn()
-            .query_row("SELECT id_sha256 FROM sessions", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(stored, Sha256::digest(secret.as_bytes()).as_slice());
-        assert_eq!(session(&db, &secret).unwrap(), Some(principal.clone()));
-        assert_eq!(session(&db, &random_hex(32)).unwrap(), None);
-        assert_eq!(session(&db, "not hex").unwrap(), None);
-        assert!(end_session(&db, &secret).unwrap());
-        assert_eq!(session(&db, &secret).unwrap(), None);
-        assert!(!end_session(&db, &secret).unwrap());
-        // An expired one no longer works, and is deleted by the next sign-in.
-        let expired = create_session(&db, &principal, Duration::ZERO).unwrap();
-        assert_eq!(session(&db, &expired).unwrap(), None);
-        create_session(&db, &principal, Duration::from_secs(60)).unwrap();
-        assert_eq!(count(&db, "SELECT count(*) FROM sessions"), 1);
+        for t in databases("accounts_sessions") {
+            let db = t.open("default");
+            add(&db, "acme", None, "cli:op").unwrap();
+            let new = create_token(&db, "acme", Role::Viewer, "cli:op").unwrap();
+            let principal = authenticate(&db, &new.token).unwrap().unwrap();
+            let secret = create_session(&db, &principal, Duration::from_secs(3600)).unwrap();
+            assert!(is_lower_hex(&secret, 64), "{}", t.name);
+            // Only the session secret's SHA-256 is stored, as bytes.
+            let stored = db
+                .sql()
+                .query_one("SELECT id_sha256 FROM sessions", &[])
+                .unwrap()
+                .blob(0)
+                .unwrap();
+            assert_eq!(
+                stored,
+                Sha256::digest(secret.as_bytes()).as_slice(),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                session(&db, &secret).unwrap(),
+                Some(principal.clone()),
+                "{}",
+                t.name
+            );
+            assert_eq!(session(&db, &random_hex(32)).unwrap(), None, "{}", t.name);
+            assert_eq!(session(&db, "not hex").unwrap(), None, "{}", t.name);
+            assert!(end_session(&db, &secret).unwrap(), "{}", t.name);
+            assert_eq!(session(&db, &secret).unwrap(), None, "{}", t.name);
+            assert!(!end_session(&db, &secret).unwrap(), "{}", t.name);
+            // An expired one no longer works, and is deleted by the next sign-in.
+            let expired = create_session(&db, &principal, Duration::ZERO).unwrap();
+            assert_eq!(session(&db, &expired).unwrap(), None, "{}", t.name);
+            create_session(&db, &principal, Duration::from_secs(60)).unwrap();
+            assert_eq!(count(&db, "SELECT count(*) FROM sessions"), 1, "{}", t.name);
+        }
     }
 
     #[test]
     fn events_are_listed_newest_first_for_their_account() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(&dir, "a");
-        let b = open(&dir, "b");
-        record_event(
-            &a,
-            "cli:alice",
-            "connect",
-            Some("itglue"),
-            Some("region us"),
+        for t in databases("accounts_events") {
+            let a = t.open("a");
+            let b = t.open("b");
+            let first = record_event(
+                &a,
+                "cli:alice",
+                "connect",
+                Some("itglue"),
+                Some("region us"),
+            )
+            .unwrap();
+            let second =
+                record_event(&a, "token:tok_1", "import", None, Some("3 clients")).unwrap();
+            record_event(&b, "cli:bob", "disconnect", Some("itglue"), None).unwrap();
+            let listed = events(&a, 10).unwrap();
+            let seen: Vec<(&str, &str, Option<&str>)> = listed
+                .iter()
+                .map(|e| (e.action.as_str(), e.actor.as_str(), e.connector.as_deref()))
+                .collect();
+            assert_eq!(
+                seen,
+                [
+                    ("import", "token:tok_1", None),
+                    ("connect", "cli:alice", Some("itglue"))
+                ],
+                "{}",
+                t.name
+            );
+            // The ids returned are the rows' ids.
+            assert_eq!((listed[0].id, listed[1].id), (second, first), "{}", t.name);
+            assert!(listed[0].id > listed[1].id, "{}", t.name);
+            assert_eq!(listed[1].detail.as_deref(), Some("region us"), "{}", t.name);
+            assert_eq!(events(&a, 1).unwrap().len(), 1, "{}", t.name);
+            assert_eq!(events(&b, 10).unwrap().len(), 1, "{}", t.name);
+        }
+    }
+
+    /// Gives `account` a row in every table of [`ACCOUNT_TABLES`]: through this module and
+    /// [`crate::connections`] where they write, by hand elsewhere.
+    fn fill(t: &TestDb, account: &str) -> Db {
+        let db = t.open(account);
+        ensure_for_cli(&db, "cli:op").unwrap();
+        let token = create_token(&db, account, Role::Admin, "cli:op").unwrap();
+        let principal = authenticate(&db, &token.token).unwrap().unwrap();
+        create_session(&db, &principal, Duration::from_secs(60)).unwrap();
+        crate::connections::save_connection(
+            &db,
+            "itglue",
+            &crate::connections::StoredConnection {
+                region: "us".into(),
+                endpoint: "https://api.itglue.com".into(),
+                key_nonce: vec![1; 24],
+                key_ciphertext: vec![2; 40],
+                verified_at: db::now(),
+            },
         )
         .unwrap();
-        record_event(&a, "token:tok_1", "import", None, Some("3 clients")).unwrap();
-        record_event(&b, "cli:bob", "disconnect", Some("itglue"), None).unwrap();
-        let listed = events(&a, 10).unwrap();
-        let seen: Vec<(&str, &str, Option<&str>)> = listed
-            .iter()
-            .map(|e| (e.action.as_str(), e.actor.as_str(), e.connector.as_deref()))
-            .collect();
-        assert_eq!(
-            seen,
-            [
-                ("import", "token:tok_1", None),
-                ("connect", "cli:alice", Some("itglue"))
-            ]
-        );
-        assert!(listed[0].id > listed[1].id);
-        assert_eq!(events(&a, 1).unwrap().len(), 1);
-        assert_eq!(events(&b, 10).unwrap().len(), 1);
+        for insert in [
+            "INSERT INTO clients (account, id, name) VALUES (?1, 'c1', 'Acme')",
+            "INSERT INTO configurations (account, id, client_id, name) VALUES (?1, 'k1', 'c1', 'pc')",
+            "INSERT INTO links (account, connector, kind, source_id, scopable_id, source, evidence,
+                                linked_at)
+             VALUES (?1, 'itglue', 'organization', '1', 'c1', 'manual', 'by hand', 't')",
+            "INSERT INTO decisions (account, connector, kind, source_id, action, scopable_id,
+                                    decided_at)
+             VALUES (?1, 'itglue', 'organization', '1', 'link', 'c1', 't')",
+            "INSERT INTO unplaced (account, connector, kind, source_id, name, reason, candidates,
+                                   suggestions)
+             VALUES (?1, 'itglue', 'organization', '2', 'Beta', 'no match', '[]', '[]')",
+            "INSERT INTO source_records (account, connector, kind, source_id, name)
+             VALUES (?1, 'itglue', 'organization', '1', 'Acme')",
+            "INSERT INTO sync_runs (account, connector, kind, dry_run, started_at, status)
+             VALUES (?1, 'itglue', 'organizations', 0, 't', 'succeeded')",
+            "INSERT INTO audit (account, at, connector, component_sha256, capability, method, host,
+                                path, decision)
+             VALUES (?1, 't', 'itglue', 'd1', 'http', 'GET', 'h', '/', 'allowed')",
+            "INSERT INTO request_budget (account, connector, at_ms) VALUES (?1, 'itglue', 1)",
+            "INSERT INTO decision_log (account, at, connector, action, record_kind, source_id,
+                                       scopable_id, actor)
+             VALUES (?1, 't', 'itglue', 'link', 'organization', '1', 'c1', 'cli:op')",
+            "INSERT INTO schedules (account, connector, every_secs, next_at_ms, set_by)
+             VALUES (?1, 'itglue', 3600, 1, 'cli:op')",
+        ] {
+            db.sql().execute(insert, &values![account]).unwrap();
+        }
+        db.sql()
+            .execute(
+                "INSERT INTO kv (account, connector, key, value) VALUES (?1, 'itglue', 'k', ?2)",
+                &values![account, &b"v"[..]],
+            )
+            .unwrap();
+        db
     }
 
     #[test]
     fn removing_an_account_deletes_all_of_it_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accounts.db");
-        let fill = |account: &str| {
-            let db = Db::open(&path, account).unwrap();
-            ensure_for_cli(&db, "cli:op").unwrap();
-            crate::records::import_clients(&db, &[("c1", "Acme")]).unwrap();
-            crate::records::import_configurations(
-                &db,
-                &[crate::records::ImportedConfiguration {
-                    id: "k1",
-                    client_id: "c1",
-                    name: "pc",
-                    hostname: None,
-                    serial_number: None,
-                    mac_addresses: vec![],
-                }],
-            )
-            .unwrap();
-            crate::review::link_by_hand(&db, "itglue", "organization", "1", "c1", None, "cli:op")
-                .unwrap();
-            crate::runs::set_schedule(&db, "itglue", Some(Duration::from_secs(3600)), "cli:op")
-                .unwrap();
-            let token = create_token(&db, account, Role::Admin, "cli:op").unwrap();
-            let principal = authenticate(&db, &token.token).unwrap().unwrap();
-            create_session(&db, &principal, Duration::from_secs(60)).unwrap();
-            let shared = crate::shared::Shared::open(&path, account).unwrap();
-            crate::kv::KvTable::new(&shared, "itglue")
-                .set("k", b"v", 10, 100)
-                .unwrap();
-            crate::budget::BudgetTable::new(&shared, "itglue")
-                .try_take(10, Duration::from_secs(60), 1)
-                .unwrap();
-            db
-        };
-        let gone = fill("gone");
-        let kept = fill("kept");
-        let rows_of = |account: &str| -> Vec<(String, i64)> {
-            ACCOUNT_TABLES
-                .iter()
-                .map(|(table, column)| {
-                    let n = count(
-                        &kept,
-                        &format!("SELECT count(*) FROM {table} WHERE {column} = '{account}'"),
-                    );
-                    (table.to_string(), n)
-                })
-                .collect()
-        };
-        let kept_before = rows_of("kept");
-        assert!(rows_of("gone").iter().filter(|(_, n)| *n > 0).count() >= 12);
-        assert!(remove(&kept, "gone", "cli:op").unwrap());
-        assert!(
-            rows_of("gone").iter().all(|(_, n)| *n == 0),
-            "{:?}",
-            rows_of("gone")
-        );
-        assert_eq!(rows_of("kept"), kept_before, "the other account changed");
-        assert!(get(&gone, "gone").unwrap().is_none());
-        assert!(!remove(&kept, "gone", "cli:op").unwrap());
-        assert_eq!(crate::views::link_count(&kept, "itglue").unwrap(), 1);
+        for t in databases("accounts_remove") {
+            let gone = fill(&t, "gone");
+            let kept = fill(&t, "kept");
+            let rows_of = |account: &str| -> Vec<(String, i64)> {
+                ACCOUNT_TABLES
+                    .iter()
+                    .map(|(table, column)| {
+                        let n = count(
+                            &kept,
+                            &format!("SELECT count(*) FROM {table} WHERE {column} = '{account}'"),
+                        );
+                        (table.to_string(), n)
+                    })
+                    .collect()
+            };
+            let kept_before = rows_of("kept");
+            assert!(
+                rows_of("gone").iter().all(|(_, n)| *n > 0),
+                "{}: {:?}",
+                t.name,
+                rows_of("gone")
+            );
+            assert!(remove(&kept, "gone", "cli:op").unwrap(), "{}", t.name);
+            assert!(
+                rows_of("gone").iter().all(|(_, n)| *n == 0),
+                "{}: {:?}",
+                t.name,
+                rows_of("gone")
+            );
+            assert_eq!(
+                rows_of("kept"),
+                kept_before,
+                "{}: the other account changed",
+                t.name
+            );
+            assert!(get(&gone, "gone").unwrap().is_none(), "{}", t.name);
+            assert!(!remove(&kept, "gone", "cli:op").unwrap(), "{}", t.name);
+            assert!(get(&kept, "kept").unwrap().is_some(), "{}", t.name);
+        }
+    }
+
+    /// A removal that fails part-way leaves the account whole: it is one transaction.
+    #[test]
+    fn a_removal_that_fails_changes_nothing() {
+        for t in databases("accounts_remove_fails") {
+            let db = fill(&t, "acme");
+            let before = count(&db, "SELECT count(*) FROM tokens WHERE account = 'acme'");
+            // A trigger refusing to delete events stands for any failure late in the removal,
+            // after the rows of the tables before `events` (tokens among them) were deleted.
+            let blocker: &[&str] = if db.is_postgres() {
+                &[
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
+                     AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+                    "CREATE TRIGGER refuse BEFORE DELETE ON events
+                     FOR EACH ROW EXECUTE FUNCTION refuse()",
+                ]
+            } else {
+                &["CREATE TRIGGER refuse BEFORE DELETE ON events
+                   BEGIN SELECT RAISE(ABORT, 'refused'); END"]
+            };
+            for statement in blocker {
+                db.sql().execute(statement, &[]).unwrap();
+            }
+            assert!(remove(&db, "acme", "cli:op").is_err(), "{}", t.name);
+            assert_eq!(
+                count(&db, "SELECT count(*) FROM tokens WHERE account = 'acme'"),
+                before,
+                "{}: tokens deleted by a failed removal",
+                t.name
+            );
+            assert!(get(&db, "acme").unwrap().is_some(), "{}", t.name);
+            assert_eq!(
+                count(
+                    &db,
+                    "SELECT count(*) FROM configurations WHERE account = 'acme'"
+                ),
+                1,
+                "{}",
+                t.name
+            );
+            // The handle is usable after the rollback.
+            assert!(feature_enabled(&db, ITGLUE).unwrap(), "{}", t.name);
+        }
     }
 
     /// [`remove`] knows every table an account has rows in.
     #[test]
     fn every_table_of_an_account_is_removed_with_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open(&dir, "default");
-        let mut stmt = db
-            .conn()
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'meta' ORDER BY name")
-            .unwrap();
-        let mut tables: Vec<String> = stmt
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let mut known: Vec<String> = ACCOUNT_TABLES.iter().map(|(t, _)| t.to_string()).collect();
-        tables.sort();
-        known.sort();
-        assert_eq!(tables, known);
+        for t in databases("accounts_tables") {
+            let db = t.open("default");
+            let sql = if db.is_postgres() {
+                "SELECT CAST(tablename AS TEXT) FROM pg_tables
+                 WHERE schemaname = 'public' AND tablename NOT IN ('meta', 'schema_version')"
+            } else {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'meta'"
+            };
+            let mut tables: Vec<String> = db
+                .sql()
+                .query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.text(0).unwrap())
+                .collect();
+            let mut known: Vec<String> =
+                ACCOUNT_TABLES.iter().map(|(t, _)| t.to_string()).collect();
+            tables.sort();
+            known.sort();
+            assert_eq!(tables, known, "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn replicas_adding_one_account_at_once_create_it_once() {
+        for t in databases("accounts_race_add") {
+            let added = at_once(&t, 6, |_, db| add(db, "acme", None, "cli:op"));
+            let won = added.iter().filter(|r| r.is_ok()).count();
+            let refused = added
+                .iter()
+                .filter(|r| matches!(r, Err(AccountError::Exists { .. })))
+                .count();
+            assert_eq!((won, refused), (1, 5), "{}: {added:?}", t.name);
+            let db = t.open("default");
+            assert_eq!(
+                count(
+                    &db,
+                    "SELECT count(*) FROM events WHERE action = 'account-created'"
+                ),
+                1,
+                "{}",
+                t.name
+            );
+            // The command line's first use, by several processes at once.
+            let created = at_once(&t, 6, |_, db| ensure_for_cli(db, "cli:op").unwrap());
+            assert_eq!(
+                created.iter().filter(|c| **c).count(),
+                1,
+                "{}: {created:?}",
+                t.name
+            );
+            assert_eq!(
+                count(
+                    &db,
+                    "SELECT count(*) FROM events WHERE account = 'default'
+                     AND action IN ('account-created', 'feature-enabled')"
+                ),
+                2,
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    #[test]
+    fn replicas_changing_a_feature_at_once_change_it_once() {
+        for t in databases("accounts_race_feature") {
+            let db = t.open("default");
+            add(&db, "acme", None, "cli:op").unwrap();
+            let changed = at_once(&t, 6, |_, db| {
+                set_feature(db, "acme", ITGLUE, true, "cli:op").unwrap()
+            });
+            assert_eq!(
+                changed.iter().filter(|c| **c).count(),
+                1,
+                "{}: {changed:?}",
+                t.name
+            );
+            let changed = at_once(&t, 6, |_, db| {
+                set_feature(db, "acme", ITGLUE, false, "cli:op").unwrap()
+            });
+            assert_eq!(
+                changed.iter().filter(|c| **c).count(),
+                1,
+                "{}: {changed:?}",
+                t.name
+            );
+            assert_eq!(
+                count(
+                    &db,
+                    "SELECT count(*) FROM events WHERE action LIKE 'feature-%'"
+                ),
+                2,
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    #[test]
+    fn replicas_revoking_one_token_at_once_revoke_it_once() {
+        for t in databases("accounts_race_revoke") {
+            let db = t.open("default");
+            add(&db, "acme", None, "cli:op").unwrap();
+            let new = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
+            let revoked = at_once(&t, 6, |_, db| revoke(db, &new.token_id, "cli:op").unwrap());
+            assert_eq!(
+                revoked.iter().filter(|r| **r).count(),
+                1,
+                "{}: {revoked:?}",
+                t.name
+            );
+            assert_eq!(
+                count(
+                    &db,
+                    "SELECT count(*) FROM events WHERE action = 'token-revoked'"
+                ),
+                1,
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    /// Tokens, features and revocations racing the removal of their account leave nothing of
+    /// it behind: each waits for the removal, or the removal waits for it.
+    #[test]
+    fn writes_racing_an_account_s_removal_leave_nothing_of_it() {
+        for t in databases("accounts_race_remove") {
+            let db = t.open("default");
+            for round in 0..5 {
+                add(&db, "acme", None, "cli:op").unwrap();
+                let token = create_token(&db, "acme", Role::Admin, "cli:op").unwrap();
+                at_once(&t, 4, |i, db| match i {
+                    0 => {
+                        assert!(remove(db, "acme", "cli:op").unwrap());
+                    }
+                    1 => {
+                        for _ in 0..5 {
+                            match create_token(db, "acme", Role::Viewer, "cli:op") {
+                                Ok(_) | Err(AccountError::NotFound { .. }) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                    2 => {
+                        for _ in 0..5 {
+                            match set_feature(db, "acme", ITGLUE, true, "cli:op") {
+                                Ok(_) | Err(AccountError::NotFound { .. }) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                    _ => {
+                        revoke(db, &token.token_id, "cli:op").unwrap();
+                    }
+                });
+                for table in ["tokens", "account_features", "events"] {
+                    assert_eq!(
+                        count(
+                            &db,
+                            &format!("SELECT count(*) FROM {table} WHERE account = 'acme'")
+                        ),
+                        0,
+                        "{}: round {round}, {table} kept rows of a removed account",
+                        t.name
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,20 +1,22 @@
 //! The audit table's writer: one row per capability use, of the account of the connection it
 //! writes through. Rows never hold the credential.
 //!
-//! `AuditWriter::write` never touches SQLite: it puts the row on a bounded queue read by one
-//! writer thread per writer, which writes them in batches (one transaction each). A database
-//! that is busy (another process holding its write lock, waited for up to the connection's
-//! busy timeout) therefore delays only that thread, never the async threads that run the
-//! calls. The queue is drained and the thread joined when the last handle to the writer is
-//! dropped; `AuditWriter::flush` waits until everything written so far is stored. When the
-//! writer opens, it deletes rows older than the retention period (see [`Retention`]).
+//! `AuditWriter::write` never touches the database: it puts the row on a bounded queue read by
+//! one writer thread per writer, which writes them in batches (one transaction each). A
+//! database that is busy (another SQLite process holding its write lock, waited for up to the
+//! connection's busy timeout, or a PostgreSQL server slow to answer) therefore delays only
+//! that thread, never the async threads that run the calls. The queue is drained and the
+//! thread joined when the last handle to the writer is dropped; `AuditWriter::flush` waits
+//! until everything written so far is stored. When the writer opens, it deletes rows older
+//! than the retention period (see [`Retention`]).
 
 use crate::db::{self, AuditRecord, DbError};
 use crate::handle::Db;
 use crate::shared::Shared;
-use rusqlite::{Connection, params};
+use crate::sql::Sql;
+use crate::values;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -99,13 +101,14 @@ impl Retention {
 }
 
 /// Deletes the audit rows older than `retention`, of every account (the retention is the
-/// operator's, not a tenant's); returns how many went.
-pub fn prune(conn: &Connection, retention: Retention) -> Result<usize, db::DbError> {
-    conn.execute_batch("CREATE INDEX IF NOT EXISTS audit_at ON audit(at);")?;
-    Ok(conn.execute(
+/// operator's, not a tenant's), on either database (the schema indexes `at`); returns how
+/// many went.
+pub fn prune(conn: &dyn Sql, retention: Retention) -> Result<usize, db::DbError> {
+    let deleted = conn.execute(
         "DELETE FROM audit WHERE at < ?1",
-        params![retention.cutoff()],
-    )?)
+        &values![retention.cutoff()],
+    )?;
+    Ok(deleted as usize)
 }
 
 /// Where audit rows go: a queue and the thread that writes it. Cheap to clone; the thread
@@ -126,10 +129,9 @@ enum Message {
 struct Writer {
     queue: Option<SyncSender<Message>>,
     thread: Option<JoinHandle<()>>,
-    /// The database, written directly when the thread could not start or has stopped.
-    conn: Arc<Mutex<Connection>>,
-    /// The account every row is written for.
-    account: Arc<str>,
+    /// The database and the account every row is written for, written directly when the
+    /// thread could not start or has stopped.
+    shared: Shared,
 }
 
 impl Drop for Writer {
@@ -162,14 +164,11 @@ impl AuditWriter {
     }
 
     fn open(shared: &Shared, retention: Option<Retention>) -> AuditWriter {
-        let conn = shared.conn.clone();
-        let account = shared.account_arc();
         let (queue, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let thread_conn = conn.clone();
-        let thread_account = account.clone();
+        let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(&thread_conn, &thread_account, &rx, retention));
+            .spawn(move || write_loop(&thread_shared, &rx, retention));
         let (queue, thread) = match thread {
             Ok(thread) => (Some(queue), Some(thread)),
             Err(e) => {
@@ -183,8 +182,7 @@ impl AuditWriter {
             writer: Arc::new(Writer {
                 queue,
                 thread,
-                conn,
-                account,
+                shared: shared.clone(),
             }),
         }
     }
@@ -194,7 +192,7 @@ impl AuditWriter {
     pub fn write(&self, record: AuditRecord) {
         let writer = &self.writer;
         let Some(queue) = &writer.queue else {
-            write_batch(&writer.conn, &writer.account, std::slice::from_ref(&record));
+            write_batch(&writer.shared, std::slice::from_ref(&record));
             return;
         };
         let message = Message::Record(Box::new(record));
@@ -219,11 +217,7 @@ impl AuditWriter {
         };
         if let Some(Message::Record(record)) = unsent {
             // The writer is gone (it panicked): write this one here rather than lose it.
-            write_batch(
-                &writer.conn,
-                &writer.account,
-                std::slice::from_ref(&*record),
-            );
+            write_batch(&writer.shared, std::slice::from_ref(&*record));
         }
     }
 
@@ -241,13 +235,8 @@ impl AuditWriter {
 }
 
 /// The writer thread: prunes, then writes what arrives in batches until the queue closes.
-fn write_loop(
-    conn: &Mutex<Connection>,
-    account: &str,
-    rx: &Receiver<Message>,
-    retention: Option<Retention>,
-) {
-    let mut pruned = prune_now(conn, retention);
+fn write_loop(shared: &Shared, rx: &Receiver<Message>, retention: Option<Retention>) {
+    let mut pruned = prune_now(shared, retention);
     let mut batch: Vec<AuditRecord> = Vec::new();
     let mut waiting: Vec<SyncSender<()>> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -263,26 +252,22 @@ fn write_loop(
                 None
             };
         }
-        write_batch(conn, account, &batch);
+        write_batch(shared, &batch);
         batch.clear();
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
         if pruned.elapsed() >= PRUNE_EVERY {
-            pruned = prune_now(conn, retention);
+            pruned = prune_now(shared, retention);
         }
     }
 }
 
-fn prune_now(conn: &Mutex<Connection>, retention: Option<Retention>) -> Instant {
+fn prune_now(shared: &Shared, retention: Option<Retention>) -> Instant {
     let Some(retention) = retention else {
         return Instant::now();
     };
-    let result = match conn.lock() {
-        Ok(c) => prune(&c, retention).map_err(|e| e.to_string()),
-        Err(_) => Err("audit connection poisoned".to_string()),
-    };
-    match result {
+    match shared.run(|c| prune(c, retention)) {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             "deleted {n} audit records older than {} days",
@@ -293,8 +278,9 @@ fn prune_now(conn: &Mutex<Connection>, retention: Option<Retention>) -> Instant 
     Instant::now()
 }
 
-/// Writes records of `account` in one transaction (best effort: a failure is logged).
-fn write_batch(conn: &Mutex<Connection>, account: &str, records: &[AuditRecord]) {
+/// Writes records of `shared`'s account in one transaction (best effort: a failure is
+/// logged).
+fn write_batch(shared: &Shared, records: &[AuditRecord]) {
     if records.is_empty() {
         return;
     }
@@ -302,9 +288,9 @@ fn write_batch(conn: &Mutex<Connection>, account: &str, records: &[AuditRecord])
     // a few times before the batch is given up, loudly.
     let mut last_error = String::new();
     for attempt in 0..WRITE_ATTEMPTS {
-        match try_write_batch(conn, account, records) {
+        match try_write_batch(shared, records) {
             Ok(()) => return,
-            Err(e) => last_error = e,
+            Err(e) => last_error = e.to_string(),
         }
         if attempt + 1 < WRITE_ATTEMPTS {
             std::thread::sleep(Duration::from_millis(200 << attempt));
@@ -319,24 +305,14 @@ fn write_batch(conn: &Mutex<Connection>, account: &str, records: &[AuditRecord])
 /// Attempts to write one batch of audit records.
 const WRITE_ATTEMPTS: u32 = 5;
 
-fn try_write_batch(
-    conn: &Mutex<Connection>,
-    account: &str,
-    records: &[AuditRecord],
-) -> Result<(), String> {
-    match conn.lock() {
-        Ok(c) => (|| {
-            let tx =
-                rusqlite::Transaction::new_unchecked(&c, rusqlite::TransactionBehavior::Immediate)?;
-            for record in records {
-                db::insert_audit(&tx, account, record)?;
-            }
-            tx.commit()?;
-            Ok::<(), db::DbError>(())
-        })()
-        .map_err(|e| e.to_string()),
-        Err(_) => Err("audit connection poisoned".to_string()),
-    }
+fn try_write_batch(shared: &Shared, records: &[AuditRecord]) -> Result<(), DbError> {
+    // Appends only: nothing is checked, so no lock is needed beside the transaction's.
+    shared.transaction(None, |tx| {
+        for record in records {
+            insert_audit(tx, shared.account(), record)?;
+        }
+        Ok(())
+    })
 }
 
 /// The newest audit records of a connector of the handle's account, newest first.
@@ -345,47 +321,107 @@ pub fn audit_records(
     connector: &str,
     limit: usize,
 ) -> Result<Vec<(i64, AuditRecord)>, DbError> {
-    let mut stmt = db.conn().prepare(
+    let rows = db.sql().query(
         "SELECT id, at, connector, component_sha256, capability, method, host, path, decision,
                 rule, status, bytes, duration_ms, detail, connection
          FROM audit WHERE account = ?1 AND connector = ?2 ORDER BY id DESC LIMIT ?3",
+        &values![
+            db.account(),
+            connector,
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
     )?;
-    let rows = stmt.query_map(params![db.account(), connector, limit as i64], |r| {
-        Ok((
-            r.get(0)?,
-            AuditRecord {
-                at: r.get(1)?,
-                connector: r.get(2)?,
-                component_sha256: r.get(3)?,
-                capability: r.get(4)?,
-                method: r.get(5)?,
-                host: r.get(6)?,
-                path: r.get(7)?,
-                decision: r.get(8)?,
-                rule: r.get(9)?,
-                status: r.get(10)?,
-                bytes: r.get::<_, i64>(11)? as u64,
-                duration_ms: r.get::<_, i64>(12)? as u64,
-                detail: r.get(13)?,
-                connection: r.get(14)?,
-            },
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.iter()
+        .map(|r| {
+            let status = r
+                .opt_int(10)?
+                .map(|s| {
+                    u16::try_from(s).map_err(|_| {
+                        DbError::Sql(format!("audit status {s} is not an HTTP status"))
+                    })
+                })
+                .transpose()?;
+            Ok((
+                r.int(0)?,
+                AuditRecord {
+                    at: r.text(1)?,
+                    connector: r.text(2)?,
+                    component_sha256: r.text(3)?,
+                    capability: r.text(4)?,
+                    method: r.text(5)?,
+                    host: r.text(6)?,
+                    path: r.text(7)?,
+                    decision: r.text(8)?,
+                    rule: r.opt_text(9)?,
+                    status,
+                    bytes: r.int(11)? as u64,
+                    duration_ms: r.int(12)? as u64,
+                    detail: r.opt_text(13)?,
+                    connection: r.opt_text(14)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Appends one audit record of `account`, on either database.
+pub fn insert_audit(
+    conn: &dyn crate::sql::Sql,
+    account: &str,
+    a: &db::AuditRecord,
+) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO audit (account, at, connector, component_sha256, capability, method, host,
+                            path, decision, rule, status, bytes, duration_ms, detail,
+                            connection)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        &crate::values![
+            account,
+            &a.at,
+            &a.connector,
+            &a.component_sha256,
+            &a.capability,
+            &a.method,
+            &a.host,
+            &a.path,
+            &a.decision,
+            a.rule.as_deref(),
+            a.status.map(i64::from),
+            a.bytes as i64,
+            a.duration_ms as i64,
+            a.detail.as_deref(),
+            a.connection.as_deref()
+        ],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::Kept;
+    use crate::testing::{TestDb, databases};
+    use rusqlite::Connection;
+    use std::sync::Mutex;
 
     fn open(dir: &tempfile::TempDir) -> Arc<Mutex<Connection>> {
         Arc::new(Mutex::new(db::open(&dir.path().join("a.db")).unwrap()))
     }
 
+    /// A shared connection over this SQLite connection.
     fn shared(conn: &Arc<Mutex<Connection>>) -> Shared {
         Shared {
-            conn: conn.clone(),
+            kept: Kept::Sqlite(conn.clone()),
             account: crate::DEFAULT_ACCOUNT.into(),
+        }
+    }
+
+    /// A new shared connection (another process, or replica) on `t` for `account`.
+    fn shared_on(t: &TestDb, account: &str) -> Shared {
+        match (t.path(), t.postgres()) {
+            (Some(path), _) => Shared::open(&path, account).unwrap(),
+            (None, Some(pg)) => Shared::postgres(pg, account),
+            (None, None) => unreachable!("a test database is one or the other"),
         }
     }
 
@@ -408,48 +444,65 @@ mod tests {
         }
     }
 
-    fn rows(conn: &Mutex<Connection>) -> Vec<(String, String)> {
-        let c = conn.lock().unwrap();
-        let mut stmt = c.prepare("SELECT at, path FROM audit ORDER BY id").unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    /// Every audit row, of every account, oldest first.
+    fn rows(sql: &dyn Sql) -> Vec<(String, String)> {
+        sql.query("SELECT at, path FROM audit ORDER BY id", &[])
             .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+            .iter()
+            .map(|r| (r.text(0).unwrap(), r.text(1).unwrap()))
+            .collect()
     }
 
-    /// While another connection holds the write lock, `record` on a single-threaded runtime
-    /// returns at once (the writer thread waits instead), and the row is written once the lock
-    /// is released.
+    fn sqlite_rows(conn: &Mutex<Connection>) -> Vec<(String, String)> {
+        rows(&*conn.lock().unwrap())
+    }
+
+    /// While another connection holds the write lock (SQLite's, or PostgreSQL's lock of the
+    /// table), `record` on a single-threaded runtime returns at once (the writer thread waits
+    /// instead), and the row is written once the lock is released.
     #[test]
     fn record_does_not_wait_for_a_locked_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir);
-        let holder = db::open(&dir.path().join("a.db")).unwrap();
-        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let sink = AuditWriter::with_retention(&shared(&conn), Retention::default());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let elapsed = rt.block_on(async {
-            let started = Instant::now();
-            sink.write(event("/organizations"));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            started.elapsed()
-        });
-        assert!(
-            elapsed < Duration::from_secs(2),
-            "record blocked the async thread for {elapsed:?}"
-        );
-        holder.execute_batch("COMMIT").unwrap();
-        sink.flush();
-        let written = rows(&conn);
-        assert_eq!(written.len(), 1, "{written:?}");
-        assert_eq!(written[0].1, "/organizations");
+        for t in databases("audit_locked") {
+            let conn = shared_on(&t, "a");
+            let holder = t.open("other");
+            if t.postgres().is_some() {
+                holder.sql().execute("BEGIN", &[]).unwrap();
+                holder
+                    .sql()
+                    .execute("LOCK TABLE audit IN EXCLUSIVE MODE", &[])
+                    .unwrap();
+            } else {
+                holder.sql().execute("BEGIN IMMEDIATE", &[]).unwrap();
+            }
+            let sink = AuditWriter::with_retention(&conn, Retention::default());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let elapsed = rt.block_on(async {
+                let started = Instant::now();
+                sink.write(event("/organizations"));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                started.elapsed()
+            });
+            assert!(
+                elapsed < Duration::from_secs(2),
+                "{}: record blocked the async thread for {elapsed:?}",
+                t.name
+            );
+            // Not written yet: the writer waits for the lock.
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(rows(t.open("a").sql()).is_empty(), "{}", t.name);
+            holder.sql().execute("COMMIT", &[]).unwrap();
+            sink.flush();
+            let written = rows(holder.sql());
+            assert_eq!(written.len(), 1, "{}: {written:?}", t.name);
+            assert_eq!(written[0].1, "/organizations", "{}", t.name);
+        }
     }
 
-    /// A database busy for longer than the connection's busy timeout delays a batch; it is
-    /// written once the database is free again, not lost.
+    /// A SQLite database busy for longer than the connection's busy timeout delays a batch;
+    /// it is written once the database is free again, not lost.
     #[test]
     fn a_batch_is_retried_while_the_database_stays_busy() {
         let dir = tempfile::tempdir().unwrap();
@@ -466,81 +519,120 @@ mod tests {
         std::thread::sleep(Duration::from_millis(400));
         holder.execute_batch("COMMIT").unwrap();
         sink.flush();
-        let written = rows(&conn);
+        let written = sqlite_rows(&conn);
         assert_eq!(written.len(), 1, "{written:?}");
     }
 
     /// Dropping the last handle writes everything still queued before it returns.
     #[test]
     fn the_last_handle_dropped_writes_every_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir);
-        let sink = AuditWriter::with_retention(&shared(&conn), Retention::default());
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let sink = sink.clone();
-                std::thread::spawn(move || {
-                    for i in 0..2500 {
-                        sink.write(event(&format!("/t{t}/{i}")));
-                    }
+        for t in databases("audit_drop") {
+            let sink = AuditWriter::with_retention(&shared_on(&t, "a"), Retention::default());
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let sink = sink.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..2500 {
+                            sink.write(event(&format!("/t{t}/{i}")));
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            drop(sink);
+            assert_eq!(rows(t.open("a").sql()).len(), 10_000, "{}", t.name);
         }
-        drop(sink);
-        assert_eq!(rows(&conn).len(), 10_000);
     }
 
-    /// Rows older than the retention are deleted when a sink opens; newer rows stay.
+    /// Rows older than the retention are deleted when a sink opens, whatever their account;
+    /// newer rows stay.
     #[test]
     fn rows_past_the_retention_are_deleted_when_a_sink_opens() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir);
-        let day = 24 * 3600;
-        let ago = |secs: u64| {
-            humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(secs))
-                .to_string()
-        };
-        for (at, path) in [
-            ("2001-01-01T00:00:00Z".to_string(), "/ancient"),
-            (ago(91 * day), "/91-days"),
-            (ago(89 * day), "/89-days"),
-            (ago(2 * day), "/2-days"),
-            (ago(3600), "/1-hour"),
-        ] {
-            let record = AuditRecord {
-                at,
-                connector: "itglue".into(),
-                component_sha256: "d0".into(),
-                capability: "http".into(),
-                method: "GET".into(),
-                host: "127.0.0.1".into(),
-                path: path.into(),
-                decision: "allowed".into(),
-                rule: None,
-                status: Some(200),
-                bytes: 0,
-                duration_ms: 0,
-                connection: None,
-                detail: None,
+        for t in databases("audit_retention") {
+            let db = t.open("a");
+            let day = 24 * 3600;
+            let ago = |secs: u64| {
+                humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(secs))
+                    .to_string()
             };
-            db::insert_audit(&conn.lock().unwrap(), crate::DEFAULT_ACCOUNT, &record).unwrap();
+            for (at, path, account) in [
+                ("2001-01-01T00:00:00Z".to_string(), "/ancient", "a"),
+                (ago(91 * day), "/91-days", "b"),
+                (ago(89 * day), "/89-days", "a"),
+                (ago(2 * day), "/2-days", "b"),
+                (ago(3600), "/1-hour", "a"),
+            ] {
+                let record = AuditRecord {
+                    at,
+                    path: path.into(),
+                    status: Some(200),
+                    ..event("")
+                };
+                insert_audit(db.sql(), account, &record).unwrap();
+            }
+            let paths = || -> Vec<String> { rows(db.sql()).into_iter().map(|(_, p)| p).collect() };
+            // The default: 90 days.
+            let sink = AuditWriter::with_retention(&shared_on(&t, "a"), Retention::default());
+            sink.flush();
+            drop(sink);
+            assert_eq!(paths(), ["/89-days", "/2-days", "/1-hour"], "{}", t.name);
+            // A shorter setting.
+            let sink =
+                AuditWriter::with_retention(&shared_on(&t, "a"), Retention::parse("1").unwrap());
+            sink.write(event("/now"));
+            drop(sink);
+            assert_eq!(paths(), ["/1-hour", "/now"], "{}", t.name);
         }
-        let paths = |conn: &Mutex<Connection>| -> Vec<String> {
-            rows(conn).into_iter().map(|(_, p)| p).collect()
-        };
-        // The default: 90 days.
-        let sink = AuditWriter::with_retention(&shared(&conn), Retention::default());
-        sink.flush();
-        drop(sink);
-        assert_eq!(paths(&conn), ["/89-days", "/2-days", "/1-hour"]);
-        // A shorter setting.
-        let sink = AuditWriter::with_retention(&shared(&conn), Retention::parse("1").unwrap());
-        sink.write(event("/now"));
-        drop(sink);
-        assert_eq!(paths(&conn), ["/1-hour", "/now"]);
+    }
+
+    /// A connector's records read back whole, newest first, at most `limit`, and only the
+    /// handle's account's.
+    #[test]
+    fn audit_records_are_the_connector_s_newest_of_the_account() {
+        for t in databases("audit_read") {
+            let full = AuditRecord {
+                rule: Some("max-response-bytes".into()),
+                status: Some(502),
+                bytes: 1 << 40,
+                duration_ms: 1234,
+                detail: Some("component error: timeout".into()),
+                connection: Some("via proxy http://proxy:3128".into()),
+                ..event("/first")
+            };
+            let sink = AuditWriter::with_retention(&shared_on(&t, "a"), Retention::default());
+            sink.write(full.clone());
+            sink.write(event("/second"));
+            sink.write(AuditRecord {
+                connector: "other".into(),
+                ..event("/other-connector")
+            });
+            sink.write(event("/third"));
+            drop(sink);
+            let sink = AuditWriter::with_retention(&shared_on(&t, "b"), Retention::default());
+            sink.write(event("/b"));
+            drop(sink);
+
+            let db = t.open("a");
+            let read = audit_records(&db, "itglue", 10).unwrap();
+            let paths: Vec<&str> = read.iter().map(|(_, r)| r.path.as_str()).collect();
+            assert_eq!(paths, ["/third", "/second", "/first"], "{}", t.name);
+            assert!(read[0].0 > read[1].0 && read[1].0 > read[2].0, "{}", t.name);
+            let first = &read[2].1;
+            assert_eq!(
+                serde_json::to_value(first).unwrap(),
+                serde_json::to_value(&full).unwrap(),
+                "{}",
+                t.name
+            );
+            let newest = audit_records(&db, "itglue", 2).unwrap();
+            assert_eq!(newest.len(), 2, "{}", t.name);
+            assert_eq!(newest[0].1.path, "/third", "{}", t.name);
+            let b = audit_records(&t.open("b"), "itglue", 10).unwrap();
+            assert_eq!(b.len(), 1, "{}", t.name);
+            assert_eq!(b[0].1.path, "/b", "{}", t.name);
+        }
     }
 
     #[test]

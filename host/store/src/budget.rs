@@ -30,7 +30,10 @@ impl BudgetTable {
     /// The reservations of `connector` in `conn`, for `conn`'s account.
     pub fn new(conn: &Shared, connector: &str) -> BudgetTable {
         BudgetTable {
-            kept: Kept::Sqlite(conn.conn.clone()),
+            kept: match &conn.kept {
+                crate::shared::Kept::Sqlite(c) => Kept::Sqlite(c.clone()),
+                crate::shared::Kept::Postgres(db) => Kept::Postgres(db.clone()),
+            },
             account: conn.account_arc(),
             connector: connector.to_string(),
         }
@@ -122,7 +125,7 @@ mod tests {
     }
 
     fn postgres() -> Open {
-        let url = crate::pg::testing::fresh_database("budget");
+        let url = crate::testing::fresh_database("budget");
         Box::new(move |account: &str, connector: &str| {
             BudgetTable::postgres(&Postgres::connect(&url, 2).unwrap(), account, connector)
         })

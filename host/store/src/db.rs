@@ -2,7 +2,7 @@
 //! connections, links, decisions, sync runs, audit records and connector storage, each row
 //! keyed by its account.
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -905,38 +905,10 @@ pub struct AuditRecord {
     pub connection: Option<String>,
 }
 
-/// Appends one audit record of `account`.
-pub fn insert_audit(conn: &Connection, account: &str, a: &AuditRecord) -> Result<(), DbError> {
-    conn.execute(
-        "INSERT INTO audit (account, at, connector, component_sha256, capability, method, host,
-                            path, decision, rule, status, bytes, duration_ms, detail,
-                            connection)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        params![
-            account,
-            a.at,
-            a.connector,
-            a.component_sha256,
-            a.capability,
-            a.method,
-            a.host,
-            a.path,
-            a.decision,
-            a.rule,
-            a.status,
-            a.bytes as i64,
-            a.duration_ms as i64,
-            a.detail,
-            a.connection
-        ],
-    )?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::OptionalExtension;
+    use rusqlite::{OptionalExtension, params};
 
     #[test]
     fn a_version_1_database_upgrades_in_place() {
@@ -1252,12 +1224,13 @@ mod tests {
         };
         assert_eq!(before[3], 38, "the fixture's links");
         let db = crate::Db::open(&path, crate::DEFAULT_ACCOUNT).unwrap();
+        let upgraded = Connection::open(&path).unwrap();
         for (table, n) in KEYED.iter().zip(&before) {
             let default = count(
-                db.conn(),
+                &upgraded,
                 &format!("SELECT count(*) FROM {table} WHERE account = 'default'"),
             );
-            let all = count(db.conn(), &format!("SELECT count(*) FROM {table}"));
+            let all = count(&upgraded, &format!("SELECT count(*) FROM {table}"));
             assert_eq!((all, default), (*n, *n), "{table}");
         }
         assert_eq!(crate::views::link_count(&db, "itglue").unwrap(), 38);

@@ -139,26 +139,4 @@ impl Db {
     pub fn account(&self) -> &str {
         &self.account
     }
-
-    /// The SQLite connection, for the store's functions not yet written for both databases
-    /// ([`Db::sql`], [`Db::begin`]). Those are never reached with a PostgreSQL handle: the
-    /// command line and the runtime open PostgreSQL only once every function they use runs
-    /// on it.
-    pub(crate) fn conn(&self) -> &Connection {
-        match &self.conn {
-            Conn::Sqlite(c) => c,
-            Conn::Postgres(..) => panic!("{}", NOT_YET),
-        }
-    }
-
-    /// The SQLite connection, mutably (transactions); see [`Db::conn`].
-    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
-        match &mut self.conn {
-            Conn::Sqlite(c) => c,
-            Conn::Postgres(..) => panic!("{}", NOT_YET),
-        }
-    }
 }
-
-/// Why a SQLite-only function was reached with a PostgreSQL handle.
-const NOT_YET: &str = "this store function runs on SQLite only so far";

@@ -3,8 +3,7 @@
 
 use crate::db::DbError;
 use crate::shared::Shared;
-use rusqlite::{Connection, OptionalExtension, params};
-use std::sync::{Arc, Mutex};
+use crate::values;
 
 /// Why a key-value operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,38 +25,31 @@ impl From<rusqlite::Error> for KvError {
 /// One connector's namespace of one account in the database.
 #[derive(Clone)]
 pub struct KvTable {
-    conn: Arc<Mutex<Connection>>,
-    account: Arc<str>,
-    connector: Arc<str>,
+    shared: Shared,
+    connector: String,
 }
 
 impl KvTable {
     /// The namespace of `connector` in `conn`, for `conn`'s account.
     pub fn new(conn: &Shared, connector: &str) -> KvTable {
         KvTable {
-            conn: conn.conn.clone(),
-            account: conn.account_arc(),
-            connector: connector.into(),
+            shared: conn.clone(),
+            connector: connector.to_string(),
         }
     }
 
-    fn with_conn<R>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<R, KvError>,
-    ) -> Result<R, KvError> {
-        let conn = self.conn.lock().map_err(|_| DbError::Poisoned)?;
-        f(&conn)
+    fn account(&self) -> &str {
+        self.shared.account()
     }
 
     /// The value under `key`, if any.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.with_conn(|c| {
-            Ok(c.query_row(
+        self.shared.run(|c| {
+            let row = c.query_opt(
                 "SELECT value FROM kv WHERE account = ?1 AND connector = ?2 AND key = ?3",
-                params![&*self.account, &*self.connector, key],
-                |r| r.get(0),
-            )
-            .optional()?)
+                &values![self.account(), &self.connector, key],
+            )?;
+            Ok(row.map(|r| r.blob(0)).transpose()?)
         })
     }
 
@@ -70,28 +62,22 @@ impl KvTable {
         max_keys: u64,
         max_total: u64,
     ) -> Result<(), KvError> {
-        self.with_conn(|conn| {
-            // Check and write in one transaction, so concurrent writers cannot both fit. It
-            // takes the write lock first: a read transaction that later needs to write is
-            // refused at once (not waited for) when another connection is writing.
-            let c = rusqlite::Transaction::new_unchecked(
-                conn,
-                rusqlite::TransactionBehavior::Immediate,
-            )?;
-            let (count, total, existing): (u64, u64, Option<u64>) = c.query_row(
-                "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0),
-                        (SELECT length(CAST(key AS BLOB)) + length(value) FROM kv
+        // Check and write in one transaction, so concurrent writers cannot both fit: SQLite's
+        // holds the write lock from the start, and on PostgreSQL writers of the namespace
+        // (whatever replica) take its lock first.
+        let lock = format!("kv/{}/{}", self.account(), self.connector);
+        self.shared.transaction(Some(&lock), |c| {
+            let row = c.query_one(
+                "SELECT count(*),
+                        CAST(coalesce(sum(octet_length(key) + octet_length(value)), 0) AS BIGINT),
+                        (SELECT CAST(octet_length(key) + octet_length(value) AS BIGINT) FROM kv
                           WHERE account = ?1 AND connector = ?2 AND key = ?3)
                  FROM kv WHERE account = ?1 AND connector = ?2",
-                params![&*self.account, &*self.connector, key],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
-                    ))
-                },
+                &values![self.account(), &self.connector, key],
             )?;
+            let count = row.int(0)? as u64;
+            let total = row.int(1)? as u64;
+            let existing = row.opt_int(2)?.map(|v| v as u64);
             if existing.is_none() && count >= max_keys {
                 return Err(KvError::Quota(format!(
                     "already {count} keys (storage_max_keys)"
@@ -105,20 +91,19 @@ impl KvTable {
             }
             c.execute(
                 "INSERT INTO kv (account, connector, key, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (account, connector, key) DO UPDATE SET value = ?4",
-                params![&*self.account, &*self.connector, key, value],
+                 ON CONFLICT (account, connector, key) DO UPDATE SET value = excluded.value",
+                &values![self.account(), &self.connector, key, value],
             )?;
-            c.commit()?;
             Ok(())
         })
     }
 
     /// Removes `key`; a missing key is not an error.
     pub fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.with_conn(|c| {
+        self.shared.run(|c| {
             c.execute(
                 "DELETE FROM kv WHERE account = ?1 AND connector = ?2 AND key = ?3",
-                params![&*self.account, &*self.connector, key],
+                &values![self.account(), &self.connector, key],
             )?;
             Ok(())
         })
@@ -126,11 +111,134 @@ impl KvTable {
 
     /// Every key, sorted.
     pub fn keys(&self) -> Result<Vec<String>, KvError> {
-        self.with_conn(|c| {
-            let mut stmt =
-                c.prepare("SELECT key FROM kv WHERE account = ?1 AND connector = ?2 ORDER BY key")?;
-            let rows = stmt.query_map(params![&*self.account, &*self.connector], |r| r.get(0))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+        self.shared.run(|c| {
+            let rows = c.query(
+                "SELECT key FROM kv WHERE account = ?1 AND connector = ?2 ORDER BY key",
+                &values![self.account(), &self.connector],
+            )?;
+            Ok(rows.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{TestDb, databases};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A new shared connection (another process, or replica) on `t` for `account`.
+    fn shared(t: &TestDb, account: &str) -> Shared {
+        match (t.path(), t.postgres()) {
+            (Some(path), _) => Shared::open(&path, account).unwrap(),
+            (None, Some(pg)) => Shared::postgres(pg, account),
+            (None, None) => unreachable!("a test database is one or the other"),
+        }
+    }
+
+    #[test]
+    fn values_round_trip_and_keys_sort_within_one_namespace() {
+        for t in databases("kv_round_trip") {
+            let kv = KvTable::new(&shared(&t, "a"), "itglue");
+            assert_eq!(kv.get("cursor").unwrap(), None, "{}", t.name);
+            kv.set("cursor", b"\x00page-2\xff", 10, 1000).unwrap();
+            kv.set("B", b"", 10, 1000).unwrap();
+            kv.set("a", b"1", 10, 1000).unwrap();
+            // Another process sees it.
+            let other = KvTable::new(&shared(&t, "a"), "itglue");
+            assert_eq!(
+                other.get("cursor").unwrap().as_deref(),
+                Some(&b"\x00page-2\xff"[..]),
+                "{}",
+                t.name
+            );
+            // Sorted by code point, as SQLite sorts.
+            assert_eq!(other.keys().unwrap(), ["B", "a", "cursor"], "{}", t.name);
+            // Replacing keeps one key.
+            other.set("cursor", b"page-3", 10, 1000).unwrap();
+            assert_eq!(kv.get("cursor").unwrap().as_deref(), Some(&b"page-3"[..]));
+            assert_eq!(kv.keys().unwrap().len(), 3, "{}", t.name);
+            // Another connector, and another account, have their own namespaces.
+            assert!(
+                KvTable::new(&shared(&t, "a"), "other")
+                    .keys()
+                    .unwrap()
+                    .is_empty()
+            );
+            let elsewhere = KvTable::new(&shared(&t, "b"), "itglue");
+            assert_eq!(elsewhere.get("cursor").unwrap(), None, "{}", t.name);
+            elsewhere.set("cursor", b"x", 10, 1000).unwrap();
+            assert_eq!(kv.get("cursor").unwrap().as_deref(), Some(&b"page-3"[..]));
+            kv.delete("cursor").unwrap();
+            kv.delete("missing").unwrap();
+            assert_eq!(kv.keys().unwrap(), ["B", "a"], "{}", t.name);
+            assert_eq!(elsewhere.keys().unwrap(), ["cursor"], "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn quotas_count_keys_and_bytes_of_the_namespace() {
+        for t in databases("kv_quotas") {
+            let kv = KvTable::new(&shared(&t, "a"), "itglue");
+            // Two keys at most, 20 bytes of keys and values at most ("é" is two bytes).
+            kv.set("k1", b"12345678", 2, 20).unwrap();
+            kv.set("é", b"123456", 2, 20).unwrap();
+            let err = kv.set("k3", b"", 2, 20).unwrap_err();
+            assert!(
+                matches!(&err, KvError::Quota(m) if m.contains("storage_max_keys")),
+                "{}: {err}",
+                t.name
+            );
+            // Replacing a key is not a new key; its old size no longer counts.
+            kv.set("k1", b"123456789a", 2, 20).unwrap();
+            let err = kv.set("k1", b"123456789ab", 2, 20).unwrap_err();
+            assert!(
+                matches!(&err, KvError::Quota(m) if m.contains("21 bytes")),
+                "{}: {err}",
+                t.name
+            );
+            // A refused write changed nothing.
+            assert_eq!(
+                kv.get("k1").unwrap().as_deref(),
+                Some(&b"123456789a"[..]),
+                "{}",
+                t.name
+            );
+            // Another connector's quota is its own.
+            KvTable::new(&shared(&t, "a"), "other")
+                .set("k3", b"", 2, 20)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn writers_at_once_never_exceed_the_key_quota() {
+        for t in databases("kv_race") {
+            // Three processes (replicas), three threads each, 30 new keys for 10 places.
+            let tables: Vec<KvTable> = (0..3)
+                .map(|_| KvTable::new(&shared(&t, "a"), "itglue"))
+                .collect();
+            let stored = AtomicU32::new(0);
+            std::thread::scope(|s| {
+                for (r, table) in tables.iter().enumerate() {
+                    for n in 0..3 {
+                        let stored = &stored;
+                        s.spawn(move || {
+                            for i in 0..10 {
+                                match table.set(&format!("{r}/{n}/{i}"), b"v", 10, 1000) {
+                                    Ok(()) => {
+                                        stored.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                    Err(KvError::Quota(_)) => {}
+                                    Err(e) => panic!("{e}"),
+                                }
+                            }
+                        });
+                    }
+                }
+            });
+            assert_eq!(stored.load(Ordering::SeqCst), 10, "{}", t.name);
+            assert_eq!(tables[0].keys().unwrap().len(), 10, "{}", t.name);
+        }
     }
 }

@@ -21,6 +21,8 @@ pub mod search;
 pub mod shared;
 pub mod sql;
 pub mod sync_apply;
+#[cfg(test)]
+mod testing;
 pub mod vault;
 pub mod views;
 

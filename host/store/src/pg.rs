@@ -140,7 +140,7 @@ CREATE TABLE schedules (
 "#;
 
 /// The runtime that drives every PostgreSQL connection of the process (one thread).
-fn db_runtime() -> &'static tokio::runtime::Handle {
+pub(crate) fn db_runtime() -> &'static tokio::runtime::Handle {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
@@ -157,7 +157,7 @@ fn db_runtime() -> &'static tokio::runtime::Handle {
 }
 
 /// Waits on this thread for `f`, which talks to connections driven by [`db_runtime`].
-fn block<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) fn block<F: std::future::Future>(f: F) -> F::Output {
     let _inside = db_runtime().enter();
     futures_executor::block_on(f)
 }
@@ -403,96 +403,13 @@ impl Sql for PgTx<'_> {
     }
 }
 
-/// The test cluster's URL (`SCOPABLE_TEST_POSTGRES`, set by `scripts/test.sh`), and a fresh
-/// database on it for one test.
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-    use crate::handle::Db;
-
-    /// One database a test runs on, SQLite or PostgreSQL, fresh and empty: open as many
-    /// handles (processes, replicas) on it as the test needs.
-    pub struct TestDb {
-        /// `sqlite` or `postgres`, for assertion messages.
-        pub name: &'static str,
-        dir: Option<tempfile::TempDir>,
-        postgres: Option<Postgres>,
-    }
-
-    impl TestDb {
-        /// A new handle on this database for `account`.
-        pub fn open(&self, account: &str) -> Db {
-            match (&self.dir, &self.postgres) {
-                (Some(dir), _) => Db::open(&dir.path().join("test.db"), account).unwrap(),
-                (None, Some(pg)) => Db::open_postgres(pg, "postgres", account).unwrap(),
-                (None, None) => unreachable!("a test database is one or the other"),
-            }
-        }
-
-        /// The PostgreSQL pool, when this is PostgreSQL.
-        pub fn postgres(&self) -> Option<&Postgres> {
-            self.postgres.as_ref()
-        }
-
-        /// The SQLite file, when this is SQLite.
-        pub fn path(&self) -> Option<std::path::PathBuf> {
-            self.dir.as_ref().map(|d| d.path().join("test.db"))
-        }
-    }
-
-    /// A fresh SQLite database and a fresh PostgreSQL database (on the test cluster): a
-    /// test of a store function runs on each.
-    pub fn databases(name: &str) -> Vec<TestDb> {
-        let url = fresh_database(name);
-        vec![
-            TestDb {
-                name: "sqlite",
-                dir: Some(tempfile::tempdir().unwrap()),
-                postgres: None,
-            },
-            TestDb {
-                name: "postgres",
-                dir: None,
-                postgres: Some(Postgres::connect(&url, 8).unwrap()),
-            },
-        ]
-    }
-
-    /// A new, empty database on the test cluster, its URL (left behind: the cluster is thrown
-    /// away at the end of the run).
-    pub fn fresh_database(name: &str) -> String {
-        let url = std::env::var("SCOPABLE_TEST_POSTGRES").unwrap_or_else(|_| {
-            panic!(
-                "SCOPABLE_TEST_POSTGRES is not set: run ./scripts/test.sh, which starts a throwaway PostgreSQL cluster for the store's tests"
-            )
-        });
-        let unique = format!(
-            "{name}_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        );
-        let (client, connection) = block(tokio_postgres::connect(&url, tokio_postgres::NoTls))
-            .unwrap_or_else(|e| panic!("cannot reach the test cluster: {e}"));
-        db_runtime().spawn(connection);
-        block(client.batch_execute(&format!("CREATE DATABASE {unique}")))
-            .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));
-        match url.rsplit_once('/') {
-            Some((server, _)) => format!("{server}/{unique}"),
-            None => panic!("SCOPABLE_TEST_POSTGRES has no database part"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn replicas_starting_together_migrate_once() {
-        let url = testing::fresh_database("migrate");
+        let url = crate::testing::fresh_database("migrate");
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let url = url.clone();
@@ -515,9 +432,9 @@ mod tests {
 
     #[test]
     fn values_round_trip_with_their_types() {
-        let url = testing::fresh_database("values");
+        let url = crate::testing::fresh_database("values");
         let db = Postgres::connect(&url, 1).unwrap();
-        let mut conn = db.conn().unwrap();
+        let conn = db.conn().unwrap();
         conn.execute(
             "INSERT INTO kv (account, connector, key, value) VALUES (?1, ?2, ?3, ?4)",
             &crate::values!["a", "itglue", "k'?1", &b"\x00\xff"[..]],

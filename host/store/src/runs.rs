@@ -2,10 +2,16 @@
 //! connector and kind, renewing the lease, recording its progress and end, and reading runs;
 //! and the schedules that queue them. Rows are those of the handle's account, except where a
 //! function says it serves every account (a worker pool's).
+//!
+//! Every function runs on SQLite and on PostgreSQL. Checking and writing a lease happen in one
+//! transaction: SQLite's holds the write lock from the start, and on PostgreSQL each one first
+//! takes the lock of the run's account, connector and kind, so that replicas doing the same
+//! check wait for each other.
 
 use crate::db::{self, DbError};
 use crate::handle::Db;
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::sql::{Row, Sql};
+use crate::values;
 use std::time::Duration;
 
 pub use crate::db::now_ms;
@@ -74,20 +80,21 @@ pub enum Queued {
 const INTERRUPTED: &str =
     "interrupted before it finished (its process stopped renewing its lease); nothing was applied";
 
+/// The lock (PostgreSQL's; SQLite's write lock stands for it) that starting, queueing and
+/// claiming a run of `account`'s `connector` and `kind` hold while they check and write.
+fn run_lock(account: &str, connector: &str, kind: &str) -> String {
+    format!("run/{account}/{connector}/{kind}")
+}
+
 /// Marks the `running` runs of `account`'s `connector` whose lease has passed as failed
 /// (their process died).
-fn mark_interrupted(
-    conn: &Connection,
-    account: &str,
-    connector: &str,
-    now: i64,
-) -> rusqlite::Result<()> {
-    conn.execute(
+fn mark_interrupted(tx: &dyn Sql, account: &str, connector: &str, now: i64) -> Result<(), DbError> {
+    tx.execute(
         "UPDATE sync_runs SET status = 'failed', error = ?4,
                 finished_at = coalesce(finished_at, started_at), lease_until = NULL
          WHERE account = ?1 AND connector = ?2 AND status = 'running'
            AND (lease_until IS NULL OR lease_until < ?3)",
-        params![account, connector, now, INTERRUPTED],
+        &values![account, connector, now, INTERRUPTED],
     )?;
     Ok(())
 }
@@ -96,52 +103,56 @@ fn mark_interrupted(
 /// failed, interrupted, so that no reader waits on it. An operator-level sweep: `db`'s account
 /// does not limit it. Returns how many were marked.
 pub fn sweep_interrupted(db: &Db) -> Result<usize, DbError> {
-    Ok(db.conn().execute(
+    Ok(db.sql().execute(
         "UPDATE sync_runs SET status = 'failed', error = ?2,
                 finished_at = coalesce(finished_at, started_at), lease_until = NULL
          WHERE status = 'running' AND (lease_until IS NULL OR lease_until < ?1)",
-        params![now_ms(), INTERRUPTED],
-    )?)
+        &values![now_ms(), INTERRUPTED],
+    )? as usize)
 }
 
 /// Ends the handle's account's queued run `id` as failed with `error`, when it could not be
 /// claimed at all (the account lost the feature, or the host could not start it). Returns
 /// whether it was still queued.
 pub fn fail_queued(db: &Db, id: i64, error: &str) -> Result<bool, DbError> {
-    Ok(db.conn().execute(
+    Ok(db.sql().execute(
         "UPDATE sync_runs SET status = 'failed', error = ?3, finished_at = ?4, lease_until = NULL
          WHERE account = ?1 AND id = ?2 AND status = 'queued'",
-        params![db.account(), id, error, db::now()],
+        &values![db.account(), id, error, db::now()],
     )? > 0)
 }
 
 /// The oldest run of `account`'s `connector` and `kind` that is `running` (after
 /// [`mark_interrupted`], its lease is live), other than `except`.
 fn live_run(
-    conn: &Connection,
+    tx: &dyn Sql,
     account: &str,
     connector: &str,
     kind: &str,
     except: Option<i64>,
     now: i64,
-) -> rusqlite::Result<Option<LiveRun>> {
-    conn.query_row(
+) -> Result<Option<LiveRun>, DbError> {
+    let Some(row) = tx.query_opt(
         "SELECT id, started_at, lease_until, dry_run FROM sync_runs
          WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND status = 'running'
-           AND id IS NOT ?4
+           AND id IS DISTINCT FROM ?4
          ORDER BY id LIMIT 1",
-        params![account, connector, kind, except],
-        |r| {
-            let lease_until: i64 = r.get(2)?;
-            Ok(LiveRun {
-                id: r.get(0)?,
-                started_at: r.get(1)?,
-                dry_run: r.get(3)?,
-                left: Duration::from_millis((lease_until - now).max(0) as u64),
-            })
-        },
-    )
-    .optional()
+        &values![account, connector, kind, except],
+    )?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(LiveRun {
+        id: row.int(0)?,
+        started_at: row.text(1)?,
+        dry_run: row.int(3)? != 0,
+        left: Duration::from_millis((row.int(2)? - now).max(0) as u64),
+    }))
+}
+
+/// Unix milliseconds `lease` after `now`.
+fn lease_end(now: i64, lease: Duration) -> i64 {
+    now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Starts a run of the handle's account, holding the lease of this connector and kind for
@@ -157,9 +168,9 @@ pub fn start(
     actor: Option<&str>,
 ) -> Result<Start, DbError> {
     let account = db.account().to_string();
-    let tx = db
-        .conn_mut()
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = db.begin()?;
+    tx.lock(&run_lock(&account, connector, kind))?;
+    // After the lock: waiting for it may have taken a while.
     let now = now_ms();
     mark_interrupted(&tx, &account, connector, now)?;
     if let Some(live) = live_run(&tx, &account, connector, kind, None, now)? {
@@ -168,21 +179,23 @@ pub fn start(
         return Ok(Start::Running(live));
     }
     let started_at = db::now();
-    tx.execute(
-        "INSERT INTO sync_runs (account, connector, kind, dry_run, started_at, status, lease_until,
-                               actor)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)",
-        params![
-            account,
-            connector,
-            kind,
-            dry_run,
-            started_at,
-            now + lease.as_millis() as i64,
-            actor
-        ],
-    )?;
-    let id = tx.last_insert_rowid();
+    let id = tx
+        .query_one(
+            "INSERT INTO sync_runs (account, connector, kind, dry_run, started_at, status,
+                                   lease_until, actor)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)
+             RETURNING id",
+            &values![
+                &account,
+                connector,
+                kind,
+                dry_run,
+                &started_at,
+                lease_end(now, lease),
+                actor
+            ],
+        )?
+        .int(0)?;
     tx.commit()?;
     Ok(Start::Started(Run { id, started_at }))
 }
@@ -199,31 +212,30 @@ pub fn queue(
     actor: &str,
 ) -> Result<Queued, DbError> {
     let account = db.account().to_string();
-    let tx = db
-        .conn_mut()
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = db.begin()?;
+    tx.lock(&run_lock(&account, connector, kind))?;
     let now = now_ms();
     mark_interrupted(&tx, &account, connector, now)?;
-    let busy: Option<i64> = tx
-        .query_row(
-            "SELECT id FROM sync_runs
-             WHERE account = ?1 AND connector = ?2 AND kind = ?3
-               AND status IN ('queued', 'running')
-             ORDER BY id LIMIT 1",
-            params![account, connector, kind],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(id) = busy {
+    let busy = tx.query_opt(
+        "SELECT id FROM sync_runs
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3
+           AND status IN ('queued', 'running')
+         ORDER BY id LIMIT 1",
+        &values![&account, connector, kind],
+    )?;
+    if let Some(row) = busy {
+        let id = row.int(0)?;
         tx.commit()?;
         return Ok(Queued::Busy(id));
     }
-    tx.execute(
-        "INSERT INTO sync_runs (account, connector, kind, dry_run, started_at, status, actor)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
-        params![account, connector, kind, dry_run, db::now(), actor],
-    )?;
-    let id = tx.last_insert_rowid();
+    let id = tx
+        .query_one(
+            "INSERT INTO sync_runs (account, connector, kind, dry_run, started_at, status, actor)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)
+             RETURNING id",
+            &values![&account, connector, kind, dry_run, db::now(), actor],
+        )?
+        .int(0)?;
     tx.commit()?;
     Ok(Queued::Queued(id))
 }
@@ -235,20 +247,26 @@ pub fn queue(
 /// claimed it, it ended, or it is not this account's) is [`DbError::NotQueued`].
 pub fn claim(db: &mut Db, id: i64, lease: Duration) -> Result<Start, DbError> {
     let account = db.account().to_string();
-    let tx = db
-        .conn_mut()
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let queued: Option<(String, String)> = tx
-        .query_row(
+    let tx = db.begin()?;
+    let queued = |tx: &dyn Sql| -> Result<Option<(String, String)>, DbError> {
+        tx.query_opt(
             "SELECT connector, kind FROM sync_runs
              WHERE account = ?1 AND id = ?2 AND status = 'queued'",
-            params![account, id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((connector, kind)) = queued else {
+            &values![&account, id],
+        )?
+        .map(|r| Ok((r.text(0)?, r.text(1)?)))
+        .transpose()
+    };
+    // The lock is the run's connector and kind's, so they are read first; whether it is still
+    // queued is known only once the lock is held (another worker may have claimed it while
+    // this one waited).
+    let Some((connector, kind)) = queued(&tx)? else {
         return Err(DbError::NotQueued { id });
     };
+    tx.lock(&run_lock(&account, &connector, &kind))?;
+    if queued(&tx)?.is_none() {
+        return Err(DbError::NotQueued { id });
+    }
     let now = now_ms();
     mark_interrupted(&tx, &account, &connector, now)?;
     if let Some(live) = live_run(&tx, &account, &connector, &kind, Some(id), now)? {
@@ -256,11 +274,14 @@ pub fn claim(db: &mut Db, id: i64, lease: Duration) -> Result<Start, DbError> {
         return Ok(Start::Running(live));
     }
     let started_at = db::now();
-    tx.execute(
+    let claimed = tx.execute(
         "UPDATE sync_runs SET status = 'running', started_at = ?3, lease_until = ?4
-         WHERE account = ?1 AND id = ?2",
-        params![account, id, started_at, now + lease.as_millis() as i64],
+         WHERE account = ?1 AND id = ?2 AND status = 'queued'",
+        &values![&account, id, &started_at, lease_end(now, lease)],
     )?;
+    if claimed == 0 {
+        return Err(DbError::NotQueued { id });
+    }
     tx.commit()?;
     Ok(Start::Started(Run { id, started_at }))
 }
@@ -273,10 +294,10 @@ pub fn set_progress(
     pages_done: u32,
     pages_total: Option<u32>,
 ) -> Result<(), DbError> {
-    db.conn().execute(
+    db.sql().execute(
         "UPDATE sync_runs SET pages_done = ?3, pages_total = ?4
          WHERE account = ?1 AND id = ?2 AND status = 'running'",
-        params![db.account(), id, pages_done, pages_total],
+        &values![db.account(), id, pages_done, pages_total],
     )?;
     Ok(())
 }
@@ -285,11 +306,15 @@ pub fn set_progress(
 /// worker pool, which claims each with a handle of its account; `db`'s account does not limit
 /// it.
 pub fn queued(db: &Db) -> Result<Vec<(String, i64, String, String)>, DbError> {
-    let mut stmt = db.conn().prepare(
-        "SELECT account, id, connector, kind FROM sync_runs WHERE status = 'queued' ORDER BY id",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    db.sql()
+        .query(
+            "SELECT account, id, connector, kind FROM sync_runs WHERE status = 'queued'
+             ORDER BY id",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.int(1)?, r.text(2)?, r.text(3)?)))
+        .collect()
 }
 
 /// Renews a run's lease every third of its length from its own thread and connection, until
@@ -301,47 +326,48 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Starts renewing the lease of run `run_id` of `db`'s account, `lease` at a time.
+    /// Starts renewing the lease of run `run_id` of `db`'s account, `lease` at a time, on a
+    /// handle of its own ([`Db::sibling`]).
     pub fn start(db: &Db, run_id: i64, lease: Duration) -> Heartbeat {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let path = db.path().to_path_buf();
-        let account = db.account().to_string();
-        let spawned = std::thread::Builder::new()
-            .name("sync-lease".into())
-            .spawn(move || {
-                let conn = match Connection::open(&path) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!("cannot renew the sync's lease: {e}");
-                        return;
-                    }
-                };
-                if let Err(e) = conn.busy_timeout(Duration::from_secs(10)) {
-                    tracing::warn!("sync lease: {e}");
-                }
-                let every = lease / 3;
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(every)
-                {
-                    let renewed = conn.execute(
-                        "UPDATE sync_runs SET lease_until = ?3
-                         WHERE account = ?1 AND id = ?2 AND status = 'running'",
-                        params![account, run_id, now_ms() + lease.as_millis() as i64],
-                    );
-                    match renewed {
-                        Ok(0) => return,
-                        Ok(_) => {}
-                        // Tried again at the next beat; the lease outlasts two missed ones.
-                        Err(e) => tracing::warn!("cannot renew the sync's lease: {e}"),
-                    }
-                }
-            });
-        let thread = spawned
-            .map_err(|e| tracing::error!("cannot start the sync's lease renewal: {e}"))
+        let own = db
+            .sibling()
+            .map_err(|e| tracing::error!("cannot renew the sync's lease: {e}"))
             .ok();
+        let thread = own.and_then(|own| {
+            std::thread::Builder::new()
+                .name("sync-lease".into())
+                .spawn(move || renew_until_stopped(&own, run_id, lease, &stopped))
+                .map_err(|e| tracing::error!("cannot start the sync's lease renewal: {e}"))
+                .ok()
+        });
         Heartbeat {
             stop: Some(stop),
             thread,
+        }
+    }
+}
+
+/// The [`Heartbeat`]'s thread: renews every third of `lease` until told to stop (or the
+/// sender is dropped) or the run is no longer `running`.
+fn renew_until_stopped(
+    db: &Db,
+    run_id: i64,
+    lease: Duration,
+    stopped: &std::sync::mpsc::Receiver<()>,
+) {
+    let every = lease / 3;
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+        let renewed = db.sql().execute(
+            "UPDATE sync_runs SET lease_until = ?3
+             WHERE account = ?1 AND id = ?2 AND status = 'running'",
+            &values![db.account(), run_id, lease_end(now_ms(), lease)],
+        );
+        match renewed {
+            Ok(0) => return,
+            Ok(_) => {}
+            // Tried again at the next beat; the lease outlasts two missed ones.
+            Err(e) => tracing::warn!("cannot renew the sync's lease: {e}"),
         }
     }
 }
@@ -357,6 +383,10 @@ impl Drop for Heartbeat {
 
 /// Records a run's end, unless it is no longer this process's to record (another process
 /// marked it interrupted after its lease lapsed). `error` is stored as given.
+///
+/// One statement whose condition is checked on the row as it stands when written (on
+/// PostgreSQL, after waiting for any transaction changing it): a run marked interrupted is
+/// never recorded as ended by its old holder, whatever runs at the same time.
 pub fn finish(
     db: &Db,
     run_id: i64,
@@ -364,24 +394,45 @@ pub fn finish(
     c: &RunCounts,
     error: Option<String>,
 ) -> Result<(), DbError> {
-    finish_on(db.conn(), db.account(), run_id, status, c, error)
+    record_end(db.sql(), db.account(), run_id, status, c, error)?;
+    Ok(())
 }
 
-/// [`finish`] on a connection (inside a transaction), for `account`'s run.
+/// [`finish`] inside a transaction (the apply's), for `account`'s run; the fencing check of
+/// the transaction's writes: a run that is no longer `running` (another process marked it
+/// interrupted after its lease lapsed) is an error, so that the transaction is not committed.
 pub(crate) fn finish_on(
-    conn: &Connection,
+    tx: &dyn Sql,
     account: &str,
     run_id: i64,
     status: &str,
     c: &RunCounts,
     error: Option<String>,
 ) -> Result<(), DbError> {
-    conn.execute(
+    if record_end(tx, account, run_id, status, c, error)? {
+        Ok(())
+    } else {
+        Err(DbError::Sql(format!(
+            "sync run {run_id} no longer holds its lease (another process marked it interrupted); its end was not recorded"
+        )))
+    }
+}
+
+/// Writes a run's end if it is still `running`; returns whether it was.
+fn record_end(
+    sql: &dyn Sql,
+    account: &str,
+    run_id: i64,
+    status: &str,
+    c: &RunCounts,
+    error: Option<String>,
+) -> Result<bool, DbError> {
+    let changed = sql.execute(
         "UPDATE sync_runs SET finished_at = ?3, status = ?4, fetched = ?5, linked = ?6,
                 skipped = ?7, errored = ?8, new_links = ?9, removed_links = ?10, requests = ?11,
                 error = ?12, lease_until = NULL
          WHERE account = ?1 AND id = ?2 AND status = 'running'",
-        params![
+        &values![
             account,
             run_id,
             db::now(),
@@ -396,16 +447,19 @@ pub(crate) fn finish_on(
             error
         ],
     )?;
-    Ok(())
+    Ok(changed > 0)
 }
 
-/// When the handle's account's run `run_id` finished (`None` while it has not).
+/// When the handle's account's run `run_id` finished (`None` while it has not). A run the
+/// account does not have is an error.
 pub fn finished_at(db: &Db, run_id: i64) -> Result<Option<String>, DbError> {
-    Ok(db.conn().query_row(
-        "SELECT finished_at FROM sync_runs WHERE account = ?1 AND id = ?2",
-        params![db.account(), run_id],
-        |r| r.get::<_, Option<String>>(0),
-    )?)
+    db.sql()
+        .query_opt(
+            "SELECT finished_at FROM sync_runs WHERE account = ?1 AND id = ?2",
+            &values![db.account(), run_id],
+        )?
+        .ok_or_else(|| DbError::Sql(format!("no sync run {run_id}")))?
+        .opt_text(0)
 }
 
 /// One stored run.
@@ -458,76 +512,96 @@ impl RunRow {
     }
 }
 
-fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+/// The columns [`run_row`] reads, in its order.
+const RUN_COLUMNS: &str = "id, kind, fetched, linked, skipped, errored, new_links, removed_links,
+    requests, dry_run, started_at, finished_at, status, error, lease_until, actor, pages_done,
+    pages_total";
+
+fn run_row(r: &Row) -> Result<RunRow, DbError> {
     Ok(RunRow {
-        id: r.get("id")?,
-        kind: r.get("kind")?,
-        fetched: r.get("fetched")?,
-        linked: r.get("linked")?,
-        skipped: r.get("skipped")?,
-        errored: r.get("errored")?,
-        new_links: r.get("new_links")?,
-        removed_links: r.get("removed_links")?,
-        requests: r.get("requests")?,
-        dry_run: r.get("dry_run")?,
-        started_at: r.get("started_at")?,
-        finished_at: r.get("finished_at")?,
-        status: r.get("status")?,
-        error: r.get("error")?,
-        lease_until: r.get("lease_until")?,
-        actor: r.get("actor")?,
-        pages_done: r.get("pages_done")?,
-        pages_total: r.get("pages_total")?,
+        id: r.int(0)?,
+        kind: r.text(1)?,
+        fetched: r.int(2)?,
+        linked: r.int(3)?,
+        skipped: r.int(4)?,
+        errored: r.int(5)?,
+        new_links: r.int(6)?,
+        removed_links: r.int(7)?,
+        requests: r.int(8)?,
+        dry_run: r.int(9)? != 0,
+        started_at: r.text(10)?,
+        finished_at: r.opt_text(11)?,
+        status: r.text(12)?,
+        error: r.opt_text(13)?,
+        lease_until: r.opt_int(14)?,
+        actor: r.opt_text(15)?,
+        pages_done: r.int(16)?,
+        pages_total: r.opt_int(17)?,
     })
 }
 
 /// The handle's account's run `id`, if it has one.
 pub fn run(db: &Db, id: i64) -> Result<Option<RunRow>, DbError> {
-    Ok(db
-        .conn()
-        .query_row(
-            "SELECT * FROM sync_runs WHERE account = ?1 AND id = ?2",
-            params![db.account(), id],
-            run_row,
-        )
-        .optional()?)
+    db.sql()
+        .query_opt(
+            &format!("SELECT {RUN_COLUMNS} FROM sync_runs WHERE account = ?1 AND id = ?2"),
+            &values![db.account(), id],
+        )?
+        .as_ref()
+        .map(run_row)
+        .transpose()
 }
 
 /// The last non-dry-run run of a kind, if any.
 pub fn last_run(db: &Db, connector: &str, kind: &str) -> Result<Option<RunRow>, DbError> {
-    Ok(db
-        .conn()
-        .query_row(
-            "SELECT * FROM sync_runs
-             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND dry_run = 0
-             ORDER BY id DESC LIMIT 1",
-            params![db.account(), connector, kind],
-            run_row,
-        )
-        .optional()?)
+    db.sql()
+        .query_opt(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM sync_runs
+                 WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND dry_run = 0
+                 ORDER BY id DESC LIMIT 1"
+            ),
+            &values![db.account(), connector, kind],
+        )?
+        .as_ref()
+        .map(run_row)
+        .transpose()
 }
 
 /// The newest non-dry-run run of a kind that succeeded, if any.
 pub fn last_ok_run(db: &Db, connector: &str, kind: &str) -> Result<Option<RunRow>, DbError> {
-    Ok(db
-        .conn()
-        .query_row(
-            "SELECT * FROM sync_runs
-             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND dry_run = 0 AND status = 'ok'
-             ORDER BY id DESC LIMIT 1",
-            params![db.account(), connector, kind],
-            run_row,
-        )
-        .optional()?)
+    db.sql()
+        .query_opt(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM sync_runs
+                 WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND dry_run = 0
+                   AND status = 'ok'
+                 ORDER BY id DESC LIMIT 1"
+            ),
+            &values![db.account(), connector, kind],
+        )?
+        .as_ref()
+        .map(run_row)
+        .transpose()
 }
 
 /// Recent runs (all kinds), newest first.
 pub fn recent_runs(db: &Db, connector: &str, limit: usize) -> Result<Vec<RunRow>, DbError> {
-    let mut stmt = db.conn().prepare(
-        "SELECT * FROM sync_runs WHERE account = ?1 AND connector = ?2 ORDER BY id DESC LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![db.account(), connector, limit as i64], run_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    db.sql()
+        .query(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM sync_runs WHERE account = ?1 AND connector = ?2
+                 ORDER BY id DESC LIMIT ?3"
+            ),
+            &values![
+                db.account(),
+                connector,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+        )?
+        .iter()
+        .map(run_row)
+        .collect()
 }
 
 /// A connector's sync schedule: a due schedule syncs organizations, then configurations.
@@ -543,18 +617,36 @@ pub struct Schedule {
     pub set_by: String,
 }
 
-fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
+fn schedule_row(r: &Row) -> Result<Schedule, DbError> {
     Ok(Schedule {
-        connector: r.get(0)?,
-        every: Duration::from_secs(r.get::<_, i64>(1)?.max(1) as u64),
-        next_at_ms: r.get(2)?,
-        set_by: r.get(3)?,
+        connector: r.text(0)?,
+        every: Duration::from_secs(r.int(1)?.max(1) as u64),
+        next_at_ms: r.int(2)?,
+        set_by: r.text(3)?,
     })
+}
+
+/// Records an event of `account` (the account log, `events`) in `tx`.
+fn insert_event(
+    tx: &dyn Sql,
+    account: &str,
+    actor: &str,
+    action: &str,
+    connector: &str,
+    detail: Option<&str>,
+) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO events (account, at, actor, action, connector, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        &values![account, db::now(), actor, action, connector, detail],
+    )?;
+    Ok(())
 }
 
 /// Sets (`Some`, in whole seconds, one at least; the first firing one period from now) or
 /// removes (`None`) the handle's account's schedule of `connector`, recorded as an event of
-/// `actor` in the same transaction. Returns the schedule now in force.
+/// `actor` in the same transaction. Returns the schedule now in force. The transaction runs
+/// on a handle of its own ([`Db::sibling`]), holding the schedule's lock on PostgreSQL.
 pub fn set_schedule(
     db: &Db,
     connector: &str,
@@ -562,8 +654,9 @@ pub fn set_schedule(
     actor: &str,
 ) -> Result<Option<Schedule>, DbError> {
     let account = db.account();
-    let tx =
-        rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
+    let mut own = db.sibling()?;
+    let tx = own.begin()?;
+    tx.lock(&format!("schedule/{account}/{connector}"))?;
     let schedule = match every {
         Some(every) => {
             let secs = every.as_secs().clamp(1, i64::MAX as u64 / 1000) as i64;
@@ -571,16 +664,16 @@ pub fn set_schedule(
             tx.execute(
                 "INSERT INTO schedules (account, connector, every_secs, next_at_ms, set_by)
                  VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (account, connector) DO UPDATE SET every_secs = ?3, next_at_ms = ?4,
-                     set_by = ?5",
-                params![account, connector, secs, next_at_ms, actor],
+                 ON CONFLICT (account, connector) DO UPDATE SET every_secs = excluded.every_secs,
+                     next_at_ms = excluded.next_at_ms, set_by = excluded.set_by",
+                &values![account, connector, secs, next_at_ms, actor],
             )?;
-            crate::accounts::insert_event(
+            insert_event(
                 &tx,
                 account,
                 actor,
                 "schedule-set",
-                Some(connector),
+                connector,
                 Some(&format!("every {secs} s")),
             )?;
             Some(Schedule {
@@ -593,17 +686,10 @@ pub fn set_schedule(
         None => {
             let removed = tx.execute(
                 "DELETE FROM schedules WHERE account = ?1 AND connector = ?2",
-                params![account, connector],
+                &values![account, connector],
             )?;
             if removed > 0 {
-                crate::accounts::insert_event(
-                    &tx,
-                    account,
-                    actor,
-                    "schedule-removed",
-                    Some(connector),
-                    None,
-                )?;
+                insert_event(&tx, account, actor, "schedule-removed", connector, None)?;
             }
             None
         }
@@ -614,352 +700,877 @@ pub fn set_schedule(
 
 /// The handle's account's schedule of `connector`, if one is set.
 pub fn schedule(db: &Db, connector: &str) -> Result<Option<Schedule>, DbError> {
-    Ok(db
-        .conn()
-        .query_row(
+    db.sql()
+        .query_opt(
             "SELECT connector, every_secs, next_at_ms, set_by FROM schedules
              WHERE account = ?1 AND connector = ?2",
-            params![db.account(), connector],
-            schedule_row,
-        )
-        .optional()?)
+            &values![db.account(), connector],
+        )?
+        .as_ref()
+        .map(schedule_row)
+        .transpose()
 }
 
 /// The schedules of every account due at `now_ms`: (account, connector), oldest due first.
-/// In the same transaction, each one's next firing moves past `now_ms` by whole periods, so a
-/// schedule fires once per period however often this is called (and once, not once per
-/// missed period, after the host was stopped). For a worker pool; `db`'s account does not
-/// limit it.
+/// Each one's next firing moves past `now_ms` by whole periods, so a schedule fires once per
+/// period however often, and by however many replicas at once, this is called (and once, not
+/// once per missed period, after the host was stopped). For a worker pool; `db`'s account does
+/// not limit it.
 pub fn due_schedules(db: &Db, now_ms: i64) -> Result<Vec<(String, String)>, DbError> {
-    let tx =
-        rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
-    let due: Vec<(String, String, i64, i64)> = {
-        let mut stmt = tx.prepare(
-            "SELECT account, connector, every_secs, next_at_ms FROM schedules
-             WHERE next_at_ms <= ?1 ORDER BY next_at_ms, account, connector",
-        )?;
-        let rows = stmt.query_map([now_ms], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
-    for (account, connector, every_secs, next_at_ms) in &due {
-        let period = (*every_secs).max(1).saturating_mul(1000);
+    let due = db.sql().query(
+        "SELECT account, connector, every_secs, next_at_ms FROM schedules
+         WHERE next_at_ms <= ?1 ORDER BY next_at_ms, account, connector",
+        &values![now_ms],
+    )?;
+    let mut fired = Vec::with_capacity(due.len());
+    for row in &due {
+        let (account, connector) = (row.text(0)?, row.text(1)?);
+        let (every_secs, next_at_ms) = (row.int(2)?, row.int(3)?);
+        let period = every_secs.max(1).saturating_mul(1000);
         let missed = (now_ms - next_at_ms) / period;
         let next = next_at_ms.saturating_add((missed + 1).saturating_mul(period));
-        tx.execute(
-            "UPDATE schedules SET next_at_ms = ?3 WHERE account = ?1 AND connector = ?2",
-            params![account, connector, next],
+        // Moved only from the firing read above: of callers reading the same one, the first
+        // to move it fires it; a schedule changed or removed meanwhile does not fire.
+        let moved = db.sql().execute(
+            "UPDATE schedules SET next_at_ms = ?3
+             WHERE account = ?1 AND connector = ?2 AND next_at_ms = ?4 AND every_secs = ?5",
+            &values![&account, &connector, next, next_at_ms, every_secs],
         )?;
+        if moved > 0 {
+            fired.push((account, connector));
+        }
     }
-    tx.commit()?;
-    Ok(due
-        .into_iter()
-        .map(|(account, connector, _, _)| (account, connector))
-        .collect())
+    Ok(fired)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::databases;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Barrier, Mutex};
 
     const LEASE: Duration = Duration::from_secs(60);
 
-    fn open(dir: &tempfile::TempDir, account: &str) -> Db {
-        Db::open(&dir.path().join("runs.db"), account).unwrap()
+    /// The actions of `db`'s account's events, newest first.
+    fn event_actions(db: &Db) -> Vec<String> {
+        db.sql()
+            .query(
+                "SELECT action FROM events WHERE account = ?1 ORDER BY id DESC",
+                &values![db.account()],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.text(0).unwrap())
+            .collect()
     }
 
     #[test]
     fn a_started_run_keeps_its_actor_and_blocks_another() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = open(&dir, "a");
-        let Start::Started(run) = start(
-            &mut db,
-            "itglue",
-            "organization",
-            false,
-            LEASE,
-            Some("cli:alice"),
-        )
-        .unwrap() else {
-            panic!("not started");
-        };
-        let Start::Running(live) =
-            start(&mut db, "itglue", "organization", true, LEASE, None).unwrap()
-        else {
-            panic!("started twice");
-        };
-        assert_eq!(live.id, run.id);
-        assert!(live.left > Duration::from_secs(50));
-        let row = super::run(&db, run.id).unwrap().unwrap();
-        assert_eq!(
-            (row.status.as_str(), row.actor.as_deref(), row.pages_done),
-            ("running", Some("cli:alice"), 0)
-        );
-        // Another kind is free.
-        assert!(matches!(
-            start(&mut db, "itglue", "configuration", false, LEASE, None).unwrap(),
-            Start::Started(_)
-        ));
+        for t in databases("runs_start") {
+            let mut db = t.open("a");
+            let Start::Started(run) = start(
+                &mut db,
+                "itglue",
+                "organization",
+                false,
+                LEASE,
+                Some("cli:alice"),
+            )
+            .unwrap() else {
+                panic!("{}: not started", t.name);
+            };
+            let Start::Running(live) =
+                start(&mut db, "itglue", "organization", true, LEASE, None).unwrap()
+            else {
+                panic!("{}: started twice", t.name);
+            };
+            assert_eq!(live.id, run.id, "{}", t.name);
+            assert!(!live.dry_run, "{}", t.name);
+            assert!(live.left > Duration::from_secs(50), "{}", t.name);
+            let row = super::run(&db, run.id).unwrap().unwrap();
+            assert_eq!(
+                (row.status.as_str(), row.actor.as_deref(), row.pages_done),
+                ("running", Some("cli:alice"), 0),
+                "{}",
+                t.name
+            );
+            assert_eq!(row.started_at, run.started_at, "{}", t.name);
+            // Another kind is free.
+            assert!(
+                matches!(
+                    start(&mut db, "itglue", "configuration", false, LEASE, None).unwrap(),
+                    Start::Started(_)
+                ),
+                "{}",
+                t.name
+            );
+        }
     }
 
     #[test]
     fn queue_returns_busy_while_one_is_queued_or_running() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = open(&dir, "a");
-        let Queued::Queued(id) =
-            queue(&mut db, "itglue", "organization", false, "token:t1").unwrap()
-        else {
-            panic!("not queued");
-        };
-        assert_eq!(
-            queue(&mut db, "itglue", "organization", true, "token:t2").unwrap(),
-            Queued::Busy(id)
-        );
-        let row = super::run(&db, id).unwrap().unwrap();
-        assert_eq!(
-            (row.status.as_str(), row.actor.as_deref(), row.lease_until),
-            ("queued", Some("token:t1"), None)
-        );
-        // Another kind, or another account, is not busy.
-        assert!(matches!(
-            queue(&mut db, "itglue", "configuration", false, "token:t1").unwrap(),
-            Queued::Queued(_)
-        ));
-        let mut other = open(&dir, "b");
-        assert!(matches!(
-            queue(&mut other, "itglue", "organization", false, "token:t3").unwrap(),
-            Queued::Queued(_)
-        ));
-        // Running, it is still busy; once it ends, a new one queues.
-        assert!(matches!(
-            claim(&mut db, id, LEASE).unwrap(),
-            Start::Started(_)
-        ));
-        assert_eq!(
-            queue(&mut db, "itglue", "organization", false, "token:t2").unwrap(),
-            Queued::Busy(id)
-        );
-        finish(&db, id, "ok", &RunCounts::default(), None).unwrap();
-        assert!(matches!(
-            queue(&mut db, "itglue", "organization", false, "token:t2").unwrap(),
-            Queued::Queued(n) if n != id
-        ));
+        for t in databases("runs_queue") {
+            let mut db = t.open("a");
+            let Queued::Queued(id) =
+                queue(&mut db, "itglue", "organization", false, "token:t1").unwrap()
+            else {
+                panic!("{}: not queued", t.name);
+            };
+            assert_eq!(
+                queue(&mut db, "itglue", "organization", true, "token:t2").unwrap(),
+                Queued::Busy(id),
+                "{}",
+                t.name
+            );
+            let row = super::run(&db, id).unwrap().unwrap();
+            assert_eq!(
+                (row.status.as_str(), row.actor.as_deref(), row.lease_until),
+                ("queued", Some("token:t1"), None),
+                "{}",
+                t.name
+            );
+            // Another kind, or another account, is not busy.
+            assert!(
+                matches!(
+                    queue(&mut db, "itglue", "configuration", false, "token:t1").unwrap(),
+                    Queued::Queued(_)
+                ),
+                "{}",
+                t.name
+            );
+            let mut other = t.open("b");
+            assert!(
+                matches!(
+                    queue(&mut other, "itglue", "organization", false, "token:t3").unwrap(),
+                    Queued::Queued(_)
+                ),
+                "{}",
+                t.name
+            );
+            // Running, it is still busy; once it ends, a new one queues.
+            assert!(
+                matches!(claim(&mut db, id, LEASE).unwrap(), Start::Started(_)),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                queue(&mut db, "itglue", "organization", false, "token:t2").unwrap(),
+                Queued::Busy(id),
+                "{}",
+                t.name
+            );
+            finish(&db, id, "ok", &RunCounts::default(), None).unwrap();
+            assert!(
+                matches!(
+                    queue(&mut db, "itglue", "organization", false, "token:t2").unwrap(),
+                    Queued::Queued(n) if n != id
+                ),
+                "{}",
+                t.name
+            );
+        }
     }
 
     #[test]
     fn a_run_whose_lease_lapsed_does_not_keep_the_queue_busy() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = open(&dir, "a");
-        let Start::Started(run) =
-            start(&mut db, "itglue", "organization", false, LEASE, None).unwrap()
-        else {
-            panic!("not started");
-        };
-        db.conn()
-            .execute(
-                "UPDATE sync_runs SET lease_until = 1 WHERE id = ?1",
-                [run.id],
-            )
-            .unwrap();
-        assert!(matches!(
-            queue(&mut db, "itglue", "organization", false, "token:t1").unwrap(),
-            Queued::Queued(_)
-        ));
-        let row = super::run(&db, run.id).unwrap().unwrap();
-        assert_eq!(row.status, "failed");
-        assert!(row.error.unwrap().contains("interrupted"));
+        for t in databases("runs_lapsed") {
+            let mut db = t.open("a");
+            let Start::Started(run) =
+                start(&mut db, "itglue", "organization", false, LEASE, None).unwrap()
+            else {
+                panic!("{}: not started", t.name);
+            };
+            db.sql()
+                .execute(
+                    "UPDATE sync_runs SET lease_until = 1 WHERE id = ?1",
+                    &values![run.id],
+                )
+                .unwrap();
+            assert!(
+                matches!(
+                    queue(&mut db, "itglue", "organization", false, "token:t1").unwrap(),
+                    Queued::Queued(_)
+                ),
+                "{}",
+                t.name
+            );
+            let row = super::run(&db, run.id).unwrap().unwrap();
+            assert_eq!(row.status, "failed", "{}", t.name);
+            assert!(row.error.unwrap().contains("interrupted"), "{}", t.name);
+            assert_eq!(row.finished_at.as_deref(), Some(run.started_at.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_run_taken_over_is_not_finished_by_its_old_holder() {
+        for t in databases("runs_fence") {
+            let mut old = t.open("a");
+            let mut new = t.open("a");
+            let Start::Started(run) =
+                start(&mut old, "itglue", "organization", false, LEASE, None).unwrap()
+            else {
+                panic!("{}: not started", t.name);
+            };
+            // Its process stalls past its lease; another one takes the kind over.
+            old.sql()
+                .execute(
+                    "UPDATE sync_runs SET lease_until = 1 WHERE id = ?1",
+                    &values![run.id],
+                )
+                .unwrap();
+            let Start::Started(taken) =
+                start(&mut new, "itglue", "organization", false, LEASE, None).unwrap()
+            else {
+                panic!("{}: not taken over", t.name);
+            };
+            let counts = RunCounts {
+                fetched: 9,
+                ..RunCounts::default()
+            };
+            // The old holder's end is not recorded...
+            finish(&old, run.id, "ok", &counts, None).unwrap();
+            let row = super::run(&old, run.id).unwrap().unwrap();
+            assert_eq!(
+                (row.status.as_str(), row.fetched),
+                ("failed", 0),
+                "{}",
+                t.name
+            );
+            assert!(row.error.unwrap().contains("interrupted"), "{}", t.name);
+            // ...and inside a transaction it is an error, so the transaction is not committed.
+            let tx = old.begin().unwrap();
+            let fenced = finish_on(&tx, "a", run.id, "ok", &counts, None);
+            assert!(
+                fenced.is_err_and(|e| e.to_string().contains("no longer holds its lease")),
+                "{}",
+                t.name
+            );
+            drop(tx);
+            // The run holding the lease finishes, inside a transaction as an apply does.
+            let tx = new.begin().unwrap();
+            finish_on(&tx, "a", taken.id, "ok", &counts, None).unwrap();
+            tx.commit().unwrap();
+            let row = super::run(&new, taken.id).unwrap().unwrap();
+            assert_eq!(
+                (row.status.as_str(), row.fetched, row.lease_until),
+                ("ok", 9, None),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                finished_at(&new, taken.id).unwrap(),
+                row.finished_at,
+                "{}",
+                t.name
+            );
+            assert!(row.finished_at.is_some(), "{}", t.name);
+            // Another account's handle records nothing on it.
+            let b = t.open("b");
+            finish(&b, taken.id, "failed", &RunCounts::default(), None).unwrap();
+            assert_eq!(super::run(&new, taken.id).unwrap().unwrap().status, "ok");
+            assert!(finished_at(&b, taken.id).is_err(), "{}", t.name);
+        }
     }
 
     #[test]
     fn claiming_turns_a_queued_run_into_a_running_one_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = open(&dir, "a");
-        let Queued::Queued(id) =
-            queue(&mut db, "itglue", "organization", true, "token:t1").unwrap()
-        else {
-            panic!("not queued");
-        };
-        // Not another account's to claim.
-        let mut other = open(&dir, "b");
-        assert!(matches!(
-            claim(&mut other, id, LEASE),
-            Err(DbError::NotQueued { .. })
-        ));
-        // While a command-line run of that kind holds the lease, it waits in the queue.
-        let Start::Started(cli) = start(
-            &mut db,
-            "itglue",
-            "organization",
-            false,
-            LEASE,
-            Some("cli:alice"),
-        )
-        .unwrap() else {
-            panic!("the command line's run did not start");
-        };
-        let Start::Running(live) = claim(&mut db, id, LEASE).unwrap() else {
-            panic!("claimed beside a live run");
-        };
-        assert_eq!(live.id, cli.id);
-        assert_eq!(super::run(&db, id).unwrap().unwrap().status, "queued");
-        finish(&db, cli.id, "ok", &RunCounts::default(), None).unwrap();
-        let Start::Started(run) = claim(&mut db, id, LEASE).unwrap() else {
-            panic!("not claimed");
-        };
-        assert_eq!(run.id, id);
-        let row = super::run(&db, id).unwrap().unwrap();
-        assert_eq!((row.status.as_str(), row.dry_run), ("running", true));
-        assert!(row.lease_until.is_some_and(|t| t > now_ms()));
-        // Claimed once only.
-        assert!(matches!(
-            claim(&mut db, id, LEASE),
-            Err(DbError::NotQueued { .. })
-        ));
-        // Its progress is recorded while it runs.
-        set_progress(&db, id, 2, Some(5)).unwrap();
-        let row = super::run(&db, id).unwrap().unwrap();
-        assert_eq!((row.pages_done, row.pages_total), (2, Some(5)));
-        set_progress(&other, id, 4, None).unwrap();
-        assert_eq!(
-            super::run(&db, id).unwrap().unwrap().pages_done,
-            2,
-            "b changed a's run"
-        );
+        for t in databases("runs_claim") {
+            let mut db = t.open("a");
+            let Queued::Queued(id) =
+                queue(&mut db, "itglue", "organization", true, "token:t1").unwrap()
+            else {
+                panic!("{}: not queued", t.name);
+            };
+            // Not another account's to claim.
+            let mut other = t.open("b");
+            assert!(
+                matches!(claim(&mut other, id, LEASE), Err(DbError::NotQueued { .. })),
+                "{}",
+                t.name
+            );
+            // While a command-line run of that kind holds the lease, it waits in the queue.
+            let Start::Started(cli) = start(
+                &mut db,
+                "itglue",
+                "organization",
+                false,
+                LEASE,
+                Some("cli:alice"),
+            )
+            .unwrap() else {
+                panic!("{}: the command line's run did not start", t.name);
+            };
+            let Start::Running(live) = claim(&mut db, id, LEASE).unwrap() else {
+                panic!("{}: claimed beside a live run", t.name);
+            };
+            assert_eq!(live.id, cli.id, "{}", t.name);
+            assert_eq!(super::run(&db, id).unwrap().unwrap().status, "queued");
+            finish(&db, cli.id, "ok", &RunCounts::default(), None).unwrap();
+            let Start::Started(run) = claim(&mut db, id, LEASE).unwrap() else {
+                panic!("{}: not claimed", t.name);
+            };
+            assert_eq!(run.id, id, "{}", t.name);
+            let row = super::run(&db, id).unwrap().unwrap();
+            assert_eq!(
+                (row.status.as_str(), row.dry_run),
+                ("running", true),
+                "{}",
+                t.name
+            );
+            assert!(row.lease_until.is_some_and(|t| t > now_ms()), "{}", t.name);
+            // Claimed once only.
+            assert!(
+                matches!(claim(&mut db, id, LEASE), Err(DbError::NotQueued { .. })),
+                "{}",
+                t.name
+            );
+            // Its progress is recorded while it runs.
+            set_progress(&db, id, 2, Some(5)).unwrap();
+            let row = super::run(&db, id).unwrap().unwrap();
+            assert_eq!(
+                (row.pages_done, row.pages_total),
+                (2, Some(5)),
+                "{}",
+                t.name
+            );
+            set_progress(&other, id, 4, None).unwrap();
+            assert_eq!(
+                super::run(&db, id).unwrap().unwrap().pages_done,
+                2,
+                "{}: b changed a's run",
+                t.name
+            );
+        }
     }
 
     #[test]
     fn the_queue_of_every_account_is_listed_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut a = open(&dir, "a");
-        let mut b = open(&dir, "b");
-        let ids: Vec<i64> = [
-            queue(&mut a, "itglue", "organization", false, "token:1").unwrap(),
-            queue(&mut b, "itglue", "configuration", false, "token:2").unwrap(),
-            queue(&mut a, "itglue", "configuration", false, "token:1").unwrap(),
-        ]
-        .into_iter()
-        .map(|q| match q {
-            Queued::Queued(id) => id,
-            Queued::Busy(id) => panic!("busy: {id}"),
-        })
-        .collect();
-        claim(&mut a, ids[2], LEASE).unwrap();
-        assert_eq!(
-            queued(&a).unwrap(),
-            [
-                (
-                    "a".to_string(),
-                    ids[0],
-                    "itglue".to_string(),
-                    "organization".to_string()
-                ),
-                (
-                    "b".to_string(),
-                    ids[1],
-                    "itglue".to_string(),
-                    "configuration".to_string()
-                ),
+        for t in databases("runs_queued") {
+            let mut a = t.open("a");
+            let mut b = t.open("b");
+            let ids: Vec<i64> = [
+                queue(&mut a, "itglue", "organization", false, "token:1").unwrap(),
+                queue(&mut b, "itglue", "configuration", false, "token:2").unwrap(),
+                queue(&mut a, "itglue", "configuration", false, "token:1").unwrap(),
             ]
-        );
+            .into_iter()
+            .map(|q| match q {
+                Queued::Queued(id) => id,
+                Queued::Busy(id) => panic!("{}: busy: {id}", t.name),
+            })
+            .collect();
+            claim(&mut a, ids[2], LEASE).unwrap();
+            assert_eq!(
+                queued(&a).unwrap(),
+                [
+                    (
+                        "a".to_string(),
+                        ids[0],
+                        "itglue".to_string(),
+                        "organization".to_string()
+                    ),
+                    (
+                        "b".to_string(),
+                        ids[1],
+                        "itglue".to_string(),
+                        "configuration".to_string()
+                    ),
+                ],
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    #[test]
+    fn runs_are_read_back_newest_first_and_by_outcome() {
+        for t in databases("runs_reads") {
+            let mut db = t.open("a");
+            let started = |db: &mut Db, kind: &str, dry_run: bool| match start(
+                db, "itglue", kind, dry_run, LEASE, None,
+            )
+            .unwrap()
+            {
+                Start::Started(run) => run.id,
+                Start::Running(live) => panic!("{}: running: {}", t.name, live.id),
+            };
+            let ok = started(&mut db, "organization", false);
+            finish(&db, ok, "ok", &RunCounts::default(), None).unwrap();
+            let failed = started(&mut db, "organization", false);
+            finish(
+                &db,
+                failed,
+                "failed",
+                &RunCounts::default(),
+                Some("no".into()),
+            )
+            .unwrap();
+            let dry = started(&mut db, "organization", true);
+            finish(&db, dry, "ok", &RunCounts::default(), None).unwrap();
+            let config = started(&mut db, "configuration", false);
+            let last = last_run(&db, "itglue", "organization").unwrap().unwrap();
+            assert_eq!(
+                (last.id, last.status.as_str(), last.error.as_deref()),
+                (failed, "failed", Some("no")),
+                "{}: the dry run counts as the last",
+                t.name
+            );
+            let last_ok = last_ok_run(&db, "itglue", "organization").unwrap().unwrap();
+            assert_eq!(last_ok.id, ok, "{}", t.name);
+            assert_eq!(last_run(&db, "other", "organization").unwrap(), None);
+            let recent: Vec<i64> = recent_runs(&db, "itglue", 3)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(recent, [config, dry, failed], "{}", t.name);
+            let running = super::run(&db, config).unwrap().unwrap();
+            assert!(running.holds_lease(now_ms()), "{}", t.name);
+            assert_eq!(finished_at(&db, config).unwrap(), None, "{}", t.name);
+            // Another account reads none of them.
+            let b = t.open("b");
+            assert!(recent_runs(&b, "itglue", 10).unwrap().is_empty());
+            assert_eq!(last_ok_run(&b, "itglue", "organization").unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn the_heartbeat_renews_the_lease_until_the_run_ends() {
+        for t in databases("runs_heartbeat") {
+            let mut db = t.open("a");
+            let lease = Duration::from_millis(600);
+            let Start::Started(run) =
+                start(&mut db, "itglue", "organization", false, lease, None).unwrap()
+            else {
+                panic!("{}: not started", t.name);
+            };
+            let lease_until = |db: &Db| super::run(db, run.id).unwrap().unwrap().lease_until;
+            let first = lease_until(&db).unwrap();
+            let heartbeat = Heartbeat::start(&db, run.id, lease);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while lease_until(&db).is_some_and(|until| until <= first) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{}: never renewed",
+                    t.name
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            finish(&db, run.id, "ok", &RunCounts::default(), None).unwrap();
+            // Beats after the end renew nothing.
+            std::thread::sleep(lease);
+            drop(heartbeat);
+            let row = super::run(&db, run.id).unwrap().unwrap();
+            assert_eq!(
+                (row.status.as_str(), row.lease_until),
+                ("ok", None),
+                "{}",
+                t.name
+            );
+        }
     }
 
     #[test]
     fn schedules_are_set_read_and_removed_per_account() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(&dir, "a");
-        let b = open(&dir, "b");
-        let before = now_ms();
-        let set = set_schedule(
-            &a,
-            "itglue",
-            Some(Duration::from_secs(6 * 3600)),
-            "token:t1",
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(set.every, Duration::from_secs(6 * 3600));
-        assert!(set.next_at_ms >= before + 6 * 3600 * 1000);
-        assert_eq!(schedule(&a, "itglue").unwrap(), Some(set));
-        assert_eq!(schedule(&b, "itglue").unwrap(), None);
-        assert_eq!(set_schedule(&b, "itglue", None, "token:t2").unwrap(), None);
-        assert!(
-            schedule(&a, "itglue").unwrap().is_some(),
-            "b removed a's schedule"
-        );
-        assert_eq!(set_schedule(&a, "itglue", None, "token:t1").unwrap(), None);
-        assert_eq!(schedule(&a, "itglue").unwrap(), None);
-        let actions: Vec<String> = crate::accounts::events(&a, 10)
+        for t in databases("runs_schedules") {
+            let a = t.open("a");
+            let b = t.open("b");
+            let before = now_ms();
+            let set = set_schedule(
+                &a,
+                "itglue",
+                Some(Duration::from_secs(6 * 3600)),
+                "token:t1",
+            )
             .unwrap()
-            .into_iter()
-            .map(|e| e.action)
-            .collect();
-        assert_eq!(actions, ["schedule-removed", "schedule-set"]);
+            .unwrap();
+            assert_eq!(set.every, Duration::from_secs(6 * 3600), "{}", t.name);
+            assert!(set.next_at_ms >= before + 6 * 3600 * 1000, "{}", t.name);
+            assert_eq!(schedule(&a, "itglue").unwrap(), Some(set), "{}", t.name);
+            assert_eq!(schedule(&b, "itglue").unwrap(), None, "{}", t.name);
+            // Set again, it changes in place.
+            let again = set_schedule(&a, "itglue", Some(Duration::from_secs(60)), "token:t3")
+                .unwrap()
+                .unwrap();
+            assert_eq!(schedule(&a, "itglue").unwrap(), Some(again), "{}", t.name);
+            assert_eq!(set_schedule(&b, "itglue", None, "token:t2").unwrap(), None);
+            assert!(
+                schedule(&a, "itglue").unwrap().is_some(),
+                "{}: b removed a's schedule",
+                t.name
+            );
+            assert_eq!(set_schedule(&a, "itglue", None, "token:t1").unwrap(), None);
+            assert_eq!(schedule(&a, "itglue").unwrap(), None, "{}", t.name);
+            assert_eq!(
+                event_actions(&a),
+                ["schedule-removed", "schedule-set", "schedule-set"],
+                "{}",
+                t.name
+            );
+            assert!(event_actions(&b).is_empty(), "{}", t.name);
+        }
     }
 
     #[test]
     fn a_queued_run_that_cannot_start_is_failed_and_a_lapsed_one_is_swept() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut a = open(&dir, "a");
-        let b = open(&dir, "b");
-        let Queued::Queued(id) = queue(&mut a, "itglue", "organization", false, "token:t").unwrap()
-        else {
-            panic!("queued")
-        };
-        // Another account cannot end it.
-        assert!(!fail_queued(&b, id, "no").unwrap());
-        assert!(fail_queued(&a, id, "not available").unwrap());
-        let run = run(&a, id).unwrap().unwrap();
-        assert_eq!(run.status, "failed");
-        assert_eq!(run.error.as_deref(), Some("not available"));
-        assert!(!fail_queued(&a, id, "again").unwrap(), "only a queued run");
-        // A running run whose lease lapsed is swept, in any account.
-        let Start::Started(live) = start(
-            &mut a,
-            "itglue",
-            "configuration",
-            false,
-            Duration::from_millis(1),
-            None,
-        )
-        .unwrap() else {
-            panic!("started")
-        };
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(sweep_interrupted(&b).unwrap(), 1);
-        assert_eq!(super::run(&a, live.id).unwrap().unwrap().status, "failed");
-        assert_eq!(sweep_interrupted(&b).unwrap(), 0);
+        for t in databases("runs_sweep") {
+            let mut a = t.open("a");
+            let b = t.open("b");
+            let Queued::Queued(id) =
+                queue(&mut a, "itglue", "organization", false, "token:t").unwrap()
+            else {
+                panic!("{}: queued", t.name)
+            };
+            // Another account cannot end it.
+            assert!(!fail_queued(&b, id, "no").unwrap(), "{}", t.name);
+            assert!(fail_queued(&a, id, "not available").unwrap(), "{}", t.name);
+            let run = run(&a, id).unwrap().unwrap();
+            assert_eq!(run.status, "failed", "{}", t.name);
+            assert_eq!(run.error.as_deref(), Some("not available"), "{}", t.name);
+            assert!(
+                !fail_queued(&a, id, "again").unwrap(),
+                "{}: only a queued run",
+                t.name
+            );
+            // A running run whose lease lapsed is swept, in any account.
+            let Start::Started(live) = start(
+                &mut a,
+                "itglue",
+                "configuration",
+                false,
+                Duration::from_millis(1),
+                None,
+            )
+            .unwrap() else {
+                panic!("{}: started", t.name)
+            };
+            std::thread::sleep(Duration::from_millis(5));
+            assert_eq!(sweep_interrupted(&b).unwrap(), 1, "{}", t.name);
+            assert_eq!(super::run(&a, live.id).unwrap().unwrap().status, "failed");
+            assert_eq!(sweep_interrupted(&b).unwrap(), 0, "{}", t.name);
+        }
     }
 
     #[test]
     fn due_schedules_fire_once_per_period_even_if_called_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(&dir, "a");
-        let b = open(&dir, "b");
-        let hour = Duration::from_secs(3600);
-        let first = set_schedule(&a, "itglue", Some(hour), "token:t1")
+        for t in databases("runs_due") {
+            let a = t.open("a");
+            let b = t.open("b");
+            let hour = Duration::from_secs(3600);
+            let first = set_schedule(&a, "itglue", Some(hour), "token:t1")
+                .unwrap()
+                .unwrap()
+                .next_at_ms;
+            set_schedule(&b, "itglue", Some(hour * 2), "token:t2").unwrap();
+            assert!(
+                due_schedules(&a, first - 1).unwrap().is_empty(),
+                "{}: due early",
+                t.name
+            );
+            let due = due_schedules(&a, first).unwrap();
+            assert_eq!(due, [("a".to_string(), "itglue".to_string())], "{}", t.name);
+            // Called again (by another replica, say) within the period: nothing.
+            assert!(
+                due_schedules(&b, first + 1).unwrap().is_empty(),
+                "{}",
+                t.name
+            );
+            let next = schedule(&a, "itglue").unwrap().unwrap().next_at_ms;
+            assert_eq!(next, first + 3_600_000, "{}", t.name);
+            // After a long stop it fires once, and its next firing keeps its phase.
+            let much_later = first + 10 * 3_600_000 + 5;
+            let due = due_schedules(&a, much_later).unwrap();
+            assert_eq!(due.len(), 2, "{}: {due:?}", t.name);
+            assert!(
+                due_schedules(&a, much_later).unwrap().is_empty(),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                schedule(&a, "itglue").unwrap().unwrap().next_at_ms,
+                first + 11 * 3_600_000,
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    /// The PostgreSQL test database, fresh (the SQLite one is skipped: one process's
+    /// connections are serialized by its write lock, tested above).
+    fn postgres(name: &str) -> crate::testing::TestDb {
+        databases(name)
+            .into_iter()
+            .find(|t| t.postgres().is_some())
             .unwrap()
-            .unwrap()
-            .next_at_ms;
-        set_schedule(&b, "itglue", Some(hour * 2), "token:t2").unwrap();
+    }
+
+    const KINDS: [&str; 3] = ["organization", "configuration", "contact"];
+
+    /// How many of `account`'s `itglue` runs of each kind are queued or running.
+    fn busy_per_kind(db: &Db) -> Result<BTreeMap<String, i64>, DbError> {
+        db.sql()
+            .query(
+                "SELECT kind, count(*) FROM sync_runs
+                 WHERE account = ?1 AND connector = 'itglue' AND status IN ('queued', 'running')
+                 GROUP BY kind",
+                &values![db.account()],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .collect()
+    }
+
+    /// What went wrong in the threads of a test: kept, not panicked on, so that a thread that
+    /// fails still meets the others at their barriers; asserted empty once all are done.
+    #[derive(Default)]
+    struct Failures(Mutex<Vec<String>>);
+
+    impl Failures {
+        fn note(&self, what: impl std::fmt::Display) {
+            self.0.lock().unwrap().push(what.to_string());
+        }
+
+        fn keep<T>(&self, result: Result<T, DbError>) -> Option<T> {
+            result.map_err(|e| self.note(e)).ok()
+        }
+
+        fn assert_none(self) {
+            let failures = self.0.into_inner().unwrap();
+            assert!(failures.is_empty(), "{failures:#?}");
+        }
+    }
+
+    #[test]
+    fn replicas_queueing_and_claiming_at_once_claim_each_run_once_on_postgres() {
+        let t = postgres("runs_replicas_claim");
+        let (replicas, rounds) = (4, 8);
+        let barrier = Barrier::new(replicas);
+        let claimed = Mutex::new(Vec::new());
+        let failures = Failures::default();
+        std::thread::scope(|s| {
+            for _ in 0..replicas {
+                let mut db = t.open("a");
+                let (barrier, claimed, failures) = (&barrier, &claimed, &failures);
+                s.spawn(move || {
+                    for _ in 0..rounds {
+                        barrier.wait();
+                        for kind in KINDS {
+                            failures.keep(queue(&mut db, "itglue", kind, false, "token:t"));
+                        }
+                        // Every replica queueing at once never leaves two queued or running
+                        // runs of a kind.
+                        for (kind, n) in failures.keep(busy_per_kind(&db)).unwrap_or_default() {
+                            if n > 1 {
+                                failures.note(format!("{n} queued or running of {kind}"));
+                            }
+                        }
+                        barrier.wait();
+                        for (_, id, _, _) in failures.keep(queued(&db)).unwrap_or_default() {
+                            match claim(&mut db, id, LEASE) {
+                                Ok(Start::Started(run)) => {
+                                    claimed.lock().unwrap().push(run.id);
+                                    failures.keep(finish(
+                                        &db,
+                                        run.id,
+                                        "ok",
+                                        &RunCounts::default(),
+                                        None,
+                                    ));
+                                }
+                                Ok(Start::Running(_)) | Err(DbError::NotQueued { .. }) => {}
+                                Err(e) => failures.note(e),
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        failures.assert_none();
+        let claimed = claimed.into_inner().unwrap();
+        let unique: BTreeSet<i64> = claimed.iter().copied().collect();
+        assert_eq!(unique.len(), claimed.len(), "a run was claimed twice");
+        // Every run queued was claimed (and finished) by exactly one replica: each round
+        // queues one of each kind, whoever queues it.
+        let db = t.open("a");
+        let rows = db
+            .sql()
+            .query("SELECT id, status FROM sync_runs ORDER BY id", &[])
+            .unwrap();
+        let all: BTreeSet<i64> = rows.iter().map(|r| r.int(0).unwrap()).collect();
+        assert_eq!(all, unique);
+        assert!(rows.iter().all(|r| r.text(1).unwrap() == "ok"));
+        assert_eq!(unique.len(), rounds * KINDS.len());
+    }
+
+    #[test]
+    fn replicas_starting_at_once_start_one_run_on_postgres() {
+        let t = postgres("runs_replicas_start");
+        let replicas = 6;
+        let barrier = Barrier::new(replicas);
+        let started = Mutex::new(Vec::new());
+        let failures = Failures::default();
+        std::thread::scope(|s| {
+            for _ in 0..replicas {
+                let mut db = t.open("a");
+                let (barrier, started, failures) = (&barrier, &started, &failures);
+                s.spawn(move || {
+                    for kind in KINDS {
+                        barrier.wait();
+                        let outcome = start(&mut db, "itglue", kind, false, LEASE, None);
+                        if let Some(Start::Started(run)) = failures.keep(outcome) {
+                            started.lock().unwrap().push((kind, run.id));
+                        }
+                    }
+                });
+            }
+        });
+        failures.assert_none();
+        let started = started.into_inner().unwrap();
+        let kinds: BTreeSet<&str> = started.iter().map(|(kind, _)| *kind).collect();
+        assert_eq!(started.len(), KINDS.len(), "{started:?}");
+        assert_eq!(kinds.len(), KINDS.len(), "{started:?}");
+        let busy = busy_per_kind(&t.open("a")).unwrap();
+        assert!(busy.values().all(|n| *n == 1), "{busy:?}");
+    }
+
+    #[test]
+    fn replicas_finishing_and_taking_over_a_lapsed_run_at_once_agree_on_postgres() {
+        let t = postgres("runs_replicas_fence");
+        for round in 0..10 {
+            let mut holder = t.open("a");
+            let Start::Started(run) =
+                start(&mut holder, "itglue", "organization", false, LEASE, None).unwrap()
+            else {
+                panic!("round {round}: not started");
+            };
+            // Its process stalled past its lease, and ends the run as three replicas look
+            // for the kind to take over.
+            holder
+                .sql()
+                .execute(
+                    "UPDATE sync_runs SET lease_until = 1 WHERE id = ?1",
+                    &values![run.id],
+                )
+                .unwrap();
+            let barrier = Barrier::new(4);
+            let recorded = Mutex::new(None);
+            let seen_interrupted = std::sync::atomic::AtomicBool::new(false);
+            let taken = Mutex::new(Vec::new());
+            let failures = Failures::default();
+            std::thread::scope(|s| {
+                let (barrier, recorded, failures) = (&barrier, &recorded, &failures);
+                let (seen_interrupted, taken) = (&seen_interrupted, &taken);
+                let holder = &mut holder;
+                s.spawn(move || {
+                    barrier.wait();
+                    let Some(tx) = failures.keep(holder.begin()) else {
+                        return;
+                    };
+                    let ended = finish_on(&tx, "a", run.id, "ok", &RunCounts::default(), None);
+                    let ended = ended.is_ok() && failures.keep(tx.commit()).is_some();
+                    *recorded.lock().unwrap() = Some(ended);
+                });
+                for _ in 0..3 {
+                    let mut db = t.open("a");
+                    s.spawn(move || {
+                        barrier.wait();
+                        let outcome = start(&mut db, "itglue", "organization", false, LEASE, None);
+                        let Some(Start::Started(new)) = failures.keep(outcome) else {
+                            return;
+                        };
+                        taken.lock().unwrap().push(new.id);
+                        // What the taker saw of the old run once it held the kind.
+                        let old = failures.keep(super::run(&db, run.id)).flatten();
+                        if old.is_some_and(|old| old.status == "failed") {
+                            seen_interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    });
+                }
+            });
+            failures.assert_none();
+            let row = super::run(&holder, run.id).unwrap().unwrap();
+            // The old run ended one way only: recorded by its holder, or marked interrupted
+            // (then its holder's end was refused), never first one and then the other.
+            let recorded = recorded.into_inner().unwrap().unwrap();
+            let seen_interrupted = seen_interrupted.into_inner();
+            if recorded {
+                assert_eq!(
+                    (row.status.as_str(), row.error, seen_interrupted),
+                    ("ok", None, false),
+                    "round {round}"
+                );
+            } else {
+                assert_eq!(row.status, "failed", "round {round}");
+                assert!(row.error.unwrap().contains("interrupted"), "round {round}");
+            }
+            // The takers never overlapped: one took the kind, the others found it running.
+            let taken = taken.into_inner().unwrap();
+            assert_eq!(taken.len(), 1, "round {round}");
+            finish(&holder, taken[0], "ok", &RunCounts::default(), None).unwrap();
+            assert!(busy_per_kind(&holder).unwrap().is_empty(), "round {round}");
+        }
+    }
+
+    #[test]
+    fn replicas_asking_for_due_schedules_at_once_fire_each_once_on_postgres() {
+        let t = postgres("runs_replicas_due");
+        let accounts: Vec<String> = (0..10).map(|i| format!("acct{i}")).collect();
+        let mut first = 0;
+        for account in &accounts {
+            let every = Some(Duration::from_secs(60));
+            let set = set_schedule(&t.open(account), "itglue", every, "op").unwrap();
+            first = set.unwrap().next_at_ms.max(first);
+        }
+        let replicas = 4;
+        let barrier = Barrier::new(replicas);
+        let fired = Mutex::new(Vec::new());
+        let failures = Failures::default();
+        std::thread::scope(|s| {
+            for _ in 0..replicas {
+                let db = t.open("acct0");
+                let (barrier, fired, failures) = (&barrier, &fired, &failures);
+                s.spawn(move || {
+                    // Two periods, each asked for twice by every replica.
+                    for now in [first, first + 1, first + 60_000, first + 60_001] {
+                        barrier.wait();
+                        let due = failures.keep(due_schedules(&db, now)).unwrap_or_default();
+                        fired.lock().unwrap().extend(due);
+                    }
+                });
+            }
+        });
+        failures.assert_none();
+        let mut per_account: BTreeMap<String, usize> = BTreeMap::new();
+        for (account, _) in fired.into_inner().unwrap() {
+            *per_account.entry(account).or_default() += 1;
+        }
+        assert_eq!(per_account.len(), accounts.len(), "{per_account:?}");
         assert!(
-            due_schedules(&a, first - 1).unwrap().is_empty(),
-            "due early"
+            per_account.values().all(|n| *n == 2),
+            "not once per period: {per_account:?}"
         );
-        let due = due_schedules(&a, first).unwrap();
-        assert_eq!(due, [("a".to_string(), "itglue".to_string())]);
-        // Called again (by another replica, say) within the period: nothing.
-        assert!(due_schedules(&b, first + 1).unwrap().is_empty());
-        let next = schedule(&a, "itglue").unwrap().unwrap().next_at_ms;
-        assert_eq!(next, first + 3_600_000);
-        // After a long stop it fires once, and its next firing keeps its phase.
-        let much_later = first + 10 * 3_600_000 + 5;
-        let due = due_schedules(&a, much_later).unwrap();
-        assert_eq!(due.len(), 2, "{due:?}");
-        assert!(due_schedules(&a, much_later).unwrap().is_empty());
-        assert_eq!(
-            schedule(&a, "itglue").unwrap().unwrap().next_at_ms,
-            first + 11 * 3_600_000
-        );
+    }
+
+    #[test]
+    fn replicas_removing_a_schedule_at_once_record_one_removal_on_postgres() {
+        let t = postgres("runs_replicas_schedule");
+        let a = t.open("a");
+        set_schedule(&a, "itglue", Some(Duration::from_secs(60)), "op").unwrap();
+        let barrier = Barrier::new(5);
+        let failures = Failures::default();
+        std::thread::scope(|s| {
+            for i in 0..5 {
+                let db = t.open("a");
+                let (barrier, failures) = (&barrier, &failures);
+                s.spawn(move || {
+                    barrier.wait();
+                    failures.keep(set_schedule(&db, "itglue", None, &format!("token:{i}")));
+                });
+            }
+        });
+        failures.assert_none();
+        assert_eq!(schedule(&a, "itglue").unwrap(), None);
+        assert_eq!(event_actions(&a), ["schedule-removed", "schedule-set"]);
     }
 }

@@ -3,9 +3,10 @@
 //! rows of a local re-match. Rows are those of the handle's account.
 
 use crate::db::{self, DbError};
-use crate::handle::Db;
+use crate::handle::{Db, Tx};
 use crate::runs::{self, RunCounts};
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::sql::Sql;
+use crate::values;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,66 +47,72 @@ pub fn stored_records(
     connector: &str,
     kind: &str,
 ) -> Result<BTreeMap<String, (SeenRecord, bool)>, DbError> {
-    Ok(stored_records_on(db.conn(), db.account(), connector, kind)?)
+    stored_records_on(db.sql(), db.account(), connector, kind)
 }
 
 fn stored_records_on(
-    conn: &Connection,
+    sql: &dyn Sql,
     account: &str,
     connector: &str,
     kind: &str,
-) -> rusqlite::Result<BTreeMap<String, (SeenRecord, bool)>> {
-    let mut stmt = conn.prepare_cached(
+) -> Result<BTreeMap<String, (SeenRecord, bool)>, DbError> {
+    let rows = sql.query(
         "SELECT source_id, name, organization_id, short_name, type_name, status_name, hostname,
                 primary_ip, serial_number, mac_addresses, archived, identifiers_kept
          FROM source_records WHERE account = ?1 AND connector = ?2 AND kind = ?3",
+        &values![account, connector, kind],
     )?;
-    let rows = stmt.query_map(params![account, connector, kind], |r| {
-        let macs: Option<Vec<String>> = serde_json::from_str(&r.get::<_, String>(9)?).ok();
-        let kept = r.get::<_, bool>(11)? && macs.is_some();
+    let mut records = BTreeMap::new();
+    for r in rows {
+        let macs: Option<Vec<String>> = serde_json::from_str(&r.text(9)?).ok();
+        let kept = r.int(11)? != 0 && macs.is_some();
         let seen = SeenRecord {
-            name: r.get(1)?,
-            organization_id: r.get(2)?,
-            short_name: r.get(3)?,
-            type_name: r.get(4)?,
-            status_name: r.get(5)?,
-            hostname: r.get(6)?,
-            primary_ip: r.get(7)?,
-            serial_number: r.get(8)?,
+            name: r.text(1)?,
+            organization_id: r.opt_text(2)?,
+            short_name: r.opt_text(3)?,
+            type_name: r.opt_text(4)?,
+            status_name: r.opt_text(5)?,
+            hostname: r.opt_text(6)?,
+            primary_ip: r.opt_text(7)?,
+            serial_number: r.opt_text(8)?,
             mac_addresses: macs.unwrap_or_default(),
-            archived: r.get(10)?,
+            archived: r.int(10)? != 0,
         };
-        Ok((r.get::<_, String>(0)?, (seen, kept)))
-    })?;
-    rows.collect()
+        records.insert(r.text(0)?, (seen, kept));
+    }
+    Ok(records)
 }
 
 /// What a sync's decisions rest on: every manual decision and every organization link. If it
 /// changes while the sync fetches, the plan is stale and is not applied.
 pub fn basis(db: &Db, connector: &str) -> Result<String, DbError> {
-    Ok(basis_on(db.conn(), db.account(), connector)?)
+    basis_on(db.sql(), db.account(), connector)
 }
 
-fn basis_on(conn: &Connection, account: &str, connector: &str) -> rusqlite::Result<String> {
-    let mut stmt = conn.prepare(
+fn basis_on(sql: &dyn Sql, account: &str, connector: &str) -> Result<String, DbError> {
+    let rows = sql.query(
         "SELECT 'd', kind, source_id, action, coalesce(scopable_id, '') FROM decisions
          WHERE account = ?1 AND connector = ?2
          UNION ALL
          SELECT 'l', kind, source_id, source, scopable_id FROM links
          WHERE account = ?1 AND connector = ?2 AND kind = 'organization'
          ORDER BY 1, 2, 3",
+        &values![account, connector],
     )?;
-    let rows = stmt.query_map(params![account, connector], |r| {
-        Ok(format!(
-            "{}|{}|{}|{}|{}",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?
-        ))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
+    let lines = rows
+        .iter()
+        .map(|r| {
+            Ok(format!(
+                "{}|{}|{}|{}|{}",
+                r.text(0)?,
+                r.text(1)?,
+                r.text(2)?,
+                r.text(3)?,
+                r.text(4)?
+            ))
+        })
+        .collect::<Result<Vec<_>, DbError>>()?;
+    Ok(lines.join("\n"))
 }
 
 /// The manual decisions of a kind, by source id: (source id, action, Scopable id).
@@ -114,18 +121,15 @@ pub fn decisions(
     connector: &str,
     kind: &str,
 ) -> Result<Vec<(String, String, Option<String>)>, DbError> {
-    let mut stmt = db.conn().prepare(
-        "SELECT source_id, action, scopable_id FROM decisions
-         WHERE account = ?1 AND connector = ?2 AND kind = ?3 ORDER BY source_id",
-    )?;
-    let rows = stmt.query_map(params![db.account(), connector, kind], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<String>>(2)?,
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    db.sql()
+        .query(
+            "SELECT source_id, action, scopable_id FROM decisions
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 ORDER BY source_id",
+            &values![db.account(), connector, kind],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.text(1)?, r.opt_text(2)?)))
+        .collect()
 }
 
 /// Automatic links of a kind: source id -> scopable id.
@@ -134,14 +138,14 @@ pub fn auto_links(
     connector: &str,
     kind: &str,
 ) -> Result<HashMap<String, String>, DbError> {
-    let mut stmt = db.conn().prepare(
+    pairs(
+        db.sql(),
         "SELECT source_id, scopable_id FROM links
          WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto'",
-    )?;
-    let rows = stmt.query_map(params![db.account(), connector, kind], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        db.account(),
+        connector,
+        kind,
+    )
 }
 
 /// The stored names of the automatically linked records of a kind: source id -> name.
@@ -150,16 +154,30 @@ pub fn auto_linked_names(
     connector: &str,
     kind: &str,
 ) -> Result<HashMap<String, String>, DbError> {
-    let mut stmt = db.conn().prepare(
+    pairs(
+        db.sql(),
         "SELECT r.source_id, r.name FROM source_records r
          JOIN links l ON l.account = r.account AND l.connector = r.connector
               AND l.kind = r.kind AND l.source_id = r.source_id
          WHERE r.account = ?1 AND r.connector = ?2 AND r.kind = ?3 AND l.source = 'auto'",
-    )?;
-    let rows = stmt.query_map(params![db.account(), connector, kind], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        db.account(),
+        connector,
+        kind,
+    )
+}
+
+/// The two text columns of `query`'s rows (on account, connector and kind), as a map.
+fn pairs(
+    sql: &dyn Sql,
+    query: &str,
+    account: &str,
+    connector: &str,
+    kind: &str,
+) -> Result<HashMap<String, String>, DbError> {
+    sql.query(query, &values![account, connector, kind])?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.text(1)?)))
+        .collect()
 }
 
 /// One link change of a planned sync.
@@ -212,6 +230,10 @@ pub enum Applied {
 }
 
 /// Applies a planned sync in one transaction, and records the run as `ok` in it.
+///
+/// Applies of one connector, and decisions about it, wait for each other (on PostgreSQL,
+/// transaction locks; on SQLite, the write lock), so that each apply checks the basis with
+/// the others' writes in sight.
 pub fn apply(
     db: &mut Db,
     connector: &str,
@@ -221,19 +243,10 @@ pub fn apply(
     let run_id = plan.run_id;
     let account = db.account().to_string();
     let account = account.as_str();
-    let tx = db
-        .conn_mut()
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = db.begin()?;
+    lock_connector(&tx, account, connector)?;
     // Only the holder of the lease writes: a run whose lease lapsed may have been taken over.
-    let (status, lease_until): (String, Option<i64>) = tx
-        .query_row(
-            "SELECT status, lease_until FROM sync_runs WHERE account = ?1 AND id = ?2",
-            params![account, run_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .unwrap_or_default();
-    if status != "running" || lease_until.is_none_or(|t| t < runs::now_ms()) {
+    if !hold_lease(&tx, account, run_id)? {
         return Ok(Applied::LeaseLost);
     }
     if basis_on(&tx, account, connector)? != plan.basis {
@@ -241,49 +254,44 @@ pub fn apply(
     }
     let now = db::now();
     // What is stored now, so that only rows that change are written.
-    let mut stored_evidence: HashMap<String, String> = HashMap::new();
-    {
-        let mut stmt = tx.prepare(
-            "SELECT source_id, evidence FROM links
-             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto'",
-        )?;
-        for row in stmt.query_map(params![account, connector, kind], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })? {
-            let (id, evidence) = row?;
-            stored_evidence.insert(id, evidence);
-        }
-    }
+    let stored_evidence = pairs(
+        &tx,
+        "SELECT source_id, evidence FROM links
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto'",
+        account,
+        connector,
+        kind,
+    )?;
     let stored_records = stored_records_on(&tx, account, connector, kind)?;
     for change in &plan.changes {
         match change {
             LinkChange::Remove { source_id } => {
-                tx.prepare_cached(
+                tx.execute(
                     "DELETE FROM links
                      WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4
                        AND source = 'auto'",
-                )?
-                .execute(params![account, connector, kind, source_id])?;
+                    &values![account, connector, kind, *source_id],
+                )?;
             }
             LinkChange::Add {
                 source_id,
                 scopable_id,
                 evidence,
             } => {
-                tx.prepare_cached(
+                tx.execute(
                     "INSERT INTO links (account, connector, kind, source_id, scopable_id, source,
                                         evidence, linked_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'auto', ?6, ?7)",
-                )?
-                .execute(params![
-                    account,
-                    connector,
-                    kind,
-                    source_id,
-                    scopable_id,
-                    json!(evidence).to_string(),
-                    now
-                ])?;
+                    &values![
+                        account,
+                        connector,
+                        kind,
+                        *source_id,
+                        *scopable_id,
+                        json!(evidence).to_string(),
+                        &now
+                    ],
+                )?;
             }
         }
     }
@@ -291,32 +299,25 @@ pub fn apply(
         if stored_evidence.get(source_id) == Some(evidence) {
             continue;
         }
-        tx.prepare_cached(
+        tx.execute(
             "UPDATE links SET evidence = ?6
              WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4
                AND scopable_id = ?5 AND source = 'auto'",
-        )?
-        .execute(params![
-            account,
-            connector,
-            kind,
-            source_id,
-            scopable_id,
-            evidence
-        ])?;
+            &values![account, connector, kind, source_id, scopable_id, evidence],
+        )?;
     }
     tx.execute(
         "DELETE FROM unplaced WHERE account = ?1 AND connector = ?2 AND kind = ?3",
-        params![account, connector, kind],
+        &values![account, connector, kind],
     )?;
     insert_unplaced(&tx, account, connector, kind, plan.unplaced)?;
     for id in stored_records.keys() {
         if !plan.seen.contains_key(id) {
-            tx.prepare_cached(
+            tx.execute(
                 "DELETE FROM source_records
                  WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4",
-            )?
-            .execute(params![account, connector, kind, id])?;
+                &values![account, connector, kind, id],
+            )?;
         }
     }
     for (id, s) in plan.seen {
@@ -326,58 +327,94 @@ pub fn apply(
         if unchanged {
             continue;
         }
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO source_records (account, connector, kind, source_id, name,
+        tx.execute(
+            "INSERT INTO source_records (account, connector, kind, source_id, name,
                  organization_id, short_name, type_name, status_name, hostname, primary_ip,
                  serial_number, mac_addresses, archived, identifiers_kept)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1)",
-        )?
-        .execute(params![
-            account,
-            connector,
-            kind,
-            id,
-            s.name,
-            s.organization_id,
-            s.short_name,
-            s.type_name,
-            s.status_name,
-            s.hostname,
-            s.primary_ip,
-            s.serial_number,
-            json!(s.mac_addresses).to_string(),
-            s.archived
-        ])?;
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1)
+             ON CONFLICT (account, connector, kind, source_id) DO UPDATE SET
+                 name = excluded.name, organization_id = excluded.organization_id,
+                 short_name = excluded.short_name, type_name = excluded.type_name,
+                 status_name = excluded.status_name, hostname = excluded.hostname,
+                 primary_ip = excluded.primary_ip, serial_number = excluded.serial_number,
+                 mac_addresses = excluded.mac_addresses, archived = excluded.archived,
+                 identifiers_kept = excluded.identifiers_kept",
+            &values![
+                account,
+                connector,
+                kind,
+                id,
+                &s.name,
+                s.organization_id.as_deref(),
+                s.short_name.as_deref(),
+                s.type_name.as_deref(),
+                s.status_name.as_deref(),
+                s.hostname.as_deref(),
+                s.primary_ip.as_deref(),
+                s.serial_number.as_deref(),
+                json!(s.mac_addresses).to_string(),
+                s.archived
+            ],
+        )?;
     }
     runs::finish_on(&tx, account, run_id, "ok", &plan.counts, None)?;
     tx.commit()?;
     Ok(Applied::Done)
 }
 
+/// The lock (PostgreSQL; on SQLite a transaction already holds the only write lock) taken
+/// first by every change of what a sync's plan rests on: an apply or a re-match of
+/// `account`'s `connector`, and a decision about one of its records (`review`), so that
+/// neither another apply nor a decision changes the basis between an apply's check and its
+/// commit.
+pub(crate) fn basis_lock(account: &str, connector: &str) -> String {
+    format!("apply/{account}/{connector}")
+}
+
+fn lock_connector(tx: &Tx<'_>, account: &str, connector: &str) -> Result<(), DbError> {
+    tx.lock(&basis_lock(account, connector))
+}
+
+/// Whether `account`'s run `run_id` is `running` with a lease that has not passed: the fencing
+/// token of an apply. Checked by writing the row (unchanged), so that on PostgreSQL the row
+/// stays locked until the transaction ends: a replica that finds the lease lapsed and marks
+/// the run interrupted waits, then finds it finished, and cannot mark it in between.
+fn hold_lease(tx: &dyn Sql, account: &str, run_id: i64) -> Result<bool, DbError> {
+    let held = tx.execute(
+        "UPDATE sync_runs SET lease_until = lease_until
+         WHERE account = ?1 AND id = ?2 AND status = 'running' AND lease_until >= ?3",
+        &values![account, run_id, db::now_ms()],
+    )?;
+    Ok(held > 0)
+}
+
 /// Writes `unplaced` rows: (source id, name, reason, candidates JSON, suggestions JSON).
 fn insert_unplaced(
-    tx: &Connection,
+    tx: &dyn Sql,
     account: &str,
     connector: &str,
     kind: &str,
     rows: &[UnplacedRow],
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     for (id, name, reason, candidates, suggestions) in rows {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO unplaced (account, connector, kind, source_id, name, reason,
-                                              candidates, suggestions)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            account,
-            connector,
-            kind,
-            id,
-            name,
-            reason,
-            candidates,
-            suggestions
-        ])?;
+        tx.execute(
+            "INSERT INTO unplaced (account, connector, kind, source_id, name, reason,
+                                   candidates, suggestions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (account, connector, kind, source_id) DO UPDATE SET
+                 name = excluded.name, reason = excluded.reason,
+                 candidates = excluded.candidates, suggestions = excluded.suggestions",
+            &values![
+                account,
+                connector,
+                kind,
+                id,
+                name,
+                reason,
+                candidates,
+                suggestions
+            ],
+        )?;
     }
     Ok(())
 }
@@ -385,31 +422,36 @@ fn insert_unplaced(
 /// What the local re-match rests on: the decisions, the organization links, the links of the
 /// kind and the last sync that applied.
 pub fn rematch_basis(db: &Db, connector: &str, kind: &str) -> Result<String, DbError> {
-    Ok(rematch_basis_on(db.conn(), db.account(), connector, kind)?)
+    rematch_basis_on(db.sql(), db.account(), connector, kind)
 }
 
 fn rematch_basis_on(
-    conn: &Connection,
+    sql: &dyn Sql,
     account: &str,
     connector: &str,
     kind: &str,
-) -> rusqlite::Result<String> {
-    let links: String = conn.query_row(
-        "SELECT coalesce(group_concat(source_id || '>' || scopable_id || '>' || source, '|'), '')
-         FROM (SELECT source_id, scopable_id, source FROM links
-               WHERE account = ?1 AND connector = ?2 AND kind = ?3 ORDER BY source_id)",
-        params![account, connector, kind],
-        |r| r.get(0),
-    )?;
-    let last_run: Option<i64> = conn.query_row(
-        "SELECT max(id) FROM sync_runs
-         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND status = 'ok' AND dry_run = 0",
-        params![account, connector, kind],
-        |r| r.get(0),
-    )?;
+) -> Result<String, DbError> {
+    let links = sql
+        .query(
+            "SELECT source_id, scopable_id, source FROM links
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 ORDER BY source_id",
+            &values![account, connector, kind],
+        )?
+        .iter()
+        .map(|r| Ok(format!("{}>{}>{}", r.text(0)?, r.text(1)?, r.text(2)?)))
+        .collect::<Result<Vec<_>, DbError>>()?
+        .join("|");
+    let last_run = sql
+        .query_one(
+            "SELECT max(id) FROM sync_runs
+             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND status = 'ok'
+               AND dry_run = 0",
+            &values![account, connector, kind],
+        )?
+        .opt_int(0)?;
     Ok(format!(
         "{}\n{links}\n{}",
-        basis_on(conn, account, connector)?,
+        basis_on(sql, account, connector)?,
         last_run.unwrap_or(0)
     ))
 }
@@ -426,6 +468,8 @@ pub enum Rematch {
 /// In one transaction, unless [`rematch_basis`] is no longer `started`: replaces the `unplaced`
 /// rows of the stored records of a kind with `unplaced`, and adds each automatic link of
 /// `relink` (source id, Scopable id, evidence names) whose record and target no link holds.
+/// It waits for, and is waited for by, the connector's applies ([`apply`]) and decisions. The
+/// transaction runs on a connection of its own ([`Db::sibling`]).
 pub fn apply_rematch(
     db: &Db,
     connector: &str,
@@ -435,8 +479,9 @@ pub fn apply_rematch(
     relink: &[(&str, &str, &[String])],
 ) -> Result<Rematch, DbError> {
     let account = db.account();
-    let tx =
-        rusqlite::Transaction::new_unchecked(db.conn(), rusqlite::TransactionBehavior::Immediate)?;
+    let mut own = db.sibling()?;
+    let tx = own.begin()?;
+    lock_connector(&tx, account, connector)?;
     if rematch_basis_on(&tx, account, connector, kind)? != started {
         return Ok(Rematch::Changed);
     }
@@ -444,7 +489,7 @@ pub fn apply_rematch(
         "DELETE FROM unplaced WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id IN
              (SELECT source_id FROM source_records
               WHERE account = ?1 AND connector = ?2 AND kind = ?3)",
-        params![account, connector, kind],
+        &values![account, connector, kind],
     )?;
     insert_unplaced(&tx, account, connector, kind, unplaced)?;
     let mut relinked = None;
@@ -452,15 +497,15 @@ pub fn apply_rematch(
         let added = tx.execute(
             "INSERT INTO links (account, connector, kind, source_id, scopable_id, source, evidence,
                                 linked_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, 'auto', ?6, ?7
+             SELECT ?1, ?2, ?3, ?4, ?5, 'auto', CAST(?6 AS TEXT), CAST(?7 AS TEXT)
              WHERE NOT EXISTS (SELECT 1 FROM links WHERE account = ?1 AND connector = ?2
                                AND kind = ?3 AND (source_id = ?4 OR scopable_id = ?5))",
-            params![
+            &values![
                 account,
                 connector,
                 kind,
-                source_id,
-                scopable_id,
+                *source_id,
+                *scopable_id,
                 json!(evidence).to_string(),
                 db::now()
             ],
@@ -471,4 +516,691 @@ pub fn apply_rematch(
     }
     tx.commit()?;
     Ok(Rematch::Done(relinked))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::databases;
+    use std::sync::Barrier;
+
+    const C: &str = "itglue";
+    const ORG: &str = "organization";
+
+    /// A run of `db`'s account, written as the runs' functions would.
+    fn insert_run(db: &Db, kind: &str, status: &str, lease_until: Option<i64>) -> i64 {
+        db.sql()
+            .query_one(
+                "INSERT INTO sync_runs (account, connector, kind, dry_run, started_at, status,
+                                        lease_until)
+                 VALUES (?1, ?2, ?3, 0, '2024-01-01T00:00:00Z', ?4, ?5) RETURNING id",
+                &values![db.account(), C, kind, status, lease_until],
+            )
+            .unwrap()
+            .int(0)
+            .unwrap()
+    }
+
+    /// A `running` run holding its lease for another minute.
+    fn live_run(db: &Db) -> i64 {
+        insert_run(db, ORG, "running", Some(db::now_ms() + 60_000))
+    }
+
+    fn insert_link(db: &Db, kind: &str, source_id: &str, scopable_id: &str, source: &str) {
+        db.sql()
+            .execute(
+                "INSERT INTO links (account, connector, kind, source_id, scopable_id, source,
+                                    evidence, linked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, '[\"old\"]', 'then')",
+                &values![db.account(), C, kind, source_id, scopable_id, source],
+            )
+            .unwrap();
+    }
+
+    /// Every link of `db`'s account: (kind, source id, Scopable id, source, evidence).
+    fn links(db: &Db) -> Vec<(String, String, String, String, String)> {
+        db.sql()
+            .query(
+                "SELECT kind, source_id, scopable_id, source, evidence FROM links
+                 WHERE account = ?1 ORDER BY kind, source_id",
+                &values![db.account()],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.text(0).unwrap(),
+                    r.text(1).unwrap(),
+                    r.text(2).unwrap(),
+                    r.text(3).unwrap(),
+                    r.text(4).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// The unplaced rows of `db`'s account: (kind, source id, reason).
+    fn unplaced(db: &Db) -> Vec<(String, String, String)> {
+        db.sql()
+            .query(
+                "SELECT kind, source_id, reason FROM unplaced WHERE account = ?1
+                 ORDER BY kind, source_id",
+                &values![db.account()],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.text(0).unwrap(), r.text(1).unwrap(), r.text(2).unwrap()))
+            .collect()
+    }
+
+    fn insert_unplaced_row(db: &Db, kind: &str, source_id: &str) {
+        db.sql()
+            .execute(
+                "INSERT INTO unplaced (account, connector, kind, source_id, name, reason,
+                                       candidates, suggestions)
+                 VALUES (?1, ?2, ?3, ?4, 'n', 'stale', '[]', '[]')",
+                &values![db.account(), C, kind, source_id],
+            )
+            .unwrap();
+    }
+
+    /// A run's (status, lease, fetched, whether it has finished).
+    fn run_row(db: &Db, id: i64) -> (String, Option<i64>, i64, bool) {
+        let r = db
+            .sql()
+            .query_one(
+                "SELECT status, lease_until, fetched, finished_at FROM sync_runs WHERE id = ?1",
+                &values![id],
+            )
+            .unwrap();
+        (
+            r.text(0).unwrap(),
+            r.opt_int(1).unwrap(),
+            r.int(2).unwrap(),
+            r.opt_text(3).unwrap().is_some(),
+        )
+    }
+
+    fn named(name: &str) -> SeenRecord {
+        SeenRecord {
+            name: name.into(),
+            ..SeenRecord::default()
+        }
+    }
+
+    fn counts(fetched: u64) -> RunCounts {
+        RunCounts {
+            fetched,
+            ..RunCounts::default()
+        }
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_planned_sync_replaces_the_kind_s_rows_and_ends_the_run() {
+        for t in databases("apply_writes") {
+            let mut db = t.open("acct");
+            insert_link(&db, ORG, "1", "c1", "auto");
+            insert_link(&db, ORG, "3", "c3", "auto");
+            insert_link(&db, ORG, "5", "c5", "manual");
+            insert_unplaced_row(&db, ORG, "9");
+            insert_unplaced_row(&db, "configuration", "x");
+            db.sql()
+                .execute(
+                    "INSERT INTO decisions (account, connector, kind, source_id, action,
+                                            decided_at)
+                     VALUES ('acct', ?1, ?2, '7', 'ignore', 'then')",
+                    &values![C, ORG],
+                )
+                .unwrap();
+            // A record the connector no longer returns, stored by an earlier sync.
+            db.sql()
+                .execute(
+                    "INSERT INTO source_records (account, connector, kind, source_id, name,
+                                                 identifiers_kept)
+                     VALUES ('acct', ?1, ?2, '1', 'Gone', 1)",
+                    &values![C, ORG],
+                )
+                .unwrap();
+            let started = basis(&db, C).unwrap();
+            let run = live_run(&db);
+
+            let seen = BTreeMap::from([
+                (
+                    "2".to_string(),
+                    SeenRecord {
+                        short_name: Some("T".into()),
+                        ..named("Two")
+                    },
+                ),
+                ("3".to_string(), named("Three")),
+                (
+                    "4".to_string(),
+                    SeenRecord {
+                        organization_id: Some("1".into()),
+                        hostname: Some("pc".into()),
+                        mac_addresses: vec!["00:11:22:33:44:55".into()],
+                        archived: true,
+                        ..named("Four")
+                    },
+                ),
+            ]);
+            let evidence = vec!["name".to_string()];
+            let kept = [(
+                "3".to_string(),
+                "c3".to_string(),
+                "[\"short_name\"]".to_string(),
+            )];
+            let rows: Vec<UnplacedRow> = vec![(
+                "4".into(),
+                "Four".into(),
+                "no match".into(),
+                "[]".into(),
+                "[]".into(),
+            )];
+            let plan = PlannedSync {
+                run_id: run,
+                basis: &started,
+                changes: vec![
+                    LinkChange::Remove { source_id: "1" },
+                    LinkChange::Add {
+                        source_id: "2",
+                        scopable_id: "c2",
+                        evidence: &evidence,
+                    },
+                ],
+                kept: &kept,
+                unplaced: &rows,
+                seen: &seen,
+                counts: counts(3),
+            };
+            assert_eq!(
+                apply(&mut db, C, ORG, &plan).unwrap(),
+                Applied::Done,
+                "{}",
+                t.name
+            );
+
+            let all = links(&db);
+            let summary: Vec<_> = all
+                .iter()
+                .map(|(_, s, c, src, e)| (s.as_str(), c.as_str(), src.as_str(), e.as_str()))
+                .collect();
+            assert_eq!(
+                summary,
+                [
+                    ("2", "c2", "auto", "[\"name\"]"),
+                    ("3", "c3", "auto", "[\"short_name\"]"),
+                    ("5", "c5", "manual", "[\"old\"]")
+                ],
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                auto_links(&db, C, ORG).unwrap(),
+                owned(&[("2", "c2"), ("3", "c3")]),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                auto_linked_names(&db, C, ORG).unwrap(),
+                owned(&[("2", "Two"), ("3", "Three")]),
+                "{}",
+                t.name
+            );
+            // The kind's unplaced rows are replaced; another kind's stay.
+            assert_eq!(
+                unplaced(&db),
+                [
+                    ("configuration".into(), "x".into(), "stale".into()),
+                    (ORG.into(), "4".into(), "no match".into())
+                ],
+                "{}",
+                t.name
+            );
+            let stored = stored_records(&db, C, ORG).unwrap();
+            assert_eq!(
+                stored.keys().map(String::as_str).collect::<Vec<_>>(),
+                ["2", "3", "4"],
+                "{}",
+                t.name
+            );
+            for (id, s) in &seen {
+                assert_eq!(stored[id], (s.clone(), true), "{}: {id}", t.name);
+            }
+            assert_eq!(
+                run_row(&db, run),
+                ("ok".into(), None, 3, true),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                decisions(&db, C, ORG).unwrap(),
+                [("7".to_string(), "ignore".to_string(), None)],
+                "{}",
+                t.name
+            );
+            // The organization links changed, and so did the basis.
+            assert_ne!(basis(&db, C).unwrap(), started, "{}", t.name);
+            assert!(
+                rematch_basis(&db, C, ORG)
+                    .unwrap()
+                    .ends_with(&format!("\n{run}")),
+                "{}",
+                t.name
+            );
+            // A run is applied once: it has ended.
+            let again = PlannedSync {
+                basis: &basis(&db, C).unwrap(),
+                ..plan.clone()
+            };
+            assert_eq!(
+                apply(&mut db, C, ORG, &again).unwrap(),
+                Applied::LeaseLost,
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_run_that_no_longer_holds_its_lease_applies_nothing() {
+        for t in databases("apply_lease") {
+            let mut db = t.open("acct");
+            let other = t.open("other");
+            let now = db::now_ms();
+            let lapsed = insert_run(&db, ORG, "running", Some(now - 1));
+            let no_lease = insert_run(&db, ORG, "running", None);
+            let interrupted = insert_run(&db, ORG, "failed", None);
+            let queued = insert_run(&db, ORG, "queued", None);
+            let elsewhere = insert_run(&other, ORG, "running", Some(now + 60_000));
+            let started = basis(&db, C).unwrap();
+            let evidence = vec!["name".to_string()];
+            let seen = BTreeMap::from([("2".to_string(), named("Two"))]);
+            let plan = |run_id| PlannedSync {
+                run_id,
+                basis: &started,
+                changes: vec![LinkChange::Add {
+                    source_id: "2",
+                    scopable_id: "c2",
+                    evidence: &evidence,
+                }],
+                kept: &[],
+                unplaced: &[],
+                seen: &seen,
+                counts: counts(1),
+            };
+            for run in [lapsed, no_lease, interrupted, queued, elsewhere, 999_999] {
+                assert_eq!(
+                    apply(&mut db, C, ORG, &plan(run)).unwrap(),
+                    Applied::LeaseLost,
+                    "{}: run {run}",
+                    t.name
+                );
+            }
+            assert!(links(&db).is_empty(), "{}", t.name);
+            assert!(
+                stored_records(&db, C, ORG).unwrap().is_empty(),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                run_row(&db, lapsed),
+                ("running".into(), Some(now - 1), 0, false),
+                "{}",
+                t.name
+            );
+            assert_eq!(run_row(&db, elsewhere).0, "running", "{}", t.name);
+            // The replica that took the run over holds a lease of its own, and applies.
+            let taken_over = live_run(&db);
+            assert_eq!(
+                apply(&mut db, C, ORG, &plan(taken_over)).unwrap(),
+                Applied::Done,
+                "{}",
+                t.name
+            );
+            assert_eq!(links(&db).len(), 1, "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn a_run_marked_interrupted_while_it_applies_applies_nothing() {
+        for t in databases("apply_fenced") {
+            let mut db = t.open("acct");
+            let mut sweeper = t.open("acct");
+            let run = live_run(&db);
+            let started = basis(&db, C).unwrap();
+            let evidence = vec!["name".to_string()];
+            let seen = BTreeMap::new();
+            let plan = PlannedSync {
+                run_id: run,
+                basis: &started,
+                changes: vec![LinkChange::Add {
+                    source_id: "2",
+                    scopable_id: "c2",
+                    evidence: &evidence,
+                }],
+                kept: &[],
+                unplaced: &[],
+                seen: &seen,
+                counts: counts(1),
+            };
+            // Another replica is marking the run interrupted, and has not committed yet.
+            let marking = sweeper.begin().unwrap();
+            marking
+                .execute(
+                    "UPDATE sync_runs SET status = 'failed', lease_until = NULL
+                     WHERE id = ?1 AND status = 'running'",
+                    &values![run],
+                )
+                .unwrap();
+            let applied = std::thread::scope(|s| {
+                let applying = s.spawn(|| apply(&mut db, C, ORG, &plan));
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                marking.commit().unwrap();
+                applying.join().unwrap()
+            });
+            assert_eq!(applied.unwrap(), Applied::LeaseLost, "{}", t.name);
+            assert!(links(&db).is_empty(), "{}", t.name);
+            assert_eq!(run_row(&db, run).0, "failed", "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn a_decision_being_made_while_a_sync_applies_is_in_sight_of_its_basis_check() {
+        for t in databases("apply_decision") {
+            let mut db = t.open("acct");
+            let mut reviewer = t.open("acct");
+            let run = live_run(&db);
+            let started = basis(&db, C).unwrap();
+            let evidence = vec!["name".to_string()];
+            let seen = BTreeMap::new();
+            let plan = PlannedSync {
+                run_id: run,
+                basis: &started,
+                changes: vec![LinkChange::Add {
+                    source_id: "2",
+                    scopable_id: "c2",
+                    evidence: &evidence,
+                }],
+                kept: &[],
+                unplaced: &[],
+                seen: &seen,
+                counts: counts(1),
+            };
+            // A decision about the record, made as `review` makes one, not committed yet.
+            let deciding = reviewer.begin().unwrap();
+            deciding.lock(&basis_lock("acct", C)).unwrap();
+            deciding
+                .execute(
+                    "INSERT INTO decisions (account, connector, kind, source_id, action,
+                                            decided_at)
+                     VALUES ('acct', ?1, ?2, '2', 'ignore', 'then')",
+                    &values![C, ORG],
+                )
+                .unwrap();
+            let applied = std::thread::scope(|s| {
+                let applying = s.spawn(|| apply(&mut db, C, ORG, &plan));
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                deciding.commit().unwrap();
+                applying.join().unwrap()
+            });
+            // The sync waited for the decision, and does not link the ignored record.
+            assert_eq!(applied.unwrap(), Applied::BasisChanged, "{}", t.name);
+            assert!(links(&db).is_empty(), "{}", t.name);
+            assert_eq!(run_row(&db, run).0, "running", "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn a_plan_whose_decisions_or_organization_links_changed_applies_nothing() {
+        for t in databases("apply_basis") {
+            let mut db = t.open("acct");
+            let started = basis(&db, C).unwrap();
+            // Links of configurations are not part of it.
+            insert_link(&db, "configuration", "k", "x", "manual");
+            assert_eq!(basis(&db, C).unwrap(), started, "{}", t.name);
+            let run = live_run(&db);
+            let seen = BTreeMap::from([("2".to_string(), named("Two"))]);
+            let plan = PlannedSync {
+                run_id: run,
+                basis: &started,
+                changes: vec![LinkChange::Remove { source_id: "1" }],
+                kept: &[],
+                unplaced: &[],
+                seen: &seen,
+                counts: counts(1),
+            };
+            insert_link(&db, ORG, "1", "c1", "manual");
+            assert_eq!(
+                apply(&mut db, C, ORG, &plan).unwrap(),
+                Applied::BasisChanged,
+                "{}",
+                t.name
+            );
+            db.sql()
+                .execute("DELETE FROM links WHERE kind = ?1", &values![ORG])
+                .unwrap();
+            db.sql()
+                .execute(
+                    "INSERT INTO decisions (account, connector, kind, source_id, action,
+                                            scopable_id, decided_at)
+                     VALUES ('acct', ?1, 'configuration', '5', 'link', 'k5', 'then')",
+                    &values![C],
+                )
+                .unwrap();
+            assert_eq!(
+                apply(&mut db, C, ORG, &plan).unwrap(),
+                Applied::BasisChanged,
+                "{}",
+                t.name
+            );
+            // Nothing was written, and the run still holds its lease.
+            assert!(
+                stored_records(&db, C, ORG).unwrap().is_empty(),
+                "{}",
+                t.name
+            );
+            assert_eq!(run_row(&db, run).0, "running", "{}", t.name);
+            assert!(run_row(&db, run).1.is_some(), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn replicas_applying_at_once_never_both_win() {
+        for t in databases("apply_replicas") {
+            let first = t.open("acct");
+            let started = basis(&first, C).unwrap();
+            let evidence = vec!["name".to_string()];
+            let seen = BTreeMap::new();
+            let sources: Vec<String> = (0..4).map(|i| format!("{}", 10 + i)).collect();
+            let targets: Vec<String> = (0..4).map(|i| format!("c{}", 10 + i)).collect();
+            let plan = |run_id, i: usize| PlannedSync {
+                run_id,
+                basis: &started,
+                changes: vec![LinkChange::Add {
+                    source_id: &sources[i],
+                    scopable_id: &targets[i],
+                    evidence: &evidence,
+                }],
+                kept: &[],
+                unplaced: &[],
+                seen: &seen,
+                counts: counts(1),
+            };
+            let race = |runs: Vec<i64>| -> Vec<Applied> {
+                let handles: Vec<Db> = runs.iter().map(|_| t.open("acct")).collect();
+                let start = Barrier::new(handles.len());
+                std::thread::scope(|s| {
+                    let running: Vec<_> = handles
+                        .into_iter()
+                        .zip(runs)
+                        .enumerate()
+                        .map(|(i, (mut db, run))| {
+                            let (start, plan) = (&start, &plan);
+                            s.spawn(move || {
+                                start.wait();
+                                apply(&mut db, C, ORG, &plan(run, i)).unwrap()
+                            })
+                        })
+                        .collect();
+                    running.into_iter().map(|h| h.join().unwrap()).collect()
+                })
+            };
+            let count =
+                |outcomes: &[Applied], which| outcomes.iter().filter(|a| **a == which).count();
+
+            // One run, applied by four replicas at once: once.
+            let run = live_run(&first);
+            let outcomes = race(vec![run; 4]);
+            assert_eq!(
+                count(&outcomes, Applied::Done),
+                1,
+                "{}: {outcomes:?}",
+                t.name
+            );
+            assert_eq!(
+                count(&outcomes, Applied::LeaseLost),
+                3,
+                "{}: {outcomes:?}",
+                t.name
+            );
+            assert_eq!(links(&first).len(), 1, "{}", t.name);
+
+            // Four runs planned on one basis: the first to apply changes it for the others.
+            first
+                .sql()
+                .execute("DELETE FROM links WHERE account = 'acct'", &[])
+                .unwrap();
+            let runs: Vec<i64> = (0..4).map(|_| live_run(&first)).collect();
+            let outcomes = race(runs);
+            assert_eq!(
+                count(&outcomes, Applied::Done),
+                1,
+                "{}: {outcomes:?}",
+                t.name
+            );
+            assert_eq!(
+                count(&outcomes, Applied::BasisChanged),
+                3,
+                "{}: {outcomes:?}",
+                t.name
+            );
+            assert_eq!(links(&first).len(), 1, "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn a_rematch_refreshes_stored_records_rows_unless_its_basis_changed() {
+        for t in databases("rematch") {
+            let db = t.open("acct");
+            for id in ["4", "6"] {
+                db.sql()
+                    .execute(
+                        "INSERT INTO source_records (account, connector, kind, source_id, name,
+                                                     identifiers_kept)
+                         VALUES ('acct', ?1, ?2, ?3, 'n', 1)",
+                        &values![C, ORG, id],
+                    )
+                    .unwrap();
+                insert_unplaced_row(&db, ORG, id);
+            }
+            // A row of a record not stored stays as the last sync left it.
+            insert_unplaced_row(&db, ORG, "8");
+            let started = rematch_basis(&db, C, ORG).unwrap();
+            let rows: Vec<UnplacedRow> = vec![(
+                "6".into(),
+                "Six".into(),
+                "ambiguous".into(),
+                "[]".into(),
+                "[]".into(),
+            )];
+            let evidence = vec!["name".to_string()];
+            let relink: [(&str, &str, &[String]); 1] = [("4", "c4", &evidence)];
+            assert_eq!(
+                apply_rematch(&db, C, ORG, &started, &rows, &relink).unwrap(),
+                Rematch::Done(Some(("4".into(), "c4".into()))),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                unplaced(&db),
+                [
+                    (ORG.into(), "6".into(), "ambiguous".into()),
+                    (ORG.into(), "8".into(), "stale".into())
+                ],
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                auto_links(&db, C, ORG).unwrap(),
+                owned(&[("4", "c4")]),
+                "{}",
+                t.name
+            );
+            // The link changed the basis: the same re-match is refused.
+            assert_eq!(
+                apply_rematch(&db, C, ORG, &started, &[], &[]).unwrap(),
+                Rematch::Changed,
+                "{}",
+                t.name
+            );
+            assert_eq!(unplaced(&db).len(), 2, "{}", t.name);
+            // A target some link holds is not linked again.
+            let now = rematch_basis(&db, C, ORG).unwrap();
+            let taken: [(&str, &str, &[String]); 1] = [("6", "c4", &evidence)];
+            assert_eq!(
+                apply_rematch(&db, C, ORG, &now, &[], &taken).unwrap(),
+                Rematch::Done(None),
+                "{}",
+                t.name
+            );
+            assert_eq!(unplaced(&db).len(), 1, "{}", t.name);
+            // A sync that applied since changes it too.
+            insert_run(&db, ORG, "ok", None);
+            assert_ne!(rematch_basis(&db, C, ORG).unwrap(), now, "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn replicas_rematching_at_once_never_both_win() {
+        for t in databases("rematch_replicas") {
+            let started = rematch_basis(&t.open("acct"), C, ORG).unwrap();
+            let evidence = vec!["name".to_string()];
+            let sources: Vec<String> = (0..4).map(|i| format!("{}", 10 + i)).collect();
+            let targets: Vec<String> = (0..4).map(|i| format!("c{}", 10 + i)).collect();
+            let handles: Vec<Db> = (0..4).map(|_| t.open("acct")).collect();
+            let start = Barrier::new(handles.len());
+            let outcomes: Vec<Rematch> = std::thread::scope(|s| {
+                let running: Vec<_> = handles
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, db)| {
+                        let (start, started) = (&start, &started);
+                        let relink: [(&str, &str, &[String]); 1] =
+                            [(&sources[i], &targets[i], &evidence)];
+                        s.spawn(move || {
+                            start.wait();
+                            apply_rematch(&db, C, ORG, started, &[], &relink).unwrap()
+                        })
+                    })
+                    .collect();
+                running.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            // The first re-match's link changes the basis of the others.
+            let done = outcomes
+                .iter()
+                .filter(|r| matches!(r, Rematch::Done(Some(_))))
+                .count();
+            let changed = outcomes.iter().filter(|r| **r == Rematch::Changed).count();
+            assert_eq!((done, changed), (1, 3), "{}: {outcomes:?}", t.name);
+            assert_eq!(links(&t.open("acct")).len(), 1, "{}", t.name);
+        }
+    }
 }
