@@ -91,12 +91,10 @@ pub fn configurations_of(db: &Db, clients: &HashSet<&str>) -> Result<Vec<Configu
 
 /// Writes imported clients, (id, name) each, in one transaction, updating existing ids;
 /// returns how many did not exist before. Imports of an account wait for each other (on
-/// PostgreSQL, a transaction lock; on SQLite, the write lock); the transaction runs on a
-/// connection of its own ([`Db::sibling`]).
+/// PostgreSQL, a transaction lock; on SQLite, the write lock).
 pub fn import_clients(db: &Db, rows: &[(&str, &str)]) -> Result<usize, DbError> {
     let account = db.account();
-    let mut own = db.sibling()?;
-    let tx = own.begin()?;
+    let tx = db.begin()?;
     tx.lock(&import_lock(account))?;
     let mut added = 0;
     for &(id, name) in rows {
@@ -173,8 +171,7 @@ pub fn import_configurations(
     rows: &[ImportedConfiguration<'_>],
 ) -> Result<usize, DbError> {
     let account = db.account();
-    let mut own = db.sibling()?;
-    let tx = own.begin()?;
+    let tx = db.begin()?;
     tx.lock(&import_lock(account))?;
     let mut added = 0;
     for c in rows {
