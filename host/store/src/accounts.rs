@@ -8,7 +8,7 @@
 
 use crate::db::{self, DbError, now_ms};
 use crate::handle::Db;
-use crate::sql::Sql;
+use crate::sql::{Row, Sql, Value};
 use crate::values;
 use crate::vault::random_hex;
 use sha2::{Digest, Sha256};
@@ -48,6 +48,68 @@ const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 /// hold on PostgreSQL, so that each one's check and write happen as if alone.
 fn account_lock(id: &str) -> String {
     format!("account/{id}")
+}
+
+/// A transaction on the connection of a handle borrowed shared (the operator functions take
+/// `&Db`): `BEGIN` ... `COMMIT` on the handle's own connection, so that it never waits for a
+/// second connection of a pool. SQLite's begins `IMMEDIATE` (it holds the database's write
+/// lock from the start, as [`Db::begin`] does); on PostgreSQL, writers of the same thing
+/// serialize with [`HandleTx::lock`]. Rolled back when dropped uncommitted.
+pub(crate) struct HandleTx<'a> {
+    db: &'a Db,
+    open: bool,
+}
+
+impl<'a> HandleTx<'a> {
+    /// Begins a transaction on `db`'s connection.
+    pub(crate) fn begin(db: &'a Db) -> Result<HandleTx<'a>, DbError> {
+        let begin = if db.is_postgres() {
+            "BEGIN"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        db.sql().execute(begin, &[])?;
+        Ok(HandleTx { db, open: true })
+    }
+
+    /// Waits for, and holds until the transaction ends, the lock named `key` (PostgreSQL); on
+    /// SQLite the transaction already holds the only write lock.
+    pub(crate) fn lock(&self, key: &str) -> Result<(), DbError> {
+        if self.db.is_postgres() {
+            self.db.sql().execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
+                &values![key],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Commits (a failed commit is rolled back when the transaction is dropped).
+    pub(crate) fn commit(mut self) -> Result<(), DbError> {
+        self.db.sql().execute("COMMIT", &[])?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for HandleTx<'_> {
+    fn drop(&mut self) {
+        if self.open
+            && let Err(e) = self.db.sql().execute("ROLLBACK", &[])
+        {
+            tracing::warn!("cannot roll back a transaction: {e}");
+        }
+    }
+}
+
+impl Sql for HandleTx<'_> {
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        self.db.sql().execute(sql, params)
+    }
+
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        self.db.sql().query(sql, params)
+    }
 }
 
 /// Whether `id` is a usable account id: 1 to 63 lowercase ASCII letters, digits and dashes,
@@ -128,7 +190,7 @@ pub fn add(db: &Db, id: &str, name: Option<&str>, actor: &str) -> Result<Account
     if !valid_account_id(id) {
         return Err(AccountError::InvalidId { id: id.to_string() });
     }
-    let tx = db.begin()?;
+    let tx = HandleTx::begin(db)?;
     tx.lock(&account_lock(id))?;
     if account_exists(&tx, id)? {
         return Err(AccountError::Exists { id: id.to_string() });
@@ -154,7 +216,7 @@ pub fn ensure_for_cli(db: &Db, actor: &str) -> Result<bool, AccountError> {
     if account_exists(db.sql(), id)? {
         return Ok(false);
     }
-    let tx = db.begin()?;
+    let tx = HandleTx::begin(db)?;
     tx.lock(&account_lock(id))?;
     // Another process may have created it since the look above.
     if account_exists(&tx, id)? {
@@ -234,7 +296,7 @@ fn list_where(sql: &dyn Sql, id: Option<&str>) -> Result<Vec<Account>, DbError> 
 /// one transaction. Operator-level; `actor` is logged. Returns whether there was anything of
 /// it.
 pub fn remove(db: &Db, id: &str, actor: &str) -> Result<bool, AccountError> {
-    let tx = db.begin()?;
+    let tx = HandleTx::begin(db)?;
     tx.lock(&account_lock(id))?;
     let mut deleted = 0;
     for (table, column) in ACCOUNT_TABLES {
@@ -264,7 +326,7 @@ pub fn set_feature(
             feature: feature.to_string(),
         });
     }
-    let tx = db.begin()?;
+    let tx = HandleTx::begin(db)?;
     tx.lock(&account_lock(id))?;
     if !account_exists(&tx, id)? {
         return Err(AccountError::NotFound { id: id.to_string() });
@@ -418,7 +480,7 @@ pub fn create_token(
     role: Role,
     actor: &str,
 ) -> Result<NewToken, AccountError> {
-    let tx = db.begin()?;
+    let tx = HandleTx::begin(db)?;
     tx.lock(&account_lock(account))?;
     if !account_exists(&tx, account)? {
         return Err(AccountError::NotFound {
@@ -487,7 +549,7 @@ pub fn tokens(db: &Db, account: &str) -> Result<Vec<TokenInfo>, AccountError> {
 /// `actor` in its account. Operator-level. Returns whether a token in use was revoked (`false`
 /// for an unknown or already revoked one).
 pub fn revoke(db: &Db, token_id: &str, actor: &str) -> Result<bool, DbError> {
-    let tx = db.begin()?;
+    let tx = HandleTx::begin(db)?;
     let Some(row) = tx.query_opt(
         "SELECT account FROM tokens WHERE id = ?1 AND revoked_at IS NULL",
         &values![token_id],
@@ -569,7 +631,7 @@ pub fn create_session(db: &Db, principal: &Principal, ttl: Duration) -> Result<S
     let secret = random_hex(32);
     let now = now_ms();
     let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-    let tx = db.begin()?;
+    let tx = HandleTx::begin(db)?;
     tx.execute(
         "DELETE FROM sessions WHERE account = ?1 AND expires_at_ms <= ?2",
         &values![&principal.account, now],

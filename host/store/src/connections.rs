@@ -2,6 +2,7 @@
 //! vault, bound to the account's vault binding read here), and re-sealing every stored key
 //! under a new master key.
 
+use crate::accounts::HandleTx;
 use crate::db::{DbError, now};
 use crate::handle::Db;
 use crate::sql::Sql;
@@ -142,7 +143,7 @@ impl From<rusqlite::Error> for RotateError {
 /// `old` under its own binding and sealed with `new` under the same binding. Returns how many
 /// keys were re-sealed. A key that does not decrypt aborts it with nothing changed.
 pub fn rotate(db: &Db, old: &Vault, new: &Vault) -> Result<usize, RotateError> {
-    let tx = db.begin()?;
+    let tx = HandleTx::begin(db)?;
     // Two rotations at once from two replicas: the second finds the keys under the first's
     // new master key, which its `old` does not open, and changes nothing.
     tx.lock("vault/rotate")?;

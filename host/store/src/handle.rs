@@ -2,7 +2,7 @@
 //! a handle, so every operation knows its account from the start.
 
 use crate::db::{self, DbError};
-use crate::pg::{PgConn, Postgres};
+use crate::pg::{PgConn, PgTx, Postgres};
 use crate::sql::{Row, Sql, Value};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -23,54 +23,46 @@ enum Conn {
     Postgres(PgConn, Postgres),
 }
 
-/// A transaction on the connection of a [`Db`], begun from a shared borrow (so that a
-/// handle never needs a second connection, nor a second pool slot, for its writes), rolled
-/// back when dropped uncommitted. SQLite's is `BEGIN IMMEDIATE` (it holds the database's write
-/// lock from the start); on PostgreSQL, writers of the same thing serialize with
-/// [`Tx::lock`].
-pub(crate) struct Tx<'a> {
-    db: &'a Db,
-    open: bool,
+/// A transaction on a [`Db`], rolled back when dropped uncommitted. SQLite's is `BEGIN
+/// IMMEDIATE` (it holds the database's write lock from the start); on PostgreSQL, writers of
+/// the same thing serialize with [`Tx::lock`].
+pub(crate) enum Tx<'a> {
+    Sqlite(rusqlite::Transaction<'a>),
+    Postgres(PgTx<'a>),
 }
 
 impl Tx<'_> {
     /// Waits for, and holds until the transaction ends, the lock named `key` (PostgreSQL); on
     /// SQLite the transaction already holds the only write lock.
     pub(crate) fn lock(&self, key: &str) -> Result<(), DbError> {
-        if self.db.is_postgres() {
-            self.db.sql().execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
-                &[Value::Text(key.to_string())],
-            )?;
+        match self {
+            Tx::Sqlite(_) => Ok(()),
+            Tx::Postgres(tx) => tx.lock(key),
         }
-        Ok(())
     }
 
-    /// Commits (a failed commit is rolled back when the transaction is dropped).
-    pub(crate) fn commit(mut self) -> Result<(), DbError> {
-        self.db.sql().execute("COMMIT", &[])?;
-        self.open = false;
-        Ok(())
-    }
-}
-
-impl Drop for Tx<'_> {
-    fn drop(&mut self) {
-        if self.open
-            && let Err(e) = self.db.sql().execute("ROLLBACK", &[])
-        {
-            tracing::warn!("cannot roll back a transaction: {e}");
+    /// Commits.
+    pub(crate) fn commit(self) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(tx) => Ok(tx.commit()?),
+            Tx::Postgres(tx) => tx.commit(),
         }
     }
 }
 
 impl Sql for Tx<'_> {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        self.db.sql().execute(sql, params)
+        match self {
+            Tx::Sqlite(tx) => tx.execute(sql, params),
+            Tx::Postgres(tx) => tx.execute(sql, params),
+        }
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
-        self.db.sql().query(sql, params)
+        match self {
+            Tx::Sqlite(tx) => Sql::query(tx, sql, params),
+            Tx::Postgres(tx) => tx.query(sql, params),
+        }
     }
 }
 
@@ -128,17 +120,13 @@ impl Db {
         }
     }
 
-    /// Begins a transaction ([`Tx`]) on this handle's connection.
-    pub(crate) fn begin(&self) -> Result<Tx<'_>, DbError> {
-        let begin = if self.is_postgres() {
-            "BEGIN"
-        } else {
-            "BEGIN IMMEDIATE"
-        };
-        self.sql().execute(begin, &[])?;
-        Ok(Tx {
-            db: self,
-            open: true,
+    /// Begins a transaction ([`Tx`]).
+    pub(crate) fn begin(&mut self) -> Result<Tx<'_>, DbError> {
+        Ok(match &mut self.conn {
+            Conn::Sqlite(c) => {
+                Tx::Sqlite(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+            }
+            Conn::Postgres(c, _) => Tx::Postgres(c.begin()?),
         })
     }
 

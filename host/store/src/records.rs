@@ -91,10 +91,12 @@ pub fn configurations_of(db: &Db, clients: &HashSet<&str>) -> Result<Vec<Configu
 
 /// Writes imported clients, (id, name) each, in one transaction, updating existing ids;
 /// returns how many did not exist before. Imports of an account wait for each other (on
-/// PostgreSQL, a transaction lock; on SQLite, the write lock).
+/// PostgreSQL, a transaction lock; on SQLite, the write lock); the transaction runs on a
+/// connection of its own ([`Db::sibling`]).
 pub fn import_clients(db: &Db, rows: &[(&str, &str)]) -> Result<usize, DbError> {
     let account = db.account();
-    let tx = db.begin()?;
+    let mut own = db.sibling()?;
+    let tx = own.begin()?;
     tx.lock(&import_lock(account))?;
     let mut added = 0;
     for &(id, name) in rows {
@@ -171,7 +173,8 @@ pub fn import_configurations(
     rows: &[ImportedConfiguration<'_>],
 ) -> Result<usize, DbError> {
     let account = db.account();
-    let tx = db.begin()?;
+    let mut own = db.sibling()?;
+    let tx = own.begin()?;
     tx.lock(&import_lock(account))?;
     let mut added = 0;
     for c in rows {

@@ -71,13 +71,14 @@ fn record_decision(
 /// `connector`: in one transaction, committed when `f` returns `Ok` and rolled back otherwise,
 /// holding the connector's decision lock first, so that decisions about one connector, made by
 /// any process or replica, are made one after another and each sees what the one before
-/// wrote.
+/// wrote. The handle is shared, so the transaction runs on a connection of its own.
 fn decide<R>(
     db: &Db,
     connector: &str,
     f: impl FnOnce(&dyn Sql, &str) -> Result<R, DbError>,
 ) -> Result<R, DbError> {
-    let tx = db.begin()?;
+    let mut own = db.sibling()?;
+    let tx = own.begin()?;
     // The apply transaction of a sync takes the same lock: it checks that no decision
     // changed since it started, and a decision must not slip in between.
     tx.lock(&crate::sync_apply::basis_lock(db.account(), connector))?;

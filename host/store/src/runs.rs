@@ -626,10 +626,27 @@ fn schedule_row(r: &Row) -> Result<Schedule, DbError> {
     })
 }
 
+/// Records an event of `account` (the account log, `events`) in `tx`.
+fn insert_event(
+    tx: &dyn Sql,
+    account: &str,
+    actor: &str,
+    action: &str,
+    connector: &str,
+    detail: Option<&str>,
+) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO events (account, at, actor, action, connector, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        &values![account, db::now(), actor, action, connector, detail],
+    )?;
+    Ok(())
+}
+
 /// Sets (`Some`, in whole seconds, one at least; the first firing one period from now) or
 /// removes (`None`) the handle's account's schedule of `connector`, recorded as an event of
-/// `actor` in the same transaction. Returns the schedule now in force. The transaction holds
-/// the schedule's lock on PostgreSQL.
+/// `actor` in the same transaction. Returns the schedule now in force. The transaction runs
+/// on a handle of its own ([`Db::sibling`]), holding the schedule's lock on PostgreSQL.
 pub fn set_schedule(
     db: &Db,
     connector: &str,
@@ -637,7 +654,8 @@ pub fn set_schedule(
     actor: &str,
 ) -> Result<Option<Schedule>, DbError> {
     let account = db.account();
-    let tx = db.begin()?;
+    let mut own = db.sibling()?;
+    let tx = own.begin()?;
     tx.lock(&format!("schedule/{account}/{connector}"))?;
     let schedule = match every {
         Some(every) => {
@@ -650,12 +668,12 @@ pub fn set_schedule(
                      next_at_ms = excluded.next_at_ms, set_by = excluded.set_by",
                 &values![account, connector, secs, next_at_ms, actor],
             )?;
-            crate::accounts::insert_event(
+            insert_event(
                 &tx,
                 account,
                 actor,
                 "schedule-set",
-                Some(connector),
+                connector,
                 Some(&format!("every {secs} s")),
             )?;
             Some(Schedule {
@@ -671,14 +689,7 @@ pub fn set_schedule(
                 &values![account, connector],
             )?;
             if removed > 0 {
-                crate::accounts::insert_event(
-                    &tx,
-                    account,
-                    actor,
-                    "schedule-removed",
-                    Some(connector),
-                    None,
-                )?;
+                insert_event(&tx, account, actor, "schedule-removed", connector, None)?;
             }
             None
         }

@@ -468,7 +468,8 @@ pub enum Rematch {
 /// In one transaction, unless [`rematch_basis`] is no longer `started`: replaces the `unplaced`
 /// rows of the stored records of a kind with `unplaced`, and adds each automatic link of
 /// `relink` (source id, Scopable id, evidence names) whose record and target no link holds.
-/// It waits for, and is waited for by, the connector's applies ([`apply`]) and decisions.
+/// It waits for, and is waited for by, the connector's applies ([`apply`]) and decisions. The
+/// transaction runs on a connection of its own ([`Db::sibling`]).
 pub fn apply_rematch(
     db: &Db,
     connector: &str,
@@ -478,7 +479,8 @@ pub fn apply_rematch(
     relink: &[(&str, &str, &[String])],
 ) -> Result<Rematch, DbError> {
     let account = db.account();
-    let tx = db.begin()?;
+    let mut own = db.sibling()?;
+    let tx = own.begin()?;
     lock_connector(&tx, account, connector)?;
     if rematch_basis_on(&tx, account, connector, kind)? != started {
         return Ok(Rematch::Changed);
@@ -871,7 +873,7 @@ mod tests {
     fn a_run_marked_interrupted_while_it_applies_applies_nothing() {
         for t in databases("apply_fenced") {
             let mut db = t.open("acct");
-            let sweeper = t.open("acct");
+            let mut sweeper = t.open("acct");
             let run = live_run(&db);
             let started = basis(&db, C).unwrap();
             let evidence = vec!["name".to_string()];
@@ -914,7 +916,7 @@ mod tests {
     fn a_decision_being_made_while_a_sync_applies_is_in_sight_of_its_basis_check() {
         for t in databases("apply_decision") {
             let mut db = t.open("acct");
-            let reviewer = t.open("acct");
+            let mut reviewer = t.open("acct");
             let run = live_run(&db);
             let started = basis(&db, C).unwrap();
             let evidence = vec!["name".to_string()];
