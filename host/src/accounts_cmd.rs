@@ -4,10 +4,9 @@
 use crate::output::{print_json, print_line};
 use scopable_sandbox::display::safe;
 use scopable_store::accounts::{self, Role};
-use scopable_store::{DEFAULT_ACCOUNT, Db};
+use scopable_store::{DEFAULT_ACCOUNT, Db, Location};
 use scopable_sync::app::{AppError, Exit};
 use serde_json::json;
-use std::path::Path;
 
 /// One `accounts` subcommand.
 #[derive(Debug, clap::Subcommand)]
@@ -110,7 +109,7 @@ fn known_account(db: &Db, id: &str) -> Result<accounts::Account, AppError> {
 
 /// Runs one `accounts` subcommand as `actor`.
 pub fn accounts_command(
-    db_path: &Path,
+    db_path: &Location,
     command: AccountsCommand,
     actor: &str,
 ) -> Result<(), AppError> {
@@ -259,15 +258,18 @@ pub const NEW_MASTER_KEY_ENV: &str = "SCOPABLE_NEW_VAULT_KEY";
 /// one transaction. With the key in a file, the new key is written beside it first, the keys
 /// are re-sealed, then the new file replaces the old; with the key in `SCOPABLE_VAULT_KEY`,
 /// the new key comes from `SCOPABLE_NEW_VAULT_KEY` (the operator keeps both).
-pub fn vault_rotate(db_path: &Path) -> Result<(), AppError> {
+pub fn vault_rotate(db_path: &Location) -> Result<(), AppError> {
     use scopable_store::vault::{self, MASTER_KEY_ENV, Vault};
     let db = Db::open(db_path, DEFAULT_ACCOUNT)?;
-    let old = Vault::open(db_path, false)?.ok_or_else(|| {
+    let old = scopable_store::connections::open_vault(&db, false)?.ok_or_else(|| {
         AppError::new(
             Exit::BadInput,
             format!(
                 "no master key to rotate from: set {MASTER_KEY_ENV} or keep {} beside the database",
-                vault::key_file_for(db_path).display()
+                db_path
+                    .file()
+                    .map(|f| vault::key_file_for(f).display().to_string())
+                    .unwrap_or_default()
             ),
         )
     })?;
@@ -289,7 +291,15 @@ pub fn vault_rotate(db_path: &Path) -> Result<(), AppError> {
         ));
         return Ok(());
     }
-    let key_file = vault::key_file_for(db_path);
+    // Without the key in the environment the database is a file (a PostgreSQL database
+    // needs the environment's key, checked above).
+    let Some(file) = db_path.file() else {
+        return Err(AppError::new(
+            Exit::Usage,
+            vault::VaultError::KeyRequired.to_string(),
+        ));
+    };
+    let key_file = vault::key_file_for(file);
     let mut pending = key_file.as_os_str().to_owned();
     pending.push(".new");
     let pending = std::path::PathBuf::from(pending);

@@ -4,8 +4,7 @@
 use crate::output::{print_json, print_line, runtime};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use scopable_sandbox::display;
-use scopable_store::db;
-use scopable_store::{DEFAULT_ACCOUNT, Db};
+use scopable_store::{DEFAULT_ACCOUNT, Db, Location};
 use scopable_sync::app::{self, App, AppError, ConnectorSource, Exit};
 use scopable_sync::kinds::RecordKind;
 use serde_json::{Value, json};
@@ -38,8 +37,14 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "scopable-host", version, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// The database (default: $SCOPABLE_DB, else ./scopable.db).
-    #[arg(long, visible_alias = "database", global = true, value_name = "PATH")]
+    /// The database: a SQLite file, or postgres://user:password@host:port/database (default:
+    /// $SCOPABLE_DB, else ./scopable.db). PostgreSQL needs SCOPABLE_VAULT_KEY.
+    #[arg(
+        long,
+        visible_alias = "database",
+        global = true,
+        value_name = "PATH|URL"
+    )]
     db: Option<PathBuf>,
     /// The account to act for (created on first use, with the IT Glue integration on).
     #[arg(long, global = true, value_name = "ID", default_value = DEFAULT_ACCOUNT)]
@@ -381,15 +386,8 @@ fn builtin_source() -> Result<ConnectorSource, AppError> {
 fn run(cli: Cli) -> Result<(), AppError> {
     // Lines for the admin (retry notices) go to stderr; stdout carries the result.
     crate::output::notices_to_stderr();
-    let db_path = db::resolve_path(cli.db.clone());
-    let named = db_path.to_string_lossy().to_ascii_lowercase();
-    if named.starts_with("postgres://") || named.starts_with("postgresql://") {
-        // Not a file name: never create a SQLite file called that.
-        return Err(AppError::new(
-            Exit::Usage,
-            "a PostgreSQL database is not supported by this version; give a SQLite file path with --db",
-        ));
-    }
+    let db_path = Location::resolve(cli.db.clone())
+        .map_err(|e| AppError::new(Exit::Usage, format!("--db: {e}")))?;
     let source = match (&cli.connector, &cli.manifest) {
         (Some(component), Some(manifest)) => ConnectorSource::File {
             component: component.clone(),
@@ -560,7 +558,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// `search clients|configurations QUERY [--json] [--limit N]`: opens the database read-only
 /// (never creating or migrating it) and lists what [`scopable_sync::search::search`] finds.
 fn search_command(
-    db_path: &std::path::Path,
+    db_path: &Location,
     account: &str,
     kind: scopable_sync::search::SearchKind,
     query: &str,
@@ -642,7 +640,7 @@ const SEARCH_NAME_COLUMN: usize = 32;
 
 /// Opens the database for `account` to change it: the account is created on first use (with
 /// the IT Glue integration on), and refused when an operator switched the feature off.
-fn open_for_cli(db_path: &std::path::Path, account: &str) -> Result<Db, AppError> {
+fn open_for_cli(db_path: &Location, account: &str) -> Result<Db, AppError> {
     let db = Db::open(db_path, account)?;
     scopable_store::accounts::ensure_for_cli(&db, &crate::review::cli_actor())
         .map_err(|e| AppError::new(Exit::Failure, e.to_string()))?;
@@ -671,7 +669,7 @@ fn check_feature(db: &Db, connector: &str) -> Result<(), AppError> {
 }
 
 fn connector_command(
-    db_path: &std::path::Path,
+    db_path: &Location,
     account: &str,
     source: &ConnectorSource,
     name: &str,
@@ -897,7 +895,7 @@ fn status_command(app: &App, json: bool) -> Result<(), AppError> {
         .keys()
         .map(String::as_str)
         .collect();
-    let database = crate::output::database_shown(&app.db_path);
+    let database = app.location.shown();
     let value = scopable_sync::status::status_json(&app.db, app.name(), &database)?;
     if json {
         print_json(&value);

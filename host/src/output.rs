@@ -51,11 +51,3 @@ pub fn notices_to_stderr() {
         eprintln!("{line}")
     })));
 }
-
-/// How `status` names the database it read: its absolute path.
-pub fn database_shown(path: &std::path::Path) -> String {
-    std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string()
-}

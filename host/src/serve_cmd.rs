@@ -4,7 +4,6 @@ use crate::output::print_line;
 use scopable_sandbox::policy::BaseUrl;
 use scopable_sync::app::{AppError, ConnectorSource, Exit};
 use std::net::SocketAddr;
-use std::path::Path;
 
 /// What `serve` was given.
 pub struct ServeArgs {
@@ -22,7 +21,7 @@ pub struct ServeArgs {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub fn serve_command(
-    db_path: &Path,
+    db_path: &scopable_store::Location,
     source: &ConnectorSource,
     args: ServeArgs,
 ) -> Result<(), AppError> {
@@ -61,8 +60,8 @@ pub fn serve_command(
     let config = scopable_serve::Config {
         listen: args.listen,
         workers: args.workers,
-        db_path: db_path.to_path_buf(),
-        database_shown: crate::output::database_shown(db_path),
+        location: db_path.clone(),
+        database_shown: db_path.shown(),
         connector,
         endpoint,
         public_url: args.public_url,

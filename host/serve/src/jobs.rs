@@ -271,7 +271,7 @@ async fn run_claimed(
         .blocking_app(account, move |app| {
             let rt = scopable_sync::app::runtime()?;
             let mut last_written = std::time::Instant::now() - Duration::from_secs(1);
-            let path = app.db_path.clone();
+            let path = app.location.clone();
             let account = app.db.account().to_string();
             let mut progress = move |done: u32, total: Option<u32>| {
                 // At most a few writes a second, and always the last page.

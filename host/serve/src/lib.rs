@@ -21,7 +21,6 @@ use scopable_sandbox::policy::BaseUrl;
 use scopable_sandbox::sandbox::LoadedConnector;
 use state::State;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -33,8 +32,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// How many syncs run at once.
     pub workers: usize,
-    /// The database.
-    pub db_path: PathBuf,
+    /// Where the database is.
+    pub location: scopable_store::Location,
     /// How status names the database.
     pub database_shown: String,
     /// The connector, loaded.
@@ -67,6 +66,9 @@ pub enum ServeError {
     /// The database could not be opened.
     #[error("{0}")]
     Database(#[from] scopable_store::db::DbError),
+    /// The vault's master key is missing or not the database's.
+    #[error("{0}")]
+    Vault(#[from] scopable_store::vault::VaultError),
 }
 
 /// The longest any API request may take (a test or connect with its retries included).
@@ -207,14 +209,20 @@ pub async fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<()
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| ServeError::Metrics(e.to_string()))?;
-    // Opening once migrates the database before any request.
-    scopable_store::Db::open(&config.db_path, scopable_store::DEFAULT_ACCOUNT)?;
+    // Opening once migrates the database before any request. On PostgreSQL the master key
+    // must be given and must be the one the database's keys are sealed with: a replica with
+    // another refuses to start rather than fail each sync.
+    let db = scopable_store::Db::open(&config.location, scopable_store::DEFAULT_ACCOUNT)?;
+    if config.location.is_postgres() {
+        scopable_store::connections::open_vault(&db, false)?;
+    }
+    drop(db);
     let secure_cookie = config
         .public_url
         .as_deref()
         .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"));
     let state = Arc::new(State {
-        db_path: config.db_path,
+        location: config.location,
         database_shown: config.database_shown,
         connector: config.connector,
         endpoint: config.endpoint,

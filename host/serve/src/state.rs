@@ -5,9 +5,8 @@ use crate::error::ApiError;
 use crate::limits::Limits;
 use scopable_sandbox::policy::BaseUrl;
 use scopable_sandbox::sandbox::LoadedConnector;
-use scopable_store::{DEFAULT_ACCOUNT, Db};
+use scopable_store::{DEFAULT_ACCOUNT, Db, Location};
 use scopable_sync::app::{App, AppError};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use tokio::sync::Notify;
@@ -17,8 +16,8 @@ pub const MAX_STREAMS: usize = 256;
 
 /// The shared state of the server.
 pub struct State {
-    /// The database.
-    pub db_path: PathBuf,
+    /// Where the database is.
+    pub location: Location,
     /// How status names the database.
     pub database_shown: String,
     /// The connector this server runs, loaded once.
@@ -55,7 +54,7 @@ impl State {
         T: Send + 'static,
         F: FnOnce(&mut Db) -> Result<T, ApiError> + Send + 'static,
     {
-        let path = self.db_path.clone();
+        let path = self.location.clone();
         tokio::task::spawn_blocking(move || {
             let account = account.unwrap_or_else(|| DEFAULT_ACCOUNT.to_string());
             let mut db = Db::open(&path, &account)?;
@@ -81,7 +80,7 @@ impl State {
         T: Send + 'static,
         F: FnOnce(&mut App) -> Result<T, AppError> + Send + 'static,
     {
-        let path = self.db_path.clone();
+        let path = self.location.clone();
         let connector = self.connector.clone();
         let account = account.to_string();
         let service = self.service().to_string();

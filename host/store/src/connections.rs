@@ -7,7 +7,7 @@ use crate::db::{DbError, now};
 use crate::handle::Db;
 use crate::sql::Sql;
 use crate::values;
-use crate::vault::{Binding, Vault};
+use crate::vault::{Binding, Vault, VaultError};
 
 /// The handle's account's vault binding: what its stored keys are bound to (for the account
 /// `default` of an upgraded database, the id its keys were always bound to). An account that
@@ -185,8 +185,47 @@ pub fn rotate(db: &Db, old: &Vault, new: &Vault) -> Result<usize, RotateError> {
             ],
         )?;
     }
+    // The key-check value follows the keys (a SQLite file has none unless copied).
+    tx.execute(
+        "UPDATE meta SET value = ?2 WHERE key = ?1",
+        &values![KEY_CHECK, new.check_value()],
+    )?;
     tx.commit()?;
     Ok(rows.len())
+}
+
+/// The `meta` row holding the vault's key-check value ([`Vault::check_value`]).
+const KEY_CHECK: &str = "vault_key_check";
+
+/// The master key for `db`'s database ([`Vault::open`]), checked, on PostgreSQL, against
+/// the key-check value the database holds: the first replica to start stores it, and a
+/// replica given another master key is refused ([`VaultError::WrongMasterKey`]) before it
+/// uses or stores a key. A SQLite file's key sits beside it and is not checked.
+pub fn open_vault(db: &Db, create: bool) -> Result<Option<Vault>, VaultError> {
+    let vault = Vault::open(db.location(), create)?;
+    let Some(vault) = vault else {
+        return Ok(None);
+    };
+    if !db.is_postgres() {
+        return Ok(Some(vault));
+    }
+    let tx = HandleTx::begin(db)?;
+    tx.lock("vault/rotate")?;
+    let stored = tx.query_opt("SELECT value FROM meta WHERE key = ?1", &values![KEY_CHECK])?;
+    match stored {
+        Some(row) if !vault.opens_check_value(&row.text(0)?) => {
+            return Err(VaultError::WrongMasterKey);
+        }
+        Some(_) => {}
+        None => {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                &values![KEY_CHECK, vault.check_value()],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(Some(vault))
 }
 
 #[cfg(test)]

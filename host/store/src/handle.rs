@@ -2,10 +2,10 @@
 //! a handle, so every operation knows its account from the start.
 
 use crate::db::{self, DbError};
+use crate::location::Location;
 use crate::pg::{PgConn, PgTx, Postgres};
 use crate::sql::{Row, Sql, Value};
 use rusqlite::Connection;
-use std::path::{Path, PathBuf};
 
 /// The account a single-account installation (the command line) uses.
 pub const DEFAULT_ACCOUNT: &str = "default";
@@ -13,7 +13,7 @@ pub const DEFAULT_ACCOUNT: &str = "default";
 /// An open database, scoped to one account.
 pub struct Db {
     conn: Conn,
-    path: PathBuf,
+    location: Location,
     account: String,
 }
 
@@ -67,31 +67,46 @@ impl Sql for Tx<'_> {
 }
 
 impl Db {
-    /// Opens (creating and migrating when needed) the database at `path` for `account`.
-    pub fn open(path: &Path, account: &str) -> Result<Db, DbError> {
+    /// Opens (creating and migrating when needed) the database at `at` for `account`: a
+    /// SQLite file, or a connection of a PostgreSQL server's pool (held until dropped).
+    pub fn open(at: impl Into<Location>, account: &str) -> Result<Db, DbError> {
+        let location = at.into();
+        let conn = match &location {
+            Location::File(path) => Conn::Sqlite(db::open(path)?),
+            Location::Postgres(server) => {
+                let pool = server.pool()?;
+                Conn::Postgres(pool.conn()?, pool)
+            }
+        };
         Ok(Db {
-            conn: Conn::Sqlite(db::open(path)?),
-            path: path.to_path_buf(),
+            conn,
+            location,
             account: account.to_string(),
         })
     }
 
-    /// Opens the database at `path` for reading only ([`db::open_read_only`]: never created,
-    /// migrated or written) for `account`.
-    pub fn open_read_only(path: &Path, account: &str) -> Result<Db, DbError> {
-        Ok(Db {
-            conn: Conn::Sqlite(db::open_read_only(path)?),
-            path: path.to_path_buf(),
-            account: account.to_string(),
-        })
+    /// Opens the database at `at` for reading only, for `account`: a SQLite file is never
+    /// created, migrated or written ([`db::open_read_only`]); a PostgreSQL database is
+    /// opened as by [`Db::open`] (the server keeps it; the schema is brought up to date).
+    pub fn open_read_only(at: impl Into<Location>, account: &str) -> Result<Db, DbError> {
+        let location = at.into();
+        match &location {
+            Location::File(path) => Ok(Db {
+                conn: Conn::Sqlite(db::open_read_only(path)?),
+                location,
+                account: account.to_string(),
+            }),
+            Location::Postgres(_) => Db::open(location, account),
+        }
     }
 
     /// A handle on a PostgreSQL database (one connection of its pool, held until dropped)
-    /// for `account`. `shown` names the database in messages (never with its password).
-    pub fn open_postgres(db: &Postgres, shown: &str, account: &str) -> Result<Db, DbError> {
+    /// for `account`, for the store's tests (which make their own pools).
+    #[cfg(test)]
+    pub(crate) fn open_postgres(db: &Postgres, account: &str) -> Result<Db, DbError> {
         Ok(Db {
             conn: Conn::Postgres(db.conn()?, db.clone()),
-            path: PathBuf::from(shown),
+            location: Location::File("postgres".into()),
             account: account.to_string(),
         })
     }
@@ -113,10 +128,12 @@ impl Db {
     /// thread of its own: a lease's heartbeat, say).
     pub fn sibling(&self) -> Result<Db, DbError> {
         match &self.conn {
-            Conn::Sqlite(_) => Db::open(&self.path, &self.account),
-            Conn::Postgres(_, pool) => {
-                Db::open_postgres(pool, &self.path.to_string_lossy(), &self.account)
-            }
+            Conn::Sqlite(_) => Db::open(&self.location, &self.account),
+            Conn::Postgres(_, pool) => Ok(Db {
+                conn: Conn::Postgres(pool.conn()?, pool.clone()),
+                location: self.location.clone(),
+                account: self.account.clone(),
+            }),
         }
     }
 
@@ -130,9 +147,9 @@ impl Db {
         })
     }
 
-    /// The database file (for PostgreSQL, how the database is shown).
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the database is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     /// The account every operation on this handle acts for.

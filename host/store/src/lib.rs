@@ -1,7 +1,8 @@
 //! Everything the Scopable host persists, in one place, keyed by account: accounts, their
 //! tokens, sessions and events, Scopable's records, connections and their encrypted keys,
 //! links, decisions, runs and schedules, the audit table, the request budget and connector
-//! key-value data. SQLite, with numbered migrations ([`db`]).
+//! key-value data. SQLite ([`db`]) or PostgreSQL ([`pg`]), each with numbered migrations, behind
+//! one interface ([`Db`], [`Location`]).
 #![deny(missing_docs)]
 
 pub mod accounts;
@@ -13,6 +14,7 @@ pub mod handle;
 #[cfg(test)]
 mod isolation;
 pub mod kv;
+pub mod location;
 pub mod pg;
 pub mod records;
 pub mod review;
@@ -27,3 +29,4 @@ pub mod vault;
 pub mod views;
 
 pub use handle::{DEFAULT_ACCOUNT, Db};
+pub use location::Location;

@@ -3,10 +3,10 @@
 //! [`crate::Db`]).
 
 use crate::db::{self, DbError};
+use crate::location::Location;
 use crate::pg::Postgres;
 use crate::sql::Sql;
 use rusqlite::Connection;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// A connection shared between threads, each use holding its lock, scoped to one account
@@ -28,17 +28,23 @@ pub(crate) enum Kept {
 }
 
 impl Shared {
-    /// Opens (creating and migrating when needed) the database at `path` ([`db::open`]) for
-    /// `account`.
-    pub fn open(path: &Path, account: &str) -> Result<Shared, DbError> {
-        Ok(Shared::from_connection(db::open(path)?, account))
+    /// Opens (creating and migrating when needed) the database at `at` for `account`.
+    pub fn open(at: impl Into<Location>, account: &str) -> Result<Shared, DbError> {
+        match at.into() {
+            Location::File(path) => Ok(Shared::from_connection(db::open(&path)?, account)),
+            Location::Postgres(server) => Ok(Shared::postgres(&server.pool()?, account)),
+        }
     }
 
-    /// Opens the database at `path` for reading only, for `account`. It is never used to
+    /// Opens the database at `at` for reading only, for `account`. It is never used to
     /// write, and SQLite opens the file lazily, so it costs nothing unused.
-    pub fn open_read_only(path: &Path, account: &str) -> Result<Shared, DbError> {
+    pub fn open_read_only(at: impl Into<Location>, account: &str) -> Result<Shared, DbError> {
+        let path = match at.into() {
+            Location::File(path) => path,
+            Location::Postgres(server) => return Ok(Shared::postgres(&server.pool()?, account)),
+        };
         let conn = Connection::open_with_flags(
-            path,
+            &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(DbError::from)?;

@@ -18,7 +18,7 @@ impl TestDb {
     pub fn open(&self, account: &str) -> Db {
         match (&self.dir, &self.postgres) {
             (Some(dir), _) => Db::open(&dir.path().join("test.db"), account).unwrap(),
-            (None, Some(pg)) => Db::open_postgres(pg, "postgres", account).unwrap(),
+            (None, Some(pg)) => Db::open_postgres(pg, account).unwrap(),
             (None, None) => unreachable!("a test database is one or the other"),
         }
     }

@@ -1,6 +1,7 @@
 //! The key vault: API keys are encrypted at rest with XChaCha20-Poly1305 under a master key
 //! kept outside the database, and bound (as associated data) to the account and connector.
 
+use crate::location::Location;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload, rand_core::RngCore};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -39,6 +40,19 @@ pub enum VaultError {
         "the stored key cannot be decrypted with this master key (another {MASTER_KEY_ENV} or key file, or a copied database); reconnect with `connect`"
     )]
     Undecryptable,
+    /// A PostgreSQL database was named, and no master key was given in the environment.
+    #[error(
+        "a PostgreSQL database needs the vault master key in {MASTER_KEY_ENV} (base64 of 32 bytes, the same on every replica); set it (for a new installation: `head -c 32 /dev/urandom | base64`)"
+    )]
+    KeyRequired,
+    /// The master key is not the one the database's keys are sealed with.
+    #[error(
+        "{MASTER_KEY_ENV} is not the master key this database's keys are sealed with (its key-check value does not open with it); give every replica the same {MASTER_KEY_ENV}"
+    )]
+    WrongMasterKey,
+    /// The database failed while checking the master key.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
 }
 
 /// What a stored key is bound to: decrypting it under any other account, connector, region
@@ -76,9 +90,12 @@ pub fn key_file_for(db: &Path) -> PathBuf {
 }
 
 impl Vault {
-    /// Loads the master key from the environment, else from the key file. With `create`, a
-    /// missing key file is created (mode 0600) with a fresh random key.
-    pub fn open(db: &Path, create: bool) -> Result<Option<Vault>, VaultError> {
+    /// Loads the master key from the environment, else (for a SQLite file) from the key
+    /// file. With `create`, a missing key file is created (mode 0600) with a fresh random
+    /// key. A PostgreSQL database has no key file: the environment must hold the key
+    /// ([`VaultError::KeyRequired`]); see [`crate::connections::open_vault`], which also
+    /// checks it against the database.
+    pub fn open(db: &Location, create: bool) -> Result<Option<Vault>, VaultError> {
         if let Some(value) = std::env::var_os(MASTER_KEY_ENV) {
             let key =
                 decode_key(value.to_string_lossy().trim()).ok_or(VaultError::BadMasterKey {
@@ -86,6 +103,9 @@ impl Vault {
                 })?;
             return Ok(Some(Vault::from_key(&key)));
         }
+        let Some(db) = db.file() else {
+            return Err(VaultError::KeyRequired);
+        };
         let path = key_file_for(db);
         let io = |source| VaultError::Io {
             path: path.display().to_string(),
@@ -185,6 +205,28 @@ impl Vault {
         written.map_err(io)
     }
 
+    /// The key-check value: a known text sealed under this key, stored in the database so
+    /// that a replica given another master key finds out before it uses or stores a key.
+    pub fn check_value(&self) -> String {
+        let (nonce, ciphertext) = self.seal(KEY_CHECK_TEXT, KEY_CHECK_BINDING);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        format!("{}:{}", b64.encode(nonce), b64.encode(ciphertext))
+    }
+
+    /// Whether `value` ([`Vault::check_value`]) was made with this key.
+    pub fn opens_check_value(&self, value: &str) -> bool {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let Some((nonce, ciphertext)) = value.split_once(':') else {
+            return false;
+        };
+        match (b64.decode(nonce), b64.decode(ciphertext)) {
+            (Ok(nonce), Ok(ciphertext)) => self
+                .open_secret(&nonce, &ciphertext, KEY_CHECK_BINDING)
+                .is_ok_and(|text| text == KEY_CHECK_TEXT),
+            _ => false,
+        }
+    }
+
     /// Encrypts `secret`; returns (nonce, ciphertext).
     pub fn seal(&self, secret: &str, binding: Binding<'_>) -> (Vec<u8>, Vec<u8>) {
         let mut nonce = [0u8; 24];
@@ -228,6 +270,17 @@ impl Vault {
         String::from_utf8(plain).map_err(|_| VaultError::Undecryptable)
     }
 }
+
+/// What the key-check value seals.
+const KEY_CHECK_TEXT: &str = "scopable vault key check";
+
+/// The key-check value's binding: no account or connector has these names.
+const KEY_CHECK_BINDING: Binding<'static> = Binding {
+    account: "",
+    connector: "vault-key-check",
+    region: "",
+    endpoint: "",
+};
 
 fn associated_data(b: Binding<'_>) -> Vec<u8> {
     format!(

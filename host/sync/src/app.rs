@@ -8,10 +8,11 @@ use scopable_sandbox::sandbox::{
     CallContext, CallError, LoadError, LoadedConnector, Sandbox, wit_types as types,
 };
 use scopable_store::Db;
+use scopable_store::Location;
 use scopable_store::db::DbError;
 use scopable_store::shared::Shared;
 use scopable_store::vault::VaultError;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Exit statuses of the command line (a stable contract).
@@ -109,7 +110,12 @@ pub const DATABASE: &str = "database";
 
 impl From<VaultError> for AppError {
     fn from(e: VaultError) -> AppError {
-        AppError::new(Exit::BadInput, e.to_string())
+        match e {
+            VaultError::Db(e) => e.into(),
+            // The operator's settings: set the variable and start again.
+            VaultError::KeyRequired => AppError::new(Exit::Usage, e.to_string()),
+            e => AppError::new(Exit::BadInput, e.to_string()),
+        }
     }
 }
 
@@ -190,8 +196,8 @@ pub fn load_connector(source: &ConnectorSource) -> Result<Arc<LoadedConnector>, 
 
 /// An open database plus a loaded connector.
 pub struct App {
-    /// The database path.
-    pub db_path: PathBuf,
+    /// Where the database is.
+    pub location: Location,
     /// The database, scoped to the account the app acts for.
     pub db: Db,
     /// A second connection used by the audit sink and the storage capability.
@@ -201,42 +207,42 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the database at `db_path` for `account` and loads the connector.
-    pub fn open(db_path: &Path, account: &str, source: &ConnectorSource) -> Result<App, AppError> {
-        App::with_connector(db_path, account, load_connector(source)?)
+    /// Opens the database at `at` for `account` and loads the connector.
+    pub fn open(at: &Location, account: &str, source: &ConnectorSource) -> Result<App, AppError> {
+        App::with_connector(at, account, load_connector(source)?)
     }
 
-    /// Opens the database at `db_path` for `account` for reading only
+    /// Opens the database at `at` for `account` for reading only
     /// ([`scopable_store::db::open_read_only`]: never created, migrated or written) and loads
     /// the connector, for the commands that only read. Its call contexts cannot record
     /// anything: a read-only app makes no export calls.
     pub fn open_read_only(
-        db_path: &Path,
+        at: &Location,
         account: &str,
         source: &ConnectorSource,
     ) -> Result<App, AppError> {
-        let conn = Db::open_read_only(db_path, account)?;
+        let conn = Db::open_read_only(at, account)?;
         // Never used to write; opened lazily by SQLite, so it costs nothing unused.
-        let capability_conn = Shared::open_read_only(db_path, conn.account())?;
+        let capability_conn = Shared::open_read_only(at, conn.account())?;
         Ok(App {
-            db_path: db_path.to_path_buf(),
+            location: at.clone(),
             db: conn,
             capability_conn,
             connector: load_connector(source)?,
         })
     }
 
-    /// Opens the database at `db_path` for `account` with a connector already loaded (a
+    /// Opens the database at `at` for `account` with a connector already loaded (a
     /// server loads it once and opens an app per request).
     pub fn with_connector(
-        db_path: &Path,
+        at: &Location,
         account: &str,
         connector: Arc<LoadedConnector>,
     ) -> Result<App, AppError> {
-        let conn = Db::open(db_path, account)?;
-        let capability_conn = Shared::open(db_path, conn.account())?;
+        let conn = Db::open(at, account)?;
+        let capability_conn = Shared::open(at, conn.account())?;
         Ok(App {
-            db_path: db_path.to_path_buf(),
+            location: at.clone(),
             db: conn,
             capability_conn,
             connector,
@@ -275,13 +281,16 @@ impl App {
         &self,
         stored: &scopable_store::connections::StoredConnection,
     ) -> Result<String, AppError> {
-        let vault = scopable_store::vault::Vault::open(&self.db_path, false)?.ok_or_else(|| {
+        let vault = scopable_store::connections::open_vault(&self.db, false)?.ok_or_else(|| {
             AppError::new(
                 Exit::BadInput,
                 format!(
                     "the stored key cannot be read: no vault key ({} or {}); reconnect with `connect`",
                     scopable_store::vault::MASTER_KEY_ENV,
-                    scopable_store::vault::key_file_for(&self.db_path).display()
+                    self.location
+                        .file()
+                        .map(|f| scopable_store::vault::key_file_for(f).display().to_string())
+                        .unwrap_or_default()
                 ),
             )
         })?;

@@ -4,7 +4,6 @@
 use crate::app::{self, App, AppError, Exit};
 use scopable_sandbox::policy::BaseUrl;
 use scopable_sandbox::sandbox::wit_types as types;
-use scopable_store::vault::Vault;
 
 /// Tests `key` against `base` (of `region`) with the connector's `test` export, retried as
 /// the manifest allows, on `rt`. A failure is mapped to an exit status and a message that says
@@ -32,7 +31,7 @@ pub fn store_key(
     key: &str,
     actor: &str,
 ) -> Result<(), AppError> {
-    let vault = Vault::open(&app.db_path, true)?
+    let vault = scopable_store::connections::open_vault(&app.db, true)?
         .ok_or_else(|| AppError::new(Exit::BadInput, "cannot create the vault key file"))?;
     let account = scopable_store::connections::account_id(&app.db)?;
     let endpoint = base.to_url();
