@@ -79,5 +79,11 @@ pub fn serve_command(
     rt.block_on(scopable_serve::run(config, |addr| {
         print_line(format_args!("listening on http://{addr}"));
     }))
-    .map_err(|e| AppError::new(Exit::Failure, e.to_string()))
+    .map_err(|e| match e {
+        // The exit class of the database or the vault key that stopped it (a key missing
+        // from the environment is the operator's usage: 2).
+        scopable_serve::ServeError::Database(e) => AppError::from(e),
+        scopable_serve::ServeError::Vault(e) => AppError::from(e),
+        e => AppError::new(Exit::Failure, e.to_string()),
+    })
 }

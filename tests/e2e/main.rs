@@ -18,6 +18,7 @@ mod hostile_host;
 mod manifest_trust;
 mod network;
 mod project;
+mod replicas;
 mod review;
 mod runs;
 mod search;

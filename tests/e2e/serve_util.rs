@@ -76,7 +76,11 @@ impl Server {
     /// Starts the binary with `args` (which must run `serve`) and environment `vars`.
     pub fn start_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_scopable-host"));
-        cmd.arg("--db").arg(env.db()).args(args);
+        // A replica of a PostgreSQL database gives `--db` itself.
+        if !args.contains(&"--db") {
+            cmd.arg("--db").arg(env.db());
+        }
+        cmd.args(args);
         cmd.env_remove("ITGLUE_API_KEY")
             .env_remove("SCOPABLE_VAULT_KEY")
             .env_remove("SCOPABLE_DB")

@@ -131,7 +131,11 @@ impl Env {
     /// Runs with environment variables and optional stdin.
     pub fn run_full(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_scopable-host"));
-        cmd.arg("--db").arg(self.db()).args(args);
+        // A test that names its own database (a PostgreSQL URL) gives `--db` itself.
+        if !args.contains(&"--db") {
+            cmd.arg("--db").arg(self.db());
+        }
+        cmd.args(args);
         cmd.env_remove("ITGLUE_API_KEY")
             .env_remove("SCOPABLE_VAULT_KEY")
             .env_remove("SCOPABLE_DB")
@@ -296,4 +300,33 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A new, empty database on the throwaway PostgreSQL cluster that `scripts/test.sh` starts
+/// (`SCOPABLE_TEST_POSTGRES`): its URL. Left behind; the cluster is removed at the end.
+pub fn fresh_postgres(name: &str) -> String {
+    let server = std::env::var("SCOPABLE_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!("SCOPABLE_TEST_POSTGRES is not set: run ./scripts/test.sh, which starts a throwaway PostgreSQL cluster")
+    });
+    let unique = format!(
+        "{name}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let made = Command::new("psql")
+        .arg(&server)
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+        .arg(format!("CREATE DATABASE {unique}"))
+        .output()
+        .expect("run psql (Debian's postgresql-client)");
+    assert!(
+        made.status.success(),
+        "cannot create a test database: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (base, _) = server.rsplit_once('/').expect("a database part in the URL");
+    format!("{base}/{unique}")
 }

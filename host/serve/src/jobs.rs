@@ -31,6 +31,8 @@ pub fn run_json(r: &RunRow) -> Value {
     run["id"] = json!(r.id);
     run["progress"] = json!({"pages_done": r.pages_done, "pages_total": r.pages_total});
     run["actor"] = json!(r.actor);
+    // More than 1 when another replica took the run over and ran it again.
+    run["attempt"] = json!(r.attempt);
     run
 }
 
@@ -267,36 +269,55 @@ async fn run_claimed(
         fail_queued(state, account, id, crate::error::NOT_AVAILABLE).await?;
         return Ok(true);
     }
-    let outcome = state
+    let opened = state
         .blocking_app(account, move |app| {
-            let rt = scopable_sync::app::runtime()?;
+            let rt = match scopable_sync::app::runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    // Before the claim: end the run, so that the queue moves on.
+                    runs::fail_queued(&app.db, id, &e.message)?;
+                    return Ok(Err(e));
+                }
+            };
             let mut last_written = std::time::Instant::now() - Duration::from_secs(1);
             let path = app.location.clone();
             let account = app.db.account().to_string();
-            let mut progress = move |done: u32, total: Option<u32>| {
+            let mut progress = move |run: runs::Held, done: u32, total: Option<u32>| {
                 // At most a few writes a second, and always the last page.
                 if last_written.elapsed() >= Duration::from_millis(200) || Some(done) == total {
                     last_written = std::time::Instant::now();
                     if let Ok(db) = scopable_store::Db::open(&path, &account) {
-                        let _ = runs::set_progress(&db, id, done, total);
+                        let _ = runs::set_progress(&db, run, done, total);
                     }
                 }
             };
-            scopable_sync::sync::sync_queued(app, &rt, id, kind, &mut progress)
+            Ok(scopable_sync::sync::sync_queued(
+                app,
+                &rt,
+                id,
+                kind,
+                &mut progress,
+            ))
         })
         .await;
+    // A failure to open the database comes before the claim and leaves the run queued: end
+    // it, so that the queue moves on. A failure once claimed is recorded by the run itself
+    // (and a run taken over by another replica meanwhile is that replica's: not ended here).
+    let outcome: Result<Option<_>, String> = match opened {
+        Ok(outcome) => outcome.map_err(|e| e.message),
+        Err(e) => {
+            fail_queued(state, account, id, &e.message).await?;
+            Err(e.message)
+        }
+    };
     let status = match &outcome {
         Ok(Some(_)) => "ok",
         Ok(None) => return Ok(false),
-        Err(e) => {
-            // A failure before the claim (the host could not open the database or start the
-            // runtime) leaves the run queued: end it, so that the queue moves on.
-            fail_queued(state, account, id, &e.message).await?;
-            "failed"
-        }
+        Err(_) => "failed",
     };
     metrics::counter!("scopable_sync_runs_total", "kind" => kind.as_str(), "status" => status)
         .increment(1);
+    tracing::info!(account = %account, run = id, kind = kind.as_str(), status, "sync run finished");
     metrics::histogram!("scopable_sync_run_seconds", "kind" => kind.as_str())
         .record(started.elapsed().as_secs_f64());
     // A scheduled organizations sync is followed by configurations.
@@ -315,8 +336,8 @@ async fn run_claimed(
         )
         .await?;
     }
-    if let Err(e) = outcome {
-        tracing::info!(account = %account, run = id, "sync run failed: {}", e.message);
+    if let Err(message) = outcome {
+        tracing::info!(account = %account, run = id, "sync run failed: {message}");
     }
     Ok(true)
 }
@@ -333,18 +354,28 @@ async fn fail_queued(state: &State, account: &str, id: i64, error: &str) -> Resu
 }
 
 /// Every [`POLL`]: queues organizations for every due schedule of an account with the
-/// feature, marks runs whose process died as failed (so no reader waits on them), and lets the
-/// rate limiters forget idle keys.
+/// feature, takes runs whose process stopped renewing their lease back to the queue (or ends
+/// them failed: [`runs::sweep_interrupted`]), and lets the rate limiters forget idle keys.
 async fn scheduler(state: Arc<State>) {
     loop {
         if state.jobs.draining.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = state
+        match state
             .blocking_db(None, |db| Ok(runs::sweep_interrupted(db)?))
             .await
         {
-            tracing::error!("cannot sweep interrupted runs: {}", e.message);
+            Ok((requeued, _)) if requeued > 0 => {
+                // A replica (this one or another) stopped renewing a run's lease: run it
+                // again from the start.
+                tracing::warn!(
+                    "{requeued} sync run(s) whose process stopped renewing the lease went back to the queue"
+                );
+                metrics::counter!("scopable_sync_runs_taken_over_total").increment(requeued as u64);
+                state.jobs.wake.notify_waiters();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("cannot sweep interrupted runs: {}", e.message),
         }
         state.limits.forget_idle();
         let due = state

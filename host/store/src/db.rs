@@ -37,6 +37,9 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_V5,
     // 6: how each request travelled: a `new` or `reused` connection, and the proxy if any.
     "ALTER TABLE audit ADD COLUMN connection TEXT;",
+    // 7: which claim of a queued run holds it (the fencing token of a run taken over by
+    // another replica after its holder's lease lapsed); 0 for a run started directly.
+    "ALTER TABLE sync_runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;",
 ];
 
 const MIGRATION_V5: &str = r#"

@@ -151,7 +151,7 @@ fn two_accounts_in_one_file_share_nothing() {
     );
     // Nor can it change or end `a`'s: its run is not `b`'s to finish, and a sync of the same
     // kind starts for `b` beside it.
-    runs::finish(&b, run.id, "failed", &runs::RunCounts::default(), None).unwrap();
+    runs::finish(&b, run.held(), "failed", &runs::RunCounts::default(), None).unwrap();
     assert_eq!(
         runs::run(&a, run.id).unwrap().map(|r| r.status),
         Some("running".to_string())

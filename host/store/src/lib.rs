@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod audit;
 pub mod budget;
 pub mod connections;
+pub mod copy;
 pub mod db;
 pub mod handle;
 #[cfg(test)]

@@ -60,9 +60,13 @@ impl Location {
     /// `--db`'s value: a `postgres://` (or `postgresql://`) URL, else a file path.
     pub fn parse(text: impl Into<PathBuf>) -> Result<Location, DbError> {
         let path: PathBuf = text.into();
-        let Some(url) = path.to_str().filter(|t| is_postgres_url(t)) else {
+        let Some(given) = path.to_str().filter(|t| is_postgres_url(t)) else {
             return Ok(Location::File(path));
         };
+        // The driver knows the scheme in lowercase only.
+        let rest = given.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+        let url = format!("postgresql://{rest}");
+        let url = url.as_str();
         // Parsed now, so that a malformed URL is refused before anything runs.
         let config = url.parse::<tokio_postgres::Config>().map_err(|_| {
             DbError::Sql(

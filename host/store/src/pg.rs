@@ -16,7 +16,12 @@ const MIGRATION_LOCK: i64 = 0x5C0_9AB1E;
 
 /// The schema, one migration per entry, each applied once in its own transaction.
 /// `schema_version` holds how many were applied.
-pub const MIGRATIONS: &[&str] = &[PG_SCHEMA_V1];
+pub const MIGRATIONS: &[&str] = &[
+    PG_SCHEMA_V1,
+    // 2 (SQLite's 7): which claim of a queued run holds it, the fencing token of a run taken
+    // over after its holder's lease lapsed.
+    "ALTER TABLE sync_runs ADD COLUMN attempt BIGINT NOT NULL DEFAULT 0;",
+];
 
 /// The schema as it stands at SQLite's version 6: every integer is `BIGINT` (flags included),
 /// bytes are `BYTEA`, generated ids are identities, and text compares and sorts by code point

@@ -42,7 +42,36 @@ pub struct Run {
     pub id: i64,
     /// When it started.
     pub started_at: String,
+    /// Which claim of a queued run this is (1 for the first worker to claim it, 2 for the
+    /// one that took it over after the first's lease lapsed, ...); 0 for a run started
+    /// directly ([`start`]).
+    pub attempt: i64,
 }
+
+impl Run {
+    /// The run as its holder names it when it renews, applies or ends it.
+    pub fn held(&self) -> Held {
+        Held {
+            id: self.id,
+            attempt: self.attempt,
+        }
+    }
+}
+
+/// A run as held by one process: its id, and which claim of it this is, the fencing token.
+/// A process whose lease lapsed while another took the run over holds an older attempt: its
+/// renewals, its apply and its end change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The run's row id.
+    pub id: i64,
+    /// The claim ([`Run::attempt`]).
+    pub attempt: i64,
+}
+
+/// How many times a queued run is claimed before a lapse ends it failed: a run whose every
+/// claim dies (a sync that crashes its process) does not go round the replicas for ever.
+pub const MAX_ATTEMPTS: i64 = 3;
 
 /// A run of the same connector and kind still holding its lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,35 +109,69 @@ pub enum Queued {
 const INTERRUPTED: &str =
     "interrupted before it finished (its process stopped renewing its lease); nothing was applied";
 
+/// How the message of a run interrupted on each of its claims starts.
+const INTERRUPTED_PREFIX: &str = "interrupted";
+
 /// The lock (PostgreSQL's; SQLite's write lock stands for it) that starting, queueing and
 /// claiming a run of `account`'s `connector` and `kind` hold while they check and write.
 fn run_lock(account: &str, connector: &str, kind: &str) -> String {
     format!("run/{account}/{connector}/{kind}")
 }
 
-/// Marks the `running` runs of `account`'s `connector` whose lease has passed as failed
-/// (their process died).
+/// Deals with the `running` runs of `account`'s `connector` whose lease has passed (their
+/// process died, or stopped renewing): see [`rescue_lapsed`].
 fn mark_interrupted(tx: &dyn Sql, account: &str, connector: &str, now: i64) -> Result<(), DbError> {
-    tx.execute(
-        "UPDATE sync_runs SET status = 'failed', error = ?4,
-                finished_at = coalesce(finished_at, started_at), lease_until = NULL
-         WHERE account = ?1 AND connector = ?2 AND status = 'running'
-           AND (lease_until IS NULL OR lease_until < ?3)",
-        &values![account, connector, now, INTERRUPTED],
-    )?;
+    rescue_lapsed(tx, Some((account, connector)), now)?;
     Ok(())
 }
 
-/// Marks every `running` run of every account whose lease has lapsed (its process died) as
-/// failed, interrupted, so that no reader waits on it. An operator-level sweep: `db`'s account
-/// does not limit it. Returns how many were marked.
-pub fn sweep_interrupted(db: &Db) -> Result<usize, DbError> {
-    Ok(db.sql().execute(
-        "UPDATE sync_runs SET status = 'failed', error = ?2,
-                finished_at = coalesce(finished_at, started_at), lease_until = NULL
-         WHERE status = 'running' AND (lease_until IS NULL OR lease_until < ?1)",
-        &values![now_ms(), INTERRUPTED],
-    )? as usize)
+/// The `running` runs (of `scope`'s account and connector, or of every account) whose lease
+/// passed before `now`. A queued run a worker claimed goes back to the queue, to be run again
+/// from the start by whichever replica claims it next (its old holder applies nothing: its
+/// attempt is no longer the run's), unless it was claimed [`MAX_ATTEMPTS`] times; that one,
+/// and a run started directly (the command line's, whose process is gone), end failed,
+/// interrupted. Returns (taken back to the queue, ended).
+fn rescue_lapsed(
+    sql: &dyn Sql,
+    scope: Option<(&str, &str)>,
+    now: i64,
+) -> Result<(usize, usize), DbError> {
+    let (account, connector) = scope.unzip();
+    let lapsed = "status = 'running' AND (lease_until IS NULL OR lease_until < ?1)
+                  AND (CAST(?2 AS TEXT) IS NULL
+                       OR (account = CAST(?2 AS TEXT) AND connector = CAST(?3 AS TEXT)))";
+    let requeued = sql.execute(
+        &format!(
+            "UPDATE sync_runs SET status = 'queued', lease_until = NULL, pages_done = 0,
+                    pages_total = NULL
+             WHERE {lapsed} AND attempt BETWEEN 1 AND ?4"
+        ),
+        &values![now, account, connector, MAX_ATTEMPTS - 1],
+    )?;
+    let ended = sql.execute(
+        &format!(
+            "UPDATE sync_runs SET status = 'failed',
+                    error = CASE WHEN attempt = 0 THEN ?4 ELSE ?5 END,
+                    finished_at = coalesce(finished_at, started_at), lease_until = NULL
+             WHERE {lapsed}"
+        ),
+        &values![
+            now,
+            account,
+            connector,
+            INTERRUPTED,
+            format!("{INTERRUPTED_PREFIX} {MAX_ATTEMPTS} times (each process running it stopped renewing its lease); nothing was applied")
+        ],
+    )?;
+    Ok((requeued as usize, ended as usize))
+}
+
+/// Takes every `running` run of every account whose lease has lapsed back to the queue, or
+/// ends it failed ([`rescue_lapsed`]), so that another replica runs it and no reader waits
+/// on a dead one. An operator-level sweep: `db`'s account does not limit it. Returns (taken
+/// back to the queue, ended).
+pub fn sweep_interrupted(db: &Db) -> Result<(usize, usize), DbError> {
+    rescue_lapsed(db.sql(), None, now_ms())
 }
 
 /// Ends the handle's account's queued run `id` as failed with `error`, when it could not be
@@ -197,7 +260,11 @@ pub fn start(
         )?
         .int(0)?;
     tx.commit()?;
-    Ok(Start::Started(Run { id, started_at }))
+    Ok(Start::Started(Run {
+        id,
+        started_at,
+        attempt: 0,
+    }))
 }
 
 /// Queues a run of the handle's account for a worker to [`claim`], asked for by `actor`,
@@ -274,30 +341,37 @@ pub fn claim(db: &mut Db, id: i64, lease: Duration) -> Result<Start, DbError> {
         return Ok(Start::Running(live));
     }
     let started_at = db::now();
-    let claimed = tx.execute(
-        "UPDATE sync_runs SET status = 'running', started_at = ?3, lease_until = ?4
-         WHERE account = ?1 AND id = ?2 AND status = 'queued'",
+    let claimed = tx.query_opt(
+        "UPDATE sync_runs SET status = 'running', started_at = ?3, lease_until = ?4,
+                attempt = attempt + 1
+         WHERE account = ?1 AND id = ?2 AND status = 'queued'
+         RETURNING attempt",
         &values![&account, id, &started_at, lease_end(now, lease)],
     )?;
-    if claimed == 0 {
+    let Some(claimed) = claimed else {
         return Err(DbError::NotQueued { id });
-    }
+    };
+    let attempt = claimed.int(0)?;
     tx.commit()?;
-    Ok(Start::Started(Run { id, started_at }))
+    Ok(Start::Started(Run {
+        id,
+        started_at,
+        attempt,
+    }))
 }
 
 /// Records how far the handle's account's running run `id` got: pages fetched, of how many
 /// when known.
 pub fn set_progress(
     db: &Db,
-    id: i64,
+    run: Held,
     pages_done: u32,
     pages_total: Option<u32>,
 ) -> Result<(), DbError> {
     db.sql().execute(
         "UPDATE sync_runs SET pages_done = ?3, pages_total = ?4
-         WHERE account = ?1 AND id = ?2 AND status = 'running'",
-        &values![db.account(), id, pages_done, pages_total],
+         WHERE account = ?1 AND id = ?2 AND attempt = ?5 AND status = 'running'",
+        &values![db.account(), run.id, pages_done, pages_total, run.attempt],
     )?;
     Ok(())
 }
@@ -326,9 +400,9 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Starts renewing the lease of run `run_id` of `db`'s account, `lease` at a time, on a
-    /// handle of its own ([`Db::sibling`]).
-    pub fn start(db: &Db, run_id: i64, lease: Duration) -> Heartbeat {
+    /// Starts renewing the lease of `run` of `db`'s account, `lease` at a time, on a handle
+    /// of its own ([`Db::sibling`]).
+    pub fn start(db: &Db, run: Held, lease: Duration) -> Heartbeat {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let own = db
             .sibling()
@@ -337,7 +411,7 @@ impl Heartbeat {
         let thread = own.and_then(|own| {
             std::thread::Builder::new()
                 .name("sync-lease".into())
-                .spawn(move || renew_until_stopped(&own, run_id, lease, &stopped))
+                .spawn(move || renew_until_stopped(&own, run, lease, &stopped))
                 .map_err(|e| tracing::error!("cannot start the sync's lease renewal: {e}"))
                 .ok()
         });
@@ -352,7 +426,7 @@ impl Heartbeat {
 /// sender is dropped) or the run is no longer `running`.
 fn renew_until_stopped(
     db: &Db,
-    run_id: i64,
+    run: Held,
     lease: Duration,
     stopped: &std::sync::mpsc::Receiver<()>,
 ) {
@@ -360,8 +434,13 @@ fn renew_until_stopped(
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
         let renewed = db.sql().execute(
             "UPDATE sync_runs SET lease_until = ?3
-             WHERE account = ?1 AND id = ?2 AND status = 'running'",
-            &values![db.account(), run_id, lease_end(now_ms(), lease)],
+             WHERE account = ?1 AND id = ?2 AND attempt = ?4 AND status = 'running'",
+            &values![
+                db.account(),
+                run.id,
+                lease_end(now_ms(), lease),
+                run.attempt
+            ],
         );
         match renewed {
             Ok(0) => return,
@@ -389,12 +468,12 @@ impl Drop for Heartbeat {
 /// never recorded as ended by its old holder, whatever runs at the same time.
 pub fn finish(
     db: &Db,
-    run_id: i64,
+    run: Held,
     status: &str,
     c: &RunCounts,
     error: Option<String>,
 ) -> Result<(), DbError> {
-    record_end(db.sql(), db.account(), run_id, status, c, error)?;
+    record_end(db.sql(), db.account(), run, status, c, error)?;
     Ok(())
 }
 
@@ -404,16 +483,17 @@ pub fn finish(
 pub(crate) fn finish_on(
     tx: &dyn Sql,
     account: &str,
-    run_id: i64,
+    run: Held,
     status: &str,
     c: &RunCounts,
     error: Option<String>,
 ) -> Result<(), DbError> {
-    if record_end(tx, account, run_id, status, c, error)? {
+    if record_end(tx, account, run, status, c, error)? {
         Ok(())
     } else {
         Err(DbError::Sql(format!(
-            "sync run {run_id} no longer holds its lease (another process marked it interrupted); its end was not recorded"
+            "sync run {} no longer holds its lease (another process took it over or marked it interrupted); its end was not recorded",
+            run.id
         )))
     }
 }
@@ -422,7 +502,7 @@ pub(crate) fn finish_on(
 fn record_end(
     sql: &dyn Sql,
     account: &str,
-    run_id: i64,
+    run: Held,
     status: &str,
     c: &RunCounts,
     error: Option<String>,
@@ -431,10 +511,10 @@ fn record_end(
         "UPDATE sync_runs SET finished_at = ?3, status = ?4, fetched = ?5, linked = ?6,
                 skipped = ?7, errored = ?8, new_links = ?9, removed_links = ?10, requests = ?11,
                 error = ?12, lease_until = NULL
-         WHERE account = ?1 AND id = ?2 AND status = 'running'",
+         WHERE account = ?1 AND id = ?2 AND attempt = ?13 AND status = 'running'",
         &values![
             account,
-            run_id,
+            run.id,
             db::now(),
             status,
             c.fetched as i64,
@@ -444,7 +524,8 @@ fn record_end(
             c.new_links as i64,
             c.removed_links as i64,
             c.requests as i64,
-            error
+            error,
+            run.attempt
         ],
     )?;
     Ok(changed > 0)
@@ -502,6 +583,9 @@ pub struct RunRow {
     pub pages_done: i64,
     /// Pages to fetch in all, once known.
     pub pages_total: Option<i64>,
+    /// How many times a worker claimed it ([`Run::attempt`]): more than 1 when another
+    /// replica took it over.
+    pub attempt: i64,
 }
 
 impl RunRow {
@@ -515,7 +599,7 @@ impl RunRow {
 /// The columns [`run_row`] reads, in its order.
 const RUN_COLUMNS: &str = "id, kind, fetched, linked, skipped, errored, new_links, removed_links,
     requests, dry_run, started_at, finished_at, status, error, lease_until, actor, pages_done,
-    pages_total";
+    pages_total, attempt";
 
 fn run_row(r: &Row) -> Result<RunRow, DbError> {
     Ok(RunRow {
@@ -537,6 +621,7 @@ fn run_row(r: &Row) -> Result<RunRow, DbError> {
         actor: r.opt_text(15)?,
         pages_done: r.int(16)?,
         pages_total: r.opt_int(17)?,
+        attempt: r.int(18)?,
     })
 }
 
@@ -748,6 +833,12 @@ mod tests {
     use super::*;
     use crate::testing::databases;
     use std::collections::{BTreeMap, BTreeSet};
+
+    /// Run `id` as its current holder names it.
+    fn held(db: &Db, id: i64) -> Held {
+        let attempt = run(db, id).unwrap().unwrap().attempt;
+        Held { id, attempt }
+    }
     use std::sync::{Barrier, Mutex};
 
     const LEASE: Duration = Duration::from_secs(60);
@@ -860,7 +951,7 @@ mod tests {
                 "{}",
                 t.name
             );
-            finish(&db, id, "ok", &RunCounts::default(), None).unwrap();
+            finish(&db, held(&db, id), "ok", &RunCounts::default(), None).unwrap();
             assert!(
                 matches!(
                     queue(&mut db, "itglue", "organization", false, "token:t2").unwrap(),
@@ -929,7 +1020,7 @@ mod tests {
                 ..RunCounts::default()
             };
             // The old holder's end is not recorded...
-            finish(&old, run.id, "ok", &counts, None).unwrap();
+            finish(&old, run.held(), "ok", &counts, None).unwrap();
             let row = super::run(&old, run.id).unwrap().unwrap();
             assert_eq!(
                 (row.status.as_str(), row.fetched),
@@ -940,7 +1031,7 @@ mod tests {
             assert!(row.error.unwrap().contains("interrupted"), "{}", t.name);
             // ...and inside a transaction it is an error, so the transaction is not committed.
             let tx = old.begin().unwrap();
-            let fenced = finish_on(&tx, "a", run.id, "ok", &counts, None);
+            let fenced = finish_on(&tx, "a", run.held(), "ok", &counts, None);
             assert!(
                 fenced.is_err_and(|e| e.to_string().contains("no longer holds its lease")),
                 "{}",
@@ -949,7 +1040,7 @@ mod tests {
             drop(tx);
             // The run holding the lease finishes, inside a transaction as an apply does.
             let tx = new.begin().unwrap();
-            finish_on(&tx, "a", taken.id, "ok", &counts, None).unwrap();
+            finish_on(&tx, "a", taken.held(), "ok", &counts, None).unwrap();
             tx.commit().unwrap();
             let row = super::run(&new, taken.id).unwrap().unwrap();
             assert_eq!(
@@ -967,9 +1058,116 @@ mod tests {
             assert!(row.finished_at.is_some(), "{}", t.name);
             // Another account's handle records nothing on it.
             let b = t.open("b");
-            finish(&b, taken.id, "failed", &RunCounts::default(), None).unwrap();
+            finish(&b, taken.held(), "failed", &RunCounts::default(), None).unwrap();
             assert_eq!(super::run(&new, taken.id).unwrap().unwrap().status, "ok");
             assert!(finished_at(&b, taken.id).is_err(), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn a_lapsed_claim_goes_back_to_the_queue_and_its_old_holder_changes_nothing() {
+        for t in databases("runs_rescue") {
+            let mut first = t.open("a");
+            let mut second = t.open("a");
+            let Queued::Queued(id) =
+                queue(&mut first, "itglue", "organization", false, "token:t").unwrap()
+            else {
+                panic!("{}: queued", t.name)
+            };
+            let lapse = |db: &Db| {
+                db.sql()
+                    .execute(
+                        "UPDATE sync_runs SET lease_until = 1 WHERE id = ?1",
+                        &values![id],
+                    )
+                    .unwrap();
+            };
+            let Start::Started(old) = claim(&mut first, id, LEASE).unwrap() else {
+                panic!("{}: claimed", t.name)
+            };
+            assert_eq!(old.attempt, 1, "{}", t.name);
+            set_progress(&first, old.held(), 3, Some(9)).unwrap();
+            // The first holder's process stalls past its lease; a sweep takes the run back.
+            lapse(&first);
+            assert_eq!(sweep_interrupted(&second).unwrap(), (1, 0), "{}", t.name);
+            let row = run(&second, id).unwrap().unwrap();
+            assert_eq!(
+                (row.status.as_str(), row.pages_done, row.lease_until),
+                ("queued", 0, None),
+                "{}",
+                t.name
+            );
+            // Queueing the kind again finds it: one run, not two.
+            assert_eq!(
+                queue(&mut second, "itglue", "organization", false, "token:t").unwrap(),
+                Queued::Busy(id),
+                "{}",
+                t.name
+            );
+            let Start::Started(new) = claim(&mut second, id, LEASE).unwrap() else {
+                panic!("{}: claimed again", t.name)
+            };
+            assert_eq!((new.id, new.attempt), (id, 2), "{}", t.name);
+            // The old holder wakes up: its progress, its end and its apply's fencing check
+            // change nothing.
+            set_progress(&first, old.held(), 8, Some(9)).unwrap();
+            finish(&first, old.held(), "failed", &RunCounts::default(), None).unwrap();
+            {
+                let tx = first.begin().unwrap();
+                assert!(
+                    finish_on(&tx, "a", old.held(), "ok", &RunCounts::default(), None).is_err(),
+                    "{}",
+                    t.name
+                );
+            }
+            let row = run(&second, id).unwrap().unwrap();
+            assert_eq!(
+                (row.status.as_str(), row.pages_done, row.attempt),
+                ("running", 0, 2),
+                "{}",
+                t.name
+            );
+            finish(&second, new.held(), "ok", &RunCounts::default(), None).unwrap();
+            assert_eq!(run(&first, id).unwrap().unwrap().status, "ok", "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn a_run_whose_every_claim_lapses_ends_failed() {
+        for t in databases("runs_rescue_limit") {
+            let mut db = t.open("a");
+            let Queued::Queued(id) =
+                queue(&mut db, "itglue", "configuration", false, "schedule").unwrap()
+            else {
+                panic!("{}: queued", t.name)
+            };
+            for attempt in 1..=MAX_ATTEMPTS {
+                let Start::Started(run) = claim(&mut db, id, LEASE).unwrap() else {
+                    panic!("{}: claim {attempt}", t.name)
+                };
+                assert_eq!(run.attempt, attempt, "{}", t.name);
+                db.sql()
+                    .execute(
+                        "UPDATE sync_runs SET lease_until = 1 WHERE id = ?1",
+                        &values![id],
+                    )
+                    .unwrap();
+                let swept = sweep_interrupted(&db).unwrap();
+                let expected = if attempt < MAX_ATTEMPTS {
+                    (1, 0)
+                } else {
+                    (0, 1)
+                };
+                assert_eq!(swept, expected, "{}: claim {attempt}", t.name);
+            }
+            let row = run(&db, id).unwrap().unwrap();
+            assert_eq!(row.status, "failed", "{}", t.name);
+            assert!(
+                row.error.as_deref().is_some_and(|e| e.contains("3 times")),
+                "{}: {:?}",
+                t.name,
+                row.error
+            );
         }
     }
 
@@ -1006,7 +1204,7 @@ mod tests {
             };
             assert_eq!(live.id, cli.id, "{}", t.name);
             assert_eq!(super::run(&db, id).unwrap().unwrap().status, "queued");
-            finish(&db, cli.id, "ok", &RunCounts::default(), None).unwrap();
+            finish(&db, cli.held(), "ok", &RunCounts::default(), None).unwrap();
             let Start::Started(run) = claim(&mut db, id, LEASE).unwrap() else {
                 panic!("{}: not claimed", t.name);
             };
@@ -1026,7 +1224,7 @@ mod tests {
                 t.name
             );
             // Its progress is recorded while it runs.
-            set_progress(&db, id, 2, Some(5)).unwrap();
+            set_progress(&db, held(&db, id), 2, Some(5)).unwrap();
             let row = super::run(&db, id).unwrap().unwrap();
             assert_eq!(
                 (row.pages_done, row.pages_total),
@@ -1034,7 +1232,7 @@ mod tests {
                 "{}",
                 t.name
             );
-            set_progress(&other, id, 4, None).unwrap();
+            set_progress(&other, held(&db, id), 4, None).unwrap();
             assert_eq!(
                 super::run(&db, id).unwrap().unwrap().pages_done,
                 2,
@@ -1096,18 +1294,18 @@ mod tests {
                 Start::Running(live) => panic!("{}: running: {}", t.name, live.id),
             };
             let ok = started(&mut db, "organization", false);
-            finish(&db, ok, "ok", &RunCounts::default(), None).unwrap();
+            finish(&db, held(&db, ok), "ok", &RunCounts::default(), None).unwrap();
             let failed = started(&mut db, "organization", false);
             finish(
                 &db,
-                failed,
+                held(&db, failed),
                 "failed",
                 &RunCounts::default(),
                 Some("no".into()),
             )
             .unwrap();
             let dry = started(&mut db, "organization", true);
-            finish(&db, dry, "ok", &RunCounts::default(), None).unwrap();
+            finish(&db, held(&db, dry), "ok", &RunCounts::default(), None).unwrap();
             let config = started(&mut db, "configuration", false);
             let last = last_run(&db, "itglue", "organization").unwrap().unwrap();
             assert_eq!(
@@ -1147,7 +1345,7 @@ mod tests {
             };
             let lease_until = |db: &Db| super::run(db, run.id).unwrap().unwrap().lease_until;
             let first = lease_until(&db).unwrap();
-            let heartbeat = Heartbeat::start(&db, run.id, lease);
+            let heartbeat = Heartbeat::start(&db, run.held(), lease);
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
             while lease_until(&db).is_some_and(|until| until <= first) {
                 assert!(
@@ -1157,7 +1355,7 @@ mod tests {
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
-            finish(&db, run.id, "ok", &RunCounts::default(), None).unwrap();
+            finish(&db, run.held(), "ok", &RunCounts::default(), None).unwrap();
             // Beats after the end renew nothing.
             std::thread::sleep(lease);
             drop(heartbeat);
@@ -1246,9 +1444,9 @@ mod tests {
                 panic!("{}: started", t.name)
             };
             std::thread::sleep(Duration::from_millis(5));
-            assert_eq!(sweep_interrupted(&b).unwrap(), 1, "{}", t.name);
+            assert_eq!(sweep_interrupted(&b).unwrap(), (0, 1), "{}", t.name);
             assert_eq!(super::run(&a, live.id).unwrap().unwrap().status, "failed");
-            assert_eq!(sweep_interrupted(&b).unwrap(), 0, "{}", t.name);
+            assert_eq!(sweep_interrupted(&b).unwrap(), (0, 0), "{}", t.name);
         }
     }
 
@@ -1372,7 +1570,7 @@ mod tests {
                                     claimed.lock().unwrap().push(run.id);
                                     failures.keep(finish(
                                         &db,
-                                        run.id,
+                                        run.held(),
                                         "ok",
                                         &RunCounts::default(),
                                         None,
@@ -1462,12 +1660,13 @@ mod tests {
                 let (barrier, recorded, failures) = (&barrier, &recorded, &failures);
                 let (seen_interrupted, taken) = (&seen_interrupted, &taken);
                 let holder = &mut holder;
+                let held = run.held();
                 s.spawn(move || {
                     barrier.wait();
                     let Some(tx) = failures.keep(holder.begin()) else {
                         return;
                     };
-                    let ended = finish_on(&tx, "a", run.id, "ok", &RunCounts::default(), None);
+                    let ended = finish_on(&tx, "a", held, "ok", &RunCounts::default(), None);
                     let ended = ended.is_ok() && failures.keep(tx.commit()).is_some();
                     *recorded.lock().unwrap() = Some(ended);
                 });
@@ -1507,7 +1706,14 @@ mod tests {
             // The takers never overlapped: one took the kind, the others found it running.
             let taken = taken.into_inner().unwrap();
             assert_eq!(taken.len(), 1, "round {round}");
-            finish(&holder, taken[0], "ok", &RunCounts::default(), None).unwrap();
+            finish(
+                &holder,
+                held(&holder, taken[0]),
+                "ok",
+                &RunCounts::default(),
+                None,
+            )
+            .unwrap();
             assert!(busy_per_kind(&holder).unwrap().is_empty(), "round {round}");
         }
     }

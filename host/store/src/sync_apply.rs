@@ -4,7 +4,7 @@
 
 use crate::db::{self, DbError};
 use crate::handle::{Db, Tx};
-use crate::runs::{self, RunCounts};
+use crate::runs::{self, Held, RunCounts};
 use crate::sql::Sql;
 use crate::values;
 use serde_json::json;
@@ -202,8 +202,8 @@ pub enum LinkChange<'a> {
 /// The rows a planned sync writes.
 #[derive(Debug, Clone)]
 pub struct PlannedSync<'a> {
-    /// The run applying it (it must still hold its lease).
-    pub run_id: i64,
+    /// The run applying it (it must still hold its lease, as this attempt).
+    pub run: Held,
     /// [`basis`] when the sync started.
     pub basis: &'a str,
     /// Links removed and added, in this order.
@@ -240,13 +240,13 @@ pub fn apply(
     kind: &str,
     plan: &PlannedSync<'_>,
 ) -> Result<Applied, DbError> {
-    let run_id = plan.run_id;
+    let run = plan.run;
     let account = db.account().to_string();
     let account = account.as_str();
     let tx = db.begin()?;
     lock_connector(&tx, account, connector)?;
     // Only the holder of the lease writes: a run whose lease lapsed may have been taken over.
-    if !hold_lease(&tx, account, run_id)? {
+    if !hold_lease(&tx, account, run)? {
         return Ok(Applied::LeaseLost);
     }
     if basis_on(&tx, account, connector)? != plan.basis {
@@ -357,7 +357,7 @@ pub fn apply(
             ],
         )?;
     }
-    runs::finish_on(&tx, account, run_id, "ok", &plan.counts, None)?;
+    runs::finish_on(&tx, account, run, "ok", &plan.counts, None)?;
     tx.commit()?;
     Ok(Applied::Done)
 }
@@ -375,15 +375,16 @@ fn lock_connector(tx: &Tx<'_>, account: &str, connector: &str) -> Result<(), DbE
     tx.lock(&basis_lock(account, connector))
 }
 
-/// Whether `account`'s run `run_id` is `running` with a lease that has not passed: the fencing
-/// token of an apply. Checked by writing the row (unchanged), so that on PostgreSQL the row
+/// Whether `account`'s `run` is `running`, as this attempt, with a lease that has not passed:
+/// the fencing token of an apply. Checked by writing the row (unchanged), so that on PostgreSQL the row
 /// stays locked until the transaction ends: a replica that finds the lease lapsed and marks
 /// the run interrupted waits, then finds it finished, and cannot mark it in between.
-fn hold_lease(tx: &dyn Sql, account: &str, run_id: i64) -> Result<bool, DbError> {
+fn hold_lease(tx: &dyn Sql, account: &str, run: Held) -> Result<bool, DbError> {
     let held = tx.execute(
         "UPDATE sync_runs SET lease_until = lease_until
-         WHERE account = ?1 AND id = ?2 AND status = 'running' AND lease_until >= ?3",
-        &values![account, run_id, db::now_ms()],
+         WHERE account = ?1 AND id = ?2 AND attempt = ?4 AND status = 'running'
+           AND lease_until >= ?3",
+        &values![account, run.id, db::now_ms(), run.attempt],
     )?;
     Ok(held > 0)
 }
@@ -705,7 +706,10 @@ mod tests {
                 "[]".into(),
             )];
             let plan = PlannedSync {
-                run_id: run,
+                run: Held {
+                    id: run,
+                    attempt: 0,
+                },
                 basis: &started,
                 changes: vec![
                     LinkChange::Remove { source_id: "1" },
@@ -820,11 +824,23 @@ mod tests {
             let interrupted = insert_run(&db, ORG, "failed", None);
             let queued = insert_run(&db, ORG, "queued", None);
             let elsewhere = insert_run(&other, ORG, "running", Some(now + 60_000));
+            // A live run another replica took over (its second claim): this one's holder
+            // (the first claim) lost it.
+            let superseded = live_run(&db);
+            db.sql()
+                .execute(
+                    "UPDATE sync_runs SET attempt = 2 WHERE id = ?1",
+                    &values![superseded],
+                )
+                .unwrap();
             let started = basis(&db, C).unwrap();
             let evidence = vec!["name".to_string()];
             let seen = BTreeMap::from([("2".to_string(), named("Two"))]);
             let plan = |run_id| PlannedSync {
-                run_id,
+                run: Held {
+                    id: run_id,
+                    attempt: 0,
+                },
                 basis: &started,
                 changes: vec![LinkChange::Add {
                     source_id: "2",
@@ -836,6 +852,20 @@ mod tests {
                 seen: &seen,
                 counts: counts(1),
             };
+            let mut stale = plan(superseded);
+            stale.run.attempt = 1;
+            assert_eq!(
+                apply(&mut db, C, ORG, &stale).unwrap(),
+                Applied::LeaseLost,
+                "{}: an earlier claim",
+                t.name
+            );
+            db.sql()
+                .execute(
+                    "UPDATE sync_runs SET status = 'failed' WHERE id = ?1",
+                    &values![superseded],
+                )
+                .unwrap();
             for run in [lapsed, no_lease, interrupted, queued, elsewhere, 999_999] {
                 assert_eq!(
                     apply(&mut db, C, ORG, &plan(run)).unwrap(),
@@ -879,7 +909,10 @@ mod tests {
             let evidence = vec!["name".to_string()];
             let seen = BTreeMap::new();
             let plan = PlannedSync {
-                run_id: run,
+                run: Held {
+                    id: run,
+                    attempt: 0,
+                },
                 basis: &started,
                 changes: vec![LinkChange::Add {
                     source_id: "2",
@@ -922,7 +955,10 @@ mod tests {
             let evidence = vec!["name".to_string()];
             let seen = BTreeMap::new();
             let plan = PlannedSync {
-                run_id: run,
+                run: Held {
+                    id: run,
+                    attempt: 0,
+                },
                 basis: &started,
                 changes: vec![LinkChange::Add {
                     source_id: "2",
@@ -969,7 +1005,10 @@ mod tests {
             let run = live_run(&db);
             let seen = BTreeMap::from([("2".to_string(), named("Two"))]);
             let plan = PlannedSync {
-                run_id: run,
+                run: Held {
+                    id: run,
+                    attempt: 0,
+                },
                 basis: &started,
                 changes: vec![LinkChange::Remove { source_id: "1" }],
                 kept: &[],
@@ -1022,7 +1061,10 @@ mod tests {
             let sources: Vec<String> = (0..4).map(|i| format!("{}", 10 + i)).collect();
             let targets: Vec<String> = (0..4).map(|i| format!("c{}", 10 + i)).collect();
             let plan = |run_id, i: usize| PlannedSync {
-                run_id,
+                run: Held {
+                    id: run_id,
+                    attempt: 0,
+                },
                 basis: &started,
                 changes: vec![LinkChange::Add {
                     source_id: &sources[i],

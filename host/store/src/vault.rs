@@ -95,7 +95,7 @@ impl Vault {
     /// key. A PostgreSQL database has no key file: the environment must hold the key
     /// ([`VaultError::KeyRequired`]); see [`crate::connections::open_vault`], which also
     /// checks it against the database.
-    pub fn open(db: &Location, create: bool) -> Result<Option<Vault>, VaultError> {
+    pub fn open(db: impl Into<Location>, create: bool) -> Result<Option<Vault>, VaultError> {
         if let Some(value) = std::env::var_os(MASTER_KEY_ENV) {
             let key =
                 decode_key(value.to_string_lossy().trim()).ok_or(VaultError::BadMasterKey {
@@ -103,10 +103,10 @@ impl Vault {
                 })?;
             return Ok(Some(Vault::from_key(&key)));
         }
-        let Some(db) = db.file() else {
+        let Location::File(db) = db.into() else {
             return Err(VaultError::KeyRequired);
         };
-        let path = key_file_for(db);
+        let path = key_file_for(&db);
         let io = |source| VaultError::Io {
             path: path.display().to_string(),
             source,

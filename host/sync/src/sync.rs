@@ -512,10 +512,10 @@ fn apply(
     connector: &str,
     kind: &str,
     plan: &Plan,
-    run_id: i64,
+    run: runs::Held,
 ) -> Result<(), AppError> {
     let planned = sync_apply::PlannedSync {
-        run_id,
+        run,
         basis: &plan.basis,
         changes: plan
             .changes
@@ -553,7 +553,7 @@ fn apply(
 }
 
 /// How long a run's lease lasts unless its process renews it, by default.
-const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+const DEFAULT_LEASE: Duration = Duration::from_secs(20);
 
 /// The environment variable that sets the lease, in seconds (1 to 3600): short leases let a
 /// test see a killed run expire.
@@ -606,14 +606,14 @@ fn start_run(
 /// marked it interrupted after its lease lapsed).
 fn finish_run(
     db: &Db,
-    run_id: i64,
+    run: runs::Held,
     status: &str,
     c: &SyncCounts,
     error: Option<&str>,
 ) -> Result<(), AppError> {
     runs::finish(
         db,
-        run_id,
+        run,
         status,
         c,
         error.map(|e| scopable_sandbox::audit::bounded(e.to_string())),
@@ -763,17 +763,30 @@ pub fn sync_queued(
     rt: &tokio::runtime::Runtime,
     run_id: i64,
     kind: RecordKind,
-    progress: &mut dyn FnMut(u32, Option<u32>),
+    progress: &mut dyn FnMut(runs::Held, u32, Option<u32>),
 ) -> Result<Option<Synced>, AppError> {
-    let lease = lease_length()?;
-    // Read before the claim: once claimed, nothing may fail before the heartbeat runs.
-    let dry_run = runs::run(&app.db, run_id)?.is_some_and(|r| r.dry_run);
+    // Read before the claim: once claimed, nothing may fail before the heartbeat runs. A
+    // failure here ends the run, which would otherwise wait in the queue for ever.
+    let before = lease_length().and_then(|lease| {
+        let dry_run = runs::run(&app.db, run_id)?.is_some_and(|r| r.dry_run);
+        Ok((lease, dry_run))
+    });
+    let (lease, dry_run) = match before {
+        Ok(read) => read,
+        Err(e) => {
+            runs::fail_queued(&app.db, run_id, &e.message)?;
+            return Err(e);
+        }
+    };
     let run = match runs::claim(&mut app.db, run_id, lease) {
         Ok(runs::Start::Started(run)) => run,
         Ok(runs::Start::Running(_)) | Err(DbError::NotQueued { .. }) => return Ok(None),
+        // Left queued: the next look at the queue tries it again.
         Err(e) => return Err(e.into()),
     };
-    sync_under_lease(app, rt, kind, dry_run, run, lease, progress, None).map(Some)
+    let held = run.held();
+    let mut progress = |done, total| progress(held, done, total);
+    sync_under_lease(app, rt, kind, dry_run, run, lease, &mut progress, None).map(Some)
 }
 
 /// The stored connection's context for a started run; `given` when the caller read it
@@ -797,7 +810,7 @@ fn sync_under_lease(
     progress: &mut dyn FnMut(u32, Option<u32>),
     given: Option<Context>,
 ) -> Result<(SyncCounts, Vec<Change>, String, String), AppError> {
-    let heartbeat = runs::Heartbeat::start(&app.db, run.id, lease);
+    let heartbeat = runs::Heartbeat::start(&app.db, run.held(), lease);
     let context = match given {
         Some(context) => Ok(context),
         None => stored_context(app),
@@ -807,7 +820,7 @@ fn sync_under_lease(
         Err(e) => {
             if let Err(recording) = finish_run(
                 &app.db,
-                run.id,
+                run.held(),
                 "failed",
                 &SyncCounts::default(),
                 Some(&e.message),
@@ -818,10 +831,11 @@ fn sync_under_lease(
             return Err(e);
         }
     };
-    let result = run_sync(app, rt, &ctx, kind, dry_run, progress, run.id).map_err(|f| match f {
-        Failure::App(e) => e,
-        Failure::Fetch(e) => e.into_app_error(app, &region, &base, Some(&verified_at)),
-    });
+    let result =
+        run_sync(app, rt, &ctx, kind, dry_run, progress, run.held()).map_err(|f| match f {
+            Failure::App(e) => e,
+            Failure::Fetch(e) => e.into_app_error(app, &region, &base, Some(&verified_at)),
+        });
     let outcome = match result {
         Ok((counts, changes)) => runs::finished_at(&app.db, run.id)
             .map(|finished_at| {
@@ -834,7 +848,8 @@ fn sync_under_lease(
                 requests: ctx.requests.load(Ordering::Relaxed),
                 ..SyncCounts::default()
             };
-            if let Err(recording) = finish_run(&app.db, run.id, "failed", &counts, Some(&e.message))
+            if let Err(recording) =
+                finish_run(&app.db, run.held(), "failed", &counts, Some(&e.message))
             {
                 // The run is marked interrupted once its lease lapses.
                 tracing::error!("cannot record the failed run: {recording}");
@@ -855,7 +870,7 @@ fn run_sync(
     kind: RecordKind,
     dry_run: bool,
     progress: &mut dyn FnMut(u32, Option<u32>),
-    run_id: i64,
+    run: runs::Held,
 ) -> Result<(SyncCounts, Vec<Change>), Failure> {
     let connector = app.name().to_string();
     let timeout = Duration::from_secs(app.connector.manifest.limits.sync_timeout_secs);
@@ -876,9 +891,9 @@ fn run_sync(
     let mut plan = result?;
     plan.counts.requests = ctx.requests.load(Ordering::Relaxed);
     if dry_run {
-        finish_run(&app.db, run_id, "ok", &plan.counts, None)?;
+        finish_run(&app.db, run, "ok", &plan.counts, None)?;
     } else {
-        apply(&mut app.db, &connector, kind.as_str(), &plan, run_id)?;
+        apply(&mut app.db, &connector, kind.as_str(), &plan, run)?;
     }
     Ok((plan.counts, plan.changes))
 }
