@@ -136,6 +136,9 @@ enum Command {
     /// The vault's master key.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// The database itself: copy a SQLite file into PostgreSQL.
+    #[command(subcommand)]
+    Db(crate::db_cmd::DbCommand),
     /// The built-in IT Glue connector.
     Itglue(ConnectorArgs),
     /// Another connector, by its manifest's name (with --connector and --manifest).
@@ -433,6 +436,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
             crate::accounts_cmd::accounts_command(&db_path, command, &crate::review::cli_actor())
         }
         Command::Vault(VaultCommand::Rotate) => crate::accounts_cmd::vault_rotate(&db_path),
+        Command::Db(command) => crate::db_cmd::db_command(&db_path, command),
         Command::Import { what, file } => {
             let db = open_for_cli(&db_path, &account)?;
             let imported = match what {

@@ -4,6 +4,7 @@
 mod accounts_cmd;
 mod check_cmd;
 mod cli;
+mod db_cmd;
 mod inspect;
 mod output;
 mod pin;

@@ -247,24 +247,32 @@ fn vault_rotate_re_encrypts_every_account_s_key() {
 }
 
 #[test]
-fn a_postgres_url_is_refused_and_no_file_is_made() {
+fn a_postgres_url_is_never_a_file_and_its_password_is_never_shown() {
     let env = Env::new();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scopable-host"))
-        .args([
-            "--db",
-            "postgres://scopable:secret@127.0.0.1:1/scopable",
-            "accounts",
-            "list",
-        ])
-        .current_dir(env.path(""))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let run = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_scopable-host"))
+            .args(["--db", url, "accounts", "list"])
+            .env_remove("SCOPABLE_DB")
+            .current_dir(env.path(""))
+            .output()
+            .unwrap()
+    };
+    // Nothing listens there: the server is named without its password.
+    let out = run("postgres://scopable:secret@127.0.0.1:1/scopable");
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("PostgreSQL database is not supported"),
+        stderr.contains(
+            "cannot use the PostgreSQL database postgres://scopable@127.0.0.1:1/scopable"
+        ),
         "{stderr}"
     );
+    assert!(!stderr.contains("secret"), "{stderr}");
+    // A URL that does not parse is bad usage, and never echoed.
+    let out = run("postgresql://scopable:secret@127.0.0.1:port/scopable");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not be parsed"), "{stderr}");
     assert!(!stderr.contains("secret"), "{stderr}");
     let made: Vec<_> = std::fs::read_dir(env.path("")).unwrap().collect();
     assert!(made.is_empty(), "{made:?}");

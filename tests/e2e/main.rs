@@ -10,6 +10,7 @@ mod claims;
 mod confinement;
 mod connect;
 mod contract;
+mod db_copy;
 mod decisions;
 mod example;
 mod faults;

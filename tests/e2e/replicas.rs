@@ -232,6 +232,14 @@ fn a_replica_killed_mid_sync_loses_its_run_to_another_that_applies_it_once() {
     let done = second.wait_for_run(&acme, id);
     assert_eq!(done["status"], "ok", "{done}");
     assert_eq!(done["attempt"], 2, "{done}");
+    let metrics = second
+        .send("GET", "/metrics", None, &[], None)
+        .expect(200)
+        .body;
+    assert!(
+        metrics.contains("scopable_sync_runs_taken_over_total 1"),
+        "{metrics}"
+    );
     // One run of the kind, applied once, by its second claim.
     assert_eq!(
         psql(

@@ -17,7 +17,7 @@ impl TestDb {
     /// A new handle on this database for `account`.
     pub fn open(&self, account: &str) -> Db {
         match (&self.dir, &self.postgres) {
-            (Some(dir), _) => Db::open(&dir.path().join("test.db"), account).unwrap(),
+            (Some(dir), _) => Db::open(dir.path().join("test.db"), account).unwrap(),
             (None, Some(pg)) => Db::open_postgres(pg, account).unwrap(),
             (None, None) => unreachable!("a test database is one or the other"),
         }

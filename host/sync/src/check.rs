@@ -144,7 +144,7 @@ impl CheckStore {
                     ),
                 )
             })?;
-        let conn = Shared::open(&dir.join("check.db"), scopable_store::DEFAULT_ACCOUNT)?;
+        let conn = Shared::open(dir.join("check.db"), scopable_store::DEFAULT_ACCOUNT)?;
         Ok(CheckStore { dir, conn })
     }
 }

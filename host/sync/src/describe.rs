@@ -1015,9 +1015,9 @@ mod tests {
     #[test]
     fn names_and_views_come_from_the_stored_records() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("d.db"), scopable_store::DEFAULT_ACCOUNT).unwrap();
+        let db = Db::open(dir.path().join("d.db"), scopable_store::DEFAULT_ACCOUNT).unwrap();
         // Rows written as a sync would leave them, straight into the file.
-        rusqlite::Connection::open(db.path()).unwrap().execute_batch(
+        rusqlite::Connection::open(db.location().file().unwrap()).unwrap().execute_batch(
             r#"INSERT INTO clients (account, id, name) VALUES ('default', '109', 'Adventure Works'), ('default', '110', 'Adventure-Works');
                INSERT INTO source_records (account, connector, kind, source_id, name) VALUES
                    ('default', 'itglue', 'organization', '7', 'Adventure Works');
