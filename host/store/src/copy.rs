@@ -8,7 +8,7 @@
 
 use crate::db::{self, DbError};
 use crate::handle::{Db, Tx};
-use crate::sql::{Sql, Value};
+use crate::sql::{MAX_PARAMETERS, Sql, Value, row_placeholders};
 use crate::values;
 use crate::vault::{Binding, MASTER_KEY_ENV, Vault, VaultError, key_file_for};
 use std::collections::{BTreeMap, HashMap};
@@ -16,9 +16,6 @@ use std::os::unix::fs::PermissionsExt;
 
 /// Rows read from SQLite, and written to PostgreSQL, at a time.
 const CHUNK_ROWS: usize = 1000;
-
-/// The most placeholders one statement binds (PostgreSQL allows 65,535).
-const MAX_PARAMETERS: usize = 30_000;
 
 /// `meta` rows that belong to one database and are never copied: the key-check value (the
 /// target's own is written) and a schema version (each side keeps its own).
@@ -562,7 +559,7 @@ fn copy_table(
     // Every statement but the last writes a full chunk: its text is made once.
     let full = format!(
         "{insert}{}",
-        placeholders(per_statement, table.columns.len())
+        row_placeholders(per_statement, table.columns.len())
     );
     let mut after = i64::MIN;
     let mut copied = 0u64;
@@ -596,7 +593,7 @@ fn copy_table(
         if count == per_statement {
             tx.execute(&full, &values)?;
         } else {
-            let last = format!("{insert}{}", placeholders(count, table.columns.len()));
+            let last = format!("{insert}{}", row_placeholders(count, table.columns.len()));
             tx.execute(&last, &values)?;
         }
         copied += count as u64;
@@ -617,28 +614,6 @@ fn copy_table(
         )?;
     }
     Ok(copied)
-}
-
-/// `(?1, ?2), (?3, ?4)` for `rows` rows of `columns` values.
-fn placeholders(rows: usize, columns: usize) -> String {
-    let mut out = String::with_capacity(rows * columns * 7);
-    let mut n = 0;
-    for row in 0..rows {
-        if row > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                out.push_str(", ");
-            }
-            n += 1;
-            out.push('?');
-            out.push_str(&n.to_string());
-        }
-        out.push(')');
-    }
-    out
 }
 
 /// An identifier, quoted for SQLite and PostgreSQL alike.
@@ -1399,6 +1374,6 @@ mod tests {
             dependency_order(tables, &cycle),
             Err(CopyError::SchemaMismatch { .. })
         ));
-        assert_eq!(placeholders(2, 2), "(?1, ?2), (?3, ?4)");
+        assert_eq!(row_placeholders(2, 2), "(?1, ?2), (?3, ?4)");
     }
 }

@@ -206,6 +206,91 @@ impl Sql for rusqlite::Transaction<'_> {
     }
 }
 
+/// The most values one batched statement binds (SQLite allows 32,766, PostgreSQL 65,535).
+pub(crate) const MAX_PARAMETERS: usize = 30_000;
+
+/// The most rows one batched statement writes.
+const MAX_BATCH_ROWS: usize = 500;
+
+/// `(?1, ?2), (?3, ?4)` for `rows` rows of `columns` values.
+pub(crate) fn row_placeholders(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 7);
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            n += 1;
+            out.push('?');
+            out.push_str(&n.to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Writes `rows` (each of `width` values) with as few statements as the parameter limits
+/// allow: `{head} VALUES (...), (...) {tail}` (`tail`: an `ON CONFLICT` clause, or empty).
+/// Rows must not repeat a key `tail` resolves (PostgreSQL refuses to change one row twice in
+/// a statement).
+pub(crate) fn insert_many(
+    sql: &dyn Sql,
+    head: &str,
+    tail: &str,
+    width: usize,
+    rows: &[Vec<Value>],
+) -> Result<(), DbError> {
+    let per_statement = MAX_BATCH_ROWS.min(MAX_PARAMETERS / width.max(1)).max(1);
+    let mut full: Option<String> = None;
+    let mut values = Vec::with_capacity(per_statement.min(rows.len()) * width);
+    for chunk in rows.chunks(per_statement) {
+        values.clear();
+        for row in chunk {
+            if row.len() != width {
+                return Err(DbError::Sql(format!(
+                    "a row of {} values for a statement of {width}",
+                    row.len()
+                )));
+            }
+            values.extend(row.iter().cloned());
+        }
+        let statement = |rows| format!("{head} VALUES {} {tail}", row_placeholders(rows, width));
+        if chunk.len() == per_statement {
+            let text = full.get_or_insert_with(|| statement(per_statement));
+            sql.execute(text, &values)?;
+        } else {
+            sql.execute(&statement(chunk.len()), &values)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `{head} IN (...)` with `fixed` values first (bound as `?1`...) and then `ids`, in as
+/// few statements as the parameter limits allow; returns the rows changed.
+pub(crate) fn execute_in(
+    sql: &dyn Sql,
+    head: &str,
+    fixed: &[Value],
+    ids: &[&str],
+) -> Result<u64, DbError> {
+    let per_statement = MAX_BATCH_ROWS.max(1);
+    let mut changed = 0;
+    for chunk in ids.chunks(per_statement) {
+        let list: Vec<String> = (0..chunk.len())
+            .map(|i| format!("?{}", fixed.len() + i + 1))
+            .collect();
+        let mut values = fixed.to_vec();
+        values.extend(chunk.iter().map(|id| Value::from(*id)));
+        changed += sql.execute(&format!("{head} IN ({})", list.join(", ")), &values)?;
+    }
+    Ok(changed)
+}
+
 /// `?1`, `?2`... as PostgreSQL's `$1`, `$2`..., outside quoted text and identifiers.
 pub fn postgres_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -260,5 +345,72 @@ mod tests {
                 Value::Int(3)
             ]
         );
+    }
+
+    #[test]
+    fn batched_writes_write_every_row_across_statements_on_both_databases() {
+        for t in crate::testing::databases("sql_batches") {
+            let db = t.open("a");
+            let sql = db.sql();
+            sql.execute(
+                "CREATE TABLE batch_test (n BIGINT PRIMARY KEY, s TEXT)",
+                &[],
+            )
+            .unwrap();
+            // More rows than one statement takes, and a short last statement.
+            let rows: Vec<Vec<Value>> = (0..1203i64)
+                .map(|n| values![n, format!("row {n}")].to_vec())
+                .collect();
+            insert_many(sql, "INSERT INTO batch_test (n, s)", "", 2, &rows).unwrap();
+            // An upsert through the tail changes rows in place.
+            let again: Vec<Vec<Value>> = (1200..1203i64)
+                .map(|n| values![n, "again"].to_vec())
+                .collect();
+            insert_many(
+                sql,
+                "INSERT INTO batch_test (n, s)",
+                "ON CONFLICT (n) DO UPDATE SET s = excluded.s",
+                2,
+                &again,
+            )
+            .unwrap();
+            let count = |q: &str| sql.query_one(q, &[]).unwrap().int(0).unwrap();
+            assert_eq!(count("SELECT count(*) FROM batch_test"), 1203, "{}", t.name);
+            assert_eq!(
+                count("SELECT count(*) FROM batch_test WHERE s = 'again'"),
+                3,
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                count("SELECT CAST(sum(n) AS BIGINT) FROM batch_test"),
+                1202 * 1203 / 2,
+                "{}",
+                t.name
+            );
+            // A row of the wrong width is refused.
+            assert!(
+                insert_many(
+                    sql,
+                    "INSERT INTO batch_test (n, s)",
+                    "",
+                    2,
+                    &[vec![Value::Int(1)]]
+                )
+                .is_err()
+            );
+            // Deleting by a list longer than one statement takes.
+            let names: Vec<String> = (0..1100).map(|n| format!("row {n}")).collect();
+            let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+            let deleted = execute_in(
+                sql,
+                "DELETE FROM batch_test WHERE n >= ?1 AND s",
+                &values![100i64],
+                &ids,
+            )
+            .unwrap();
+            assert_eq!(deleted, 1000, "{}", t.name);
+            assert_eq!(count("SELECT count(*) FROM batch_test"), 203, "{}", t.name);
+        }
     }
 }

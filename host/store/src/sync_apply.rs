@@ -5,7 +5,7 @@
 use crate::db::{self, DbError};
 use crate::handle::{Db, Tx};
 use crate::runs::{self, Held, RunCounts};
-use crate::sql::Sql;
+use crate::sql::{self, Sql, Value};
 use crate::values;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -263,38 +263,54 @@ pub fn apply(
         kind,
     )?;
     let stored_records = stored_records_on(&tx, account, connector, kind)?;
-    for change in &plan.changes {
-        match change {
-            LinkChange::Remove { source_id } => {
-                tx.execute(
-                    "DELETE FROM links
-                     WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4
-                       AND source = 'auto'",
-                    &values![account, connector, kind, *source_id],
-                )?;
-            }
+    // Removals first: a record whose link moves is removed, then added again.
+    let removed: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter_map(|change| match change {
+            LinkChange::Remove { source_id } => Some(*source_id),
+            LinkChange::Add { .. } => None,
+        })
+        .collect();
+    sql::execute_in(
+        &tx,
+        "DELETE FROM links
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto' AND source_id",
+        &values![account, connector, kind],
+        &removed,
+    )?;
+    let added: Vec<Vec<Value>> = plan
+        .changes
+        .iter()
+        .filter_map(|change| match change {
             LinkChange::Add {
                 source_id,
                 scopable_id,
                 evidence,
-            } => {
-                tx.execute(
-                    "INSERT INTO links (account, connector, kind, source_id, scopable_id, source,
-                                        evidence, linked_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'auto', ?6, ?7)",
-                    &values![
-                        account,
-                        connector,
-                        kind,
-                        *source_id,
-                        *scopable_id,
-                        json!(evidence).to_string(),
-                        &now
-                    ],
-                )?;
-            }
-        }
-    }
+            } => Some(
+                values![
+                    account,
+                    connector,
+                    kind,
+                    *source_id,
+                    *scopable_id,
+                    json!(evidence).to_string(),
+                    &now,
+                    "auto"
+                ]
+                .to_vec(),
+            ),
+            LinkChange::Remove { .. } => None,
+        })
+        .collect();
+    sql::insert_many(
+        &tx,
+        "INSERT INTO links (account, connector, kind, source_id, scopable_id, evidence,
+                            linked_at, source)",
+        "",
+        8,
+        &added,
+    )?;
     for (source_id, scopable_id, evidence) in plan.kept {
         if stored_evidence.get(source_id) == Some(evidence) {
             continue;
@@ -311,35 +327,28 @@ pub fn apply(
         &values![account, connector, kind],
     )?;
     insert_unplaced(&tx, account, connector, kind, plan.unplaced)?;
-    for id in stored_records.keys() {
-        if !plan.seen.contains_key(id) {
-            tx.execute(
-                "DELETE FROM source_records
-                 WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4",
-                &values![account, connector, kind, id],
-            )?;
-        }
-    }
-    for (id, s) in plan.seen {
-        let unchanged = stored_records
-            .get(id)
-            .is_some_and(|(stored, kept)| *kept && stored == s);
-        if unchanged {
-            continue;
-        }
-        tx.execute(
-            "INSERT INTO source_records (account, connector, kind, source_id, name,
-                 organization_id, short_name, type_name, status_name, hostname, primary_ip,
-                 serial_number, mac_addresses, archived, identifiers_kept)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1)
-             ON CONFLICT (account, connector, kind, source_id) DO UPDATE SET
-                 name = excluded.name, organization_id = excluded.organization_id,
-                 short_name = excluded.short_name, type_name = excluded.type_name,
-                 status_name = excluded.status_name, hostname = excluded.hostname,
-                 primary_ip = excluded.primary_ip, serial_number = excluded.serial_number,
-                 mac_addresses = excluded.mac_addresses, archived = excluded.archived,
-                 identifiers_kept = excluded.identifiers_kept",
-            &values![
+    let gone: Vec<&str> = stored_records
+        .keys()
+        .filter(|id| !plan.seen.contains_key(*id))
+        .map(String::as_str)
+        .collect();
+    sql::execute_in(
+        &tx,
+        "DELETE FROM source_records
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id",
+        &values![account, connector, kind],
+        &gone,
+    )?;
+    let changed: Vec<Vec<Value>> = plan
+        .seen
+        .iter()
+        .filter(|(id, s)| {
+            !stored_records
+                .get(*id)
+                .is_some_and(|(stored, kept)| *kept && stored == *s)
+        })
+        .map(|(id, s)| {
+            values![
                 account,
                 connector,
                 kind,
@@ -353,10 +362,27 @@ pub fn apply(
                 s.primary_ip.as_deref(),
                 s.serial_number.as_deref(),
                 json!(s.mac_addresses).to_string(),
-                s.archived
-            ],
-        )?;
-    }
+                s.archived,
+                1i64
+            ]
+            .to_vec()
+        })
+        .collect();
+    sql::insert_many(
+        &tx,
+        "INSERT INTO source_records (account, connector, kind, source_id, name,
+             organization_id, short_name, type_name, status_name, hostname, primary_ip,
+             serial_number, mac_addresses, archived, identifiers_kept)",
+        "ON CONFLICT (account, connector, kind, source_id) DO UPDATE SET
+             name = excluded.name, organization_id = excluded.organization_id,
+             short_name = excluded.short_name, type_name = excluded.type_name,
+             status_name = excluded.status_name, hostname = excluded.hostname,
+             primary_ip = excluded.primary_ip, serial_number = excluded.serial_number,
+             mac_addresses = excluded.mac_addresses, archived = excluded.archived,
+             identifiers_kept = excluded.identifiers_kept",
+        15,
+        &changed,
+    )?;
     runs::finish_on(&tx, account, run, "ok", &plan.counts, None)?;
     tx.commit()?;
     Ok(Applied::Done)
@@ -397,15 +423,16 @@ fn insert_unplaced(
     kind: &str,
     rows: &[UnplacedRow],
 ) -> Result<(), DbError> {
-    for (id, name, reason, candidates, suggestions) in rows {
-        tx.execute(
-            "INSERT INTO unplaced (account, connector, kind, source_id, name, reason,
-                                   candidates, suggestions)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (account, connector, kind, source_id) DO UPDATE SET
-                 name = excluded.name, reason = excluded.reason,
-                 candidates = excluded.candidates, suggestions = excluded.suggestions",
-            &values![
+    // A record listed twice keeps its last row, as one statement per row would.
+    let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+    for (n, row) in rows.iter().enumerate() {
+        last.insert(row.0.as_str(), n);
+    }
+    let rows: Vec<Vec<Value>> = last
+        .values()
+        .map(|&n| {
+            let (id, name, reason, candidates, suggestions) = &rows[n];
+            values![
                 account,
                 connector,
                 kind,
@@ -414,9 +441,20 @@ fn insert_unplaced(
                 reason,
                 candidates,
                 suggestions
-            ],
-        )?;
-    }
+            ]
+            .to_vec()
+        })
+        .collect();
+    sql::insert_many(
+        tx,
+        "INSERT INTO unplaced (account, connector, kind, source_id, name, reason, candidates,
+                               suggestions)",
+        "ON CONFLICT (account, connector, kind, source_id) DO UPDATE SET
+             name = excluded.name, reason = excluded.reason,
+             candidates = excluded.candidates, suggestions = excluded.suggestions",
+        8,
+        &rows,
+    )?;
     Ok(())
 }
 
