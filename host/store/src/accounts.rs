@@ -632,13 +632,18 @@ pub fn create_session(db: &Db, principal: &Principal, ttl: Duration) -> Result<S
     let now = now_ms();
     let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
     let tx = HandleTx::begin(db)?;
+    // After the account's removal or the token's revocation (which hold this lock), no
+    // session is made for either: none is left behind.
+    tx.lock(&account_lock(&principal.account))?;
     tx.execute(
         "DELETE FROM sessions WHERE account = ?1 AND expires_at_ms <= ?2",
         &values![&principal.account, now],
     )?;
-    tx.execute(
+    let made = tx.execute(
         "INSERT INTO sessions (id_sha256, token_id, account, created_at, expires_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+         SELECT ?1, ?2, ?3, ?4, ?5
+         WHERE EXISTS (SELECT 1 FROM tokens
+                       WHERE id = ?2 AND account = ?3 AND revoked_at IS NULL)",
         &values![
             sha256(&secret).as_slice(),
             &principal.token_id,
@@ -647,6 +652,11 @@ pub fn create_session(db: &Db, principal: &Principal, ttl: Duration) -> Result<S
             expires
         ],
     )?;
+    if made == 0 {
+        return Err(DbError::NoAccount {
+            account: principal.account.clone(),
+        });
+    }
     tx.commit()?;
     Ok(secret)
 }
@@ -1262,6 +1272,14 @@ mod tests {
             assert_eq!(session(&db, &expired).unwrap(), None, "{}", t.name);
             create_session(&db, &principal, Duration::from_secs(60)).unwrap();
             assert_eq!(count(&db, "SELECT count(*) FROM sessions"), 1, "{}", t.name);
+            // A token revoked, or an account removed, since it authenticated gets no session.
+            assert!(revoke(&db, &principal.token_id, "cli:op").unwrap());
+            assert!(
+                create_session(&db, &principal, Duration::from_secs(60)).is_err(),
+                "{}",
+                t.name
+            );
+            assert_eq!(count(&db, "SELECT count(*) FROM sessions"), 0, "{}", t.name);
         }
     }
 

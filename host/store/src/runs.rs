@@ -711,23 +711,6 @@ fn schedule_row(r: &Row) -> Result<Schedule, DbError> {
     })
 }
 
-/// Records an event of `account` (the account log, `events`) in `tx`.
-fn insert_event(
-    tx: &dyn Sql,
-    account: &str,
-    actor: &str,
-    action: &str,
-    connector: &str,
-    detail: Option<&str>,
-) -> Result<(), DbError> {
-    tx.execute(
-        "INSERT INTO events (account, at, actor, action, connector, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        &values![account, db::now(), actor, action, connector, detail],
-    )?;
-    Ok(())
-}
-
 /// Sets (`Some`, in whole seconds, one at least; the first firing one period from now) or
 /// removes (`None`) the handle's account's schedule of `connector`, recorded as an event of
 /// `actor` in the same transaction. Returns the schedule now in force. The transaction runs
@@ -753,12 +736,12 @@ pub fn set_schedule(
                      next_at_ms = excluded.next_at_ms, set_by = excluded.set_by",
                 &values![account, connector, secs, next_at_ms, actor],
             )?;
-            insert_event(
+            crate::accounts::insert_event(
                 &tx,
                 account,
                 actor,
                 "schedule-set",
-                connector,
+                Some(connector),
                 Some(&format!("every {secs} s")),
             )?;
             Some(Schedule {
@@ -774,7 +757,14 @@ pub fn set_schedule(
                 &values![account, connector],
             )?;
             if removed > 0 {
-                insert_event(&tx, account, actor, "schedule-removed", connector, None)?;
+                crate::accounts::insert_event(
+                    &tx,
+                    account,
+                    actor,
+                    "schedule-removed",
+                    Some(connector),
+                    None,
+                )?;
             }
             None
         }
