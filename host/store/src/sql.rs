@@ -236,35 +236,43 @@ pub(crate) fn row_placeholders(rows: usize, columns: usize) -> String {
 
 /// Writes `rows` (each of `width` values) with as few statements as the parameter limits
 /// allow: `{head} VALUES (...), (...) {tail}` (`tail`: an `ON CONFLICT` clause, or empty).
-/// Rows must not repeat a key `tail` resolves (PostgreSQL refuses to change one row twice in
-/// a statement).
-pub(crate) fn insert_many(
+/// Rows are taken from the iterator one statement's worth at a time, so a caller that makes
+/// them lazily never holds more than that. Rows must not repeat a key `tail` resolves
+/// (PostgreSQL refuses to change one row twice in a statement).
+pub(crate) fn insert_many<R>(
     sql: &dyn Sql,
     head: &str,
     tail: &str,
     width: usize,
-    rows: &[Vec<Value>],
-) -> Result<(), DbError> {
+    rows: impl IntoIterator<Item = R>,
+) -> Result<(), DbError>
+where
+    R: IntoIterator<Item = Value>,
+{
     let per_statement = MAX_BATCH_ROWS.min(MAX_PARAMETERS / width.max(1)).max(1);
+    let statement = |rows| format!("{head} VALUES {} {tail}", row_placeholders(rows, width));
     let mut full: Option<String> = None;
-    let mut values = Vec::with_capacity(per_statement.min(rows.len()) * width);
-    for chunk in rows.chunks(per_statement) {
+    let mut values = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
         values.clear();
-        for row in chunk {
-            if row.len() != width {
+        let mut count = 0;
+        for row in rows.by_ref().take(per_statement) {
+            let before = values.len();
+            values.extend(row);
+            if values.len() - before != width {
                 return Err(DbError::Sql(format!(
                     "a row of {} values for a statement of {width}",
-                    row.len()
+                    values.len() - before
                 )));
             }
-            values.extend(row.iter().cloned());
+            count += 1;
         }
-        let statement = |rows| format!("{head} VALUES {} {tail}", row_placeholders(rows, width));
-        if chunk.len() == per_statement {
+        if count == per_statement {
             let text = full.get_or_insert_with(|| statement(per_statement));
             sql.execute(text, &values)?;
         } else {
-            sql.execute(&statement(chunk.len()), &values)?;
+            sql.execute(&statement(count), &values)?;
         }
     }
     Ok(())
@@ -361,7 +369,7 @@ mod tests {
             let rows: Vec<Vec<Value>> = (0..1203i64)
                 .map(|n| values![n, format!("row {n}")].to_vec())
                 .collect();
-            insert_many(sql, "INSERT INTO batch_test (n, s)", "", 2, &rows).unwrap();
+            insert_many(sql, "INSERT INTO batch_test (n, s)", "", 2, rows).unwrap();
             // An upsert through the tail changes rows in place.
             let again: Vec<Vec<Value>> = (1200..1203i64)
                 .map(|n| values![n, "again"].to_vec())
@@ -371,7 +379,7 @@ mod tests {
                 "INSERT INTO batch_test (n, s)",
                 "ON CONFLICT (n) DO UPDATE SET s = excluded.s",
                 2,
-                &again,
+                again,
             )
             .unwrap();
             let count = |q: &str| sql.query_one(q, &[]).unwrap().int(0).unwrap();
@@ -395,7 +403,7 @@ mod tests {
                     "INSERT INTO batch_test (n, s)",
                     "",
                     2,
-                    &[vec![Value::Int(1)]]
+                    [vec![Value::Int(1)]]
                 )
                 .is_err()
             );

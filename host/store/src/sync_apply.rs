@@ -5,7 +5,7 @@
 use crate::db::{self, DbError};
 use crate::handle::{Db, Tx};
 use crate::runs::{self, Held, RunCounts};
-use crate::sql::{self, Sql, Value};
+use crate::sql::{self, Sql};
 use crate::values;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -279,37 +279,30 @@ pub fn apply(
         &values![account, connector, kind],
         &removed,
     )?;
-    let added: Vec<Vec<Value>> = plan
-        .changes
-        .iter()
-        .filter_map(|change| match change {
-            LinkChange::Add {
-                source_id,
-                scopable_id,
-                evidence,
-            } => Some(
-                values![
-                    account,
-                    connector,
-                    kind,
-                    *source_id,
-                    *scopable_id,
-                    json!(evidence).to_string(),
-                    &now,
-                    "auto"
-                ]
-                .to_vec(),
-            ),
-            LinkChange::Remove { .. } => None,
-        })
-        .collect();
+    let added = plan.changes.iter().filter_map(|change| match change {
+        LinkChange::Add {
+            source_id,
+            scopable_id,
+            evidence,
+        } => Some(values![
+            account,
+            connector,
+            kind,
+            *source_id,
+            *scopable_id,
+            json!(evidence).to_string(),
+            &now,
+            "auto"
+        ]),
+        LinkChange::Remove { .. } => None,
+    });
     sql::insert_many(
         &tx,
         "INSERT INTO links (account, connector, kind, source_id, scopable_id, evidence,
                             linked_at, source)",
         "",
         8,
-        &added,
+        added,
     )?;
     for (source_id, scopable_id, evidence) in plan.kept {
         if stored_evidence.get(source_id) == Some(evidence) {
@@ -339,7 +332,7 @@ pub fn apply(
         &values![account, connector, kind],
         &gone,
     )?;
-    let changed: Vec<Vec<Value>> = plan
+    let changed = plan
         .seen
         .iter()
         .filter(|(id, s)| {
@@ -365,9 +358,7 @@ pub fn apply(
                 s.archived,
                 1i64
             ]
-            .to_vec()
-        })
-        .collect();
+        });
     sql::insert_many(
         &tx,
         "INSERT INTO source_records (account, connector, kind, source_id, name,
@@ -381,7 +372,7 @@ pub fn apply(
              mac_addresses = excluded.mac_addresses, archived = excluded.archived,
              identifiers_kept = excluded.identifiers_kept",
         15,
-        &changed,
+        changed,
     )?;
     runs::finish_on(&tx, account, run, "ok", &plan.counts, None)?;
     tx.commit()?;
@@ -428,23 +419,19 @@ fn insert_unplaced(
     for (n, row) in rows.iter().enumerate() {
         last.insert(row.0.as_str(), n);
     }
-    let rows: Vec<Vec<Value>> = last
-        .values()
-        .map(|&n| {
-            let (id, name, reason, candidates, suggestions) = &rows[n];
-            values![
-                account,
-                connector,
-                kind,
-                id,
-                name,
-                reason,
-                candidates,
-                suggestions
-            ]
-            .to_vec()
-        })
-        .collect();
+    let rows = last.values().map(|&n| {
+        let (id, name, reason, candidates, suggestions) = &rows[n];
+        values![
+            account,
+            connector,
+            kind,
+            id,
+            name,
+            reason,
+            candidates,
+            suggestions
+        ]
+    });
     sql::insert_many(
         tx,
         "INSERT INTO unplaced (account, connector, kind, source_id, name, reason, candidates,
@@ -453,7 +440,7 @@ fn insert_unplaced(
              name = excluded.name, reason = excluded.reason,
              candidates = excluded.candidates, suggestions = excluded.suggestions",
         8,
-        &rows,
+        rows,
     )?;
     Ok(())
 }
