@@ -432,10 +432,12 @@ impl Device for types::ScopableConfiguration {
 }
 
 impl Carries {
-    /// What a configuration (received or Scopable's) carries.
+    /// What a configuration (received or Scopable's) carries as evidence. A configuration
+    /// never links on its name ([`check_evidence`] refuses it), so its name is left out: not
+    /// normalizing it saves most of the work for a large listing.
     pub fn of_device(device: &impl Device) -> Carries {
-        let (name, serial, macs, hostname) = device.identifiers();
-        Carries::of(name, serial, macs, hostname)
+        let (_, serial, macs, hostname) = device.identifiers();
+        Carries::of("", serial, macs, hostname)
     }
 
     /// What a record with these fields carries.
