@@ -57,6 +57,9 @@ pub fn serve_command(
             ));
         }
     }
+    // A bad lease setting is refused before any run is claimed (it would fail each one).
+    scopable_sync::sync::lease_length()?;
+    db_path.size_pool_for(args.workers);
     let config = scopable_serve::Config {
         listen: args.listen,
         workers: args.workers,

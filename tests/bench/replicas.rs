@@ -11,12 +11,18 @@
 //! it (`SCOPABLE_TEST_POSTGRES` names the server; each count gets a new database on it).
 //! Figures in `BENCHMARKS.md`.
 
+use itglue_sim::postgres::{fresh_database, psql};
 use itglue_sim::{SimConfig, Simulator, generated_dataset, generated_scopable_csv};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "client.rs"]
+mod client;
+
+use client::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_scopable-host");
 
@@ -48,32 +54,9 @@ fn cli(url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A new database on the server; its URL.
-fn fresh_database(server: &str, name: &str) -> String {
-    let unique = format!("{name}_{}", std::process::id());
-    psql(server, &format!("DROP DATABASE IF EXISTS {unique}"));
-    psql(server, &format!("CREATE DATABASE {unique}"));
-    let (base, _) = server.rsplit_once('/').expect("a database in the URL");
-    format!("{base}/{unique}")
-}
-
 struct Replica {
     child: Child,
-    base: String,
+    api: Client,
     logs: Arc<Mutex<String>>,
 }
 
@@ -118,7 +101,11 @@ impl Replica {
             .expect("serve's first line");
         let base = first.trim().trim_start_matches("listening on ").to_string();
         assert!(base.starts_with("http://127.0.0.1:"), "serve: {first:?}");
-        Replica { child, base, logs }
+        Replica {
+            child,
+            api: Client::new(&base),
+            logs,
+        }
     }
 
     /// Runs this replica finished.
@@ -135,40 +122,6 @@ impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn send(
-    agent: &ureq::Agent,
-    base: &str,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<(&str, String)>,
-) -> (u16, String) {
-    let mut request = ureq::http::Request::builder()
-        .method(method)
-        .uri(format!("{base}{path}"))
-        .header("Authorization", format!("Bearer {token}"));
-    let body = match body {
-        Some((content_type, body)) => {
-            request = request.header("Content-Type", content_type);
-            body
-        }
-        None => String::new(),
-    };
-    match agent.run(request.body(body).expect("request")) {
-        Ok(mut response) => {
-            let status = response.status().as_u16();
-            let text = response
-                .body_mut()
-                .with_config()
-                .limit(64 * 1024 * 1024)
-                .read_to_string()
-                .unwrap_or_default();
-            (status, text)
-        }
-        Err(e) => (0, e.to_string()),
     }
 }
 
@@ -206,12 +159,6 @@ fn main() {
     })
     .expect("simulator");
     let (clients, configurations) = generated_scopable_csv(orgs, per_org);
-    let agent = ureq::Agent::new_with_config(
-        ureq::config::Config::builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(600)))
-            .build(),
-    );
     let mut outcomes = Vec::new();
     for &n in &counts {
         let url = fresh_database(&server, &format!("bench_replicas_{n}"));
@@ -230,24 +177,15 @@ fn main() {
             .collect();
         let key = json!({"region": "us", "api_key": "sim-key-us", "endpoint": null}).to_string();
         for (a, token) in tokens.iter().enumerate() {
-            let base = &replicas[a % n].base;
+            let api = &replicas[a % n].api;
             for (path, csv) in [
                 ("/api/v1/clients", &clients),
                 ("/api/v1/configurations", &configurations),
             ] {
-                let (status, body) = send(
-                    &agent,
-                    base,
-                    "POST",
-                    path,
-                    token,
-                    Some(("text/csv", csv.clone())),
-                );
+                let (status, body) = api.send("POST", path, token, Some(("text/csv", csv.clone())));
                 assert_eq!(status, 200, "{body}");
             }
-            let (status, body) = send(
-                &agent,
-                base,
+            let (status, body) = api.send(
                 "POST",
                 "/api/v1/integrations/itglue/connect",
                 token,
@@ -263,9 +201,7 @@ fn main() {
                 .iter()
                 .enumerate()
                 .map(|(a, token)| {
-                    let (status, body) = send(
-                        &agent,
-                        &replicas[a % n].base,
+                    let (status, body) = replicas[a % n].api.send(
                         "POST",
                         "/api/v1/integrations/itglue/syncs",
                         token,
@@ -278,9 +214,7 @@ fn main() {
                 .collect();
             for (a, id) in ids {
                 loop {
-                    let (_, body) = send(
-                        &agent,
-                        &replicas[a % n].base,
+                    let (_, body) = replicas[a % n].api.send(
                         "GET",
                         &format!("/api/v1/integrations/itglue/syncs/{id}"),
                         &tokens[a],

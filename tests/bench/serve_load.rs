@@ -14,6 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "client.rs"]
+mod client;
+
+use client::Client;
+
 const BIN: &str = env!("CARGO_BIN_EXE_scopable-host");
 
 fn setting(name: &str, default: u64) -> u64 {
@@ -37,46 +42,6 @@ fn cli(db: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Client {
-    agent: ureq::Agent,
-    base: String,
-}
-
-impl Client {
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<(&str, String)>,
-    ) -> (u16, String) {
-        let mut request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {token}"));
-        let body = match body {
-            Some((content_type, body)) => {
-                request = request.header("Content-Type", content_type);
-                body
-            }
-            None => String::new(),
-        };
-        match self.agent.run(request.body(body).expect("request")) {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                let text = response
-                    .body_mut()
-                    .with_config()
-                    .limit(64 * 1024 * 1024)
-                    .read_to_string()
-                    .unwrap_or_default();
-                (status, text)
-            }
-            Err(e) => (0, e.to_string()),
-        }
-    }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -134,15 +99,7 @@ fn main() {
         .read_line(&mut first)
         .expect("serve's first line");
     let base = first.trim().trim_start_matches("listening on ").to_string();
-    let client = Arc::new(Client {
-        agent: ureq::Agent::new_with_config(
-            ureq::config::Config::builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(120)))
-                .build(),
-        ),
-        base,
-    });
+    let client = Arc::new(Client::new(&base));
     let (clients, configurations) = sample_scopable_csv();
     let key = json!({"region": "us", "api_key": "sim-key-us", "endpoint": null}).to_string();
     for token in &tokens {

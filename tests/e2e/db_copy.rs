@@ -4,7 +4,6 @@
 
 use crate::util::{Env, Run, fresh_postgres};
 use serde_json::Value;
-use std::process::Command;
 
 /// The PostgreSQL database's master key (base64 of 32 bytes); the SQLite file's is in its key
 /// file.
@@ -48,17 +47,7 @@ fn contents(url: &str) -> String {
                     'SELECT md5(coalesce(string_agg(x::text, ''|'' ORDER BY x::text), '''')) AS c FROM %I x',
                     table_name), false, true, '')))[1]::text
                  FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1";
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-At", "-v", "ON_ERROR_STOP=1", "-c", query])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    itglue_sim::postgres::psql(url, query)
 }
 
 /// The number of links `itglue links --json` lists.

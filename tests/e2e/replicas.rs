@@ -4,10 +4,10 @@
 
 use crate::serve_util::Server;
 use crate::util::{Env, Run, fresh_postgres};
+use itglue_sim::postgres::psql;
 use itglue_sim::{SimConfig, generated_dataset, generated_scopable_csv};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A master key (base64 of 32 bytes) every replica of a test shares.
@@ -37,21 +37,6 @@ fn replica(env: &Env, url: &str, workers: &str, vars: &[(&str, &str)]) -> Server
     let mut all_vars = vec![("SCOPABLE_VAULT_KEY", KEY)];
     all_vars.extend_from_slice(vars);
     Server::start_with(env, &args, &all_vars)
-}
-
-/// One value from the database `url` (`psql -At`).
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Adds account `id` with the feature on; its admin token.

@@ -305,28 +305,5 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// A new, empty database on the throwaway PostgreSQL cluster that `scripts/test.sh` starts
 /// (`SCOPABLE_TEST_POSTGRES`): its URL. Left behind; the cluster is removed at the end.
 pub fn fresh_postgres(name: &str) -> String {
-    let server = std::env::var("SCOPABLE_TEST_POSTGRES").unwrap_or_else(|_| {
-        panic!("SCOPABLE_TEST_POSTGRES is not set: run ./scripts/test.sh, which starts a throwaway PostgreSQL cluster")
-    });
-    let unique = format!(
-        "{name}_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let made = Command::new("psql")
-        .arg(&server)
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
-        .arg(format!("CREATE DATABASE {unique}"))
-        .output()
-        .expect("run psql (Debian's postgresql-client)");
-    assert!(
-        made.status.success(),
-        "cannot create a test database: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let (base, _) = server.rsplit_once('/').expect("a database part in the URL");
-    format!("{base}/{unique}")
+    itglue_sim::postgres::fresh_database(&itglue_sim::postgres::server(), name)
 }

@@ -14,6 +14,8 @@ mod fault;
 /// The hostile test components (built by `build.rs`): their paths and `foreach_hostile!`.
 pub mod guests;
 mod http;
+/// The tests' throwaway PostgreSQL server, through `psql`.
+pub mod postgres;
 /// A tiny HTTP `CONNECT` proxy on 127.0.0.1, for tests of a client's proxy support.
 pub mod proxy;
 mod server;

@@ -127,6 +127,12 @@ pub enum RotateError {
         /// The key's connector.
         connector: String,
     },
+    /// The current master key is not the one the database's key-check value was made with
+    /// (another rotation went first, or another key is configured).
+    #[error(
+        "the current master key is not this database's (its key-check value does not open with it; another rotation may have gone first); nothing was re-encrypted"
+    )]
+    WrongMasterKey,
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -185,11 +191,19 @@ pub fn rotate(db: &Db, old: &Vault, new: &Vault) -> Result<usize, RotateError> {
             ],
         )?;
     }
-    // The key-check value follows the keys (a SQLite file has none unless copied).
-    tx.execute(
-        "UPDATE meta SET value = ?2 WHERE key = ?1",
-        &values![KEY_CHECK, new.check_value()],
-    )?;
+    // The key-check value follows the keys, when the database keeps one (PostgreSQL's
+    // always does once a key was used): a rotation from a key that is not the database's
+    // changes nothing, so two rotations at once cannot leave the replicas split.
+    let check = tx.query_opt("SELECT value FROM meta WHERE key = ?1", &values![KEY_CHECK])?;
+    if let Some(row) = check {
+        if !old.opens_check_value(&row.text(0)?) {
+            return Err(RotateError::WrongMasterKey);
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?2 WHERE key = ?1",
+            &values![KEY_CHECK, new.check_value()],
+        )?;
+    }
     tx.commit()?;
     Ok(rows.len())
 }
@@ -443,6 +457,40 @@ mod tests {
             let winner = &news[winners[0]];
             assert_eq!(open_key(&a, winner).unwrap(), "key-a", "{}", t.name);
             assert_eq!(open_key(&b, winner).unwrap(), "key-b", "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn the_key_check_value_follows_a_rotation_and_a_stale_rotation_changes_nothing() {
+        for t in crate::testing::databases("connections_rotate_check") {
+            let db = t.open("a");
+            crate::accounts::add(&db, "a", None, "cli:op").unwrap();
+            let (old, new, other) = (Vault::generate(), Vault::generate(), Vault::generate());
+            db.sql()
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    &values![KEY_CHECK, old.check_value()],
+                )
+                .unwrap();
+            let check = |db: &Db| {
+                db.sql()
+                    .query_one("SELECT value FROM meta WHERE key = ?1", &values![KEY_CHECK])
+                    .unwrap()
+                    .text(0)
+                    .unwrap()
+            };
+            // No stored key: the check value alone moves to the new key.
+            assert_eq!(rotate(&db, &old, &new).unwrap(), 0, "{}", t.name);
+            assert!(new.opens_check_value(&check(&db)), "{}", t.name);
+            assert!(!old.opens_check_value(&check(&db)), "{}", t.name);
+            // A second rotation from the old key (another operator, at the same time) is
+            // refused and changes nothing.
+            assert!(
+                matches!(rotate(&db, &old, &other), Err(RotateError::WrongMasterKey)),
+                "{}",
+                t.name
+            );
+            assert!(new.opens_check_value(&check(&db)), "{}", t.name);
         }
     }
 }

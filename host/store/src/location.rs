@@ -7,7 +7,8 @@ use crate::pg::Postgres;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// The most connections one process opens to a PostgreSQL server.
+/// The most connections one process opens to a PostgreSQL server, unless
+/// [`Location::size_pool_for`] says otherwise.
 pub const MAX_CONNECTIONS: usize = 16;
 
 /// Where the database is.
@@ -24,6 +25,7 @@ pub struct Server {
     url: String,
     shown: String,
     pool: Mutex<Option<Postgres>>,
+    max_connections: std::sync::atomic::AtomicUsize,
 }
 
 impl Server {
@@ -34,7 +36,10 @@ impl Server {
         if let Some(pool) = pool.as_ref() {
             return Ok(pool.clone());
         }
-        let connected = Postgres::connect(&self.url, MAX_CONNECTIONS).map_err(|e| {
+        let size = self
+            .max_connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let connected = Postgres::connect(&self.url, size).map_err(|e| {
             DbError::Sql(format!(
                 "cannot use the PostgreSQL database {}: {e}",
                 self.shown
@@ -77,7 +82,20 @@ impl Location {
             url: url.to_string(),
             shown: shown_url(&config),
             pool: Mutex::new(None),
+            max_connections: std::sync::atomic::AtomicUsize::new(MAX_CONNECTIONS),
         })))
+    }
+
+    /// Sizes a PostgreSQL pool (before its first use) for `workers` syncs at once: each
+    /// holds two connections while it runs (its own and its lease's heartbeat), and requests,
+    /// the sweep and progress writes need some beside them. Nothing for a file.
+    pub fn size_pool_for(&self, workers: usize) {
+        if let Location::Postgres(server) = self {
+            server.max_connections.store(
+                MAX_CONNECTIONS.max(workers.saturating_mul(2).saturating_add(8)),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
     }
 
     /// `--db` if given, else `$SCOPABLE_DB`, else `./scopable.db`.

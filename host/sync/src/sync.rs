@@ -561,8 +561,9 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(20);
 /// test see a killed run expire.
 pub const LEASE_ENV: &str = "SCOPABLE_LEASE_SECS";
 
-/// The lease length: [`LEASE_ENV`], else [`DEFAULT_LEASE`].
-fn lease_length() -> Result<Duration, AppError> {
+/// The lease length: [`LEASE_ENV`], else [`DEFAULT_LEASE`]; a usage error when the variable
+/// is not a number of seconds from 1 to 3600.
+pub fn lease_length() -> Result<Duration, AppError> {
     let Some(raw) = std::env::var_os(LEASE_ENV) else {
         return Ok(DEFAULT_LEASE);
     };
