@@ -110,6 +110,10 @@ impl Sql for HandleTx<'_> {
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
         self.db.sql().query(sql, params)
     }
+
+    fn clock_ms(&self) -> Result<i64, DbError> {
+        self.db.sql().clock_ms()
+    }
 }
 
 /// Whether `id` is a usable account id: 1 to 63 lowercase ASCII letters, digits and dashes,

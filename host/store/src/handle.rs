@@ -64,6 +64,13 @@ impl Sql for Tx<'_> {
             Tx::Postgres(tx) => tx.query(sql, params),
         }
     }
+
+    fn clock_ms(&self) -> Result<i64, DbError> {
+        match self {
+            Tx::Sqlite(tx) => tx.clock_ms(),
+            Tx::Postgres(tx) => tx.clock_ms(),
+        }
+    }
 }
 
 impl Db {

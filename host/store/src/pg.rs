@@ -371,6 +371,10 @@ impl Sql for PgConn {
             .map(row)
             .collect()
     }
+
+    fn clock_ms(&self) -> Result<i64, DbError> {
+        server_clock_ms(self)
+    }
 }
 
 /// A transaction on a [`PgConn`].
@@ -406,6 +410,20 @@ impl Sql for PgTx<'_> {
             .map(row)
             .collect()
     }
+
+    fn clock_ms(&self) -> Result<i64, DbError> {
+        server_clock_ms(self)
+    }
+}
+
+/// The server's clock now, in unix milliseconds (`clock_timestamp`, not the transaction's
+/// start: a transaction that waited for a lock reads the time after the wait).
+fn server_clock_ms(sql: &dyn Sql) -> Result<i64, DbError> {
+    sql.query_one(
+        "SELECT CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)",
+        &[],
+    )?
+    .int(0)
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ fn rescue_lapsed(
 /// on a dead one. An operator-level sweep: `db`'s account does not limit it. Returns (taken
 /// back to the queue, ended).
 pub fn sweep_interrupted(db: &Db) -> Result<(usize, usize), DbError> {
-    rescue_lapsed(db.sql(), None, now_ms())
+    rescue_lapsed(db.sql(), None, db.sql().clock_ms()?)
 }
 
 /// Ends the handle's account's queued run `id` as failed with `error`, when it could not be
@@ -234,7 +234,7 @@ pub fn start(
     let tx = db.begin()?;
     tx.lock(&run_lock(&account, connector, kind))?;
     // After the lock: waiting for it may have taken a while.
-    let now = now_ms();
+    let now = tx.clock_ms()?;
     mark_interrupted(&tx, &account, connector, now)?;
     if let Some(live) = live_run(&tx, &account, connector, kind, None, now)? {
         // The expired runs marked above stay marked.
@@ -281,7 +281,7 @@ pub fn queue(
     let account = db.account().to_string();
     let tx = db.begin()?;
     tx.lock(&run_lock(&account, connector, kind))?;
-    let now = now_ms();
+    let now = tx.clock_ms()?;
     mark_interrupted(&tx, &account, connector, now)?;
     let busy = tx.query_opt(
         "SELECT id FROM sync_runs
@@ -334,7 +334,7 @@ pub fn claim(db: &mut Db, id: i64, lease: Duration) -> Result<Start, DbError> {
     if queued(&tx)?.is_none() {
         return Err(DbError::NotQueued { id });
     }
-    let now = now_ms();
+    let now = tx.clock_ms()?;
     mark_interrupted(&tx, &account, &connector, now)?;
     if let Some(live) = live_run(&tx, &account, &connector, &kind, Some(id), now)? {
         tx.commit()?;
@@ -432,16 +432,13 @@ fn renew_until_stopped(
 ) {
     let every = lease / 3;
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-        let renewed = db.sql().execute(
-            "UPDATE sync_runs SET lease_until = ?3
+        let renewed = db.sql().clock_ms().and_then(|now| {
+            db.sql().execute(
+                "UPDATE sync_runs SET lease_until = ?3
              WHERE account = ?1 AND id = ?2 AND attempt = ?4 AND status = 'running'",
-            &values![
-                db.account(),
-                run.id,
-                lease_end(now_ms(), lease),
-                run.attempt
-            ],
-        );
+                &values![db.account(), run.id, lease_end(now, lease), run.attempt],
+            )
+        });
         match renewed {
             Ok(0) => return,
             Ok(_) => {}

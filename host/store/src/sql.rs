@@ -145,6 +145,13 @@ pub trait Sql {
         Ok(self.query(sql, params)?.into_iter().next())
     }
 
+    /// Now, in unix milliseconds, by the clock leases are measured with: the database
+    /// server's for PostgreSQL (shared by every replica, however their own clocks drift), this
+    /// machine's for a SQLite file (one machine's processes share it).
+    fn clock_ms(&self) -> Result<i64, DbError> {
+        Ok(crate::db::now_ms())
+    }
+
     /// The one row a query must return.
     fn query_one(&self, sql: &str, params: &[Value]) -> Result<Row, DbError> {
         self.query_opt(sql, params)?

@@ -401,7 +401,7 @@ fn hold_lease(tx: &dyn Sql, account: &str, run: Held) -> Result<bool, DbError> {
         "UPDATE sync_runs SET lease_until = lease_until
          WHERE account = ?1 AND id = ?2 AND attempt = ?4 AND status = 'running'
            AND lease_until >= ?3",
-        &values![account, run.id, db::now_ms(), run.attempt],
+        &values![account, run.id, tx.clock_ms()?, run.attempt],
     )?;
     Ok(held > 0)
 }
