@@ -12,6 +12,11 @@ mod review;
 mod serve_cmd;
 mod sync_cmd;
 
+/// mimalloc instead of the system allocator: a large sync builds and drops maps of hundreds of
+/// thousands of small strings, where glibc's allocator spends its time consolidating.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }
