@@ -615,7 +615,13 @@ fn bad_bodies_and_paths_are_refused_in_the_error_shape() {
 
 #[test]
 fn concurrent_sync_requests_queue_one_run() {
-    let env = Env::new();
+    // Slow answers: the first run is still queued or running when the last request arrives
+    // (a sync of the sample that ended between two requests would rightly let a second one
+    // queue).
+    let env = Env::with(itglue_sim::SimConfig {
+        latency: std::time::Duration::from_secs(2),
+        ..itglue_sim::SimConfig::default()
+    });
     let (server, admin) = connected(&env, &[]);
     let answers: Vec<u16> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..6)
