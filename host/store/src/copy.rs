@@ -8,13 +8,13 @@
 
 use crate::db::{self, DbError};
 use crate::handle::{Db, Tx};
-use crate::sql::{MAX_PARAMETERS, Sql, Value, row_placeholders};
+use crate::sql::{self, MAX_PARAMETERS, Sql, Value};
 use crate::values;
 use crate::vault::{Binding, MASTER_KEY_ENV, Vault, VaultError, key_file_for};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 
-/// Rows read from SQLite, and written to PostgreSQL, at a time.
+/// Rows read from SQLite at a time (written in as few statements as `sql::insert_many` allows).
 const CHUNK_ROWS: usize = 1000;
 
 /// `meta` rows that belong to one database and are never copied: the key-check value (the
@@ -539,11 +539,11 @@ fn copy_table(
         quoted(&table.name),
         table.filter()
     );
-    let per_statement = CHUNK_ROWS
+    let per_read = CHUNK_ROWS
         .min(MAX_PARAMETERS / table.columns.len().max(1))
         .max(1);
     let insert = format!(
-        "INSERT INTO {} ({}){} VALUES ",
+        "INSERT INTO {} ({}){}",
         quoted(&table.name),
         names.join(", "),
         if table.has_sequence() {
@@ -556,24 +556,16 @@ fn copy_table(
         Some(r) => Some((r.columns(table)?, r)),
         None => None,
     };
-    // Every statement but the last writes a full chunk: its text is made once.
-    let full = format!(
-        "{insert}{}",
-        row_placeholders(per_statement, table.columns.len())
-    );
     let mut after = i64::MIN;
     let mut copied = 0u64;
     loop {
-        let rows = source.query(
-            &read,
-            &values![after, i64::try_from(per_statement).unwrap_or(1)],
-        )?;
+        let rows = source.query(&read, &values![after, i64::try_from(per_read).unwrap_or(1)])?;
         let Some(last) = rows.last() else {
             break;
         };
         after = last.int(0)?;
         let count = rows.len();
-        let mut values = Vec::with_capacity(count * table.columns.len());
+        let mut fitted_rows = Vec::with_capacity(count);
         for row in rows {
             let mut fitted = Vec::with_capacity(table.columns.len());
             for (column, value) in table.columns.iter().zip(row.0.into_iter().skip(1)) {
@@ -588,16 +580,11 @@ fn copy_table(
             if let Some((at, r)) = sealer.as_mut() {
                 r.reseal(at, &mut fitted)?;
             }
-            values.extend(fitted);
+            fitted_rows.push(fitted);
         }
-        if count == per_statement {
-            tx.execute(&full, &values)?;
-        } else {
-            let last = format!("{insert}{}", row_placeholders(count, table.columns.len()));
-            tx.execute(&last, &values)?;
-        }
+        sql::insert_many(tx, &insert, "", table.columns.len(), fitted_rows)?;
         copied += count as u64;
-        if count < per_statement {
+        if count < per_read {
             break;
         }
     }
@@ -1374,6 +1361,6 @@ mod tests {
             dependency_order(tables, &cycle),
             Err(CopyError::SchemaMismatch { .. })
         ));
-        assert_eq!(row_placeholders(2, 2), "(?1, ?2), (?3, ?4)");
+        assert_eq!(sql::row_placeholders(2, 2), "(?1, ?2), (?3, ?4)");
     }
 }
