@@ -57,4 +57,25 @@ impl Client {
             Err(e) => (0, e.to_string()),
         }
     }
+
+    /// Imports `clients` and `configurations` (CSV) for `token`'s account and connects the
+    /// simulator's US key; panics on any answer but 200.
+    pub fn set_up(&self, token: &str, clients: &str, configurations: &str) {
+        for (path, csv) in [
+            ("/api/v1/clients", clients),
+            ("/api/v1/configurations", configurations),
+        ] {
+            let (status, body) =
+                self.send("POST", path, token, Some(("text/csv", csv.to_string())));
+            assert_eq!(status, 200, "{body}");
+        }
+        let key = serde_json::json!({"region": "us", "api_key": "sim-key-us", "endpoint": null});
+        let (status, body) = self.send(
+            "POST",
+            "/api/v1/integrations/itglue/connect",
+            token,
+            Some(("application/json", key.to_string())),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
 }

@@ -175,23 +175,8 @@ fn main() {
         let replicas: Vec<Replica> = (0..n)
             .map(|_| Replica::start(&url, &sim.base_url()))
             .collect();
-        let key = json!({"region": "us", "api_key": "sim-key-us", "endpoint": null}).to_string();
         for (a, token) in tokens.iter().enumerate() {
-            let api = &replicas[a % n].api;
-            for (path, csv) in [
-                ("/api/v1/clients", &clients),
-                ("/api/v1/configurations", &configurations),
-            ] {
-                let (status, body) = api.send("POST", path, token, Some(("text/csv", csv.clone())));
-                assert_eq!(status, 200, "{body}");
-            }
-            let (status, body) = api.send(
-                "POST",
-                "/api/v1/integrations/itglue/connect",
-                token,
-                Some(("application/json", key.clone())),
-            );
-            assert_eq!(status, 200, "{body}");
+            replicas[a % n].api.set_up(token, &clients, &configurations);
         }
         let mut took = Vec::new();
         let mut failed = 0;

@@ -101,22 +101,8 @@ fn main() {
     let base = first.trim().trim_start_matches("listening on ").to_string();
     let client = Arc::new(Client::new(&base));
     let (clients, configurations) = sample_scopable_csv();
-    let key = json!({"region": "us", "api_key": "sim-key-us", "endpoint": null}).to_string();
     for token in &tokens {
-        for (path, csv) in [
-            ("/api/v1/clients", &clients),
-            ("/api/v1/configurations", &configurations),
-        ] {
-            let (status, body) = client.send("POST", path, token, Some(("text/csv", csv.clone())));
-            assert_eq!(status, 200, "{body}");
-        }
-        let (status, body) = client.send(
-            "POST",
-            "/api/v1/integrations/itglue/connect",
-            token,
-            Some(("application/json", key.clone())),
-        );
-        assert_eq!(status, 200, "{body}");
+        client.set_up(token, &clients, &configurations);
     }
     // Readers: status, links and unplaced of every account in turn, until the syncs end.
     let stop = Arc::new(AtomicBool::new(false));
