@@ -25,5 +25,6 @@ mod runs;
 mod search;
 mod serve;
 mod serve_util;
+mod streaming;
 mod sync;
 mod terminal;
