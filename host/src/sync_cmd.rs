@@ -83,6 +83,7 @@ pub fn sync_command(
         rt,
         kind,
         dry_run,
+        !json_out,
         &crate::review::cli_actor(),
         &mut on_progress,
     );

@@ -28,6 +28,8 @@ const ACCOUNT_TABLES: &[(&str, &str)] = &[
     ("decisions", "account"),
     ("unplaced", "account"),
     ("source_records", "account"),
+    ("sync_staged", "account"),
+    ("sync_planned", "account"),
     ("sync_runs", "account"),
     ("audit", "account"),
     ("kv", "account"),

@@ -40,7 +40,34 @@ pub const MIGRATIONS: &[&str] = &[
     // 7: which claim of a queued run holds it (the fencing token of a run taken over by
     // another replica after its holder's lease lapsed); 0 for a run started directly.
     "ALTER TABLE sync_runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;",
+    // 8: a sync's working rows: the records of a run as their pages arrive, and what its plan
+    // decided for each, so that a sync never holds the whole listing in memory.
+    MIGRATION_V8,
 ];
+
+/// The staging tables (`staging.rs`), keyed by the run and the claim (`attempt`) that wrote
+/// them. `client` is the client the record's organization is linked to (`''` when none, and
+/// for organizations), so that a client's records are read back together; `slot` is 0 for a
+/// record with an id and numbers the records without one.
+const MIGRATION_V8: &str = "
+CREATE TABLE sync_staged (
+    account TEXT NOT NULL, run_id INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    source_id TEXT NOT NULL, slot INTEGER NOT NULL, client TEXT NOT NULL,
+    page INTEGER NOT NULL, seq INTEGER NOT NULL, detail TEXT,
+    name TEXT NOT NULL, organization_id TEXT, short_name TEXT, type_name TEXT,
+    status_name TEXT, hostname TEXT, primary_ip TEXT, serial_number TEXT,
+    mac_addresses TEXT NOT NULL DEFAULT '[]', archived INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, run_id, attempt, source_id, slot)
+);
+CREATE INDEX sync_staged_client ON sync_staged(account, run_id, attempt, client, page, seq);
+CREATE TABLE sync_planned (
+    account TEXT NOT NULL, run_id INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('add', 'remove', 'kept', 'unplaced')),
+    source_id TEXT NOT NULL, name TEXT, scopable_id TEXT, evidence TEXT, reason TEXT,
+    candidates TEXT, suggestions TEXT, why TEXT, gone INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, run_id, attempt, op, source_id)
+);
+";
 
 const MIGRATION_V5: &str = r#"
 -- The binding of the account `default`: the id every stored key was sealed under until now.

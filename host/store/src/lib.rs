@@ -23,6 +23,7 @@ pub mod runs;
 pub mod search;
 pub mod shared;
 pub mod sql;
+pub mod staging;
 pub mod sync_apply;
 #[cfg(test)]
 mod testing;

@@ -21,7 +21,32 @@ pub const MIGRATIONS: &[&str] = &[
     // 2 (SQLite's 7): which claim of a queued run holds it, the fencing token of a run taken
     // over after its holder's lease lapsed.
     "ALTER TABLE sync_runs ADD COLUMN attempt BIGINT NOT NULL DEFAULT 0;",
+    // 3 (SQLite's 8): a sync's working rows (`staging.rs`).
+    PG_MIGRATION_V3,
 ];
+
+/// SQLite's migration 8 (`db::MIGRATION_V8`), in this schema's types.
+const PG_MIGRATION_V3: &str = r#"
+CREATE TABLE sync_staged (
+    account TEXT COLLATE "C" NOT NULL, run_id BIGINT NOT NULL, attempt BIGINT NOT NULL,
+    source_id TEXT COLLATE "C" NOT NULL, slot BIGINT NOT NULL, client TEXT COLLATE "C" NOT NULL,
+    page BIGINT NOT NULL, seq BIGINT NOT NULL, detail TEXT COLLATE "C",
+    name TEXT COLLATE "C" NOT NULL, organization_id TEXT COLLATE "C", short_name TEXT COLLATE "C",
+    type_name TEXT COLLATE "C", status_name TEXT COLLATE "C", hostname TEXT COLLATE "C",
+    primary_ip TEXT COLLATE "C", serial_number TEXT COLLATE "C",
+    mac_addresses TEXT COLLATE "C" NOT NULL DEFAULT '[]', archived BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, run_id, attempt, source_id, slot)
+);
+CREATE INDEX sync_staged_client ON sync_staged(account, run_id, attempt, client, page, seq);
+CREATE TABLE sync_planned (
+    account TEXT COLLATE "C" NOT NULL, run_id BIGINT NOT NULL, attempt BIGINT NOT NULL,
+    op TEXT COLLATE "C" NOT NULL CHECK (op IN ('add', 'remove', 'kept', 'unplaced')),
+    source_id TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C", scopable_id TEXT COLLATE "C",
+    evidence TEXT COLLATE "C", reason TEXT COLLATE "C", candidates TEXT COLLATE "C",
+    suggestions TEXT COLLATE "C", why TEXT COLLATE "C", gone BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, run_id, attempt, op, source_id)
+);
+"#;
 
 /// The schema as it stands at SQLite's version 6: every integer is `BIGINT` (flags included),
 /// bytes are `BYTEA`, generated ids are identities, and text compares and sorts by code point

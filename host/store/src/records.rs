@@ -89,6 +89,44 @@ pub fn configurations_of(db: &Db, clients: &HashSet<&str>) -> Result<Vec<Configu
     Ok(out)
 }
 
+/// How many configurations each client has: client id -> count.
+pub fn configuration_counts(db: &Db) -> Result<std::collections::HashMap<String, u64>, DbError> {
+    db.sql()
+        .query(
+            "SELECT client_id, count(*) FROM configurations WHERE account = ?1 GROUP BY client_id",
+            &values![db.account()],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, u64::try_from(r.int(1)?).unwrap_or(0))))
+        .collect()
+}
+
+/// The configurations of the clients from `first` to `last` (in the database's order), by
+/// client and then by id.
+pub fn configurations_between(
+    db: &Db,
+    first: &str,
+    last: &str,
+) -> Result<Vec<Configuration>, DbError> {
+    let rows = db.sql().query(
+        "SELECT id, client_id, name, hostname, serial_number, mac_addresses FROM configurations
+         WHERE account = ?1 AND client_id >= ?2 AND client_id <= ?3 ORDER BY client_id, id",
+        &values![db.account(), first, last],
+    )?;
+    rows.iter()
+        .map(|r| {
+            Ok(Configuration {
+                id: r.text(0)?,
+                client_id: r.text(1)?,
+                name: r.text(2)?,
+                hostname: r.opt_text(3)?,
+                serial_number: r.opt_text(4)?,
+                mac_addresses: stored_macs(&r.text(5)?, 5)?,
+            })
+        })
+        .collect()
+}
+
 /// Writes imported clients, (id, name) each, in one transaction, updating existing ids;
 /// returns how many did not exist before. Imports of an account wait for each other (on
 /// PostgreSQL, a transaction lock; on SQLite, the write lock); the transaction runs on a

@@ -285,25 +285,55 @@ where
     Ok(())
 }
 
+/// Calls `each` with `{head} IN (...)` and its values (`fixed` first, bound as `?1`..., then
+/// a chunk of `ids`), for as many chunks as the parameter limits need.
+fn in_chunks(
+    head: &str,
+    fixed: &[Value],
+    ids: &[&str],
+    mut each: impl FnMut(&str, &[Value]) -> Result<(), DbError>,
+) -> Result<(), DbError> {
+    for chunk in ids.chunks(MAX_BATCH_ROWS) {
+        let list: Vec<String> = (0..chunk.len())
+            .map(|i| format!("?{}", fixed.len() + i + 1))
+            .collect();
+        let mut values = fixed.to_vec();
+        values.extend(chunk.iter().map(|id| Value::from(*id)));
+        each(&format!("{head} IN ({})", list.join(", ")), &values)?;
+    }
+    Ok(())
+}
+
 /// Runs `{head} IN (...)` with `fixed` values first (bound as `?1`...) and then `ids`, in as
 /// few statements as the parameter limits allow; returns the rows changed.
+#[cfg(test)]
 pub(crate) fn execute_in(
     sql: &dyn Sql,
     head: &str,
     fixed: &[Value],
     ids: &[&str],
 ) -> Result<u64, DbError> {
-    let per_statement = MAX_BATCH_ROWS.max(1);
     let mut changed = 0;
-    for chunk in ids.chunks(per_statement) {
-        let list: Vec<String> = (0..chunk.len())
-            .map(|i| format!("?{}", fixed.len() + i + 1))
-            .collect();
-        let mut values = fixed.to_vec();
-        values.extend(chunk.iter().map(|id| Value::from(*id)));
-        changed += sql.execute(&format!("{head} IN ({})", list.join(", ")), &values)?;
-    }
+    in_chunks(head, fixed, ids, |text, values| {
+        changed += sql.execute(text, values)?;
+        Ok(())
+    })?;
     Ok(changed)
+}
+
+/// The rows of `{head} IN (...)` ([`execute_in`]'s statement) for every id of `ids`.
+pub(crate) fn query_in(
+    sql: &dyn Sql,
+    head: &str,
+    fixed: &[Value],
+    ids: &[&str],
+) -> Result<Vec<Row>, DbError> {
+    let mut rows = Vec::new();
+    in_chunks(head, fixed, ids, |text, values| {
+        rows.extend(sql.query(text, values)?);
+        Ok(())
+    })?;
+    Ok(rows)
 }
 
 /// `?1`, `?2`... as PostgreSQL's `$1`, `$2`..., outside quoted text and identifiers.

@@ -6,6 +6,7 @@ use crate::db::{self, DbError};
 use crate::handle::{Db, Tx};
 use crate::runs::{self, Held, RunCounts};
 use crate::sql::{self, Sql};
+use crate::staging::{self, Planned};
 use crate::values;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -148,6 +149,25 @@ pub fn auto_links(
     )
 }
 
+/// The automatic links of a kind held by the records `ids`: source id -> scopable id.
+pub fn auto_links_of(
+    db: &Db,
+    connector: &str,
+    kind: &str,
+    ids: &[&str],
+) -> Result<HashMap<String, String>, DbError> {
+    sql::query_in(
+        db.sql(),
+        "SELECT source_id, scopable_id FROM links
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto' AND source_id",
+        &values![db.account(), connector, kind],
+        ids,
+    )?
+    .iter()
+    .map(|r| Ok((r.text(0)?, r.text(1)?)))
+    .collect()
+}
+
 /// The stored names of the automatically linked records of a kind: source id -> name.
 pub fn auto_linked_names(
     db: &Db,
@@ -229,11 +249,8 @@ pub enum Applied {
     BasisChanged,
 }
 
-/// Applies a planned sync in one transaction, and records the run as `ok` in it.
-///
-/// Applies of one connector, and decisions about it, wait for each other (on PostgreSQL,
-/// transaction locks; on SQLite, the write lock), so that each apply checks the basis with
-/// the others' writes in sight.
+/// Applies a planned sync: stages its rows ([`crate::staging`]) and applies them
+/// ([`apply_staged`]), in one transaction that records the run as `ok`.
 pub fn apply(
     db: &mut Db,
     connector: &str,
@@ -241,6 +258,72 @@ pub fn apply(
     plan: &PlannedSync<'_>,
 ) -> Result<Applied, DbError> {
     let run = plan.run;
+    let received = plan.seen.iter().map(|(id, s)| staging::Received {
+        source_id: id.clone(),
+        client: String::new(),
+        record: s.clone(),
+    });
+    staging::stage_page(db, run, 1, received.collect(), Vec::new())?;
+    let mut planned: Vec<Planned> = Vec::new();
+    for change in &plan.changes {
+        planned.push(match change {
+            LinkChange::Remove { source_id } => Planned::Remove {
+                source_id: source_id.to_string(),
+                name: None,
+                scopable_id: String::new(),
+                why: String::new(),
+                gone: false,
+            },
+            LinkChange::Add {
+                source_id,
+                scopable_id,
+                evidence,
+            } => Planned::Add {
+                source_id: source_id.to_string(),
+                name: String::new(),
+                scopable_id: scopable_id.to_string(),
+                evidence: json!(evidence).to_string(),
+            },
+        });
+    }
+    for (source_id, scopable_id, evidence) in plan.kept {
+        planned.push(Planned::Kept {
+            source_id: source_id.clone(),
+            scopable_id: scopable_id.clone(),
+            evidence: evidence.clone(),
+        });
+    }
+    for (source_id, name, reason, candidates, suggestions) in plan.unplaced {
+        planned.push(Planned::Unplaced {
+            source_id: source_id.clone(),
+            name: name.clone(),
+            reason: reason.clone(),
+            candidates: candidates.clone(),
+            suggestions: suggestions.clone(),
+        });
+    }
+    staging::stage_planned(db, run, &planned)?;
+    let applied = apply_staged(db, connector, kind, run, plan.basis, &plan.counts);
+    staging::clear(db, run)?;
+    applied
+}
+
+/// Applies the staged rows of `run` ([`crate::staging`]: the records it received and what its
+/// plan decided) in one transaction, and records the run as `ok` in it. Only rows that change
+/// are written: a sync that finds everything as it was changes no link, unplaced row or
+/// stored record.
+///
+/// Applies of one connector, and decisions about it, wait for each other (on PostgreSQL,
+/// transaction locks; on SQLite, the write lock), so that each apply checks the basis with
+/// the others' writes in sight.
+pub fn apply_staged(
+    db: &mut Db,
+    connector: &str,
+    kind: &str,
+    run: Held,
+    basis: &str,
+    counts: &RunCounts,
+) -> Result<Applied, DbError> {
     let account = db.account().to_string();
     let account = account.as_str();
     let tx = db.begin()?;
@@ -249,132 +332,110 @@ pub fn apply(
     if !hold_lease(&tx, account, run)? {
         return Ok(Applied::LeaseLost);
     }
-    if basis_on(&tx, account, connector)? != plan.basis {
+    if basis_on(&tx, account, connector)? != basis {
         return Ok(Applied::BasisChanged);
     }
     let now = db::now();
-    // What is stored now, so that only rows that change are written.
-    let stored_evidence = pairs(
-        &tx,
-        "SELECT source_id, evidence FROM links
-         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto'",
-        account,
-        connector,
-        kind,
-    )?;
-    let stored_records = stored_records_on(&tx, account, connector, kind)?;
+    let of_run = values![account, connector, kind, run.id, run.attempt];
     // Removals first: a record whose link moves is removed, then added again.
-    let removed: Vec<&str> = plan
-        .changes
-        .iter()
-        .filter_map(|change| match change {
-            LinkChange::Remove { source_id } => Some(*source_id),
-            LinkChange::Add { .. } => None,
-        })
-        .collect();
-    sql::execute_in(
-        &tx,
-        "DELETE FROM links
-         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto' AND source_id",
-        &values![account, connector, kind],
-        &removed,
-    )?;
-    let added = plan.changes.iter().filter_map(|change| match change {
-        LinkChange::Add {
-            source_id,
-            scopable_id,
-            evidence,
-        } => Some(values![
-            account,
-            connector,
-            kind,
-            *source_id,
-            *scopable_id,
-            json!(evidence).to_string(),
-            &now,
-            "auto"
-        ]),
-        LinkChange::Remove { .. } => None,
-    });
-    sql::insert_many(
-        &tx,
-        "INSERT INTO links (account, connector, kind, source_id, scopable_id, evidence,
-                            linked_at, source)",
-        "",
-        8,
-        added,
-    )?;
-    for (source_id, scopable_id, evidence) in plan.kept {
-        if stored_evidence.get(source_id) == Some(evidence) {
-            continue;
-        }
-        tx.execute(
-            "UPDATE links SET evidence = ?6
-             WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id = ?4
-               AND scopable_id = ?5 AND source = 'auto'",
-            &values![account, connector, kind, source_id, scopable_id, evidence],
-        )?;
-    }
     tx.execute(
-        "DELETE FROM unplaced WHERE account = ?1 AND connector = ?2 AND kind = ?3",
-        &values![account, connector, kind],
+        "DELETE FROM links
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto'
+           AND source_id IN (SELECT source_id FROM sync_planned
+                             WHERE account = ?1 AND run_id = ?4 AND attempt = ?5
+                               AND op = 'remove')",
+        &of_run,
     )?;
-    insert_unplaced(&tx, account, connector, kind, plan.unplaced)?;
-    let gone: Vec<&str> = stored_records
-        .keys()
-        .filter(|id| !plan.seen.contains_key(*id))
-        .map(String::as_str)
-        .collect();
-    sql::execute_in(
-        &tx,
+    tx.execute(
+        "INSERT INTO links (account, connector, kind, source_id, scopable_id, evidence,
+                            linked_at, source)
+         SELECT account, CAST(?2 AS TEXT), CAST(?3 AS TEXT), source_id, scopable_id, evidence,
+                CAST(?6 AS TEXT), 'auto'
+         FROM sync_planned
+         WHERE account = ?1 AND run_id = ?4 AND attempt = ?5 AND op = 'add'",
+        &values![account, connector, kind, run.id, run.attempt, now.as_str()],
+    )?;
+    tx.execute(
+        "UPDATE links SET evidence = (
+             SELECT p.evidence FROM sync_planned p
+             WHERE p.account = ?1 AND p.run_id = ?4 AND p.attempt = ?5 AND p.op = 'kept'
+               AND p.source_id = links.source_id)
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto'
+           AND EXISTS (
+             SELECT 1 FROM sync_planned p
+             WHERE p.account = ?1 AND p.run_id = ?4 AND p.attempt = ?5 AND p.op = 'kept'
+               AND p.source_id = links.source_id AND p.scopable_id = links.scopable_id
+               AND p.evidence <> links.evidence)",
+        &of_run,
+    )?;
+    // The kind's unplaced rows become the plan's: those that differ go, the new ones come.
+    tx.execute(
+        "DELETE FROM unplaced
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3
+           AND NOT EXISTS (
+             SELECT 1 FROM sync_planned p
+             WHERE p.account = ?1 AND p.run_id = ?4 AND p.attempt = ?5 AND p.op = 'unplaced'
+               AND p.source_id = unplaced.source_id AND p.name = unplaced.name
+               AND p.reason = unplaced.reason AND p.candidates = unplaced.candidates
+               AND p.suggestions = unplaced.suggestions)",
+        &of_run,
+    )?;
+    tx.execute(
+        "INSERT INTO unplaced (account, connector, kind, source_id, name, reason, candidates,
+                               suggestions)
+         SELECT account, CAST(?2 AS TEXT), CAST(?3 AS TEXT), source_id, name, reason,
+                candidates, suggestions
+         FROM sync_planned p
+         WHERE p.account = ?1 AND p.run_id = ?4 AND p.attempt = ?5 AND p.op = 'unplaced'
+           AND NOT EXISTS (
+             SELECT 1 FROM unplaced u
+             WHERE u.account = ?1 AND u.connector = ?2 AND u.kind = ?3
+               AND u.source_id = p.source_id)",
+        &of_run,
+    )?;
+    // The stored records become those received: the gone go, the changed are written.
+    tx.execute(
         "DELETE FROM source_records
-         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source_id",
-        &values![account, connector, kind],
-        &gone,
+         WHERE account = ?1 AND connector = ?2 AND kind = ?3
+           AND NOT EXISTS (
+             SELECT 1 FROM sync_staged s
+             WHERE s.account = ?1 AND s.run_id = ?4 AND s.attempt = ?5 AND s.slot = 0
+               AND s.detail IS NULL AND s.source_id = source_records.source_id)",
+        &of_run,
     )?;
-    let changed = plan
-        .seen
-        .iter()
-        .filter(|(id, s)| {
-            !stored_records
-                .get(*id)
-                .is_some_and(|(stored, kept)| *kept && stored == *s)
-        })
-        .map(|(id, s)| {
-            values![
-                account,
-                connector,
-                kind,
-                id,
-                &s.name,
-                s.organization_id.as_deref(),
-                s.short_name.as_deref(),
-                s.type_name.as_deref(),
-                s.status_name.as_deref(),
-                s.hostname.as_deref(),
-                s.primary_ip.as_deref(),
-                s.serial_number.as_deref(),
-                json!(s.mac_addresses).to_string(),
-                s.archived,
-                1i64
-            ]
-        });
-    sql::insert_many(
-        &tx,
+    tx.execute(
         "INSERT INTO source_records (account, connector, kind, source_id, name,
              organization_id, short_name, type_name, status_name, hostname, primary_ip,
-             serial_number, mac_addresses, archived, identifiers_kept)",
-        "ON CONFLICT (account, connector, kind, source_id) DO UPDATE SET
+             serial_number, mac_addresses, archived, identifiers_kept)
+         SELECT s.account, CAST(?2 AS TEXT), CAST(?3 AS TEXT), s.source_id, s.name,
+             s.organization_id, s.short_name, s.type_name, s.status_name, s.hostname,
+             s.primary_ip, s.serial_number, s.mac_addresses, s.archived, 1
+         FROM sync_staged s
+         WHERE s.account = ?1 AND s.run_id = ?4 AND s.attempt = ?5 AND s.slot = 0
+           AND s.detail IS NULL
+           AND NOT EXISTS (
+             SELECT 1 FROM source_records r
+             WHERE r.account = ?1 AND r.connector = ?2 AND r.kind = ?3
+               AND r.source_id = s.source_id AND r.identifiers_kept = 1
+               AND r.name = s.name
+               AND r.organization_id IS NOT DISTINCT FROM s.organization_id
+               AND r.short_name IS NOT DISTINCT FROM s.short_name
+               AND r.type_name IS NOT DISTINCT FROM s.type_name
+               AND r.status_name IS NOT DISTINCT FROM s.status_name
+               AND r.hostname IS NOT DISTINCT FROM s.hostname
+               AND r.primary_ip IS NOT DISTINCT FROM s.primary_ip
+               AND r.serial_number IS NOT DISTINCT FROM s.serial_number
+               AND r.mac_addresses = s.mac_addresses AND r.archived = s.archived)
+         ON CONFLICT (account, connector, kind, source_id) DO UPDATE SET
              name = excluded.name, organization_id = excluded.organization_id,
              short_name = excluded.short_name, type_name = excluded.type_name,
              status_name = excluded.status_name, hostname = excluded.hostname,
              primary_ip = excluded.primary_ip, serial_number = excluded.serial_number,
              mac_addresses = excluded.mac_addresses, archived = excluded.archived,
              identifiers_kept = excluded.identifiers_kept",
-        15,
-        changed,
+        &of_run,
     )?;
-    runs::finish_on(&tx, account, run, "ok", &plan.counts, None)?;
+    runs::finish_on(&tx, account, run, "ok", counts, None)?;
     tx.commit()?;
     Ok(Applied::Done)
 }

@@ -5,7 +5,7 @@
 use crate::app::{App, AppError, Exit};
 use crate::notice::{notice, retry_notice};
 use scopable_sandbox::sandbox::{CallContext, CallError, LoadedConnector, wit_types as types};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// A page of either kind, reduced to what paging needs.
@@ -276,14 +276,25 @@ fn check_page<P: Page>(
 /// One fetched page, split into its parts.
 pub type Parts<R> = (Vec<R>, Vec<types::UnreadableRecord>, types::PageInfo);
 
-/// Everything a listing returned, de-duplicated by id.
-pub struct Listing<R> {
-    /// Readable records, in id order of first appearance.
-    pub records: Vec<R>,
-    /// Records the connector could not read.
-    pub unreadable: Vec<types::UnreadableRecord>,
+/// What the pages of a listing added up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetched {
     /// Pages fetched.
     pub pages: u32,
+    /// The number of records page 1 reported, if it did.
+    pub expected_total: Option<u64>,
+}
+
+impl Fetched {
+    /// Checks that `received` distinct records (readable or not) are what page 1 reported.
+    pub fn check_received(&self, received: u64) -> Result<(), FetchError> {
+        match self.expected_total {
+            Some(total) if received != total => Err(FetchError::Inconsistent(format!(
+                "the API reported {total} records but {received} distinct records arrived; nothing was linked from a partial list"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 async fn fetch_with_retries<P: Page>(
@@ -335,12 +346,19 @@ fn with_page(e: types::Error, page: u32) -> types::Error {
     }
 }
 
-/// Fetches every page of a listing. `progress` hears (pages done, total pages if known).
-pub async fn fetch_all<P: Page>(
+/// Fetches every page of a listing and hands each to `on_page` (page number, readable
+/// records, unreadable records) as it arrives, checked ([`check_page`]) and in no particular
+/// order; nothing is kept here, so the listing's size never shows in memory. The pages must
+/// agree with page 1 (the same total; the last page points nowhere); that the records add up
+/// to page 1's total is for the caller to check with [`Fetched::check_received`], once it
+/// knows how many distinct records it kept. `progress` hears (pages done, total pages if
+/// known).
+pub async fn fetch_pages<P: Page>(
     app: &App,
     ctx: &CallContext,
     mut progress: impl FnMut(u32, Option<u32>),
-) -> Result<Listing<P::Record>, FetchError> {
+    mut on_page: impl FnMut(u32, Vec<P::Record>, Vec<types::UnreadableRecord>) -> Result<(), FetchError>,
+) -> Result<Fetched, FetchError> {
     let connector = app.connector.clone();
     // HTTP requests in flight are bounded by `concurrency` (the context's semaphore); twice as
     // many calls run, so parsing one page overlaps fetching the next.
@@ -358,11 +376,22 @@ pub async fn fetch_all<P: Page>(
             bounds.max_records
         )));
     }
-    let mut pages: BTreeMap<u32, Parts<P::Record>> = BTreeMap::new();
     let expected_total = info.total_count;
     let total_pages = info.total_pages;
     let mut next = info.next_page;
-    pages.insert(1, (records, unreadable, info));
+    let mut fetched: HashSet<u32> = HashSet::from([1]);
+    // Every page after the first must report page 1's total, if any.
+    let same_total = |number: u32, info: &types::PageInfo| {
+        if info.total_count.is_some() && info.total_count != expected_total {
+            return Err(FetchError::Inconsistent(format!(
+                "the total changed while paging (page 1 said {}, page {number} said {}); sync again",
+                expected_total.map_or("?".into(), |n| n.to_string()),
+                info.total_count.map_or("?".into(), |n| n.to_string()),
+            )));
+        }
+        Ok(())
+    };
+    on_page(1, records, unreadable)?;
     progress(1, total_pages);
     match total_pages {
         Some(total) if total > MAX_PAGES => {
@@ -371,7 +400,6 @@ pub async fn fetch_all<P: Page>(
             )));
         }
         Some(total) if total > 1 => {
-            // The total is known: fetch the rest at once, bounded.
             let mut set = tokio::task::JoinSet::new();
             let mut queue = 2..=total;
             let spawn = |set: &mut tokio::task::JoinSet<_>, page: u32| {
@@ -384,24 +412,29 @@ pub async fn fetch_all<P: Page>(
             while let Some(joined) = set.join_next().await {
                 let (page, result) =
                     joined.map_err(|e| FetchError::Host(format!("a fetch task failed: {e}")))?;
-                let parts = check_page::<P>(page, result?.into_parts(), bounds, &mut held)?;
-                pages.insert(page, parts);
-                progress(pages.len() as u32, Some(total));
+                let (records, unreadable, info) =
+                    check_page::<P>(page, result?.into_parts(), bounds, &mut held)?;
+                same_total(page, &info)?;
+                if page == total
+                    && let Some(next) = info.next_page
+                {
+                    return Err(FetchError::Inconsistent(format!(
+                        "page {total} of {total} points to a page {next}: the listing changed while paging; sync again"
+                    )));
+                }
+                // The next page is asked for before this one is handed over, so that the
+                // fetch goes on while it is written.
                 if let Some(page) = queue.next() {
                     spawn(&mut set, page);
                 }
-            }
-            // The last page must be the last: a listing that grew while paging is partial.
-            if let Some(next) = pages.get(&total).and_then(|p| p.2.next_page) {
-                return Err(FetchError::Inconsistent(format!(
-                    "page {total} of {total} points to a page {next}: the listing changed while paging; sync again"
-                )));
+                on_page(page, records, unreadable)?;
+                fetched.insert(page);
+                progress(fetched.len() as u32, Some(total));
             }
         }
         _ => {
-            // No total: follow next-page one at a time.
             while let Some(page) = next {
-                if pages.contains_key(&page) || page > MAX_PAGES {
+                if fetched.contains(&page) || page > MAX_PAGES {
                     return Err(FetchError::Inconsistent(format!(
                         "the API pointed to page {page} again; paging would not end"
                     )));
@@ -409,59 +442,19 @@ pub async fn fetch_all<P: Page>(
                 let parts = fetch_with_retries::<P>(connector.clone(), ctx.clone(), page)
                     .await?
                     .into_parts();
-                let parts = check_page::<P>(page, parts, bounds, &mut held)?;
-                next = parts.2.next_page;
-                pages.insert(page, parts);
-                progress(pages.len() as u32, None);
+                let (records, unreadable, info) = check_page::<P>(page, parts, bounds, &mut held)?;
+                same_total(page, &info)?;
+                next = info.next_page;
+                on_page(page, records, unreadable)?;
+                fetched.insert(page);
+                progress(fetched.len() as u32, None);
             }
         }
     }
-    assemble::<P>(pages, expected_total)
-}
-
-fn assemble<P: Page>(
-    pages: BTreeMap<u32, Parts<P::Record>>,
-    expected_total: Option<u64>,
-) -> Result<Listing<P::Record>, FetchError> {
-    let page_count = pages.len() as u32;
-    let mut seen = HashSet::new();
-    let mut listing = Listing {
-        records: Vec::new(),
-        unreadable: Vec::new(),
-        pages: page_count,
-    };
-    for (number, (records, unreadable, info)) in pages {
-        if info.total_count.is_some() && info.total_count != expected_total {
-            return Err(FetchError::Inconsistent(format!(
-                "the total changed while paging (page 1 said {}, page {number} said {}); sync again",
-                expected_total.map_or("?".into(), |n| n.to_string()),
-                info.total_count.map_or("?".into(), |n| n.to_string()),
-            )));
-        }
-        for record in records {
-            if seen.insert(P::id(&record).to_string()) {
-                listing.records.push(record);
-            }
-        }
-        for bad in unreadable {
-            let fresh = match &bad.id {
-                Some(id) => seen.insert(id.clone()),
-                None => true,
-            };
-            if fresh {
-                listing.unreadable.push(bad);
-            }
-        }
-    }
-    let received = (listing.records.len() + listing.unreadable.len()) as u64;
-    if let Some(total) = expected_total
-        && received != total
-    {
-        return Err(FetchError::Inconsistent(format!(
-            "the API reported {total} records but {received} distinct records arrived; nothing was linked from a partial list"
-        )));
-    }
-    Ok(listing)
+    Ok(Fetched {
+        pages: fetched.len() as u32,
+        expected_total,
+    })
 }
 
 /// Why a listing could not be fetched.

@@ -31,13 +31,33 @@ pub fn configurations_of(
 ) -> Result<Vec<types::ScopableConfiguration>, DbError> {
     Ok(scopable_store::records::configurations_of(db, clients)?
         .into_iter()
-        .map(|c| types::ScopableConfiguration {
-            id: c.id,
-            client_id: c.client_id,
-            name: c.name,
-            hostname: c.hostname,
-            serial_number: c.serial_number,
-            mac_addresses: c.mac_addresses,
-        })
+        .map(scopable)
         .collect())
+}
+
+/// A stored Scopable configuration, as the connector sees it.
+fn scopable(c: scopable_store::records::Configuration) -> types::ScopableConfiguration {
+    types::ScopableConfiguration {
+        id: c.id,
+        client_id: c.client_id,
+        name: c.name,
+        hostname: c.hostname,
+        serial_number: c.serial_number,
+        mac_addresses: c.mac_addresses,
+    }
+}
+
+/// The Scopable configurations of the clients from `first` to `last` (in the database's
+/// order), by client and then by id.
+pub fn configurations_between(
+    db: &Db,
+    first: &str,
+    last: &str,
+) -> Result<Vec<types::ScopableConfiguration>, DbError> {
+    Ok(
+        scopable_store::records::configurations_between(db, first, last)?
+            .into_iter()
+            .map(scopable)
+            .collect(),
+    )
 }

@@ -3,13 +3,14 @@
 //! transaction. Manual decisions are never changed; stale automatic links are removed.
 
 use crate::app::{App, AppError, Exit};
-use crate::fetch::{self, Listing};
+use crate::fetch;
 pub use crate::kinds::{RecordKind, id_key, id_order, reason_name};
 use scopable_sandbox::sandbox::{CallContext, wit_types as types};
 use scopable_store::Db;
 use scopable_store::db::{self, DbError};
 use scopable_store::runs::{self, RunCounts, RunRow};
-use scopable_store::sync_apply::{self, LinkChange, SeenRecord};
+use scopable_store::staging::{self, Planned, Received};
+use scopable_store::sync_apply::{self, SeenRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -50,32 +51,36 @@ pub enum Change {
 /// placed again without the network.
 type Seen = SeenRecord;
 
-fn seen_organization(o: &types::Organization) -> Seen {
-    Seen {
-        name: o.name.clone(),
-        short_name: o.short_name.clone(),
-        type_name: o.type_name.clone(),
-        status_name: o.status_name.clone(),
+/// An organization as the host keeps it, with its id.
+fn seen_organization(o: types::Organization) -> (String, Seen) {
+    let seen = Seen {
+        name: o.name,
+        short_name: o.short_name,
+        type_name: o.type_name,
+        status_name: o.status_name,
         ..Seen::default()
-    }
+    };
+    (o.id, seen)
 }
 
-fn seen_configuration(c: &types::Configuration) -> Seen {
-    Seen {
-        name: c.name.clone(),
-        organization_id: Some(c.organization_id.clone()),
-        type_name: c.type_name.clone(),
-        hostname: c.hostname.clone(),
-        primary_ip: c.primary_ip.clone(),
-        serial_number: c.serial_number.clone(),
-        mac_addresses: c.mac_addresses.clone(),
+/// A configuration as the host keeps it, with its id.
+fn seen_configuration(c: types::Configuration) -> (String, Seen) {
+    let seen = Seen {
+        name: c.name,
+        organization_id: Some(c.organization_id),
+        type_name: c.type_name,
+        hostname: c.hostname,
+        primary_ip: c.primary_ip,
+        serial_number: c.serial_number,
+        mac_addresses: c.mac_addresses,
         archived: c.archived,
         ..Seen::default()
-    }
+    };
+    (c.id, seen)
 }
 
 /// The organization as the connector gave it.
-fn organization_of(s: &Seen, id: &str) -> types::Organization {
+fn organization_of(id: &str, s: &Seen) -> types::Organization {
     types::Organization {
         id: id.to_string(),
         name: s.name.clone(),
@@ -86,7 +91,7 @@ fn organization_of(s: &Seen, id: &str) -> types::Organization {
 }
 
 /// The configuration as the connector gave it.
-fn configuration_of(s: &Seen, id: &str) -> types::Configuration {
+fn configuration_of(id: &str, s: &Seen) -> types::Configuration {
     types::Configuration {
         id: id.to_string(),
         organization_id: s.organization_id.clone().unwrap_or_default(),
@@ -100,17 +105,85 @@ fn configuration_of(s: &Seen, id: &str) -> types::Configuration {
     }
 }
 
-/// The outcome of matching, checked and ready to apply.
+/// The outcome of matching a batch of records, checked and ready to apply.
+#[derive(Default)]
 struct Plan {
+    /// Its counts (of the batch's records: `errored` is left to the caller).
     counts: SyncCounts,
+    /// The link changes: those of placed records, then (from `gone_from` on) the removals of
+    /// records no longer placed automatically.
     changes: Vec<Change>,
+    /// Where the removals of records no longer placed start in `changes`.
+    gone_from: usize,
     /// Links to keep with refreshed evidence: (source id, scopable id, evidence JSON).
     kept: Vec<(String, String, String)>,
     /// (source id, name, reason, candidates JSON, suggestions JSON).
     unplaced: Vec<(String, String, String, String, String)>,
-    seen: BTreeMap<String, Seen>,
-    /// [`sync_apply::basis`] when the sync started.
-    basis: String,
+}
+
+impl Plan {
+    /// Adds a later batch's plan to this one.
+    fn merge(&mut self, other: Plan) {
+        let c = &mut self.counts;
+        c.fetched += other.counts.fetched;
+        c.linked += other.counts.linked;
+        c.skipped += other.counts.skipped;
+        c.new_links += other.counts.new_links;
+        c.removed_links += other.counts.removed_links;
+        self.changes.extend(other.changes);
+        self.gone_from = self.changes.len();
+        self.kept.extend(other.kept);
+        self.unplaced.extend(other.unplaced);
+    }
+
+    /// Its rows for the staging tables.
+    fn staged(self) -> Vec<Planned> {
+        let mut rows = Vec::with_capacity(self.changes.len() + self.kept.len() + self.unplaced.len());
+        for (n, change) in self.changes.into_iter().enumerate() {
+            rows.push(match change {
+                Change::Add {
+                    source_id,
+                    name,
+                    scopable_id,
+                    evidence,
+                } => Planned::Add {
+                    source_id,
+                    name: name.unwrap_or_default(),
+                    scopable_id,
+                    evidence: json!(evidence).to_string(),
+                },
+                Change::Remove {
+                    source_id,
+                    name,
+                    scopable_id,
+                    why,
+                } => Planned::Remove {
+                    source_id,
+                    name,
+                    scopable_id,
+                    why,
+                    gone: n >= self.gone_from,
+                },
+            });
+        }
+        for (source_id, scopable_id, evidence) in self.kept {
+            rows.push(Planned::Kept {
+                source_id,
+                scopable_id,
+                evidence,
+            });
+        }
+        for (source_id, name, reason, candidates, suggestions) in self.unplaced {
+            rows.push(Planned::Unplaced {
+                source_id,
+                name,
+                reason,
+                candidates,
+                suggestions,
+            });
+        }
+        rows
+    }
 }
 
 struct Decisions {
@@ -166,8 +239,7 @@ fn evidence_name(e: types::Evidence) -> &'static str {
 #[allow(clippy::too_many_arguments)]
 fn plan(
     placements: Vec<types::Placement>,
-    seen: BTreeMap<String, Seen>,
-    unreadable: &[types::UnreadableRecord],
+    seen: &BTreeMap<String, Seen>,
     decided: &Decisions,
     existing_auto: &HashMap<String, String>,
     manual_linked_fetched: u64,
@@ -254,8 +326,7 @@ fn plan(
     }
 
     let mut counts = SyncCounts {
-        fetched: (seen.len() + unreadable.len()) as u64,
-        errored: unreadable.len() as u64,
+        fetched: seen.len() as u64,
         ..SyncCounts::default()
     };
     let mut changes = Vec::new();
@@ -331,6 +402,7 @@ fn plan(
         .filter(|(id, _)| !placed.contains_key(id.as_str()))
         .collect();
     gone.sort_by(|a, b| id_order(a.0, b.0));
+    let gone_from = changes.len();
     for (id, old) in gone {
         let why = if seen.contains_key(id.as_str()) {
             "a manual decision replaced it"
@@ -344,37 +416,8 @@ fn plan(
             why: why.into(),
         });
     }
-    let mut placeholders = 0;
-    let mut listed: HashSet<String> = HashSet::new();
-    for bad in unreadable {
-        // Records without an id still get their own row, under a placeholder no received
-        // record holds.
-        let id = match &bad.id {
-            Some(id) => id.clone(),
-            None => loop {
-                placeholders += 1;
-                let candidate = format!("(no id #{placeholders})");
-                let taken = seen.contains_key(&candidate)
-                    || listed.contains(&candidate)
-                    || unreadable
-                        .iter()
-                        .any(|u| u.id.as_deref() == Some(&candidate));
-                if !taken {
-                    break candidate;
-                }
-            },
-        };
-        listed.insert(id.clone());
-        unplaced.push((
-            id,
-            bad.detail.clone(),
-            "invalid-record".into(),
-            "[]".into(),
-            "[]".into(),
-        ));
-    }
     counts.linked = linked;
-    counts.skipped = counts.fetched - counts.linked - counts.errored;
+    counts.skipped = counts.fetched - counts.linked;
     counts.new_links = changes
         .iter()
         .filter(|c| matches!(c, Change::Add { .. }))
@@ -386,10 +429,9 @@ fn plan(
     Ok(Plan {
         counts,
         changes,
+        gone_from,
         kept,
         unplaced,
-        seen,
-        basis: String::new(),
     })
 }
 
@@ -509,39 +551,16 @@ pub fn check_evidence(
     Ok(())
 }
 
+/// Applies the staged plan of `run` ([`sync_apply::apply_staged`]).
 fn apply(
     db: &mut Db,
     connector: &str,
     kind: &str,
-    plan: &Plan,
     run: runs::Held,
+    basis: &str,
+    counts: &SyncCounts,
 ) -> Result<(), AppError> {
-    let planned = sync_apply::PlannedSync {
-        run,
-        basis: &plan.basis,
-        changes: plan
-            .changes
-            .iter()
-            .map(|change| match change {
-                Change::Remove { source_id, .. } => LinkChange::Remove { source_id },
-                Change::Add {
-                    source_id,
-                    scopable_id,
-                    evidence,
-                    ..
-                } => LinkChange::Add {
-                    source_id,
-                    scopable_id,
-                    evidence,
-                },
-            })
-            .collect(),
-        kept: &plan.kept,
-        unplaced: &plan.unplaced,
-        seen: &plan.seen,
-        counts: plan.counts.clone(),
-    };
-    match sync_apply::apply(db, connector, kind, &planned)? {
+    match sync_apply::apply_staged(db, connector, kind, run, basis, counts)? {
         sync_apply::Applied::Done => Ok(()),
         sync_apply::Applied::LeaseLost => Err(AppError::new(
             Exit::Failure,
@@ -727,6 +746,7 @@ pub fn sync(
     rt: &tokio::runtime::Runtime,
     kind: RecordKind,
     dry_run: bool,
+    report: bool,
     actor: &str,
     progress: &mut dyn FnMut(u32, Option<u32>),
 ) -> Result<(SyncCounts, Vec<Change>, String, String), AppError> {
@@ -746,6 +766,7 @@ pub fn sync(
         rt,
         kind,
         dry_run,
+        report,
         run,
         lease,
         progress,
@@ -789,7 +810,7 @@ pub fn sync_queued(
     };
     let held = run.held();
     let mut progress = |done, total| progress(held, done, total);
-    sync_under_lease(app, rt, kind, dry_run, run, lease, &mut progress, None).map(Some)
+    sync_under_lease(app, rt, kind, dry_run, false, run, lease, &mut progress, None).map(Some)
 }
 
 /// The stored connection's context for a started run; `given` when the caller read it
@@ -808,6 +829,7 @@ fn sync_under_lease(
     rt: &tokio::runtime::Runtime,
     kind: RecordKind,
     dry_run: bool,
+    report: bool,
     run: runs::Run,
     lease: Duration,
     progress: &mut dyn FnMut(u32, Option<u32>),
@@ -835,7 +857,7 @@ fn sync_under_lease(
         }
     };
     let result =
-        run_sync(app, rt, &ctx, kind, dry_run, progress, run.held()).map_err(|f| match f {
+        run_sync(app, rt, &ctx, kind, dry_run, report, progress, run.held()).map_err(|f| match f {
             Failure::App(e) => e,
             Failure::Fetch(e) => e.into_app_error(app, &region, &base, Some(&verified_at)),
         });
@@ -865,20 +887,57 @@ fn sync_under_lease(
     outcome
 }
 
-/// The part of [`sync`] that runs under the lease: fetch, match, check, apply.
+/// The part of [`sync`] that runs under the lease: fetch, match, check, apply. Its working
+/// rows ([`staging`]) are cleared whatever happened.
+#[allow(clippy::too_many_arguments)]
 fn run_sync(
     app: &mut App,
     rt: &tokio::runtime::Runtime,
     ctx: &CallContext,
     kind: RecordKind,
     dry_run: bool,
+    report: bool,
     progress: &mut dyn FnMut(u32, Option<u32>),
     run: runs::Held,
+) -> Result<(SyncCounts, Vec<Change>), Failure> {
+    // Its own connection: the pages are staged in transactions of their own.
+    let mut staging_db = app.db.sibling()?;
+    let result = run_staged(
+        app,
+        rt,
+        ctx,
+        kind,
+        dry_run,
+        report,
+        progress,
+        run,
+        &mut staging_db,
+    );
+    if let Err(e) = staging::clear(&staging_db, run) {
+        tracing::warn!("cannot clear the working rows of sync run {}: {e}", run.id);
+    }
+    result
+}
+
+/// [`run_sync`] once it has a connection to stage on.
+#[allow(clippy::too_many_arguments)]
+fn run_staged(
+    app: &mut App,
+    rt: &tokio::runtime::Runtime,
+    ctx: &CallContext,
+    kind: RecordKind,
+    dry_run: bool,
+    report: bool,
+    progress: &mut dyn FnMut(u32, Option<u32>),
+    run: runs::Held,
+    staging_db: &mut Db,
 ) -> Result<(SyncCounts, Vec<Change>), Failure> {
     let connector = app.name().to_string();
     let timeout = Duration::from_secs(app.connector.manifest.limits.sync_timeout_secs);
     let result = rt.block_on(async {
-        match tokio::time::timeout(timeout, compute(app, ctx, kind, progress)).await {
+        match tokio::time::timeout(timeout, compute(app, ctx, kind, progress, run, staging_db))
+            .await
+        {
             Ok(r) => r,
             // The whole sync's wall clock, API waits and pacing included: a service too slow
             // for the listing (the connector's own time is bounded per call, exit 5).
@@ -891,14 +950,71 @@ fn run_sync(
             ))),
         }
     });
-    let mut plan = result?;
-    plan.counts.requests = ctx.requests.load(Ordering::Relaxed);
-    if dry_run {
-        finish_run(&app.db, run, "ok", &plan.counts, None)?;
+    let (mut counts, basis) = result?;
+    counts.requests = ctx.requests.load(Ordering::Relaxed);
+    let changes = if report {
+        change_report(staging_db, run)?
     } else {
-        apply(&mut app.db, &connector, kind.as_str(), &plan, run)?;
+        Vec::new()
+    };
+    if dry_run {
+        finish_run(&app.db, run, "ok", &counts, None)?;
+    } else {
+        apply(
+            &mut app.db,
+            &connector,
+            kind.as_str(),
+            run,
+            &basis,
+            &counts,
+        )?;
     }
-    Ok((plan.counts, plan.changes))
+    Ok((counts, changes))
+}
+
+/// The links the staged plan of `run` adds and removes, in the order a report lists them:
+/// those of placed records by id (a moved link's removal before its addition), then the
+/// removals of records no longer placed, by id.
+fn change_report(db: &Db, run: runs::Held) -> Result<Vec<Change>, DbError> {
+    let mut planned = staging::planned_changes(db, run)?;
+    planned.sort_by_cached_key(|p| match p {
+        Planned::Remove {
+            source_id, gone, ..
+        } => (*gone, id_key(source_id), 0),
+        Planned::Add { source_id, .. } => (false, id_key(source_id), 1),
+        Planned::Kept { source_id, .. } | Planned::Unplaced { source_id, .. } => {
+            (true, id_key(source_id), 2)
+        }
+    });
+    Ok(planned
+        .into_iter()
+        .filter_map(|p| match p {
+            Planned::Add {
+                source_id,
+                name,
+                scopable_id,
+                evidence,
+            } => Some(Change::Add {
+                source_id,
+                name: Some(name),
+                scopable_id,
+                evidence: serde_json::from_str(&evidence).unwrap_or_default(),
+            }),
+            Planned::Remove {
+                source_id,
+                name,
+                scopable_id,
+                why,
+                ..
+            } => Some(Change::Remove {
+                source_id,
+                name,
+                scopable_id,
+                why,
+            }),
+            Planned::Kept { .. } | Planned::Unplaced { .. } => None,
+        })
+        .collect())
 }
 
 enum Failure {
@@ -918,43 +1034,142 @@ impl From<DbError> for Failure {
     }
 }
 
+/// Stages a checked page ([`staging::stage_page`]).
+fn stage_page(
+    db: &mut Db,
+    run: runs::Held,
+    page: u32,
+    records: Vec<Received>,
+    unreadable: Vec<types::UnreadableRecord>,
+) -> Result<(), fetch::FetchError> {
+    let unreadable = unreadable
+        .into_iter()
+        .map(|u| staging::Unreadable {
+            source_id: u.id,
+            detail: u.detail,
+        })
+        .collect();
+    staging::stage_page(db, run, page, records, unreadable)
+        .map_err(|e| fetch::FetchError::Host(format!("page {page} could not be stored: {e}")))
+}
+
+/// Fetches the listing into the staging tables as its pages arrive, then matches and checks
+/// it batch by batch, staging each batch's plan, and plans the removals of links whose
+/// record is gone and the rows of unreadable records. Returns the counts (but `requests`)
+/// and the basis the plan rests on.
 async fn compute(
     app: &App,
     ctx: &CallContext,
     kind: RecordKind,
     progress: impl FnMut(u32, Option<u32>),
-) -> Result<Plan, Failure> {
+    run: runs::Held,
+    staging_db: &mut Db,
+) -> Result<(SyncCounts, String), Failure> {
     let connector = app.name();
-    let started_basis = sync_apply::basis(&app.db, connector)?;
+    let basis = sync_apply::basis(&app.db, connector)?;
     let decided = decisions(&app.db, connector, kind.as_str())?;
-    let existing = auto_links(&app.db, connector, kind.as_str())?;
-    let planned = match kind {
+    staging::clear_stale(staging_db)?;
+    let fetched = match kind {
         RecordKind::Organization => {
-            let listing: Listing<types::Organization> =
-                fetch::fetch_all::<types::OrganizationPage>(app, ctx, progress)
-                    .await
-                    .map_err(Failure::Fetch)?;
-            plan_organizations(app, ctx, listing, &decided, &existing).await
+            fetch::fetch_pages::<types::OrganizationPage>(
+                app,
+                ctx,
+                progress,
+                |page, records, unreadable| {
+                    let records = records
+                        .into_iter()
+                        .map(|o| {
+                            let (source_id, record) = seen_organization(o);
+                            Received {
+                                source_id,
+                                client: String::new(),
+                                record,
+                            }
+                        })
+                        .collect();
+                    stage_page(staging_db, run, page, records, unreadable)
+                },
+            )
+            .await
         }
         RecordKind::Configuration => {
-            let listing: Listing<types::Configuration> =
-                fetch::fetch_all::<types::ConfigurationPage>(app, ctx, progress)
-                    .await
-                    .map_err(Failure::Fetch)?;
-            plan_configurations(app, ctx, listing, &decided, &existing).await
+            // The organization links are part of the basis: if they change meanwhile, nothing
+            // is applied.
+            let parent_of: HashMap<String, String> =
+                crate::records::organization_links(&app.db, connector)?
+                    .into_iter()
+                    .map(|p| (p.source_id, p.scopable_id))
+                    .collect();
+            fetch::fetch_pages::<types::ConfigurationPage>(
+                app,
+                ctx,
+                progress,
+                |page, records, unreadable| {
+                    let records = records
+                        .into_iter()
+                        .map(|c| {
+                            let client = parent_of
+                                .get(&c.organization_id)
+                                .cloned()
+                                .unwrap_or_default();
+                            let (source_id, record) = seen_configuration(c);
+                            Received {
+                                source_id,
+                                client,
+                                record,
+                            }
+                        })
+                        .collect();
+                    stage_page(staging_db, run, page, records, unreadable)
+                },
+            )
+            .await
+        }
+    }
+    .map_err(Failure::Fetch)?;
+    let (readable, unreadable) = staging::staged_count(staging_db, run)?;
+    fetched
+        .check_received(readable + unreadable)
+        .map_err(Failure::Fetch)?;
+    let mut counts = match kind {
+        RecordKind::Organization => {
+            let (records, _) = staging::read_client(staging_db, run, "", None, usize::MAX)?;
+            let existing = auto_links(&app.db, connector, kind.as_str())?;
+            let plan = plan_organizations(app, ctx, records, &decided, &existing).await?;
+            stage_plan(staging_db, run, plan)?
+        }
+        RecordKind::Configuration => {
+            plan_staged_configurations(app, ctx, run, staging_db, &decided).await?
         }
     };
-    planned.map(|mut p: Plan| {
-        p.basis = started_basis;
-        p
-    })
+    counts.removed_links += staging::plan_gone(staging_db, run, connector, kind.as_str())?;
+    counts.errored = staging::plan_unreadable(staging_db, run)?;
+    counts.fetched += counts.errored;
+    Ok((counts, basis))
 }
 
-/// Places organizations (received, or stored) onto clients and checks every placement.
+/// Stages a batch's plan; returns its counts.
+fn stage_plan(db: &mut Db, run: runs::Held, plan: Plan) -> Result<SyncCounts, DbError> {
+    let counts = plan.counts.clone();
+    staging::stage_planned(db, run, &plan.staged())?;
+    Ok(counts)
+}
+
+/// Adds a batch's counts to the sync's.
+fn add_counts(total: &mut SyncCounts, batch: &SyncCounts) {
+    total.fetched += batch.fetched;
+    total.linked += batch.linked;
+    total.skipped += batch.skipped;
+    total.new_links += batch.new_links;
+    total.removed_links += batch.removed_links;
+}
+
+/// Places organizations (received, or stored) onto clients and checks every placement:
+/// one call, as names are matched across the whole account.
 async fn plan_organizations(
     app: &App,
     ctx: &CallContext,
-    listing: Listing<types::Organization>,
+    records: Vec<(String, Seen)>,
     decided: &Decisions,
     existing: &HashMap<String, String>,
 ) -> Result<Plan, Failure> {
@@ -964,19 +1179,18 @@ async fn plan_organizations(
         .iter()
         .map(|c| (c.id.clone(), Carries::of(&c.name, None, &[], None)))
         .collect();
-    let org_carries: HashMap<String, Carries> = listing
-        .records
+    let org_carries: HashMap<String, Carries> = records
         .iter()
-        .map(|o| (o.id.clone(), Carries::of(&o.name, None, &[], None)))
+        .map(|(id, s)| (id.clone(), Carries::of(&s.name, None, &[], None)))
         .collect();
-    let seen: BTreeMap<String, Seen> = listing
-        .records
+    let organizations = records
         .iter()
-        .map(|o| (o.id.clone(), seen_organization(o)))
+        .map(|(id, s)| organization_of(id, s))
         .collect();
+    let seen: BTreeMap<String, Seen> = records.into_iter().collect();
     let manual_fetched = decided.linked_among(&seen);
     let input = types::MatchInput::Organizations(types::OrganizationMatch {
-        organizations: listing.records,
+        organizations,
         clients,
         manual_links: decided.manual.clone(),
         ignored: decided.ignored.clone(),
@@ -988,8 +1202,7 @@ async fn plan_organizations(
         .map_err(call_failed)?;
     Ok(plan(
         placements,
-        seen,
-        &listing.unreadable,
+        &seen,
         decided,
         existing,
         manual_fetched,
@@ -1006,89 +1219,224 @@ async fn plan_organizations(
     )?)
 }
 
-/// Places configurations (received, or stored) onto the Scopable configurations of the
-/// clients their organizations are linked to, and checks every placement.
+/// Places the staged configurations of `run` in batches read back from the staging table
+/// ([`MATCH_BATCH`] records at most, but whole clients), staging each batch's plan; returns
+/// the counts. Configurations under no linked organization come first, in batches of their
+/// own (nothing can link them); then the clients, in the database's order.
+async fn plan_staged_configurations(
+    app: &App,
+    ctx: &CallContext,
+    run: runs::Held,
+    db: &mut Db,
+    decided: &Decisions,
+) -> Result<SyncCounts, Failure> {
+    let connector = app.name();
+    let parents = crate::records::organization_links(&app.db, connector)?;
+    let limit = match_batch()?;
+    let mut counts = SyncCounts::default();
+    let sizes = staging::client_sizes(db, run)?;
+    let (unlinked, linked): (Vec<_>, Vec<_>) = sizes.iter().partition(|(c, _)| c.is_empty());
+    if !unlinked.is_empty() {
+        let mut after = None;
+        loop {
+            let (records, next) = staging::read_client(db, run, "", after, limit)?;
+            if records.is_empty() {
+                break;
+            }
+            after = next;
+            let plan =
+                plan_configurations_batch(app, ctx, records, Vec::new(), &parents, decided).await?;
+            add_counts(&mut counts, &stage_plan(db, run, plan)?);
+        }
+    }
+    let scopable_sizes = scopable_store::records::configuration_counts(&app.db)?;
+    let mut start = 0;
+    let mut size = 0u64;
+    for (i, (client, n)) in linked.iter().enumerate() {
+        size += n + scopable_sizes.get(client.as_str()).copied().unwrap_or(0);
+        if size < limit as u64 && i + 1 < linked.len() {
+            continue;
+        }
+        let (first, last) = (linked[start].0.as_str(), client.as_str());
+        let clients: HashSet<&str> = linked[start..=i].iter().map(|(c, _)| c.as_str()).collect();
+        let records = staging::read_clients(db, run, first, last)?;
+        let scopable = crate::records::configurations_between(&app.db, first, last)?
+            .into_iter()
+            .filter(|c| clients.contains(c.client_id.as_str()))
+            .collect();
+        let plan = plan_configurations_batch(app, ctx, records, scopable, &parents, decided).await?;
+        add_counts(&mut counts, &stage_plan(db, run, plan)?);
+        (start, size) = (i + 1, 0);
+    }
+    Ok(counts)
+}
+
+/// Places configurations held in memory (the stored ones, placed again), in the batches
+/// [`plan_staged_configurations`] would make, and checks every placement.
 async fn plan_configurations(
     app: &App,
     ctx: &CallContext,
-    listing: Listing<types::Configuration>,
+    records: Vec<(String, Seen)>,
     decided: &Decisions,
-    existing: &HashMap<String, String>,
+) -> Result<Plan, Failure> {
+    let connector = app.name();
+    let parents = crate::records::organization_links(&app.db, connector)?;
+    let client_of_org: HashMap<&str, &str> = parents
+        .iter()
+        .map(|p| (p.source_id.as_str(), p.scopable_id.as_str()))
+        .collect();
+    let limit = match_batch()?;
+    // By client ("": none), each in the order received.
+    let mut groups: BTreeMap<String, Vec<(String, Seen)>> = BTreeMap::new();
+    for (id, s) in records {
+        let client = s
+            .organization_id
+            .as_deref()
+            .and_then(|org| client_of_org.get(org))
+            .map_or_else(String::new, |c| c.to_string());
+        groups.entry(client).or_default().push((id, s));
+    }
+    let clients: HashSet<&str> = groups.keys().map(String::as_str).collect();
+    let mut scopable: BTreeMap<String, Vec<types::ScopableConfiguration>> = BTreeMap::new();
+    for c in crate::records::configurations_of(&app.db, &clients)? {
+        scopable.entry(c.client_id.clone()).or_default().push(c);
+    }
+    let mut plan = Plan::default();
+    let mut batch: (Vec<(String, Seen)>, Vec<types::ScopableConfiguration>) = Default::default();
+    let mut groups = groups.into_iter().peekable();
+    while let Some((client, records)) = groups.next() {
+        if client.is_empty() {
+            let mut records = records.into_iter().peekable();
+            while records.peek().is_some() {
+                let chunk: Vec<_> = records.by_ref().take(limit).collect();
+                let placed =
+                    plan_configurations_batch(app, ctx, chunk, Vec::new(), &parents, decided)
+                        .await?;
+                plan.merge(placed);
+            }
+            continue;
+        }
+        batch.0.extend(records);
+        batch.1.extend(scopable.remove(&client).unwrap_or_default());
+        if batch.0.len() + batch.1.len() < limit && groups.peek().is_some() {
+            continue;
+        }
+        let (records, targets) = std::mem::take(&mut batch);
+        let placed = plan_configurations_batch(app, ctx, records, targets, &parents, decided).await?;
+        plan.merge(placed);
+    }
+    Ok(plan)
+}
+
+/// Places one batch of configurations (whole clients, or configurations under no linked
+/// organization) onto the Scopable configurations of their clients, and checks every
+/// placement.
+async fn plan_configurations_batch(
+    app: &App,
+    ctx: &CallContext,
+    records: Vec<(String, Seen)>,
+    scopable: Vec<types::ScopableConfiguration>,
+    parents: &[types::Pair],
+    decided: &Decisions,
 ) -> Result<Plan, Failure> {
     let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
-    let connector = app.name();
+    // In the order received, for the connector.
+    let configurations: Vec<types::Configuration> = records
+        .iter()
+        .map(|(id, s)| configuration_of(id, s))
+        .collect();
+    let seen: BTreeMap<String, Seen> = records.into_iter().collect();
+    let ids: Vec<&str> = seen.keys().map(String::as_str).collect();
+    let existing = sync_apply::auto_links_of(&app.db, app.name(), "configuration", &ids)?;
     // Each linked organization (auto or manual) has exactly one client.
-    let parents: Vec<types::Pair> = crate::records::organization_links(&app.db, connector)?;
-    let parent_of: HashMap<String, String> = parents
+    let parent_of: HashMap<&str, &str> = parents
         .iter()
-        .map(|p| (p.source_id.clone(), p.scopable_id.clone()))
+        .map(|p| (p.source_id.as_str(), p.scopable_id.as_str()))
         .collect();
-    let parent_clients: HashSet<&str> = parent_of.values().map(String::as_str).collect();
-    let scopable = crate::records::configurations_of(&app.db, &parent_clients)?;
-    let client_of: HashMap<String, String> = scopable
+    // Source id -> (what it carries, its organization, archived).
+    let sources: HashMap<&str, (Carries, &str, bool)> = seen
         .iter()
-        .map(|c| (c.id.clone(), c.client_id.clone()))
+        .map(|(id, s)| {
+            let carries = Carries::of(
+                "",
+                s.serial_number.as_deref(),
+                &s.mac_addresses,
+                s.hostname.as_deref(),
+            );
+            let org = s.organization_id.as_deref().unwrap_or_default();
+            (id.as_str(), (carries, org, s.archived))
+        })
         .collect();
-    let target_carries: HashMap<String, Carries> = scopable
+    let clients: HashSet<&str> = sources
+        .values()
+        .filter_map(|(_, org, _)| parent_of.get(org).copied())
+        .collect();
+    // Target id -> (its client, what it carries).
+    let targets: HashMap<String, (String, Carries)> = scopable
         .iter()
-        .map(|c| (c.id.clone(), Carries::of_device(c)))
+        .map(|c| (c.id.clone(), (c.client_id.clone(), Carries::of_device(c))))
         .collect();
-    let source_carries: HashMap<String, Carries> = listing
-        .records
+    let manual_links = decided
+        .manual
         .iter()
-        .map(|c| (c.id.clone(), Carries::of_device(c)))
+        .filter(|p| {
+            seen.contains_key(&p.source_id) || targets.contains_key(&p.scopable_id)
+        })
+        .cloned()
         .collect();
-    let seen: BTreeMap<String, Seen> = listing
-        .records
+    let ignored = decided
+        .ignored
         .iter()
-        .map(|c| (c.id.clone(), seen_configuration(c)))
+        .filter(|i| seen.contains_key(*i))
+        .cloned()
         .collect();
-    let archived: HashSet<String> = listing
-        .records
+    let batch_parents = parents
         .iter()
-        .filter(|c| c.archived)
-        .map(|c| c.id.clone())
+        .filter(|p| clients.contains(p.scopable_id.as_str()))
+        .cloned()
         .collect();
-    let org_of: HashMap<String, String> = listing
-        .records
-        .iter()
-        .map(|c| (c.id.clone(), c.organization_id.clone()))
-        .collect();
+    let input = types::MatchInput::Configurations(types::ConfigurationMatch {
+        configurations,
+        scopable_configurations: scopable,
+        parents: batch_parents,
+        manual_links,
+        ignored,
+    });
+    let placements = app
+        .connector
+        .match_records(ctx, input)
+        .await
+        .map_err(call_failed)?;
     let manual_fetched = decided.linked_among(&seen);
-    let placements =
-        match_configurations_in_batches(app, ctx, listing.records, scopable, &parents, decided)
-            .await
-            .map_err(call_failed)?;
     Ok(plan(
         placements,
-        seen,
-        &listing.unreadable,
+        &seen,
         decided,
-        existing,
+        &existing,
         manual_fetched,
         app.connector.manifest.service(),
         |id, link| {
-            let target = &link.scopable_id;
-            if archived.contains(id) {
+            let target = link.scopable_id.as_str();
+            let Some((source, org, archived)) = sources.get(id) else {
+                return Err(format!("a placement for unknown record {id:?}"));
+            };
+            if *archived {
                 return Err(format!("a link for archived configuration {id}"));
             }
-            let expected = org_of.get(id).and_then(|org| parent_of.get(org));
-            match (expected, client_of.get(target)) {
-                (_, None) => {
-                    return Err(format!(
-                        "a link to configuration {target:?}, which does not exist under a linked client"
-                    ));
-                }
-                (Some(want), Some(got)) if want == got => {}
+            let Some((got, dest)) = targets.get(target) else {
+                return Err(format!(
+                    "a link to configuration {target:?}, which does not exist under a linked client"
+                ));
+            };
+            match parent_of.get(org) {
+                Some(want) if want == got => {}
                 _ => {
                     return Err(format!(
                         "a link from configuration {id} to {target:?}, outside the client its organization is linked to"
                     ));
                 }
             }
-            let source = source_carries.get(id).cloned().unwrap_or_default();
-            let dest = target_carries.get(target).cloned().unwrap_or_default();
-            check_evidence(RecordKind::Configuration, &link.evidence, &source, &dest)
+            check_evidence(RecordKind::Configuration, &link.evidence, source, dest)
                 .map_err(|e| format!("a link from configuration {id} to {target} with {e}"))
         },
     )?)
@@ -1146,32 +1494,18 @@ pub fn rematch_stored(
         return Ok(Err(NotRematched::IdentifiersMissing(kind.as_str())));
     }
     let decided = decisions(&app.db, connector, kind.as_str())?;
-    let existing = auto_links(&app.db, connector, kind.as_str())?;
     let ctx = local_context(app)?;
+    let records: Vec<(String, Seen)> = stored
+        .into_iter()
+        .map(|(id, (seen, _))| (id, seen))
+        .collect();
     let planned = rt.block_on(async {
         match kind {
             RecordKind::Organization => {
-                let listing = Listing {
-                    records: stored
-                        .iter()
-                        .map(|(id, (s, _))| organization_of(s, id))
-                        .collect(),
-                    unreadable: Vec::new(),
-                    pages: 0,
-                };
-                plan_organizations(app, &ctx, listing, &decided, &existing).await
+                let existing = auto_links(&app.db, connector, kind.as_str())?;
+                plan_organizations(app, &ctx, records, &decided, &existing).await
             }
-            RecordKind::Configuration => {
-                let listing = Listing {
-                    records: stored
-                        .iter()
-                        .map(|(id, (s, _))| configuration_of(s, id))
-                        .collect(),
-                    unreadable: Vec::new(),
-                    pages: 0,
-                };
-                plan_configurations(app, &ctx, listing, &decided, &existing).await
-            }
+            RecordKind::Configuration => plan_configurations(app, &ctx, records, &decided).await,
         }
     });
     let plan = planned.map_err(|f| match f {
@@ -1212,7 +1546,7 @@ pub fn rematch_stored(
         sync_apply::Rematch::Done(relinked) => relinked,
         sync_apply::Rematch::Changed => return Ok(Err(NotRematched::Changed)),
     };
-    let would_link = plan
+    let mut would_link: Vec<(String, String)> = plan
         .changes
         .iter()
         .filter_map(|c| match c {
@@ -1224,6 +1558,7 @@ pub fn rematch_stored(
             Change::Remove { .. } => None,
         })
         .collect();
+    would_link.sort_by(|a, b| id_order(&a.0, &b.0));
     Ok(Ok(Rematched {
         unplaced: plan
             .unplaced
@@ -1250,87 +1585,27 @@ fn local_context(app: &App) -> Result<CallContext, AppError> {
     app.call_context(base, "")
 }
 
-/// Most records (source plus Scopable configurations) handed to one `match` call. Matching
-/// is exact within a client, so batches of whole clients give the same placements as one call,
-/// in bounded guest memory.
+/// Most records (source plus Scopable configurations) handed to one `match` call, unless
+/// [`MATCH_BATCH_ENV`] says otherwise. Matching is exact within a client, so batches of whole
+/// clients give the same placements as one call, in bounded memory (a client larger than a
+/// batch is still matched whole).
 const MATCH_BATCH: usize = 10_000;
 
-type Group = (Vec<types::Configuration>, Vec<types::ScopableConfiguration>);
+/// The environment variable that sets the most records per `match` call (1 to 1,000,000).
+pub const MATCH_BATCH_ENV: &str = "SCOPABLE_MATCH_BATCH";
 
-/// Places configurations in batches of whole clients.
-async fn match_configurations_in_batches(
-    app: &App,
-    ctx: &CallContext,
-    configurations: Vec<types::Configuration>,
-    scopable: Vec<types::ScopableConfiguration>,
-    parents: &[types::Pair],
-    decided: &Decisions,
-) -> Result<Vec<types::Placement>, scopable_sandbox::sandbox::CallError> {
-    let client_of_org: HashMap<&str, &str> = parents
-        .iter()
-        .map(|p| (p.source_id.as_str(), p.scopable_id.as_str()))
-        .collect();
-    // Group by the parent's client; configurations without a linked parent share one group.
-    let mut groups: BTreeMap<Option<String>, Group> = BTreeMap::new();
-    for c in configurations {
-        let client = client_of_org
-            .get(c.organization_id.as_str())
-            .map(|s| s.to_string());
-        groups.entry(client).or_default().0.push(c);
+/// The most records per `match` call: [`MATCH_BATCH`], or [`MATCH_BATCH_ENV`].
+fn match_batch() -> Result<usize, AppError> {
+    match std::env::var(MATCH_BATCH_ENV) {
+        Err(_) => Ok(MATCH_BATCH),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+            _ => Err(AppError::new(
+                Exit::BadInput,
+                format!("{MATCH_BATCH_ENV} must be a number of records from 1 to 1000000"),
+            )),
+        },
     }
-    for s in scopable {
-        if let Some(group) = groups.get_mut(&Some(s.client_id.clone())) {
-            group.1.push(s);
-        }
-    }
-    let mut placements = Vec::new();
-    let mut batch: Vec<(Option<String>, Group)> = Vec::new();
-    let mut batch_size = 0;
-    let mut groups = groups.into_iter().peekable();
-    while let Some(group) = groups.next() {
-        batch_size += group.1.0.len() + group.1.1.len();
-        batch.push(group);
-        if batch_size < MATCH_BATCH && groups.peek().is_some() {
-            continue;
-        }
-        let clients: HashSet<String> = batch.iter().filter_map(|(c, _)| c.clone()).collect();
-        let (mut configurations, mut scopable) = (Vec::new(), Vec::new());
-        for (_, (c, s)) in batch.drain(..) {
-            configurations.extend(c);
-            scopable.extend(s);
-        }
-        let ids: HashSet<&str> = configurations.iter().map(|c| c.id.as_str()).collect();
-        let targets: HashSet<&str> = scopable.iter().map(|s| s.id.as_str()).collect();
-        let manual_links = decided
-            .manual
-            .iter()
-            .filter(|p| {
-                ids.contains(p.source_id.as_str()) || targets.contains(p.scopable_id.as_str())
-            })
-            .cloned()
-            .collect();
-        let ignored = decided
-            .ignored
-            .iter()
-            .filter(|i| ids.contains(i.as_str()))
-            .cloned()
-            .collect();
-        let parents = parents
-            .iter()
-            .filter(|p| clients.contains(&p.scopable_id))
-            .cloned()
-            .collect();
-        let input = types::MatchInput::Configurations(types::ConfigurationMatch {
-            configurations,
-            scopable_configurations: scopable,
-            parents,
-            manual_links,
-            ignored,
-        });
-        placements.extend(app.connector.match_records(ctx, input).await?);
-        batch_size = 0;
-    }
-    Ok(placements)
 }
 
 /// The stored names of the automatically linked records of a kind: source id -> name.
@@ -1378,15 +1653,10 @@ mod plan_tests {
         }
     }
 
-    fn run(
-        placements: Vec<types::Placement>,
-        ids: &[&str],
-        unreadable: &[types::UnreadableRecord],
-    ) -> Result<Plan, AppError> {
+    fn run(placements: Vec<types::Placement>, ids: &[&str]) -> Result<Plan, AppError> {
         plan(
             placements,
-            seen(ids),
-            unreadable,
+            &seen(ids),
             &no_decisions(),
             &HashMap::new(),
             0,
@@ -1418,8 +1688,7 @@ mod plan_tests {
         let attempt = |placements: Vec<types::Placement>| {
             plan(
                 placements,
-                seen(&["1", "2", "3", "4"]),
-                &[],
+                &seen(&["1", "2", "3", "4"]),
                 &decided,
                 &HashMap::new(),
                 1,
@@ -1467,43 +1736,12 @@ mod plan_tests {
 
     #[test]
     fn candidates_and_suggestions_are_bounded() {
-        assert!(run(vec![unplaced("1", 100, 100)], &["1"], &[]).is_ok());
+        assert!(run(vec![unplaced("1", 100, 100)], &["1"]).is_ok());
         for (c, s) in [(101, 0), (0, 101), (100_000, 100_000)] {
-            let err = run(vec![unplaced("1", c, s)], &["1"], &[]).err().unwrap();
+            let err = run(vec![unplaced("1", c, s)], &["1"]).err().unwrap();
             assert_eq!(err.exit, Exit::ConnectorFailed);
             assert!(err.message.contains("at most 100"), "{}", err.message);
         }
-    }
-
-    #[test]
-    fn placeholders_for_id_less_records_never_collide_with_real_ids() {
-        let id_less = |detail: &str| types::UnreadableRecord {
-            id: None,
-            detail: detail.to_string(),
-        };
-        // A record really named like the first placeholder, and an unreadable one too.
-        let unreadable = [
-            id_less("no id"),
-            types::UnreadableRecord {
-                id: Some("(no id #2)".into()),
-                detail: "bad name".into(),
-            },
-            id_less("no id either"),
-        ];
-        let plan = run(
-            vec![unplaced("(no id #1)", 0, 0)],
-            &["(no id #1)"],
-            &unreadable,
-        )
-        .unwrap();
-        let ids: Vec<&str> = plan.unplaced.iter().map(|u| u.0.as_str()).collect();
-        let unique: HashSet<&str> = ids.iter().copied().collect();
-        assert_eq!(ids.len(), 4, "{ids:?}");
-        assert_eq!(unique.len(), 4, "two rows share an id: {ids:?}");
-        assert!(
-            ids.contains(&"(no id #3)") && ids.contains(&"(no id #4)"),
-            "{ids:?}"
-        );
     }
 
     #[test]

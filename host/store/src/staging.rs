@@ -1,0 +1,564 @@
+//! A sync's working rows, so that it never holds a whole listing, or a whole plan, in memory.
+//!
+//! - `sync_staged`: every record of a run as its page arrives, each page in one short
+//!   transaction (never one held for the whole fetch: on SQLite that would stop every other
+//!   writer, the lease's renewals included). A record listed twice keeps the copy of the lowest
+//!   page, as a listing read in page order would. Configurations carry the client their
+//!   organization is linked to, so that a client's records are read back together.
+//! - `sync_planned`: what the checked plan decided for each record (a link added, removed or
+//!   kept, an unplaced row), batch by batch.
+//!
+//! The apply ([`crate::sync_apply::apply_staged`]) then writes the result from these rows in
+//! one transaction. Rows are keyed by the run and its claim ([`Held`]): a process whose lease
+//! lapsed while another took its run over writes rows nobody reads, cleared by [`clear_stale`].
+
+use crate::db::DbError;
+use crate::handle::Db;
+use crate::runs::Held;
+use crate::sql::{self, Row, Value};
+use crate::sync_apply::SeenRecord;
+use crate::values;
+use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
+
+/// The columns of `sync_staged` a staged row writes, in order.
+const STAGED_COLUMNS: &str = "INSERT INTO sync_staged (account, run_id, attempt, source_id, slot,
+    client, page, seq, detail, name, organization_id, short_name, type_name, status_name,
+    hostname, primary_ip, serial_number, mac_addresses, archived)";
+
+/// The record columns read back, in [`seen_at`]'s order.
+const RECORD_COLUMNS: &str = "name, organization_id, short_name, type_name, status_name, hostname,
+    primary_ip, serial_number, mac_addresses, archived";
+
+/// A record as received on a page, staged with the client its organization is linked to
+/// (`""` when none, and for organizations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Its id at the source.
+    pub source_id: String,
+    /// The client its organization is linked to, or `""`.
+    pub client: String,
+    /// Its fields.
+    pub record: SeenRecord,
+}
+
+/// A record the connector could not read: its id when it had a usable one, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Its id, when usable.
+    pub source_id: Option<String>,
+    /// Why it could not be read.
+    pub detail: String,
+}
+
+/// What the plan decided for one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    /// A new automatic link.
+    Add {
+        /// Source id.
+        source_id: String,
+        /// The record's name, as received.
+        name: String,
+        /// The Scopable id.
+        scopable_id: String,
+        /// The evidence, as a JSON list of names.
+        evidence: String,
+    },
+    /// An automatic link removed.
+    Remove {
+        /// Source id.
+        source_id: String,
+        /// The record's name, when it was received.
+        name: Option<String>,
+        /// The Scopable id it pointed to.
+        scopable_id: String,
+        /// Why.
+        why: String,
+        /// Whether the record is no longer placed at all (gone from the source, or decided by
+        /// hand), listed after the others in a change report.
+        gone: bool,
+    },
+    /// An automatic link kept, with its evidence refreshed.
+    Kept {
+        /// Source id.
+        source_id: String,
+        /// The Scopable id.
+        scopable_id: String,
+        /// The evidence, as a JSON list of names.
+        evidence: String,
+    },
+    /// An `unplaced` row.
+    Unplaced {
+        /// Source id.
+        source_id: String,
+        /// The record's name (for an unreadable record, why it could not be read).
+        name: String,
+        /// The reason's name.
+        reason: String,
+        /// Candidates, as JSON.
+        candidates: String,
+        /// Suggestions, as JSON.
+        suggestions: String,
+    },
+}
+
+impl Planned {
+    fn key(&self) -> (&'static str, &str) {
+        match self {
+            Planned::Add { source_id, .. } => ("add", source_id),
+            Planned::Remove { source_id, .. } => ("remove", source_id),
+            Planned::Kept { source_id, .. } => ("kept", source_id),
+            Planned::Unplaced { source_id, .. } => ("unplaced", source_id),
+        }
+    }
+
+    fn row(&self, account: &str, run: Held) -> [Value; 13] {
+        let (op, source_id) = self.key();
+        let none = None::<&str>;
+        let (name, scopable_id, evidence, reason, candidates, suggestions, why, gone) = match self
+        {
+            Planned::Add {
+                name,
+                scopable_id,
+                evidence,
+                ..
+            } => (
+                Some(name.as_str()),
+                Some(scopable_id.as_str()),
+                Some(evidence.as_str()),
+                none,
+                none,
+                none,
+                none,
+                false,
+            ),
+            Planned::Remove {
+                name,
+                scopable_id,
+                why,
+                gone,
+                ..
+            } => (
+                name.as_deref(),
+                Some(scopable_id.as_str()),
+                none,
+                none,
+                none,
+                none,
+                Some(why.as_str()),
+                *gone,
+            ),
+            Planned::Kept {
+                scopable_id,
+                evidence,
+                ..
+            } => (
+                none,
+                Some(scopable_id.as_str()),
+                Some(evidence.as_str()),
+                none,
+                none,
+                none,
+                none,
+                false,
+            ),
+            Planned::Unplaced {
+                name,
+                reason,
+                candidates,
+                suggestions,
+                ..
+            } => (
+                Some(name.as_str()),
+                none,
+                none,
+                Some(reason.as_str()),
+                Some(candidates.as_str()),
+                Some(suggestions.as_str()),
+                none,
+                false,
+            ),
+        };
+        values![
+            account,
+            run.id,
+            run.attempt,
+            op,
+            source_id,
+            name,
+            scopable_id,
+            evidence,
+            reason,
+            candidates,
+            suggestions,
+            why,
+            gone
+        ]
+    }
+}
+
+/// Deletes the working rows of runs that are no longer running as the claim that wrote them
+/// (finished, failed, taken over), for the handle's account.
+pub fn clear_stale(db: &Db) -> Result<u64, DbError> {
+    let mut cleared = 0;
+    for table in ["sync_staged", "sync_planned"] {
+        cleared += db.sql().execute(
+            &format!(
+                "DELETE FROM {table} WHERE account = ?1 AND NOT EXISTS (
+                     SELECT 1 FROM sync_runs r WHERE r.account = ?1 AND r.id = {table}.run_id
+                       AND r.attempt = {table}.attempt AND r.status = 'running')"
+            ),
+            &values![db.account()],
+        )?;
+    }
+    Ok(cleared)
+}
+
+/// Deletes the working rows of `run` (every claim of it).
+pub fn clear(db: &Db, run: Held) -> Result<(), DbError> {
+    for table in ["sync_staged", "sync_planned"] {
+        db.sql().execute(
+            &format!("DELETE FROM {table} WHERE account = ?1 AND run_id = ?2"),
+            &values![db.account(), run.id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Stages one page, in one transaction: its records, then its unreadable records (a record
+/// listed twice on one page keeps its first copy; across pages, the lowest page's).
+pub fn stage_page(
+    db: &mut Db,
+    run: Held,
+    page: u32,
+    records: Vec<Received>,
+    unreadable: Vec<Unreadable>,
+) -> Result<(), DbError> {
+    let account = db.account().to_string();
+    let mut taken: HashSet<String> = HashSet::with_capacity(records.len());
+    let mut rows: Vec<[Value; 19]> = Vec::with_capacity(records.len() + unreadable.len());
+    let mut seq: i64 = 0;
+    for r in records {
+        seq += 1;
+        if !taken.insert(r.source_id.clone()) {
+            continue;
+        }
+        let s = r.record;
+        rows.push(values![
+            account.as_str(),
+            run.id,
+            run.attempt,
+            r.source_id,
+            0i64,
+            r.client,
+            page,
+            seq,
+            None::<String>,
+            s.name,
+            s.organization_id,
+            s.short_name,
+            s.type_name,
+            s.status_name,
+            s.hostname,
+            s.primary_ip,
+            s.serial_number,
+            json!(s.mac_addresses).to_string(),
+            s.archived
+        ]);
+    }
+    for bad in unreadable {
+        seq += 1;
+        // Ids of unreadable records share the records' key; the others are numbered.
+        let (source_id, slot) = match bad.source_id {
+            Some(id) => {
+                if !taken.insert(id.clone()) {
+                    continue;
+                }
+                (id, 0)
+            }
+            None => (String::new(), (i64::from(page) << 24) | seq),
+        };
+        rows.push(values![
+            account.as_str(),
+            run.id,
+            run.attempt,
+            source_id,
+            slot,
+            "",
+            page,
+            seq,
+            Some(bad.detail),
+            "",
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            "[]",
+            false
+        ]);
+    }
+    let tx = db.begin()?;
+    sql::insert_many(
+        &tx,
+        STAGED_COLUMNS,
+        "ON CONFLICT (account, run_id, attempt, source_id, slot) DO UPDATE SET
+             client = excluded.client, page = excluded.page, seq = excluded.seq,
+             detail = excluded.detail, name = excluded.name,
+             organization_id = excluded.organization_id, short_name = excluded.short_name,
+             type_name = excluded.type_name, status_name = excluded.status_name,
+             hostname = excluded.hostname, primary_ip = excluded.primary_ip,
+             serial_number = excluded.serial_number, mac_addresses = excluded.mac_addresses,
+             archived = excluded.archived
+         WHERE excluded.page < sync_staged.page",
+        19,
+        rows,
+    )?;
+    tx.commit()
+}
+
+/// How many distinct records `run` staged: (readable, unreadable).
+pub fn staged_count(db: &Db, run: Held) -> Result<(u64, u64), DbError> {
+    let row = db.sql().query_one(
+        "SELECT coalesce(sum(CASE WHEN detail IS NULL THEN 1 ELSE 0 END), 0),
+                coalesce(sum(CASE WHEN detail IS NULL THEN 0 ELSE 1 END), 0)
+         FROM sync_staged WHERE account = ?1 AND run_id = ?2 AND attempt = ?3",
+        &values![db.account(), run.id, run.attempt],
+    )?;
+    let count = |i| u64::try_from(row.int(i)?).map_err(|_| DbError::Sql("a negative count".into()));
+    Ok((count(0)?, count(1)?))
+}
+
+/// How many readable records `run` staged under each client (`""`: none), by client.
+pub fn client_sizes(db: &Db, run: Held) -> Result<Vec<(String, u64)>, DbError> {
+    db.sql()
+        .query(
+            "SELECT client, count(*) FROM sync_staged
+             WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND detail IS NULL
+             GROUP BY client ORDER BY client",
+            &values![db.account(), run.id, run.attempt],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, u64::try_from(r.int(1)?).unwrap_or(0))))
+        .collect()
+}
+
+/// Where a read of staged records stopped: the last (page, position) read.
+pub type Cursor = (i64, i64);
+
+/// Records read back, each with its id.
+pub type Records = Vec<(String, SeenRecord)>;
+
+/// The readable records of `run` under the clients from `first` to `last` (in the database's
+/// order), by client and then in the order received.
+pub fn read_clients(
+    db: &Db,
+    run: Held,
+    first: &str,
+    last: &str,
+) -> Result<Records, DbError> {
+    db.sql()
+        .query(
+            &format!(
+                "SELECT source_id, {RECORD_COLUMNS} FROM sync_staged
+                 WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND client >= ?4
+                   AND client <= ?5 AND detail IS NULL
+                 ORDER BY client, page, seq"
+            ),
+            &values![db.account(), run.id, run.attempt, first, last],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, seen_at(r, 1)?)))
+        .collect()
+}
+
+/// At most `limit` readable records of `run` under `client`, in the order received, after
+/// `after`; with the cursor to continue from.
+pub fn read_client(
+    db: &Db,
+    run: Held,
+    client: &str,
+    after: Option<Cursor>,
+    limit: usize,
+) -> Result<(Records, Option<Cursor>), DbError> {
+    let (page, seq) = after.unwrap_or((i64::MIN, i64::MIN));
+    let rows = db.sql().query(
+        &format!(
+            "SELECT source_id, {RECORD_COLUMNS}, page, seq FROM sync_staged
+             WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND client = ?4
+               AND detail IS NULL AND (page > ?5 OR (page = ?5 AND seq > ?6))
+             ORDER BY page, seq LIMIT ?7"
+        ),
+        &values![
+            db.account(),
+            run.id,
+            run.attempt,
+            client,
+            page,
+            seq,
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+    )?;
+    let cursor = match rows.last() {
+        Some(r) => Some((r.int(11)?, r.int(12)?)),
+        None => after,
+    };
+    let records = rows
+        .iter()
+        .map(|r| Ok((r.text(0)?, seen_at(r, 1)?)))
+        .collect::<Result<_, DbError>>()?;
+    Ok((records, cursor))
+}
+
+/// The record whose columns start at `at` ([`RECORD_COLUMNS`]).
+fn seen_at(r: &Row, at: usize) -> Result<SeenRecord, DbError> {
+    Ok(SeenRecord {
+        name: r.text(at)?,
+        organization_id: r.opt_text(at + 1)?,
+        short_name: r.opt_text(at + 2)?,
+        type_name: r.opt_text(at + 3)?,
+        status_name: r.opt_text(at + 4)?,
+        hostname: r.opt_text(at + 5)?,
+        primary_ip: r.opt_text(at + 6)?,
+        serial_number: r.opt_text(at + 7)?,
+        mac_addresses: serde_json::from_str(&r.text(at + 8)?)
+            .map_err(|e| DbError::Sql(format!("a staged MAC list does not parse: {e}")))?,
+        archived: r.int(at + 9)? != 0,
+    })
+}
+
+/// Stages what the plan decided for a batch of records, in one transaction. A record given
+/// twice the same kind of row keeps the last.
+pub fn stage_planned(db: &mut Db, run: Held, planned: &[Planned]) -> Result<(), DbError> {
+    let account = db.account().to_string();
+    let mut last: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (n, p) in planned.iter().enumerate() {
+        last.insert(p.key(), n);
+    }
+    let rows = last.values().map(|&n| planned[n].row(&account, run));
+    let tx = db.begin()?;
+    sql::insert_many(
+        &tx,
+        "INSERT INTO sync_planned (account, run_id, attempt, op, source_id, name, scopable_id,
+                                   evidence, reason, candidates, suggestions, why, gone)",
+        "ON CONFLICT (account, run_id, attempt, op, source_id) DO UPDATE SET
+             name = excluded.name, scopable_id = excluded.scopable_id,
+             evidence = excluded.evidence, reason = excluded.reason,
+             candidates = excluded.candidates, suggestions = excluded.suggestions,
+             why = excluded.why, gone = excluded.gone",
+        13,
+        rows,
+    )?;
+    tx.commit()
+}
+
+/// Plans the removal of every automatic link of `kind` whose record `run` did not receive
+/// readable ("the record no longer exists at the source"); returns how many.
+pub fn plan_gone(db: &Db, run: Held, connector: &str, kind: &str) -> Result<u64, DbError> {
+    db.sql().execute(
+        "INSERT INTO sync_planned (account, run_id, attempt, op, source_id, scopable_id, why, gone)
+         SELECT l.account, ?4, ?5, 'remove', l.source_id, l.scopable_id,
+                'the record no longer exists at the source', 1
+         FROM links l
+         WHERE l.account = ?1 AND l.connector = ?2 AND l.kind = ?3 AND l.source = 'auto'
+           AND NOT EXISTS (
+               SELECT 1 FROM sync_staged s
+               WHERE s.account = ?1 AND s.run_id = ?4 AND s.attempt = ?5
+                 AND s.source_id = l.source_id AND s.slot = 0 AND s.detail IS NULL)",
+        &values![db.account(), connector, kind, run.id, run.attempt],
+    )
+}
+
+/// Most unreadable records without an id numbered per read.
+const ANONYMOUS_BATCH: i64 = 1_000;
+
+/// Plans an `invalid-record` row for every unreadable record of `run`: under its id, or under
+/// a placeholder (`(no id #n)`, numbered in the order received) that no record of the listing
+/// holds. Returns how many.
+pub fn plan_unreadable(db: &mut Db, run: Held) -> Result<u64, DbError> {
+    let account = db.account().to_string();
+    let fixed = values![account.as_str(), run.id, run.attempt];
+    let mut count = db.sql().execute(
+        "INSERT INTO sync_planned (account, run_id, attempt, op, source_id, name, reason,
+                                   candidates, suggestions)
+         SELECT account, run_id, attempt, 'unplaced', source_id, detail, 'invalid-record',
+                '[]', '[]'
+         FROM sync_staged
+         WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND slot = 0
+           AND detail IS NOT NULL",
+        &fixed,
+    )?;
+    let mut placeholders = 0u64;
+    let mut after = 0i64;
+    loop {
+        let rows = db.sql().query(
+            "SELECT slot, detail FROM sync_staged
+             WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND slot > ?4
+             ORDER BY slot LIMIT ?5",
+            &values![account.as_str(), run.id, run.attempt, after, ANONYMOUS_BATCH],
+        )?;
+        let Some(last) = rows.last() else { break };
+        after = last.int(0)?;
+        let mut planned = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let source_id = loop {
+                placeholders += 1;
+                let candidate = format!("(no id #{placeholders})");
+                let taken = db
+                    .sql()
+                    .query_opt(
+                        "SELECT 1 FROM sync_staged WHERE account = ?1 AND run_id = ?2
+                           AND attempt = ?3 AND source_id = ?4 AND slot = 0",
+                        &values![account.as_str(), run.id, run.attempt, candidate.as_str()],
+                    )?
+                    .is_some();
+                if !taken {
+                    break candidate;
+                }
+            };
+            planned.push(Planned::Unplaced {
+                source_id,
+                name: r.opt_text(1)?.unwrap_or_default(),
+                reason: "invalid-record".into(),
+                candidates: "[]".into(),
+                suggestions: "[]".into(),
+            });
+        }
+        count += planned.len() as u64;
+        stage_planned(db, run, &planned)?;
+    }
+    Ok(count)
+}
+
+/// The links the plan of `run` adds and removes: its change report.
+pub fn planned_changes(db: &Db, run: Held) -> Result<Vec<Planned>, DbError> {
+    db.sql()
+        .query(
+            "SELECT op, source_id, name, scopable_id, evidence, why, gone FROM sync_planned
+             WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND op IN ('add', 'remove')",
+            &values![db.account(), run.id, run.attempt],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(if r.text(0)? == "add" {
+                Planned::Add {
+                    source_id: r.text(1)?,
+                    name: r.opt_text(2)?.unwrap_or_default(),
+                    scopable_id: r.text(3)?,
+                    evidence: r.opt_text(4)?.unwrap_or_default(),
+                }
+            } else {
+                Planned::Remove {
+                    source_id: r.text(1)?,
+                    name: r.opt_text(2)?,
+                    scopable_id: r.text(3)?,
+                    why: r.opt_text(5)?.unwrap_or_default(),
+                    gone: r.int(6)? != 0,
+                }
+            })
+        })
+        .collect()
+}
