@@ -1362,6 +1362,11 @@ mod tests {
              VALUES (?1, 'itglue', 'organization', '2', 'Beta', 'no match', '[]', '[]')",
             "INSERT INTO source_records (account, connector, kind, source_id, name)
              VALUES (?1, 'itglue', 'organization', '1', 'Acme')",
+            "INSERT INTO sync_staged (account, run_id, attempt, source_id, slot, client, page,
+                                      seq, name)
+             VALUES (?1, 1, 1, '1', 0, '', 1, 1, 'Acme')",
+            "INSERT INTO sync_planned (account, run_id, attempt, op, source_id)
+             VALUES (?1, 1, 1, 'unplaced', '1')",
             "INSERT INTO sync_runs (account, connector, kind, dry_run, started_at, status)
              VALUES (?1, 'itglue', 'organizations', 0, 't', 'succeeded')",
             "INSERT INTO audit (account, at, connector, component_sha256, capability, method, host,

@@ -927,6 +927,17 @@ mod tests {
                 &values![C],
             )
             .unwrap();
+        // A sync's working rows.
+        for insert in [
+            "INSERT INTO sync_staged (account, run_id, attempt, source_id, slot, client, page,
+                                      seq, name, mac_addresses)
+             VALUES ('a', 1, 1, '77', 0, 'c1', 1, 1, 'pc', '[]')",
+            "INSERT INTO sync_planned (account, run_id, attempt, op, source_id, scopable_id,
+                                       evidence)
+             VALUES ('a', 1, 1, 'kept', '77', 'k1', '[\"serial\"]')",
+        ] {
+            a.sql().execute(insert, &[]).unwrap();
+        }
         assert!(matches!(
             runs::start(
                 &mut a,

@@ -8,7 +8,7 @@
 //! - `sync_planned`: what the checked plan decided for each record (a link added, removed or
 //!   kept, an unplaced row), batch by batch.
 //!
-//! The apply ([`crate::sync_apply::apply_staged`]) then writes the result from these rows in
+//! The apply (`sync_apply::apply_staged`) then writes the result from these rows in
 //! one transaction. Rows are keyed by the run and its claim ([`Held`]): a process whose lease
 //! lapsed while another took its run over writes rows nobody reads, cleared by [`clear_stale`].
 
@@ -16,10 +16,36 @@ use crate::db::DbError;
 use crate::handle::Db;
 use crate::runs::Held;
 use crate::sql::{self, Row, Value};
-use crate::sync_apply::SeenRecord;
 use crate::values;
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
+
+/// A record as the host keeps it (`source_records`): its name, its organization
+/// (configurations), and every other field the connector gave, the identifiers the matcher
+/// reads among them, so that it can be placed again without the network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeenRecord {
+    /// Its name.
+    pub name: String,
+    /// Its organization (configurations).
+    pub organization_id: Option<String>,
+    /// Its short name (organizations).
+    pub short_name: Option<String>,
+    /// Its type.
+    pub type_name: Option<String>,
+    /// Its status (organizations).
+    pub status_name: Option<String>,
+    /// Its hostname (configurations).
+    pub hostname: Option<String>,
+    /// Its primary IP (configurations).
+    pub primary_ip: Option<String>,
+    /// Its serial number (configurations).
+    pub serial_number: Option<String>,
+    /// Its MAC addresses (configurations).
+    pub mac_addresses: Vec<String>,
+    /// Whether it is archived (configurations).
+    pub archived: bool,
+}
 
 /// The columns of `sync_staged` a staged row writes, in order.
 const STAGED_COLUMNS: &str = "INSERT INTO sync_staged (account, run_id, attempt, source_id, slot,
@@ -116,8 +142,7 @@ impl Planned {
     fn row(&self, account: &str, run: Held) -> [Value; 13] {
         let (op, source_id) = self.key();
         let none = None::<&str>;
-        let (name, scopable_id, evidence, reason, candidates, suggestions, why, gone) = match self
-        {
+        let (name, scopable_id, evidence, reason, candidates, suggestions, why, gone) = match self {
             Planned::Add {
                 name,
                 scopable_id,
@@ -354,12 +379,7 @@ pub type Records = Vec<(String, SeenRecord)>;
 
 /// The readable records of `run` under the clients from `first` to `last` (in the database's
 /// order), by client and then in the order received.
-pub fn read_clients(
-    db: &Db,
-    run: Held,
-    first: &str,
-    last: &str,
-) -> Result<Records, DbError> {
+pub fn read_clients(db: &Db, run: Held, first: &str, last: &str) -> Result<Records, DbError> {
     db.sql()
         .query(
             &format!(
@@ -498,7 +518,13 @@ pub fn plan_unreadable(db: &mut Db, run: Held) -> Result<u64, DbError> {
             "SELECT slot, detail FROM sync_staged
              WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND slot > ?4
              ORDER BY slot LIMIT ?5",
-            &values![account.as_str(), run.id, run.attempt, after, ANONYMOUS_BATCH],
+            &values![
+                account.as_str(),
+                run.id,
+                run.attempt,
+                after,
+                ANONYMOUS_BATCH
+            ],
         )?;
         let Some(last) = rows.last() else { break };
         after = last.int(0)?;
@@ -561,4 +587,235 @@ pub fn planned_changes(db: &Db, run: Held) -> Result<Vec<Planned>, DbError> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::databases;
+
+    /// A `running` run of `db`'s account holding its lease for another minute, as `attempt`.
+    fn live_run(db: &Db, attempt: i64) -> Held {
+        let id = db
+            .sql()
+            .query_one(
+                "INSERT INTO sync_runs (account, connector, kind, dry_run, started_at, status,
+                                        lease_until, attempt)
+                 VALUES (?1, 'itglue', 'configuration', 0, 't', 'running', ?2, ?3) RETURNING id",
+                &values![db.account(), crate::db::now_ms() + 60_000, attempt],
+            )
+            .unwrap()
+            .int(0)
+            .unwrap();
+        Held { id, attempt }
+    }
+
+    fn received(id: &str, client: &str, name: &str) -> Received {
+        Received {
+            source_id: id.into(),
+            client: client.into(),
+            record: SeenRecord {
+                name: name.into(),
+                mac_addresses: vec!["00:11:22:33:44:55".into()],
+                ..SeenRecord::default()
+            },
+        }
+    }
+
+    fn unreadable(id: Option<&str>, detail: &str) -> Unreadable {
+        Unreadable {
+            source_id: id.map(str::to_string),
+            detail: detail.into(),
+        }
+    }
+
+    fn names(records: &Records) -> Vec<(&str, &str)> {
+        records
+            .iter()
+            .map(|(id, s)| (id.as_str(), s.name.as_str()))
+            .collect()
+    }
+
+    /// Pages arrive in any order; a record listed twice keeps the copy a listing read in page
+    /// order would keep (the lowest page's, the first on a page, a record before an unreadable
+    /// record of the same id), and records read back in the order received, by client.
+    #[test]
+    fn a_record_listed_twice_keeps_the_copy_of_the_lowest_page() {
+        for t in databases("staging_order") {
+            let mut db = t.open("acct");
+            let run = live_run(&db, 1);
+            stage_page(
+                &mut db,
+                run,
+                3,
+                vec![
+                    received("5", "c2", "five on 3"),
+                    received("1", "c1", "one on 3"),
+                ],
+                vec![unreadable(Some("7"), "bad on 3")],
+            )
+            .unwrap();
+            stage_page(
+                &mut db,
+                run,
+                2,
+                vec![
+                    received("1", "c1", "one on 2"),
+                    received("1", "c1", "one again on 2"),
+                    received("7", "c1", "seven on 2"),
+                ],
+                vec![
+                    unreadable(Some("1"), "bad one on 2"),
+                    unreadable(None, "no id"),
+                ],
+            )
+            .unwrap();
+            stage_page(
+                &mut db,
+                run,
+                4,
+                vec![received("1", "c1", "one on 4")],
+                vec![],
+            )
+            .unwrap();
+            assert_eq!(staged_count(&db, run).unwrap(), (3, 1), "{}", t.name);
+            let all = read_clients(&db, run, "c1", "c2").unwrap();
+            assert_eq!(
+                names(&all),
+                [("1", "one on 2"), ("7", "seven on 2"), ("5", "five on 3")],
+                "{}",
+                t.name
+            );
+            assert_eq!(all[0].1.mac_addresses, ["00:11:22:33:44:55"], "{}", t.name);
+            assert_eq!(
+                client_sizes(&db, run).unwrap(),
+                [("c1".to_string(), 2), ("c2".to_string(), 1)],
+                "{}",
+                t.name
+            );
+            // Read in pieces by a cursor: every record once, in order.
+            let (first, after) = read_client(&db, run, "c1", None, 1).unwrap();
+            let (second, after) = read_client(&db, run, "c1", after, 1).unwrap();
+            let (none, _) = read_client(&db, run, "c1", after, 1).unwrap();
+            assert_eq!(
+                (names(&first), names(&second), none.len()),
+                (vec![("1", "one on 2")], vec![("7", "seven on 2")], 0),
+                "{}",
+                t.name
+            );
+            // Another claim's rows are its own.
+            let other = Held {
+                id: run.id,
+                attempt: 2,
+            };
+            assert_eq!(staged_count(&db, other).unwrap(), (0, 0), "{}", t.name);
+        }
+    }
+
+    /// Records without an id get placeholders, numbered in the order received, that no
+    /// record of the listing holds (readable or not).
+    #[test]
+    fn placeholders_for_id_less_records_never_collide_with_real_ids() {
+        for t in databases("staging_placeholders") {
+            let mut db = t.open("acct");
+            let run = live_run(&db, 1);
+            stage_page(
+                &mut db,
+                run,
+                1,
+                vec![received("(no id #1)", "", "named like a placeholder")],
+                vec![
+                    unreadable(None, "no id"),
+                    unreadable(Some("(no id #2)"), "bad name"),
+                ],
+            )
+            .unwrap();
+            stage_page(
+                &mut db,
+                run,
+                2,
+                vec![],
+                vec![unreadable(None, "no id either")],
+            )
+            .unwrap();
+            assert_eq!(plan_unreadable(&mut db, run).unwrap(), 3, "{}", t.name);
+            let rows = db
+                .sql()
+                .query(
+                    "SELECT source_id, name, reason FROM sync_planned
+                     WHERE run_id = ?1 AND op = 'unplaced' ORDER BY source_id",
+                    &values![run.id],
+                )
+                .unwrap();
+            let rows: Vec<(String, String, String)> = rows
+                .iter()
+                .map(|r| (r.text(0).unwrap(), r.text(1).unwrap(), r.text(2).unwrap()))
+                .collect();
+            let row = |id: &str, name: &str| {
+                (
+                    id.to_string(),
+                    name.to_string(),
+                    "invalid-record".to_string(),
+                )
+            };
+            assert_eq!(
+                rows,
+                [
+                    row("(no id #2)", "bad name"),
+                    row("(no id #3)", "no id"),
+                    row("(no id #4)", "no id either"),
+                ],
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    /// The working rows of a run that ended, or of an earlier claim of a run taken over, go;
+    /// those of the live claim stay.
+    #[test]
+    fn only_the_working_rows_of_live_claims_stay() {
+        for t in databases("staging_stale") {
+            let mut db = t.open("acct");
+            let live = live_run(&db, 2);
+            let ended = live_run(&db, 1);
+            db.sql()
+                .execute(
+                    "UPDATE sync_runs SET status = 'ok' WHERE id = ?1",
+                    &values![ended.id],
+                )
+                .unwrap();
+            let earlier = Held {
+                id: live.id,
+                attempt: 1,
+            };
+            for run in [live, ended, earlier] {
+                stage_page(&mut db, run, 1, vec![received("1", "", "one")], vec![]).unwrap();
+                stage_planned(
+                    &mut db,
+                    run,
+                    &[Planned::Kept {
+                        source_id: "1".into(),
+                        scopable_id: "c1".into(),
+                        evidence: "[]".into(),
+                    }],
+                )
+                .unwrap();
+            }
+            assert_eq!(clear_stale(&db).unwrap(), 4, "{}", t.name);
+            assert_eq!(staged_count(&db, live).unwrap(), (1, 0), "{}", t.name);
+            assert_eq!(staged_count(&db, earlier).unwrap(), (0, 0), "{}", t.name);
+            clear(&db, live).unwrap();
+            let left = db
+                .sql()
+                .query_one(
+                    "SELECT (SELECT count(*) FROM sync_staged) + (SELECT count(*) FROM sync_planned)",
+                    &[],
+                )
+                .unwrap()
+                .int(0)
+                .unwrap();
+            assert_eq!(left, 0, "{}", t.name);
+        }
+    }
 }

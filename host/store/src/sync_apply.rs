@@ -11,32 +11,7 @@ use crate::values;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 
-/// A record as the host keeps it (`source_records`): its name, its organization
-/// (configurations), and every other field the connector gave, the identifiers the matcher
-/// reads among them, so that it can be placed again without the network.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SeenRecord {
-    /// Its name.
-    pub name: String,
-    /// Its organization (configurations).
-    pub organization_id: Option<String>,
-    /// Its short name (organizations).
-    pub short_name: Option<String>,
-    /// Its type.
-    pub type_name: Option<String>,
-    /// Its status (organizations).
-    pub status_name: Option<String>,
-    /// Its hostname (configurations).
-    pub hostname: Option<String>,
-    /// Its primary IP (configurations).
-    pub primary_ip: Option<String>,
-    /// Its serial number (configurations).
-    pub serial_number: Option<String>,
-    /// Its MAC addresses (configurations).
-    pub mac_addresses: Vec<String>,
-    /// Whether it is archived (configurations).
-    pub archived: bool,
-}
+pub use crate::staging::SeenRecord;
 
 /// One (unplaced) row: (source id, name, reason, candidates JSON, suggestions JSON).
 pub type UnplacedRow = (String, String, String, String, String);
@@ -242,7 +217,11 @@ pub struct PlannedSync<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// Everything was written and the run recorded as `ok`.
-    Done,
+    Done {
+        /// How many rows of links, unplaced rows and stored records were written (inserted,
+        /// changed or deleted): none when everything was as the plan found it.
+        written: u64,
+    },
     /// The run no longer holds its lease; nothing was written.
     LeaseLost,
     /// Manual decisions or organization links changed since the plan; nothing was written.
@@ -337,8 +316,9 @@ pub fn apply_staged(
     }
     let now = db::now();
     let of_run = values![account, connector, kind, run.id, run.attempt];
+    let mut written = 0;
     // Removals first: a record whose link moves is removed, then added again.
-    tx.execute(
+    written += tx.execute(
         "DELETE FROM links
          WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto'
            AND source_id IN (SELECT source_id FROM sync_planned
@@ -346,7 +326,7 @@ pub fn apply_staged(
                                AND op = 'remove')",
         &of_run,
     )?;
-    tx.execute(
+    written += tx.execute(
         "INSERT INTO links (account, connector, kind, source_id, scopable_id, evidence,
                             linked_at, source)
          SELECT account, CAST(?2 AS TEXT), CAST(?3 AS TEXT), source_id, scopable_id, evidence,
@@ -355,7 +335,7 @@ pub fn apply_staged(
          WHERE account = ?1 AND run_id = ?4 AND attempt = ?5 AND op = 'add'",
         &values![account, connector, kind, run.id, run.attempt, now.as_str()],
     )?;
-    tx.execute(
+    written += tx.execute(
         "UPDATE links SET evidence = (
              SELECT p.evidence FROM sync_planned p
              WHERE p.account = ?1 AND p.run_id = ?4 AND p.attempt = ?5 AND p.op = 'kept'
@@ -369,7 +349,7 @@ pub fn apply_staged(
         &of_run,
     )?;
     // The kind's unplaced rows become the plan's: those that differ go, the new ones come.
-    tx.execute(
+    written += tx.execute(
         "DELETE FROM unplaced
          WHERE account = ?1 AND connector = ?2 AND kind = ?3
            AND NOT EXISTS (
@@ -380,7 +360,7 @@ pub fn apply_staged(
                AND p.suggestions = unplaced.suggestions)",
         &of_run,
     )?;
-    tx.execute(
+    written += tx.execute(
         "INSERT INTO unplaced (account, connector, kind, source_id, name, reason, candidates,
                                suggestions)
          SELECT account, CAST(?2 AS TEXT), CAST(?3 AS TEXT), source_id, name, reason,
@@ -394,7 +374,7 @@ pub fn apply_staged(
         &of_run,
     )?;
     // The stored records become those received: the gone go, the changed are written.
-    tx.execute(
+    written += tx.execute(
         "DELETE FROM source_records
          WHERE account = ?1 AND connector = ?2 AND kind = ?3
            AND NOT EXISTS (
@@ -403,7 +383,7 @@ pub fn apply_staged(
                AND s.detail IS NULL AND s.source_id = source_records.source_id)",
         &of_run,
     )?;
-    tx.execute(
+    written += tx.execute(
         "INSERT INTO source_records (account, connector, kind, source_id, name,
              organization_id, short_name, type_name, status_name, hostname, primary_ip,
              serial_number, mac_addresses, archived, identifiers_kept)
@@ -437,7 +417,7 @@ pub fn apply_staged(
     )?;
     runs::finish_on(&tx, account, run, "ok", counts, None)?;
     tx.commit()?;
-    Ok(Applied::Done)
+    Ok(Applied::Done { written })
 }
 
 /// The lock (PostgreSQL; on SQLite a transaction already holds the only write lock) taken
@@ -812,7 +792,7 @@ mod tests {
             };
             assert_eq!(
                 apply(&mut db, C, ORG, &plan).unwrap(),
-                Applied::Done,
+                Applied::Done { written: 9 },
                 "{}",
                 t.name
             );
@@ -896,6 +876,45 @@ mod tests {
                 "{}",
                 t.name
             );
+            // The next sync finding everything as it is writes no row: its links are kept
+            // with the same evidence, its unplaced rows and stored records are the same.
+            let next = live_run(&db);
+            let kept = [
+                ("2".to_string(), "c2".to_string(), "[\"name\"]".to_string()),
+                (
+                    "3".to_string(),
+                    "c3".to_string(),
+                    "[\"short_name\"]".to_string(),
+                ),
+            ];
+            let unchanged = PlannedSync {
+                run: Held {
+                    id: next,
+                    attempt: 0,
+                },
+                basis: &basis(&db, C).unwrap(),
+                changes: Vec::new(),
+                kept: &kept,
+                ..plan.clone()
+            };
+            let before = (
+                links(&db),
+                unplaced(&db),
+                stored_records(&db, C, ORG).unwrap(),
+            );
+            assert_eq!(
+                apply(&mut db, C, ORG, &unchanged).unwrap(),
+                Applied::Done { written: 0 },
+                "{}",
+                t.name
+            );
+            let after = (
+                links(&db),
+                unplaced(&db),
+                stored_records(&db, C, ORG).unwrap(),
+            );
+            assert_eq!(after, before, "{}", t.name);
+            assert_eq!(run_row(&db, next).0, "ok", "{}", t.name);
         }
     }
 
@@ -975,9 +994,11 @@ mod tests {
             assert_eq!(run_row(&db, elsewhere).0, "running", "{}", t.name);
             // The replica that took the run over holds a lease of its own, and applies.
             let taken_over = live_run(&db);
-            assert_eq!(
-                apply(&mut db, C, ORG, &plan(taken_over)).unwrap(),
-                Applied::Done,
+            assert!(
+                matches!(
+                    apply(&mut db, C, ORG, &plan(taken_over)).unwrap(),
+                    Applied::Done { .. }
+                ),
                 "{}",
                 t.name
             );
@@ -1162,7 +1183,8 @@ mod tests {
                 seen: &seen,
                 counts: counts(1),
             };
-            let race = |runs: Vec<i64>| -> Vec<Applied> {
+            // `same`: every replica applies the plan of replica 0 (one run is planned once).
+            let race = |runs: Vec<i64>, same: bool| -> Vec<Applied> {
                 let handles: Vec<Db> = runs.iter().map(|_| t.open("acct")).collect();
                 let start = Barrier::new(handles.len());
                 std::thread::scope(|s| {
@@ -1174,6 +1196,7 @@ mod tests {
                             let (start, plan) = (&start, &plan);
                             s.spawn(move || {
                                 start.wait();
+                                let i = if same { 0 } else { i };
                                 apply(&mut db, C, ORG, &plan(run, i)).unwrap()
                             })
                         })
@@ -1183,16 +1206,17 @@ mod tests {
             };
             let count =
                 |outcomes: &[Applied], which| outcomes.iter().filter(|a| **a == which).count();
+            let done = |outcomes: &[Applied]| {
+                outcomes
+                    .iter()
+                    .filter(|a| matches!(a, Applied::Done { .. }))
+                    .count()
+            };
 
             // One run, applied by four replicas at once: once.
             let run = live_run(&first);
-            let outcomes = race(vec![run; 4]);
-            assert_eq!(
-                count(&outcomes, Applied::Done),
-                1,
-                "{}: {outcomes:?}",
-                t.name
-            );
+            let outcomes = race(vec![run; 4], true);
+            assert_eq!(done(&outcomes), 1, "{}: {outcomes:?}", t.name);
             assert_eq!(
                 count(&outcomes, Applied::LeaseLost),
                 3,
@@ -1207,13 +1231,8 @@ mod tests {
                 .execute("DELETE FROM links WHERE account = 'acct'", &[])
                 .unwrap();
             let runs: Vec<i64> = (0..4).map(|_| live_run(&first)).collect();
-            let outcomes = race(runs);
-            assert_eq!(
-                count(&outcomes, Applied::Done),
-                1,
-                "{}: {outcomes:?}",
-                t.name
-            );
+            let outcomes = race(runs, false);
+            assert_eq!(done(&outcomes), 1, "{}: {outcomes:?}", t.name);
             assert_eq!(
                 count(&outcomes, Applied::BasisChanged),
                 3,

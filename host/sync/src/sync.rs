@@ -138,7 +138,8 @@ impl Plan {
 
     /// Its rows for the staging tables.
     fn staged(self) -> Vec<Planned> {
-        let mut rows = Vec::with_capacity(self.changes.len() + self.kept.len() + self.unplaced.len());
+        let mut rows =
+            Vec::with_capacity(self.changes.len() + self.kept.len() + self.unplaced.len());
         for (n, change) in self.changes.into_iter().enumerate() {
             rows.push(match change {
                 Change::Add {
@@ -561,7 +562,10 @@ fn apply(
     counts: &SyncCounts,
 ) -> Result<(), AppError> {
     match sync_apply::apply_staged(db, connector, kind, run, basis, counts)? {
-        sync_apply::Applied::Done => Ok(()),
+        sync_apply::Applied::Done { written } => {
+            tracing::debug!(run = run.id, written, "sync applied");
+            Ok(())
+        }
         sync_apply::Applied::LeaseLost => Err(AppError::new(
             Exit::Failure,
             "this sync lost its lease (it stopped renewing it long enough for another sync to take over); nothing was applied: run the sync again",
@@ -810,7 +814,18 @@ pub fn sync_queued(
     };
     let held = run.held();
     let mut progress = |done, total| progress(held, done, total);
-    sync_under_lease(app, rt, kind, dry_run, false, run, lease, &mut progress, None).map(Some)
+    sync_under_lease(
+        app,
+        rt,
+        kind,
+        dry_run,
+        false,
+        run,
+        lease,
+        &mut progress,
+        None,
+    )
+    .map(Some)
 }
 
 /// The stored connection's context for a started run; `given` when the caller read it
@@ -960,14 +975,7 @@ fn run_staged(
     if dry_run {
         finish_run(&app.db, run, "ok", &counts, None)?;
     } else {
-        apply(
-            &mut app.db,
-            &connector,
-            kind.as_str(),
-            run,
-            &basis,
-            &counts,
-        )?;
+        apply(&mut app.db, &connector, kind.as_str(), run, &basis, &counts)?;
     }
     Ok((counts, changes))
 }
@@ -1134,7 +1142,9 @@ async fn compute(
     let mut counts = match kind {
         RecordKind::Organization => {
             let (records, _) = staging::read_client(staging_db, run, "", None, usize::MAX)?;
-            let existing = auto_links(&app.db, connector, kind.as_str())?;
+            // The links of records received: those of records gone are planned below.
+            let ids: Vec<&str> = records.iter().map(|(id, _)| id.as_str()).collect();
+            let existing = sync_apply::auto_links_of(&app.db, connector, kind.as_str(), &ids)?;
             let plan = plan_organizations(app, ctx, records, &decided, &existing).await?;
             stage_plan(staging_db, run, plan)?
         }
@@ -1264,7 +1274,8 @@ async fn plan_staged_configurations(
             .into_iter()
             .filter(|c| clients.contains(c.client_id.as_str()))
             .collect();
-        let plan = plan_configurations_batch(app, ctx, records, scopable, &parents, decided).await?;
+        let plan =
+            plan_configurations_batch(app, ctx, records, scopable, &parents, decided).await?;
         add_counts(&mut counts, &stage_plan(db, run, plan)?);
         (start, size) = (i + 1, 0);
     }
@@ -1322,7 +1333,8 @@ async fn plan_configurations(
             continue;
         }
         let (records, targets) = std::mem::take(&mut batch);
-        let placed = plan_configurations_batch(app, ctx, records, targets, &parents, decided).await?;
+        let placed =
+            plan_configurations_batch(app, ctx, records, targets, &parents, decided).await?;
         plan.merge(placed);
     }
     Ok(plan)
@@ -1379,9 +1391,7 @@ async fn plan_configurations_batch(
     let manual_links = decided
         .manual
         .iter()
-        .filter(|p| {
-            seen.contains_key(&p.source_id) || targets.contains_key(&p.scopable_id)
-        })
+        .filter(|p| seen.contains_key(&p.source_id) || targets.contains_key(&p.scopable_id))
         .cloned()
         .collect();
     let ignored = decided
