@@ -49,7 +49,7 @@ pub const MIGRATIONS: &[&str] = &[
 /// them. `client` is the client the record's organization is linked to (`''` when none, and
 /// for organizations), so that a client's records are read back together; `slot` is 0 for a
 /// record with an id and numbers the records without one.
-const MIGRATION_V8: &str = "
+pub(crate) const MIGRATION_V8: &str = "
 CREATE TABLE sync_staged (
     account TEXT NOT NULL, run_id INTEGER NOT NULL, attempt INTEGER NOT NULL,
     source_id TEXT NOT NULL, slot INTEGER NOT NULL, client TEXT NOT NULL,

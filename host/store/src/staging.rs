@@ -223,6 +223,28 @@ impl Planned {
     }
 }
 
+/// A connection to stage a sync on: another handle on the same database and account. On
+/// SQLite its working tables are the connection's own (`TEMP` tables, which hide the shared
+/// ones): staging then never takes the database's write lock from other writers, writes
+/// nothing to the shared file, and leaves nothing behind when the process dies; the apply
+/// runs on the same connection. On PostgreSQL they are the shared tables.
+pub fn working_connection(db: &Db) -> Result<Db, DbError> {
+    let own = db.sibling()?;
+    if !own.is_postgres() {
+        for statement in crate::db::MIGRATION_V8.split(';') {
+            let statement = statement.trim();
+            if statement.is_empty() {
+                continue;
+            }
+            let temporary = statement
+                .replacen("CREATE TABLE ", "CREATE TEMP TABLE ", 1)
+                .replacen("CREATE INDEX ", "CREATE INDEX temp.", 1);
+            own.sql().execute(&temporary, &[])?;
+        }
+    }
+    Ok(own)
+}
+
 /// Deletes the working rows of runs that are no longer running as the claim that wrote them
 /// (finished, failed, taken over), for the handle's account.
 pub fn clear_stale(db: &Db) -> Result<u64, DbError> {

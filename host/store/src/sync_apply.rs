@@ -124,22 +124,23 @@ pub fn auto_links(
     )
 }
 
-/// The automatic links of a kind held by the records `ids`: source id -> scopable id.
+/// The automatic links of a kind held by the records `ids`: source id -> (scopable id,
+/// evidence JSON).
 pub fn auto_links_of(
     db: &Db,
     connector: &str,
     kind: &str,
     ids: &[&str],
-) -> Result<HashMap<String, String>, DbError> {
+) -> Result<HashMap<String, (String, String)>, DbError> {
     sql::query_in(
         db.sql(),
-        "SELECT source_id, scopable_id FROM links
+        "SELECT source_id, scopable_id, evidence FROM links
          WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto' AND source_id",
         &values![db.account(), connector, kind],
         ids,
     )?
     .iter()
-    .map(|r| Ok((r.text(0)?, r.text(1)?)))
+    .map(|r| Ok((r.text(0)?, (r.text(1)?, r.text(2)?))))
     .collect()
 }
 

@@ -916,7 +916,7 @@ fn run_sync(
     run: runs::Held,
 ) -> Result<(SyncCounts, Vec<Change>), Failure> {
     // Its own connection: the pages are staged in transactions of their own.
-    let mut staging_db = app.db.sibling()?;
+    let mut staging_db = staging::working_connection(&app.db)?;
     let result = run_staged(
         app,
         rt,
@@ -975,7 +975,11 @@ fn run_staged(
     if dry_run {
         finish_run(&app.db, run, "ok", &counts, None)?;
     } else {
-        apply(&mut app.db, &connector, kind.as_str(), run, &basis, &counts)?;
+        let started = std::time::Instant::now();
+        // On the staging connection: on SQLite, the working tables are its own.
+        apply(staging_db, &connector, kind.as_str(), run, &basis, &counts)?;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(run = run.id, elapsed_ms, "sync applied");
     }
     Ok((counts, changes))
 }
@@ -1073,6 +1077,7 @@ async fn compute(
     run: runs::Held,
     staging_db: &mut Db,
 ) -> Result<(SyncCounts, String), Failure> {
+    let started = std::time::Instant::now();
     let connector = app.name();
     let basis = sync_apply::basis(&app.db, connector)?;
     let decided = decisions(&app.db, connector, kind.as_str())?;
@@ -1135,6 +1140,11 @@ async fn compute(
         }
     }
     .map_err(Failure::Fetch)?;
+    let phase = |name: &str| {
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(run = run.id, phase = name, elapsed_ms, "sync phase");
+    };
+    phase("fetched and staged");
     let (readable, unreadable) = staging::staged_count(staging_db, run)?;
     fetched
         .check_received(readable + unreadable)
@@ -1144,7 +1154,10 @@ async fn compute(
             let (records, _) = staging::read_client(staging_db, run, "", None, usize::MAX)?;
             // The links of records received: those of records gone are planned below.
             let ids: Vec<&str> = records.iter().map(|(id, _)| id.as_str()).collect();
-            let existing = sync_apply::auto_links_of(&app.db, connector, kind.as_str(), &ids)?;
+            let existing = sync_apply::auto_links_of(&app.db, connector, kind.as_str(), &ids)?
+                .into_iter()
+                .map(|(id, (target, _))| (id, target))
+                .collect();
             let plan = plan_organizations(app, ctx, records, &decided, &existing).await?;
             stage_plan(staging_db, run, plan)?
         }
@@ -1152,9 +1165,11 @@ async fn compute(
             plan_staged_configurations(app, ctx, run, staging_db, &decided).await?
         }
     };
+    phase("matched and planned");
     counts.removed_links += staging::plan_gone(staging_db, run, connector, kind.as_str())?;
     counts.errored = staging::plan_unreadable(staging_db, run)?;
     counts.fetched += counts.errored;
+    phase("planned the gone and the unreadable");
     Ok((counts, basis))
 }
 
@@ -1359,7 +1374,11 @@ async fn plan_configurations_batch(
         .collect();
     let seen: BTreeMap<String, Seen> = records.into_iter().collect();
     let ids: Vec<&str> = seen.keys().map(String::as_str).collect();
-    let existing = sync_apply::auto_links_of(&app.db, app.name(), "configuration", &ids)?;
+    let linked = sync_apply::auto_links_of(&app.db, app.name(), "configuration", &ids)?;
+    let existing: HashMap<String, String> = linked
+        .iter()
+        .map(|(id, (target, _))| (id.clone(), target.clone()))
+        .collect();
     // Each linked organization (auto or manual) has exactly one client.
     let parent_of: HashMap<&str, &str> = parents
         .iter()
@@ -1412,13 +1431,16 @@ async fn plan_configurations_batch(
         manual_links,
         ignored,
     });
+    let matching = std::time::Instant::now();
     let placements = app
         .connector
         .match_records(ctx, input)
         .await
         .map_err(call_failed)?;
+    let match_ms = matching.elapsed().as_millis() as u64;
+    tracing::debug!(records = seen.len(), match_ms, "configurations matched");
     let manual_fetched = decided.linked_among(&seen);
-    Ok(plan(
+    let mut plan = plan(
         placements,
         &seen,
         decided,
@@ -1449,7 +1471,11 @@ async fn plan_configurations_batch(
             check_evidence(RecordKind::Configuration, &link.evidence, source, dest)
                 .map_err(|e| format!("a link from configuration {id} to {target} with {e}"))
         },
-    )?)
+    )?;
+    // Links whose evidence is as stored need no row.
+    plan.kept
+        .retain(|(id, _, evidence)| linked.get(id).is_none_or(|(_, stored)| stored != evidence));
+    Ok(plan)
 }
 
 /// What placing the stored records again found: the records it could not place, with their
