@@ -199,6 +199,9 @@ fn a_replica_killed_mid_sync_loses_its_run_to_another_that_applies_it_once() {
     let configuration_links = "SELECT count(*) FROM links
                                WHERE account = 'acme' AND kind = 'configuration'";
     assert_eq!(psql(&url, configuration_links), "0", "nothing half-applied");
+    // Its staged pages are in the shared tables, under its claim.
+    let staged = "SELECT count(*) FROM sync_staged WHERE account = 'acme'";
+    assert_ne!(psql(&url, staged), "0", "the first claim staged its pages");
     let second = replica(&env, &url, "2", &[]);
     // Taken over (the default lease is 20 s and a replica looks every second) and run
     // again from the start.
@@ -233,6 +236,14 @@ fn a_replica_killed_mid_sync_loses_its_run_to_another_that_applies_it_once() {
              WHERE account = 'acme' AND kind = 'configuration'"
         ),
         "1 ok 2"
+    );
+    // No working row is left: neither the first claim's nor the second's.
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT (SELECT count(*) FROM sync_staged) + (SELECT count(*) FROM sync_planned)"
+        ),
+        "0"
     );
     // Exactly what a sync never interrupted gives: the same data in another account.
     let other = second.sync(&beta, "configuration");

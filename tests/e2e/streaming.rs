@@ -143,3 +143,29 @@ fn a_streamed_sync_gives_the_in_memory_result() {
 fn a_streamed_sync_in_small_batches_gives_the_same_result() {
     compare(&[("SCOPABLE_MATCH_BATCH", "5")]);
 }
+
+/// A batch size outside 1 to 1,000,000 is refused before the sync starts: no request, no run.
+#[test]
+fn a_bad_batch_size_is_refused_before_the_sync_starts() {
+    let env = Env::new();
+    env.connect();
+    env.import_sample();
+    env.sim.clear_requests();
+    for bad in ["0", "1000001", "many"] {
+        env.run_full(
+            &["itglue", "sync", "configurations", "--json"],
+            &[("SCOPABLE_MATCH_BATCH", bad)],
+            None,
+        )
+        .fails(
+            2,
+            "SCOPABLE_MATCH_BATCH must be a number of records from 1 to 1000000",
+        );
+    }
+    assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
+    let runs: i64 = env
+        .sqlite()
+        .query_row("SELECT count(*) FROM sync_runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(runs, 0);
+}

@@ -87,12 +87,13 @@ impl Location {
     }
 
     /// Sizes a PostgreSQL pool (before its first use) for `workers` syncs at once: each
-    /// holds two connections while it runs (its own and its lease's heartbeat), and requests,
-    /// the sweep and progress writes need some beside them. Nothing for a file.
+    /// holds three connections while it runs (its own, the one it stages on, and its lease's
+    /// heartbeat), and requests, the sweep and progress writes need some beside them. Nothing
+    /// for a file.
     pub fn size_pool_for(&self, workers: usize) {
         if let Location::Postgres(server) = self {
             server.max_connections.store(
-                MAX_CONNECTIONS.max(workers.saturating_mul(2).saturating_add(8)),
+                MAX_CONNECTIONS.max(workers.saturating_mul(3).saturating_add(8)),
                 std::sync::atomic::Ordering::Relaxed,
             );
         }

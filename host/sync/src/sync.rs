@@ -757,6 +757,7 @@ pub fn sync(
     let (ctx, region, base, verified_at) = stored_context(app)?;
     let connector = app.name().to_string();
     let lease = lease_length()?;
+    match_batch()?;
     let run = start_run(
         &mut app.db,
         &connector,
@@ -796,6 +797,7 @@ pub fn sync_queued(
     // Read before the claim: once claimed, nothing may fail before the heartbeat runs. A
     // failure here ends the run, which would otherwise wait in the queue for ever.
     let before = lease_length().and_then(|lease| {
+        match_batch()?;
         let dry_run = runs::run(&app.db, run_id)?.is_some_and(|r| r.dry_run);
         Ok((lease, dry_run))
     });
@@ -1144,6 +1146,7 @@ async fn compute(
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(run = run.id, phase = name, elapsed_ms, "sync phase");
     };
+    staging::index_staged(staging_db)?;
     phase("fetched and staged");
     let (readable, unreadable) = staging::staged_count(staging_db, run)?;
     fetched
@@ -1632,15 +1635,17 @@ pub const MATCH_BATCH_ENV: &str = "SCOPABLE_MATCH_BATCH";
 
 /// The most records per `match` call: [`MATCH_BATCH`], or [`MATCH_BATCH_ENV`].
 fn match_batch() -> Result<usize, AppError> {
-    match std::env::var(MATCH_BATCH_ENV) {
-        Err(_) => Ok(MATCH_BATCH),
-        Ok(text) => match text.trim().parse::<usize>() {
-            Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-            _ => Err(AppError::new(
-                Exit::BadInput,
-                format!("{MATCH_BATCH_ENV} must be a number of records from 1 to 1000000"),
-            )),
-        },
+    let Some(raw) = std::env::var_os(MATCH_BATCH_ENV) else {
+        return Ok(MATCH_BATCH);
+    };
+    match raw.to_str().and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(n @ 1..=1_000_000) => Ok(n),
+        _ => Err(AppError::new(
+            Exit::Usage,
+            format!(
+                "{MATCH_BATCH_ENV} must be a number of records from 1 to 1000000; unset it for the default ({MATCH_BATCH})"
+            ),
+        )),
     }
 }
 
