@@ -1287,14 +1287,23 @@ async fn plan_staged_configurations(
         }
         let (first, last) = (linked[start].0.as_str(), client.as_str());
         let clients: HashSet<&str> = linked[start..=i].iter().map(|(c, _)| c.as_str()).collect();
+        let reading = std::time::Instant::now();
         let records = staging::read_clients(db, run, first, last)?;
         let scopable = crate::records::configurations_between(&app.db, first, last)?
             .into_iter()
             .filter(|c| clients.contains(c.client_id.as_str()))
             .collect();
+        let read_ms = reading.elapsed().as_millis() as u64;
         let plan =
             plan_configurations_batch(app, ctx, records, scopable, &parents, decided).await?;
+        let staging_plan = std::time::Instant::now();
         add_counts(&mut counts, &stage_plan(db, run, plan)?);
+        let stage_ms = staging_plan.elapsed().as_millis() as u64;
+        tracing::debug!(
+            read_ms,
+            stage_ms,
+            "configurations batch read and its plan staged"
+        );
         (start, size) = (i + 1, 0);
     }
     Ok(counts)
@@ -1369,6 +1378,7 @@ async fn plan_configurations_batch(
     parents: &[types::Pair],
     decided: &Decisions,
 ) -> Result<Plan, Failure> {
+    let preparing = std::time::Instant::now();
     let call_failed = |e| Failure::Fetch(fetch::FetchError::Call(e));
     // In the order received, for the connector.
     let configurations: Vec<types::Configuration> = records
@@ -1441,7 +1451,14 @@ async fn plan_configurations_batch(
         .await
         .map_err(call_failed)?;
     let match_ms = matching.elapsed().as_millis() as u64;
-    tracing::debug!(records = seen.len(), match_ms, "configurations matched");
+    let prepare_ms = (matching - preparing).as_millis() as u64;
+    tracing::debug!(
+        records = seen.len(),
+        prepare_ms,
+        match_ms,
+        "configurations matched"
+    );
+    let checking = std::time::Instant::now();
     let manual_fetched = decided.linked_among(&seen);
     let mut plan = plan(
         placements,
@@ -1478,6 +1495,8 @@ async fn plan_configurations_batch(
     // Links whose evidence is as stored need no row.
     plan.kept
         .retain(|(id, _, evidence)| linked.get(id).is_none_or(|(_, stored)| stored != evidence));
+    let check_ms = checking.elapsed().as_millis() as u64;
+    tracing::debug!(check_ms, "configurations checked and planned");
     Ok(plan)
 }
 
