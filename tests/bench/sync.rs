@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The key the simulator accepts for the root (`us`) region.
 const KEY: &str = "sim-key-us";
 /// Records (IT Glue plus Scopable configurations) per `match` call in `sync configurations`
-/// (`MATCH_BATCH` in `host/src/sync.rs`), mirrored for the host-batch figures.
+/// (`MATCH_BATCH` in `host/sync/src/sync.rs`), mirrored for the host-batch figures.
 const HOST_MATCH_BATCH: usize = 10_000;
 /// Set on the helper process: the file it writes its measurement to.
 const HELPER_ENV: &str = "SCOPABLE_BENCH_MEASURE_TO";

@@ -919,71 +919,49 @@ fn run_sync(
 ) -> Result<(SyncCounts, Vec<Change>), Failure> {
     // Its own connection: the pages are staged in transactions of their own.
     let mut staging_db = staging::working_connection(&app.db)?;
-    let result = run_staged(
-        app,
-        rt,
-        ctx,
-        kind,
-        dry_run,
-        report,
-        progress,
-        run,
-        &mut staging_db,
-    );
-    if let Err(e) = staging::clear(&staging_db, run) {
+    let staging_db = &mut staging_db;
+    let staged = || -> Result<(SyncCounts, Vec<Change>), Failure> {
+        let connector = app.name().to_string();
+        let timeout = Duration::from_secs(app.connector.manifest.limits.sync_timeout_secs);
+        let result = rt.block_on(async {
+            match tokio::time::timeout(timeout, compute(app, ctx, kind, progress, run, staging_db))
+                .await
+            {
+                Ok(r) => r,
+                // The whole sync's wall clock, API waits and pacing included: a service too slow
+                // for the listing (the connector's own time is bounded per call, exit 5).
+                Err(_) => Err(Failure::App(AppError::new(
+                    Exit::Unavailable,
+                    format!(
+                        "the sync did not finish within {} s (sync_timeout_secs, the whole sync's wall clock, waits for the API and the request budget included); nothing was applied. Try again later, or raise sync_timeout_secs for a listing this large",
+                        timeout.as_secs()
+                    ),
+                ))),
+            }
+        });
+        let (mut counts, basis) = result?;
+        counts.requests = ctx.requests.load(Ordering::Relaxed);
+        let changes = if report {
+            change_report(staging_db, run)?
+        } else {
+            Vec::new()
+        };
+        if dry_run {
+            finish_run(&app.db, run, "ok", &counts, None)?;
+        } else {
+            let started = std::time::Instant::now();
+            // On the staging connection: on SQLite, the working tables are its own.
+            apply(staging_db, &connector, kind.as_str(), run, &basis, &counts)?;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(run = run.id, elapsed_ms, "sync applied");
+        }
+        Ok((counts, changes))
+    };
+    let result = staged();
+    if let Err(e) = staging::clear(staging_db, run) {
         tracing::warn!("cannot clear the working rows of sync run {}: {e}", run.id);
     }
     result
-}
-
-/// [`run_sync`] once it has a connection to stage on.
-#[allow(clippy::too_many_arguments)]
-fn run_staged(
-    app: &mut App,
-    rt: &tokio::runtime::Runtime,
-    ctx: &CallContext,
-    kind: RecordKind,
-    dry_run: bool,
-    report: bool,
-    progress: &mut dyn FnMut(u32, Option<u32>),
-    run: runs::Held,
-    staging_db: &mut Db,
-) -> Result<(SyncCounts, Vec<Change>), Failure> {
-    let connector = app.name().to_string();
-    let timeout = Duration::from_secs(app.connector.manifest.limits.sync_timeout_secs);
-    let result = rt.block_on(async {
-        match tokio::time::timeout(timeout, compute(app, ctx, kind, progress, run, staging_db))
-            .await
-        {
-            Ok(r) => r,
-            // The whole sync's wall clock, API waits and pacing included: a service too slow
-            // for the listing (the connector's own time is bounded per call, exit 5).
-            Err(_) => Err(Failure::App(AppError::new(
-                Exit::Unavailable,
-                format!(
-                    "the sync did not finish within {} s (sync_timeout_secs, the whole sync's wall clock, waits for the API and the request budget included); nothing was applied. Try again later, or raise sync_timeout_secs for a listing this large",
-                    timeout.as_secs()
-                ),
-            ))),
-        }
-    });
-    let (mut counts, basis) = result?;
-    counts.requests = ctx.requests.load(Ordering::Relaxed);
-    let changes = if report {
-        change_report(staging_db, run)?
-    } else {
-        Vec::new()
-    };
-    if dry_run {
-        finish_run(&app.db, run, "ok", &counts, None)?;
-    } else {
-        let started = std::time::Instant::now();
-        // On the staging connection: on SQLite, the working tables are its own.
-        apply(staging_db, &connector, kind.as_str(), run, &basis, &counts)?;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::debug!(run = run.id, elapsed_ms, "sync applied");
-    }
-    Ok((counts, changes))
 }
 
 /// The links the staged plan of `run` adds and removes, in the order a report lists them:
