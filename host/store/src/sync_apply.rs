@@ -6,6 +6,7 @@ use crate::db::{self, DbError};
 use crate::handle::{Db, Tx};
 use crate::runs::{self, Held, RunCounts};
 use crate::sql::{self, Sql};
+#[cfg(test)]
 use crate::staging::{self, Planned};
 use crate::values;
 use serde_json::json;
@@ -177,6 +178,7 @@ fn pairs(
 }
 
 /// One link change of a planned sync.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkChange<'a> {
     /// Remove the automatic link of this source id.
@@ -195,7 +197,8 @@ pub enum LinkChange<'a> {
     },
 }
 
-/// The rows a planned sync writes.
+/// The rows a planned sync writes (a plan held in memory, as the tests write them).
+#[cfg(test)]
 #[derive(Debug, Clone)]
 pub struct PlannedSync<'a> {
     /// The run applying it (it must still hold its lease, as this attempt).
@@ -229,8 +232,9 @@ pub enum Applied {
     BasisChanged,
 }
 
-/// Applies a planned sync: stages its rows ([`crate::staging`]) and applies them
+/// Applies a planned sync held in memory: stages its rows ([`crate::staging`]) and applies them
 /// ([`apply_staged`]), in one transaction that records the run as `ok`.
+#[cfg(test)]
 pub fn apply(
     db: &mut Db,
     connector: &str,
