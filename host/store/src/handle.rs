@@ -154,6 +154,18 @@ impl Db {
         })
     }
 
+    /// Begins a transaction on a sync's working tables (`staging.rs`): on SQLite a
+    /// deferred one, so that writing the connection's own `TEMP` tables never takes the
+    /// shared file's write lock; on PostgreSQL as [`Db::begin`].
+    pub(crate) fn begin_working(&mut self) -> Result<Tx<'_>, DbError> {
+        Ok(match &mut self.conn {
+            Conn::Sqlite(c) => {
+                Tx::Sqlite(c.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?)
+            }
+            Conn::Postgres(c, _) => Tx::Postgres(c.begin()?),
+        })
+    }
+
     /// Where the database is.
     pub fn location(&self) -> &Location {
         &self.location

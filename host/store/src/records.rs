@@ -101,30 +101,29 @@ pub fn configuration_counts(db: &Db) -> Result<std::collections::HashMap<String,
         .collect()
 }
 
-/// The configurations of the clients from `first` to `last` (in the database's order), by
-/// client and then by id.
-pub fn configurations_between(
-    db: &Db,
-    first: &str,
-    last: &str,
-) -> Result<Vec<Configuration>, DbError> {
-    let rows = db.sql().query(
+/// The configurations of `clients` (in the database's order), by client and then by id.
+pub fn configurations_of_clients(db: &Db, clients: &[&str]) -> Result<Vec<Configuration>, DbError> {
+    // Each statement's rows come by client; the clients are in order, so all of them are.
+    crate::sql::query_in(
+        db.sql(),
         "SELECT id, client_id, name, hostname, serial_number, mac_addresses FROM configurations
-         WHERE account = ?1 AND client_id >= ?2 AND client_id <= ?3 ORDER BY client_id, id",
-        &values![db.account(), first, last],
-    )?;
-    rows.iter()
-        .map(|r| {
-            Ok(Configuration {
-                id: r.text(0)?,
-                client_id: r.text(1)?,
-                name: r.text(2)?,
-                hostname: r.opt_text(3)?,
-                serial_number: r.opt_text(4)?,
-                mac_addresses: stored_macs(&r.text(5)?, 5)?,
-            })
+         WHERE account = ?1 AND client_id",
+        &values![db.account()],
+        clients,
+        "ORDER BY client_id, id",
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Configuration {
+            id: r.text(0)?,
+            client_id: r.text(1)?,
+            name: r.text(2)?,
+            hostname: r.opt_text(3)?,
+            serial_number: r.opt_text(4)?,
+            mac_addresses: stored_macs(&r.text(5)?, 5)?,
         })
-        .collect()
+    })
+    .collect()
 }
 
 /// Writes imported clients, (id, name) each, in one transaction, updating existing ids;

@@ -285,12 +285,13 @@ where
     Ok(())
 }
 
-/// Calls `each` with `{head} IN (...)` and its values (`fixed` first, bound as `?1`..., then
-/// a chunk of `ids`), for as many chunks as the parameter limits need.
+/// Calls `each` with `{head} IN (...) {tail}` and its values (`fixed` first, bound as
+/// `?1`..., then a chunk of `ids`), for as many chunks as the parameter limits need.
 fn in_chunks(
     head: &str,
     fixed: &[Value],
     ids: &[&str],
+    tail: &str,
     mut each: impl FnMut(&str, &[Value]) -> Result<(), DbError>,
 ) -> Result<(), DbError> {
     for chunk in ids.chunks(MAX_BATCH_ROWS) {
@@ -299,7 +300,7 @@ fn in_chunks(
             .collect();
         let mut values = fixed.to_vec();
         values.extend(chunk.iter().map(|id| Value::from(*id)));
-        each(&format!("{head} IN ({})", list.join(", ")), &values)?;
+        each(&format!("{head} IN ({}) {tail}", list.join(", ")), &values)?;
     }
     Ok(())
 }
@@ -314,22 +315,24 @@ pub(crate) fn execute_in(
     ids: &[&str],
 ) -> Result<u64, DbError> {
     let mut changed = 0;
-    in_chunks(head, fixed, ids, |text, values| {
+    in_chunks(head, fixed, ids, "", |text, values| {
         changed += sql.execute(text, values)?;
         Ok(())
     })?;
     Ok(changed)
 }
 
-/// The rows of `{head} IN (...)` ([`execute_in`]'s statement) for every id of `ids`.
+/// The rows of `{head} IN (...) {tail}` for every id of `ids`, one statement per chunk of
+/// them (`tail` orders each chunk's rows, not all of them).
 pub(crate) fn query_in(
     sql: &dyn Sql,
     head: &str,
     fixed: &[Value],
     ids: &[&str],
+    tail: &str,
 ) -> Result<Vec<Row>, DbError> {
     let mut rows = Vec::new();
-    in_chunks(head, fixed, ids, |text, values| {
+    in_chunks(head, fixed, ids, tail, |text, values| {
         rows.extend(sql.query(text, values)?);
         Ok(())
     })?;

@@ -1,8 +1,8 @@
 //! A sync's working rows, so that it never holds a whole listing, or a whole plan, in memory.
 //!
 //! - `sync_staged`: every record of a run as its page arrives, each page in one short
-//!   transaction (never one held for the whole fetch: on SQLite that would stop every other
-//!   writer, the lease's renewals included). A record listed twice keeps the copy of the lowest
+//!   transaction (never one held for the whole fetch, which would stop other writers, the
+//!   lease's renewals included). A record listed twice keeps the copy of the lowest
 //!   page, as a listing read in page order would. Configurations carry the client their
 //!   organization is linked to, so that a client's records are read back together.
 //! - `sync_planned`: what the checked plan decided for each record (a link added, removed or
@@ -225,9 +225,9 @@ impl Planned {
 
 /// A connection to stage a sync on: another handle on the same database and account. On
 /// SQLite its working tables are the connection's own (`TEMP` tables, which hide the shared
-/// ones): staging then never takes the database's write lock from other writers, writes
-/// nothing to the shared file, and leaves nothing behind when the process dies; the apply
-/// runs on the same connection. On PostgreSQL they are the shared tables.
+/// ones): staging writes nothing to the shared file, in transactions that do not take its
+/// write lock ([`Db::begin_working`]), and leaves nothing behind when the process dies; the
+/// apply runs on the same connection. On PostgreSQL they are the shared tables.
 pub fn working_connection(db: &Db) -> Result<Db, DbError> {
     let own = db.sibling()?;
     if !own.is_postgres() {
@@ -278,12 +278,13 @@ pub fn clear_stale(db: &Db) -> Result<u64, DbError> {
     Ok(cleared)
 }
 
-/// Deletes the working rows of `run` (every claim of it).
+/// Deletes the working rows of `run`'s claim, never another claim's: a process whose lease
+/// lapsed while another took the run over must not delete the rows its successor stages.
 pub fn clear(db: &Db, run: Held) -> Result<(), DbError> {
     for table in ["sync_staged", "sync_planned"] {
         db.sql().execute(
-            &format!("DELETE FROM {table} WHERE account = ?1 AND run_id = ?2"),
-            &values![db.account(), run.id],
+            &format!("DELETE FROM {table} WHERE account = ?1 AND run_id = ?2 AND attempt = ?3"),
+            &values![db.account(), run.id, run.attempt],
         )?;
     }
     Ok(())
@@ -364,7 +365,7 @@ pub fn stage_page(
             false
         ]);
     }
-    let tx = db.begin()?;
+    let tx = db.begin_working()?;
     sql::insert_many(
         &tx,
         STAGED_COLUMNS,
@@ -497,7 +498,7 @@ pub fn stage_planned(db: &mut Db, run: Held, planned: &[Planned]) -> Result<(), 
         last.insert(p.key(), n);
     }
     let rows = last.values().map(|&n| planned[n].row(&account, run));
-    let tx = db.begin()?;
+    let tx = db.begin_working()?;
     sql::insert_many(
         &tx,
         "INSERT INTO sync_planned (account, run_id, attempt, op, source_id, name, scopable_id,
@@ -554,7 +555,8 @@ pub fn plan_unreadable(db: &mut Db, run: Held) -> Result<u64, DbError> {
     loop {
         let rows = db.sql().query(
             "SELECT slot, detail FROM sync_staged
-             WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND slot > ?4
+             WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND source_id = ''
+               AND slot > ?4
              ORDER BY slot LIMIT ?5",
             &values![
                 account.as_str(),
@@ -810,7 +812,7 @@ mod tests {
     }
 
     /// The working rows of a run that ended, or of an earlier claim of a run taken over, go;
-    /// those of the live claim stay.
+    /// those of the live claim stay, whoever clears.
     #[test]
     fn only_the_working_rows_of_live_claims_stay() {
         for t in databases("staging_stale") {
@@ -840,9 +842,14 @@ mod tests {
                 )
                 .unwrap();
             }
-            assert_eq!(clear_stale(&db).unwrap(), 4, "{}", t.name);
-            assert_eq!(staged_count(&db, live).unwrap(), (1, 0), "{}", t.name);
+            // The lapsed claim, ending, clears its own rows and never its successor's.
+            clear(&db, earlier).unwrap();
             assert_eq!(staged_count(&db, earlier).unwrap(), (0, 0), "{}", t.name);
+            assert_eq!(staged_count(&db, live).unwrap(), (1, 0), "{}", t.name);
+            // The ended run's rows go; the live claim's stay.
+            assert_eq!(clear_stale(&db).unwrap(), 2, "{}", t.name);
+            assert_eq!(staged_count(&db, ended).unwrap(), (0, 0), "{}", t.name);
+            assert_eq!(staged_count(&db, live).unwrap(), (1, 0), "{}", t.name);
             clear(&db, live).unwrap();
             let left = db
                 .sql()

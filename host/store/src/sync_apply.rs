@@ -139,6 +139,7 @@ pub fn auto_links_of(
          WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto' AND source_id",
         &values![db.account(), connector, kind],
         ids,
+        "",
     )?
     .iter()
     .map(|r| Ok((r.text(0)?, (r.text(1)?, r.text(2)?))))

@@ -1,6 +1,8 @@
 //! Paged fetching owned by the host: page 1 first, then the remaining pages concurrently
-//! (bounded), each with retries; records de-duplicated by id and the count checked against
-//! the API's total, so a partial listing fails instead of being linked from.
+//! (bounded), each with retries, each checked and handed to the caller as it arrives (which
+//! stages it: the records are de-duplicated by id there); the caller then checks the count
+//! against the API's total ([`Fetched::check_received`]), so a partial listing fails instead
+//! of being linked from.
 
 use crate::app::{App, AppError, Exit};
 use crate::notice::{notice, retry_notice};

@@ -47,15 +47,14 @@ fn scopable(c: scopable_store::records::Configuration) -> types::ScopableConfigu
     }
 }
 
-/// The Scopable configurations of the clients from `first` to `last` (in the database's
-/// order), by client and then by id.
-pub fn configurations_between(
+/// The Scopable configurations of `clients` (in the database's order), by client and then
+/// by id.
+pub fn configurations_of_clients(
     db: &Db,
-    first: &str,
-    last: &str,
+    clients: &[&str],
 ) -> Result<Vec<types::ScopableConfiguration>, DbError> {
     Ok(
-        scopable_store::records::configurations_between(db, first, last)?
+        scopable_store::records::configurations_of_clients(db, clients)?
             .into_iter()
             .map(scopable)
             .collect(),

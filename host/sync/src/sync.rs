@@ -1061,6 +1061,12 @@ async fn compute(
     let connector = app.name();
     let basis = sync_apply::basis(&app.db, connector)?;
     let decided = decisions(&app.db, connector, kind.as_str())?;
+    // Read once, for staging and for planning: they are part of the basis, so if they change
+    // meanwhile nothing is applied.
+    let parents = match kind {
+        RecordKind::Organization => Vec::new(),
+        RecordKind::Configuration => crate::records::organization_links(&app.db, connector)?,
+    };
     staging::clear_stale(staging_db)?;
     let fetched = match kind {
         RecordKind::Organization => {
@@ -1086,13 +1092,10 @@ async fn compute(
             .await
         }
         RecordKind::Configuration => {
-            // The organization links are part of the basis: if they change meanwhile, nothing
-            // is applied.
-            let parent_of: HashMap<String, String> =
-                crate::records::organization_links(&app.db, connector)?
-                    .into_iter()
-                    .map(|p| (p.source_id, p.scopable_id))
-                    .collect();
+            let parent_of: HashMap<&str, &str> = parents
+                .iter()
+                .map(|p| (p.source_id.as_str(), p.scopable_id.as_str()))
+                .collect();
             fetch::fetch_pages::<types::ConfigurationPage>(
                 app,
                 ctx,
@@ -1102,9 +1105,8 @@ async fn compute(
                         .into_iter()
                         .map(|c| {
                             let client = parent_of
-                                .get(&c.organization_id)
-                                .cloned()
-                                .unwrap_or_default();
+                                .get(c.organization_id.as_str())
+                                .map_or_else(String::new, |c| c.to_string());
                             let (source_id, record) = seen_configuration(c);
                             Received {
                                 source_id,
@@ -1143,7 +1145,7 @@ async fn compute(
             stage_plan(staging_db, run, plan)?
         }
         RecordKind::Configuration => {
-            plan_staged_configurations(app, ctx, run, staging_db, &decided).await?
+            plan_staged_configurations(app, ctx, run, staging_db, &parents, &decided).await?
         }
     };
     phase("matched and planned");
@@ -1234,10 +1236,9 @@ async fn plan_staged_configurations(
     ctx: &CallContext,
     run: runs::Held,
     db: &mut Db,
+    parents: &[types::Pair],
     decided: &Decisions,
 ) -> Result<SyncCounts, Failure> {
-    let connector = app.name();
-    let parents = crate::records::organization_links(&app.db, connector)?;
     let limit = match_batch()?;
     let mut counts = SyncCounts::default();
     let sizes = staging::client_sizes(db, run)?;
@@ -1251,7 +1252,7 @@ async fn plan_staged_configurations(
             }
             after = next;
             let plan =
-                plan_configurations_batch(app, ctx, records, Vec::new(), &parents, decided).await?;
+                plan_configurations_batch(app, ctx, records, Vec::new(), parents, decided).await?;
             add_counts(&mut counts, &stage_plan(db, run, plan)?);
         }
     }
@@ -1264,16 +1265,13 @@ async fn plan_staged_configurations(
             continue;
         }
         let (first, last) = (linked[start].0.as_str(), client.as_str());
-        let clients: HashSet<&str> = linked[start..=i].iter().map(|(c, _)| c.as_str()).collect();
+        let clients: Vec<&str> = linked[start..=i].iter().map(|(c, _)| c.as_str()).collect();
         let reading = std::time::Instant::now();
+        // Every staged client in the range is in the batch.
         let records = staging::read_clients(db, run, first, last)?;
-        let scopable = crate::records::configurations_between(&app.db, first, last)?
-            .into_iter()
-            .filter(|c| clients.contains(c.client_id.as_str()))
-            .collect();
+        let scopable = crate::records::configurations_of_clients(&app.db, &clients)?;
         let read_ms = reading.elapsed().as_millis() as u64;
-        let plan =
-            plan_configurations_batch(app, ctx, records, scopable, &parents, decided).await?;
+        let plan = plan_configurations_batch(app, ctx, records, scopable, parents, decided).await?;
         let staging_plan = std::time::Instant::now();
         add_counts(&mut counts, &stage_plan(db, run, plan)?);
         let stage_ms = staging_plan.elapsed().as_millis() as u64;
