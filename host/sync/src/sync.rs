@@ -122,14 +122,10 @@ struct Plan {
 }
 
 impl Plan {
-    /// Adds a later batch's plan to this one.
+    /// Adds a later batch's plan to this one. A merged plan is read (`rematch_stored`), never
+    /// staged: its `gone_from` no longer separates the removals of records no longer placed.
     fn merge(&mut self, other: Plan) {
-        let c = &mut self.counts;
-        c.fetched += other.counts.fetched;
-        c.linked += other.counts.linked;
-        c.skipped += other.counts.skipped;
-        c.new_links += other.counts.new_links;
-        c.removed_links += other.counts.removed_links;
+        add_counts(&mut self.counts, &other.counts);
         self.changes.extend(other.changes);
         self.gone_from = self.changes.len();
         self.kept.extend(other.kept);
@@ -561,9 +557,11 @@ fn apply(
     basis: &str,
     counts: &SyncCounts,
 ) -> Result<(), AppError> {
+    let started = std::time::Instant::now();
     match sync_apply::apply_staged(db, connector, kind, run, basis, counts)? {
         sync_apply::Applied::Done { written } => {
-            tracing::debug!(run = run.id, written, "sync applied");
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(run = run.id, written, elapsed_ms, "sync applied");
             Ok(())
         }
         sync_apply::Applied::LeaseLost => Err(AppError::new(
@@ -949,11 +947,8 @@ fn run_sync(
         if dry_run {
             finish_run(&app.db, run, "ok", &counts, None)?;
         } else {
-            let started = std::time::Instant::now();
             // On the staging connection: on SQLite, the working tables are its own.
             apply(staging_db, &connector, kind.as_str(), run, &basis, &counts)?;
-            let elapsed_ms = started.elapsed().as_millis() as u64;
-            tracing::debug!(run = run.id, elapsed_ms, "sync applied");
         }
         Ok((counts, changes))
     };
@@ -1026,23 +1021,29 @@ impl From<DbError> for Failure {
     }
 }
 
-/// Stages a checked page ([`staging::stage_page`]).
-fn stage_page(
-    db: &mut Db,
+/// Fetches every page of a listing ([`fetch::fetch_pages`]) and stages each as it arrives
+/// ([`staging::stage_page`]), its records made into what the host keeps by `received`.
+async fn fetch_staged<P: fetch::Page>(
+    app: &App,
+    ctx: &CallContext,
+    progress: impl FnMut(u32, Option<u32>),
     run: runs::Held,
-    page: u32,
-    records: Vec<Received>,
-    unreadable: Vec<types::UnreadableRecord>,
-) -> Result<(), fetch::FetchError> {
-    let unreadable = unreadable
-        .into_iter()
-        .map(|u| staging::Unreadable {
-            source_id: u.id,
-            detail: u.detail,
-        })
-        .collect();
-    staging::stage_page(db, run, page, records, unreadable)
-        .map_err(|e| fetch::FetchError::Host(format!("page {page} could not be stored: {e}")))
+    db: &mut Db,
+    received: impl Fn(P::Record) -> Received,
+) -> Result<fetch::Fetched, fetch::FetchError> {
+    fetch::fetch_pages::<P>(app, ctx, progress, |page, records, unreadable| {
+        let records = records.into_iter().map(&received).collect();
+        let unreadable = unreadable
+            .into_iter()
+            .map(|u| staging::Unreadable {
+                source_id: u.id,
+                detail: u.detail,
+            })
+            .collect();
+        staging::stage_page(db, run, page, records, unreadable)
+            .map_err(|e| fetch::FetchError::Host(format!("page {page} could not be stored: {e}")))
+    })
+    .await
 }
 
 /// Fetches the listing into the staging tables as its pages arrive, then matches and checks
@@ -1070,25 +1071,14 @@ async fn compute(
     staging::clear_stale(staging_db)?;
     let fetched = match kind {
         RecordKind::Organization => {
-            fetch::fetch_pages::<types::OrganizationPage>(
-                app,
-                ctx,
-                progress,
-                |page, records, unreadable| {
-                    let records = records
-                        .into_iter()
-                        .map(|o| {
-                            let (source_id, record) = seen_organization(o);
-                            Received {
-                                source_id,
-                                client: String::new(),
-                                record,
-                            }
-                        })
-                        .collect();
-                    stage_page(staging_db, run, page, records, unreadable)
-                },
-            )
+            fetch_staged::<types::OrganizationPage>(app, ctx, progress, run, staging_db, |o| {
+                let (source_id, record) = seen_organization(o);
+                Received {
+                    source_id,
+                    client: String::new(),
+                    record,
+                }
+            })
             .await
         }
         RecordKind::Configuration => {
@@ -1096,28 +1086,17 @@ async fn compute(
                 .iter()
                 .map(|p| (p.source_id.as_str(), p.scopable_id.as_str()))
                 .collect();
-            fetch::fetch_pages::<types::ConfigurationPage>(
-                app,
-                ctx,
-                progress,
-                |page, records, unreadable| {
-                    let records = records
-                        .into_iter()
-                        .map(|c| {
-                            let client = parent_of
-                                .get(c.organization_id.as_str())
-                                .map_or_else(String::new, |c| c.to_string());
-                            let (source_id, record) = seen_configuration(c);
-                            Received {
-                                source_id,
-                                client,
-                                record,
-                            }
-                        })
-                        .collect();
-                    stage_page(staging_db, run, page, records, unreadable)
-                },
-            )
+            fetch_staged::<types::ConfigurationPage>(app, ctx, progress, run, staging_db, |c| {
+                let client = parent_of
+                    .get(c.organization_id.as_str())
+                    .map_or_else(String::new, |c| c.to_string());
+                let (source_id, record) = seen_configuration(c);
+                Received {
+                    source_id,
+                    client,
+                    record,
+                }
+            })
             .await
         }
     }
@@ -1227,6 +1206,22 @@ async fn plan_organizations(
     )?)
 }
 
+/// Splits clients, in order, into batches of whole clients: a batch takes clients until it
+/// holds at least `limit` records (so one large client may take it past), the last batch what
+/// is left. `sizes`: each client's records, source and Scopable. Returns each batch's clients.
+fn client_batches(sizes: &[u64], limit: usize) -> Vec<std::ops::Range<usize>> {
+    let mut batches = Vec::new();
+    let (mut start, mut size) = (0, 0u64);
+    for (i, n) in sizes.iter().enumerate() {
+        size += n;
+        if size >= limit as u64 || i + 1 == sizes.len() {
+            batches.push(start..i + 1);
+            (start, size) = (i + 1, 0);
+        }
+    }
+    batches
+}
+
 /// Places the staged configurations of `run` in batches read back from the staging table
 /// ([`MATCH_BATCH`] records at most, but whole clients), staging each batch's plan; returns
 /// the counts. Configurations under no linked organization come first, in batches of their
@@ -1257,15 +1252,15 @@ async fn plan_staged_configurations(
         }
     }
     let scopable_sizes = scopable_store::records::configuration_counts(&app.db)?;
-    let mut start = 0;
-    let mut size = 0u64;
-    for (i, (client, n)) in linked.iter().enumerate() {
-        size += n + scopable_sizes.get(client.as_str()).copied().unwrap_or(0);
-        if size < limit as u64 && i + 1 < linked.len() {
+    let sizes: Vec<u64> = linked
+        .iter()
+        .map(|(client, n)| n + scopable_sizes.get(client.as_str()).copied().unwrap_or(0))
+        .collect();
+    for batch in client_batches(&sizes, limit) {
+        let clients: Vec<&str> = linked[batch].iter().map(|(c, _)| c.as_str()).collect();
+        let (Some(first), Some(last)) = (clients.first().copied(), clients.last().copied()) else {
             continue;
-        }
-        let (first, last) = (linked[start].0.as_str(), client.as_str());
-        let clients: Vec<&str> = linked[start..=i].iter().map(|(c, _)| c.as_str()).collect();
+        };
         let reading = std::time::Instant::now();
         // Every staged client in the range is in the batch.
         let records = staging::read_clients(db, run, first, last)?;
@@ -1280,7 +1275,6 @@ async fn plan_staged_configurations(
             stage_ms,
             "configurations batch read and its plan staged"
         );
-        (start, size) = (i + 1, 0);
     }
     Ok(counts)
 }
@@ -1316,26 +1310,29 @@ async fn plan_configurations(
         scopable.entry(c.client_id.clone()).or_default().push(c);
     }
     let mut plan = Plan::default();
-    let mut batch: (Vec<(String, Seen)>, Vec<types::ScopableConfiguration>) = Default::default();
-    let mut groups = groups.into_iter().peekable();
-    while let Some((client, records)) = groups.next() {
-        if client.is_empty() {
-            let mut records = records.into_iter().peekable();
-            while records.peek().is_some() {
-                let chunk: Vec<_> = records.by_ref().take(limit).collect();
-                let placed =
-                    plan_configurations_batch(app, ctx, chunk, Vec::new(), &parents, decided)
-                        .await?;
-                plan.merge(placed);
-            }
-            continue;
+    // Configurations under no linked organization first, in chunks (nothing links them).
+    let mut unlinked = groups.remove("").unwrap_or_default().into_iter().peekable();
+    while unlinked.peek().is_some() {
+        let chunk: Vec<_> = unlinked.by_ref().take(limit).collect();
+        let placed =
+            plan_configurations_batch(app, ctx, chunk, Vec::new(), &parents, decided).await?;
+        plan.merge(placed);
+    }
+    // Then each client with its Scopable configurations, in batches of whole clients.
+    let mut linked: Vec<_> = groups
+        .into_iter()
+        .map(|(client, records)| (records, scopable.remove(&client).unwrap_or_default()))
+        .collect();
+    let sizes: Vec<u64> = linked
+        .iter()
+        .map(|(records, targets)| (records.len() + targets.len()) as u64)
+        .collect();
+    for batch in client_batches(&sizes, limit) {
+        let (mut records, mut targets) = (Vec::new(), Vec::new());
+        for (r, t) in linked[batch].iter_mut() {
+            records.append(r);
+            targets.append(t);
         }
-        batch.0.extend(records);
-        batch.1.extend(scopable.remove(&client).unwrap_or_default());
-        if batch.0.len() + batch.1.len() < limit && groups.peek().is_some() {
-            continue;
-        }
-        let (records, targets) = std::mem::take(&mut batch);
         let placed =
             plan_configurations_batch(app, ctx, records, targets, &parents, decided).await?;
         plan.merge(placed);
@@ -1768,6 +1765,21 @@ mod plan_tests {
             );
         }
         assert!(attempt(vec![link("1", "c1"), link("2", "c2")]).is_ok());
+    }
+
+    /// Clients go into a batch until it holds the limit (one large client takes it past);
+    /// the last batch holds what is left.
+    #[test]
+    fn batches_take_whole_clients_up_to_the_limit() {
+        assert_eq!(
+            client_batches(&[3, 3, 5, 1, 10, 2], 6),
+            [0..2, 2..4, 4..5, 5..6]
+        );
+        assert_eq!(
+            client_batches(&[1, 1], 10),
+            vec![std::ops::Range { start: 0, end: 2 }]
+        );
+        assert!(client_batches(&[], 10).is_empty());
     }
 
     #[test]
