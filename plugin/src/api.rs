@@ -252,20 +252,26 @@ pub fn retry_after_seconds(header: &str) -> Option<u32> {
 
 /// Reads a successful answer's body as JSON. The detail quotes only the start of the body:
 /// enough to recognise a proxy page, never a whole document in a log line.
+///
+/// Only what the connector reads is kept ([`jsonapi::read_document`]). A body that starts like
+/// a JSON document is read at once; it is looked at as text only to describe a failure.
 pub fn parse_json(body: &[u8]) -> Result<Value, Error> {
-    let text = String::from_utf8_lossy(body);
-    if text.trim().is_empty() {
-        return Err(Error::BadResponse(
-            "IT Glue answered with an empty body".to_string(),
-        ));
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    if !matches!(first, Some(b'{' | b'[')) {
+        let text = String::from_utf8_lossy(body);
+        if text.trim().is_empty() {
+            return Err(Error::BadResponse(
+                "IT Glue answered with an empty body".to_string(),
+            ));
+        }
+        if looks_like_html(&text) {
+            return Err(Error::BadResponse(format!(
+                "IT Glue answered an HTML page instead of JSON (a proxy or sign-in page?): {}",
+                snippet(&text, 80)
+            )));
+        }
     }
-    if looks_like_html(&text) {
-        return Err(Error::BadResponse(format!(
-            "IT Glue answered an HTML page instead of JSON (a proxy or sign-in page?): {}",
-            snippet(&text, 80)
-        )));
-    }
-    serde_json::from_slice(body).map_err(|e| {
+    jsonapi::read_document(body).map_err(|e| {
         let what = if e.is_eof() {
             "truncated JSON"
         } else {
@@ -273,7 +279,7 @@ pub fn parse_json(body: &[u8]) -> Result<Value, Error> {
         };
         Error::BadResponse(format!(
             "IT Glue's answer is {what}: {}",
-            snippet(&text, 80)
+            snippet(&String::from_utf8_lossy(body), 80)
         ))
     })
 }

@@ -3,7 +3,9 @@
 //! is well formed". `FUZZ_CASES` raises the case count for longer runs.
 
 use crate::api::read_answer;
-use crate::jsonapi::{parse_configuration_page, parse_organization_page};
+use crate::jsonapi::{
+    error_summary, parse_configuration_page, parse_organization_page, read_document,
+};
 use proptest::prelude::*;
 use scopable_normalize::{normalize_hostname, normalize_mac, normalize_name, normalize_serial};
 use serde_json::{Value, json};
@@ -59,6 +61,113 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A JSON:API page whose records, interfaces and paging carry arbitrary values under the keys
+/// the connector reads, beside keys it does not read.
+fn page_value() -> impl Strategy<Value = Value> {
+    let key = prop_oneof![
+        Just("name".to_string()),
+        Just("short-name".to_string()),
+        Just("organization-type-name".to_string()),
+        Just("organization-status-name".to_string()),
+        Just("organization-id".to_string()),
+        Just("archived".to_string()),
+        Just("mac-address".to_string()),
+        Just("hostname".to_string()),
+        Just("primary-ip".to_string()),
+        Just("serial-number".to_string()),
+        Just("configuration-type-name".to_string()),
+        Just("configuration-id".to_string()),
+        "[a-z-]{1,12}",
+    ];
+    let scalar = prop_oneof![
+        3 => "[ -~]{0,12}".prop_map(Value::String),
+        1 => any::<u32>().prop_map(|n| json!(n)),
+        1 => Just(Value::Null),
+        1 => any::<bool>().prop_map(Value::Bool),
+        1 => json_value(),
+    ];
+    let attributes = prop::collection::vec((key, scalar.clone()), 0..10)
+        .prop_map(|pairs| Value::Object(pairs.into_iter().collect()));
+    let id = prop_oneof![
+        4 => (1u32..6).prop_map(|n| json!(n.to_string())),
+        1 => scalar.clone(),
+    ];
+    let listed_as = prop_oneof![
+        Just("configuration-interfaces"),
+        Just("configuration_interfaces"),
+        Just("interfaces"),
+    ];
+    let record = (
+        id.clone(),
+        attributes.clone(),
+        prop::collection::vec(id.clone(), 0..3),
+        listed_as,
+        scalar.clone(),
+    )
+        .prop_map(|(id, attributes, interfaces, listed_as, other)| {
+            let refs: Vec<Value> = interfaces.into_iter().map(|id| json!({"id": id})).collect();
+            json!({"id": id, "type": "configurations", "attributes": attributes,
+                   "relationships": {listed_as: {"data": refs}}, "other": other})
+        });
+    let interface = (
+        id.clone(),
+        id,
+        attributes,
+        prop_oneof![
+            Just("configuration-interfaces"),
+            Just("configuration_interfaces"),
+            Just("other")
+        ],
+    )
+        .prop_map(|(id, owner, mut attributes, kind)| {
+            // Most interfaces carry a MAC, so that the ways of finding their configuration
+            // decide something; the owner is named by an attribute or a relationship.
+            let by_attribute = matches!(&owner, Value::String(o) if o.as_str() < "3");
+            if let (Value::Object(fields), Value::String(id)) = (&mut attributes, &id) {
+                fields
+                    .entry("mac-address")
+                    .or_insert_with(|| json!(format!("02:00:00:00:00:0{id}")));
+                if by_attribute {
+                    fields.insert("configuration-id".into(), owner.clone());
+                }
+            }
+            let relationships = if by_attribute {
+                json!({})
+            } else {
+                json!({"configuration": {"data": {"id": owner}}})
+            };
+            json!({"id": id, "type": kind, "attributes": attributes,
+                   "relationships": relationships})
+        });
+    let item = prop_oneof![4 => record, 1 => json_value()];
+    let top_key = prop_oneof![
+        Just("errors".to_string()),
+        Just("message".to_string()),
+        Just("error".to_string()),
+        Just("detail".to_string()),
+        Just("jsonapi".to_string()),
+    ];
+    let said = prop_oneof![
+        scalar.clone(),
+        scalar.prop_map(|title| json!([{"title": title, "detail": "d"}])),
+    ];
+    (
+        prop::collection::vec(item, 0..6),
+        prop::collection::vec(interface, 0..6),
+        json_value(),
+        json_value(),
+        prop::collection::vec((top_key, said), 0..3),
+    )
+        .prop_map(|(data, included, meta, next, others)| {
+            let mut doc = json!({"data": data, "included": included, "meta": meta,
+                                 "links": {"next": next}});
+            if let Value::Object(fields) = &mut doc {
+                fields.extend(others);
+            }
+            doc
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
@@ -78,6 +187,18 @@ proptest! {
                 prop_assert!(!r.organization_id.is_empty());
             }
         }
+    }
+
+    /// Reading only the keys the connector looks at gives what reading the whole document
+    /// gives: pages, their records and unreadable records, paging and error summaries.
+    #[test]
+    fn pruned_pages_read_as_whole_ones(doc in prop_oneof![page_value(), json_value()], page in 0u32..3) {
+        let body = serde_json::to_vec(&doc).expect("a Value serializes");
+        let whole: Value = serde_json::from_slice(&body).expect("its own JSON reads back");
+        let pruned = read_document(&body).expect("well-formed JSON reads pruned");
+        prop_assert_eq!(parse_organization_page(&pruned, page), parse_organization_page(&whole, page));
+        prop_assert_eq!(parse_configuration_page(&pruned, page), parse_configuration_page(&whole, page));
+        prop_assert_eq!(error_summary(&pruned), error_summary(&whole));
     }
 
     #[test]

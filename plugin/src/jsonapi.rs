@@ -10,10 +10,76 @@ use crate::bindings::scopable::integration::types::{
     Configuration, ConfigurationPage, Error, Organization, OrganizationPage, PageInfo,
     UnreadableRecord,
 };
+use crate::prune::{Shape, read_pruned};
 
 /// The JSON:API type of an interface in `included`. IT Glue documents the dashed form; the
 /// underscored one is what the `include` parameter is spelled with, and some answers use it.
 const INTERFACE_TYPES: [&str; 2] = ["configuration-interfaces", "configuration_interfaces"];
+
+/// What the connector reads of an answer: [`read_document`] keeps these keys and skips the
+/// rest. Every key the functions below look at must be named here; the property test
+/// `fuzz::pruned_pages_read_as_whole_ones` fails when one is missing.
+const DOCUMENT: Shape = Shape::Object(&[
+    ("data", Shape::List(&RECORD)),
+    ("included", Shape::List(&INCLUDED)),
+    ("meta", Shape::All),
+    ("links", Shape::All),
+    ("errors", Shape::All),
+    ("message", Shape::All),
+    ("error", Shape::All),
+    ("detail", Shape::All),
+]);
+
+/// An organization or configuration in `data`.
+const RECORD: Shape = Shape::Object(&[
+    ("id", Shape::All),
+    (
+        "attributes",
+        Shape::Object(&[
+            ("name", Shape::All),
+            ("short-name", Shape::All),
+            ("organization-type-name", Shape::All),
+            ("organization-status-name", Shape::All),
+            ("organization-id", Shape::All),
+            ("archived", Shape::All),
+            ("mac-address", Shape::All),
+            ("hostname", Shape::All),
+            ("primary-ip", Shape::All),
+            ("serial-number", Shape::All),
+            ("configuration-type-name", Shape::All),
+        ]),
+    ),
+    (
+        "relationships",
+        Shape::Object(&[
+            (INTERFACE_TYPES[0], Shape::All),
+            (INTERFACE_TYPES[1], Shape::All),
+        ]),
+    ),
+]);
+
+/// An interface (or anything else) in `included`.
+const INCLUDED: Shape = Shape::Object(&[
+    ("type", Shape::All),
+    ("id", Shape::All),
+    (
+        "attributes",
+        Shape::Object(&[
+            ("mac-address", Shape::All),
+            ("configuration-id", Shape::All),
+        ]),
+    ),
+    (
+        "relationships",
+        Shape::Object(&[("configuration", Shape::All)]),
+    ),
+]);
+
+/// Reads an answer's body as JSON, keeping only what the page readers below look at
+/// ([`DOCUMENT`]). The whole body must still be well-formed JSON.
+pub fn read_document(body: &[u8]) -> Result<Value, serde_json::Error> {
+    read_pruned(body, &DOCUMENT)
+}
 
 /// Reads one page of `GET /organizations`. `requested_page` stands in for `meta.current-page`
 /// when the API leaves it out.

@@ -7,6 +7,7 @@
 mod api;
 mod jsonapi;
 mod matching;
+mod prune;
 
 #[cfg(test)]
 mod fuzz;
