@@ -7,7 +7,7 @@
 //! `SCOPABLE_REGENERATE_FIXTURES=1` writes the fixture instead of comparing with it.
 
 use crate::util::Env;
-use itglue_sim::{Dataset, SimConfig};
+use itglue_sim::{Dataset, Fault, FaultRule, SimConfig, When};
 use serde_json::{Value, json};
 
 const FIXTURE: &str = concat!(
@@ -142,6 +142,93 @@ fn a_streamed_sync_gives_the_in_memory_result() {
 #[test]
 fn a_streamed_sync_in_small_batches_gives_the_same_result() {
     compare(&[("SCOPABLE_MATCH_BATCH", "5")]);
+}
+
+/// Clients are matched while later pages still arrive, as soon as their records stopped
+/// coming; a record arriving later for a client matched already (here one wanting the same
+/// Scopable server as a record matched early), or an id listed on two pages, voids that early
+/// batch, and its clients are matched again after the last page. Matching early in batches
+/// of one gives what matching after the last page gives.
+#[test]
+fn early_matching_is_undone_by_late_and_repeated_records() {
+    let sample = itglue_sim::sample_dataset();
+    let other_org = sample
+        .configurations
+        .iter()
+        .map(|c| c.organization_id)
+        .find(|&org| org != TYRELL)
+        .expect("the sample has configurations of another organization");
+    let mut ds = first_dataset();
+    // After every typed configuration, so on the last pages.
+    ds.raw_configurations.extend([
+        // Late for Tyrell, with the serial of TY-FS01 (8200102, linked by serial otherwise):
+        // both now want one Scopable server.
+        json!({"id": "8299101", "type": "configurations", "attributes": {
+            "name": "TY-FS01 twin", "organization-id": TYRELL, "serial-number": "CZ2841AB7Q"}}),
+        // TY-DC01's id again, under another organization: the first page's copy stays.
+        json!({"id": "8200101", "type": "configurations", "attributes": {
+            "name": "Listed twice", "organization-id": other_org}}),
+    ]);
+    let run = |vars: &[(&str, &str)]| {
+        let env = Env::with(SimConfig::with_dataset(ds.clone()));
+        // The listing reports what arrives once the repeated id counts once.
+        env.sim.add_fault(FaultRule::new(
+            When::PathPrefix("/configurations".into()),
+            Fault::ShiftTotal(-1),
+        ));
+        env.connect();
+        env.import_sample();
+        // One request at a time, each taking a while: the pages arrive in order, and the
+        // clients of the first pages are ready before the last page comes.
+        let (wasm, manifest) = env.itglue_with_limits("page_size = 7\nconcurrency = 1");
+        let itglue = |args: &[&str]| {
+            let mut all = vec!["--connector", &wasm, "--manifest", &manifest, "itglue"];
+            all.extend_from_slice(args);
+            env.run_full(&all, vars, None)
+        };
+        itglue(&["sync", "organizations", "--json"]).ok();
+        env.sim.set_latency(std::time::Duration::from_millis(40));
+        let sync = itglue(&["sync", "configurations", "--json"]);
+        let seen = json!({
+            "counts": timeless(sync.json()),
+            "links": timeless(itglue(&["links", "--json"]).json()),
+            "unplaced": timeless(itglue(&["unplaced", "--json"]).json()),
+        });
+        (seen, sync.stderr.clone())
+    };
+    let (after_the_end, _) = run(&[]);
+    let (early, log) = run(&[
+        ("SCOPABLE_MATCH_BATCH", "1"),
+        ("SCOPABLE_LOG", "scopable_sync=debug"),
+    ]);
+    assert_eq!(early, after_the_end);
+    // The late twin and TY-FS01 both stay unplaced: the early link of TY-FS01 was undone.
+    let linked: Vec<&str> = after_the_end["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter_map(|l| l["source_id"].as_str())
+        .collect();
+    assert!(!linked.contains(&"8200102"), "{linked:?}");
+    assert!(!linked.contains(&"8299101"), "{linked:?}");
+    // Batches were matched early, and some of them were void.
+    let field = |name: &str| -> u64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains("configurations matched while the pages arrived"))
+            .unwrap_or_else(|| panic!("no early matching logged:\n{log}"));
+        let start = line.find(&format!("{name}=")).expect(name) + name.len() + 1;
+        line[start..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a count")
+    };
+    let (batches, standing) = (field("batches"), field("standing"));
+    assert!(
+        standing > 0 && standing < batches,
+        "{batches} batches, {standing} standing"
+    );
 }
 
 /// A batch size outside 1 to 1,000,000 is refused before the sync starts: no request, no run.

@@ -305,17 +305,17 @@ fn in_chunks(
     Ok(())
 }
 
-/// Runs `{head} IN (...)` with `fixed` values first (bound as `?1`...) and then `ids`, in as
-/// few statements as the parameter limits allow; returns the rows changed.
-#[cfg(test)]
+/// Runs `{head} IN (...) {tail}` with `fixed` values first (bound as `?1`...) and then `ids`,
+/// in as few statements as the parameter limits allow; returns the rows changed.
 pub(crate) fn execute_in(
     sql: &dyn Sql,
     head: &str,
     fixed: &[Value],
     ids: &[&str],
+    tail: &str,
 ) -> Result<u64, DbError> {
     let mut changed = 0;
-    in_chunks(head, fixed, ids, "", |text, values| {
+    in_chunks(head, fixed, ids, tail, |text, values| {
         changed += sql.execute(text, values)?;
         Ok(())
     })?;
@@ -455,6 +455,7 @@ mod tests {
                 "DELETE FROM batch_test WHERE n >= ?1 AND s",
                 &values![100i64],
                 &ids,
+                "",
             )
             .unwrap();
             assert_eq!(deleted, 1000, "{}", t.name);

@@ -299,37 +299,75 @@ pub fn stage_page(
     records: Vec<Received>,
     unreadable: Vec<Unreadable>,
 ) -> Result<(), DbError> {
+    stage(db, run, page, records, unreadable, false).map(drop)
+}
+
+/// What staging a page under watch found ([`stage_page_watched`]).
+#[derive(Debug, Default)]
+pub struct StagedPage {
+    /// The page's readable records as it staged them: the first copy of each id on the page.
+    pub kept: Vec<Received>,
+    /// The ids of the page (readable or not) that an earlier page had staged already, each
+    /// with the client of the copy staged then: whichever copy is kept, what was read of
+    /// either client may no longer be what is staged.
+    pub clashes: Vec<(String, String)>,
+}
+
+/// [`stage_page`], also telling what it staged and which ids earlier pages had staged, for a
+/// caller that works on the records before the listing ends.
+pub fn stage_page_watched(
+    db: &mut Db,
+    run: Held,
+    page: u32,
+    records: Vec<Received>,
+    unreadable: Vec<Unreadable>,
+) -> Result<StagedPage, DbError> {
+    stage(db, run, page, records, unreadable, true)
+}
+
+fn stage(
+    db: &mut Db,
+    run: Held,
+    page: u32,
+    records: Vec<Received>,
+    unreadable: Vec<Unreadable>,
+    watch: bool,
+) -> Result<StagedPage, DbError> {
     let account = db.account().to_string();
     let mut taken: HashSet<String> = HashSet::with_capacity(records.len());
     let mut rows: Vec<[Value; 19]> = Vec::with_capacity(records.len() + unreadable.len());
+    let mut staged = StagedPage::default();
     let mut seq: i64 = 0;
     for r in records {
         seq += 1;
         if !taken.insert(r.source_id.clone()) {
             continue;
         }
-        let s = r.record;
+        let s = &r.record;
         rows.push(values![
             account.as_str(),
             run.id,
             run.attempt,
-            r.source_id,
+            r.source_id.as_str(),
             0i64,
-            r.client,
+            r.client.as_str(),
             page,
             seq,
             None::<String>,
-            s.name,
-            s.organization_id,
-            s.short_name,
-            s.type_name,
-            s.status_name,
-            s.hostname,
-            s.primary_ip,
-            s.serial_number,
+            s.name.as_str(),
+            s.organization_id.clone(),
+            s.short_name.clone(),
+            s.type_name.clone(),
+            s.status_name.clone(),
+            s.hostname.clone(),
+            s.primary_ip.clone(),
+            s.serial_number.clone(),
             json!(s.mac_addresses).to_string(),
             s.archived
         ]);
+        if watch {
+            staged.kept.push(r);
+        }
     }
     for bad in unreadable {
         seq += 1;
@@ -366,6 +404,19 @@ pub fn stage_page(
         ]);
     }
     let tx = db.begin_working()?;
+    if watch && !taken.is_empty() {
+        let ids: Vec<&str> = taken.iter().map(String::as_str).collect();
+        for row in sql::query_in(
+            &tx,
+            "SELECT source_id, client FROM sync_staged
+             WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND slot = 0 AND source_id",
+            &values![account.as_str(), run.id, run.attempt],
+            &ids,
+            "",
+        )? {
+            staged.clashes.push((row.text(0)?, row.text(1)?));
+        }
+    }
     sql::insert_many(
         &tx,
         STAGED_COLUMNS,
@@ -381,7 +432,37 @@ pub fn stage_page(
         19,
         rows,
     )?;
-    tx.commit()
+    tx.commit()?;
+    Ok(staged)
+}
+
+/// Takes back what was planned for the records staged under `clients` and for the records
+/// `ids`: the plan of a batch matched before its clients' records were all in, to be planned
+/// again. Returns the planned rows removed.
+pub fn unplan(db: &mut Db, run: Held, clients: &[&str], ids: &[&str]) -> Result<u64, DbError> {
+    let account = db.account().to_string();
+    let of_run = values![account.as_str(), run.id, run.attempt];
+    let tx = db.begin_working()?;
+    let mut removed = sql::execute_in(
+        &tx,
+        "DELETE FROM sync_planned
+         WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND source_id IN (
+             SELECT source_id FROM sync_staged
+             WHERE account = ?1 AND run_id = ?2 AND attempt = ?3 AND slot = 0 AND client",
+        &of_run,
+        clients,
+        ")",
+    )?;
+    removed += sql::execute_in(
+        &tx,
+        "DELETE FROM sync_planned WHERE account = ?1 AND run_id = ?2 AND attempt = ?3
+           AND source_id",
+        &of_run,
+        ids,
+        "",
+    )?;
+    tx.commit()?;
+    Ok(removed)
 }
 
 /// How many distinct records `run` staged: (readable, unreadable).

@@ -17,5 +17,6 @@ pub mod persist;
 pub mod records;
 pub mod retry;
 pub mod search;
+mod speculate;
 pub mod status;
 pub mod sync;

@@ -5,6 +5,7 @@
 use crate::app::{App, AppError, Exit};
 use crate::fetch;
 pub use crate::kinds::{RecordKind, id_key, id_order, reason_name};
+use crate::speculate::{self, Speculation};
 use scopable_sandbox::sandbox::{CallContext, wit_types as types};
 use scopable_store::Db;
 use scopable_store::db::{self, DbError};
@@ -12,6 +13,7 @@ use scopable_store::runs::{self, RunCounts, RunRow};
 use scopable_store::staging::{self, Planned, Received};
 use scopable_store::sync_apply::{self, SeenRecord};
 use serde_json::{Value, json};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -1033,17 +1035,121 @@ async fn fetch_staged<P: fetch::Page>(
 ) -> Result<fetch::Fetched, fetch::FetchError> {
     fetch::fetch_pages::<P>(app, ctx, progress, |page, records, unreadable| {
         let records = records.into_iter().map(&received).collect();
-        let unreadable = unreadable
-            .into_iter()
-            .map(|u| staging::Unreadable {
-                source_id: u.id,
-                detail: u.detail,
-            })
-            .collect();
-        staging::stage_page(db, run, page, records, unreadable)
+        staging::stage_page(db, run, page, records, unreadable_rows(unreadable))
             .map_err(|e| fetch::FetchError::Host(format!("page {page} could not be stored: {e}")))
     })
     .await
+}
+
+/// Most configurations held waiting for their client to be ready ([`speculate`]): two
+/// batches, and never fewer than this many.
+const EARLY_HELD: usize = 20_000;
+
+/// Fetches configurations as [`fetch_staged`] does and, meanwhile, matches the clients whose
+/// records stopped coming, staging their plans ([`speculate`]). Returns what the fetch added
+/// up to and what was matched early.
+async fn fetch_and_match_early(
+    app: &App,
+    ctx: &CallContext,
+    progress: impl FnMut(u32, Option<u32>),
+    run: runs::Held,
+    staging_db: &mut Db,
+    parents: &[types::Pair],
+    decided: &Decisions,
+) -> Result<(fetch::Fetched, speculate::Outcome), Failure> {
+    let limit = match_batch()?;
+    let parent_of: HashMap<&str, &str> = parents
+        .iter()
+        .map(|p| (p.source_id.as_str(), p.scopable_id.as_str()))
+        .collect();
+    let scopable = scopable_store::records::configuration_counts(&app.db)?;
+    let state = RefCell::new(Speculation::new(
+        limit,
+        limit.saturating_mul(2).max(EARLY_HELD),
+        scopable,
+    ));
+    let db = RefCell::new(staging_db);
+    let arrived = tokio::sync::Notify::new();
+    let done = std::cell::Cell::new(false);
+    let fetching = async {
+        let fetched = fetch::fetch_pages::<types::ConfigurationPage>(
+            app,
+            ctx,
+            progress,
+            |page, records, unreadable| {
+                let records = records
+                    .into_iter()
+                    .map(|c| {
+                        let client = parent_of
+                            .get(c.organization_id.as_str())
+                            .map_or_else(String::new, |c| c.to_string());
+                        let (source_id, record) = seen_configuration(c);
+                        Received {
+                            source_id,
+                            client,
+                            record,
+                        }
+                    })
+                    .collect();
+                let staged = staging::stage_page_watched(
+                    &mut db.borrow_mut(),
+                    run,
+                    page,
+                    records,
+                    unreadable_rows(unreadable),
+                )
+                .map_err(|e| {
+                    fetch::FetchError::Host(format!("page {page} could not be stored: {e}"))
+                })?;
+                state.borrow_mut().observe(page, staged);
+                arrived.notify_one();
+                Ok(())
+            },
+        )
+        .await;
+        done.set(true);
+        arrived.notify_one();
+        fetched.map_err(Failure::Fetch)
+    };
+    let matching = async {
+        loop {
+            let ready = state.borrow_mut().take_ready();
+            let Some(ready) = ready else {
+                if done.get() {
+                    return Ok::<(), Failure>(());
+                }
+                arrived.notified().await;
+                continue;
+            };
+            let clients: Vec<&str> = ready.clients.iter().map(String::as_str).collect();
+            let scopable = crate::records::configurations_of_clients(&app.db, &clients)?;
+            let plan =
+                plan_configurations_batch(app, ctx, ready.records, scopable, parents, decided)
+                    .await?;
+            let counts = stage_plan(&mut db.borrow_mut(), run, plan)?;
+            state.borrow_mut().matched(ready.batch, counts);
+        }
+    };
+    let (fetched, ()) = tokio::try_join!(fetching, matching)?;
+    let outcome = state.into_inner().finish();
+    tracing::debug!(
+        run = run.id,
+        batches = outcome.batches.0,
+        standing = outcome.batches.1,
+        "configurations matched while the pages arrived"
+    );
+    Ok((fetched, outcome))
+}
+
+/// Unreadable records as staged.
+fn unreadable_rows(unreadable: Vec<types::UnreadableRecord>) -> Vec<staging::Unreadable> {
+    unreadable
+        .into_iter()
+        .map(|u| staging::Unreadable {
+            source_id: u.id,
+            detail: u.detail,
+        })
+        .collect()
 }
 
 /// Fetches the listing into the staging tables as its pages arrive, then matches and checks
@@ -1069,6 +1175,7 @@ async fn compute(
         RecordKind::Configuration => crate::records::organization_links(&app.db, connector)?,
     };
     staging::clear_stale(staging_db)?;
+    let mut early = None;
     let fetched = match kind {
         RecordKind::Organization => {
             fetch_staged::<types::OrganizationPage>(app, ctx, progress, run, staging_db, |o| {
@@ -1082,22 +1189,11 @@ async fn compute(
             .await
         }
         RecordKind::Configuration => {
-            let parent_of: HashMap<&str, &str> = parents
-                .iter()
-                .map(|p| (p.source_id.as_str(), p.scopable_id.as_str()))
-                .collect();
-            fetch_staged::<types::ConfigurationPage>(app, ctx, progress, run, staging_db, |c| {
-                let client = parent_of
-                    .get(c.organization_id.as_str())
-                    .map_or_else(String::new, |c| c.to_string());
-                let (source_id, record) = seen_configuration(c);
-                Received {
-                    source_id,
-                    client,
-                    record,
-                }
-            })
-            .await
+            let (fetched, outcome) =
+                fetch_and_match_early(app, ctx, progress, run, staging_db, &parents, &decided)
+                    .await?;
+            early = Some(outcome);
+            Ok(fetched)
         }
     }
     .map_err(Failure::Fetch)?;
@@ -1124,7 +1220,8 @@ async fn compute(
             stage_plan(staging_db, run, plan)?
         }
         RecordKind::Configuration => {
-            plan_staged_configurations(app, ctx, run, staging_db, &parents, &decided).await?
+            let early = early.unwrap_or_default();
+            plan_staged_configurations(app, ctx, run, staging_db, &parents, &decided, early).await?
         }
     };
     phase("matched and planned");
@@ -1143,7 +1240,7 @@ fn stage_plan(db: &mut Db, run: runs::Held, plan: Plan) -> Result<SyncCounts, Db
 }
 
 /// Adds a batch's counts to the sync's.
-fn add_counts(total: &mut SyncCounts, batch: &SyncCounts) {
+pub(crate) fn add_counts(total: &mut SyncCounts, batch: &SyncCounts) {
     total.fetched += batch.fetched;
     total.linked += batch.linked;
     total.skipped += batch.skipped;
@@ -1233,11 +1330,21 @@ async fn plan_staged_configurations(
     db: &mut Db,
     parents: &[types::Pair],
     decided: &Decisions,
+    early: speculate::Outcome,
 ) -> Result<SyncCounts, Failure> {
     let limit = match_batch()?;
-    let mut counts = SyncCounts::default();
+    // The plans of void early batches are taken back; those that stand are kept.
+    if !early.void_clients.is_empty() || !early.listed_twice.is_empty() {
+        let clients: Vec<&str> = early.void_clients.iter().map(String::as_str).collect();
+        let ids: Vec<&str> = early.listed_twice.iter().map(String::as_str).collect();
+        staging::unplan(db, run, &clients, &ids)?;
+    }
+    let mut counts = early.counts;
     let sizes = staging::client_sizes(db, run)?;
-    let (unlinked, linked): (Vec<_>, Vec<_>) = sizes.iter().partition(|(c, _)| c.is_empty());
+    let (unlinked, linked): (Vec<_>, Vec<_>) = sizes
+        .iter()
+        .filter(|(c, _)| !early.matched.contains(c))
+        .partition(|(c, _)| c.is_empty());
     if !unlinked.is_empty() {
         let mut after = None;
         loop {
@@ -1262,8 +1369,17 @@ async fn plan_staged_configurations(
             continue;
         };
         let reading = std::time::Instant::now();
-        // Every staged client in the range is in the batch.
-        let records = staging::read_clients(db, run, first, last)?;
+        let records = if early.matched.is_empty() {
+            // Every staged client in the range is in the batch.
+            staging::read_clients(db, run, first, last)?
+        } else {
+            // Clients matched early lie between them.
+            let mut records = Vec::new();
+            for client in &clients {
+                records.extend(staging::read_client(db, run, client, None, usize::MAX)?.0);
+            }
+            records
+        };
         let scopable = crate::records::configurations_of_clients(&app.db, &clients)?;
         let read_ms = reading.elapsed().as_millis() as u64;
         let plan = plan_configurations_batch(app, ctx, records, scopable, parents, decided).await?;
