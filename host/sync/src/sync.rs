@@ -1041,9 +1041,9 @@ async fn fetch_staged<P: fetch::Page>(
     .await
 }
 
-/// Most configurations held waiting for their client to be ready ([`speculate`]): two
+/// Most configurations held waiting for their client to be ready ([`speculate`]): four
 /// batches, and never fewer than this many.
-const EARLY_HELD: usize = 20_000;
+const EARLY_HELD: usize = 40_000;
 
 /// Fetches configurations as [`fetch_staged`] does and, meanwhile, matches the clients whose
 /// records stopped coming, staging their plans ([`speculate`]). Returns what the fetch added
@@ -1065,7 +1065,7 @@ async fn fetch_and_match_early(
     let scopable = scopable_store::records::configuration_counts(&app.db)?;
     let state = RefCell::new(Speculation::new(
         limit,
-        limit.saturating_mul(2).max(EARLY_HELD),
+        limit.saturating_mul(4).max(EARLY_HELD),
         scopable,
     ));
     let db = RefCell::new(staging_db);
@@ -1534,10 +1534,12 @@ async fn plan_configurations_batch(
         ignored,
     });
     let matching = std::time::Instant::now();
-    let placements = app
-        .connector
-        .match_records(ctx, input)
+    // On a task of its own: while a batch is matched early, the pages that arrive meanwhile
+    // are staged on this one.
+    let (connector, call) = (app.connector.clone(), ctx.clone());
+    let placements = tokio::spawn(async move { connector.match_records(&call, input).await })
         .await
+        .map_err(|e| AppError::new(Exit::Failure, format!("a match task failed: {e}")))?
         .map_err(call_failed)?;
     let match_ms = matching.elapsed().as_millis() as u64;
     let prepare_ms = (matching - preparing).as_millis() as u64;
