@@ -196,6 +196,20 @@ mod tests {
     }
 
     #[test]
+    fn what_is_skipped_is_not_converted() {
+        // A number out of range and text that is not UTF-8 fail a whole reading, but not a
+        // pruned one when they lie where nothing is kept.
+        let body = b"{\"huge\": 1e400, \"latin1\": \"caf\xe9\", \"id\": 7}";
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        assert_eq!(
+            read_pruned(body, &SHAPE).expect("the kept part reads"),
+            serde_json::json!({"id": 7})
+        );
+        // Where a value is kept, it is read as serde_json reads it.
+        assert!(read_pruned(b"{\"id\": 1e400}", &SHAPE).is_err());
+    }
+
+    #[test]
     fn a_value_of_another_shape_is_kept_whole() {
         let body = br#"{"data": {"name": "A", "other": [1]}, "id": [{"x": 1}]}"#;
         let value = read_pruned(body, &SHAPE).expect("well-formed");
