@@ -20,9 +20,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use scopable_store::runs::RunCounts;
 use scopable_store::staging::{Received, SeenRecord, StagedPage};
-
-use crate::sync::SyncCounts;
 
 /// A client's records waiting for the client to be ready.
 struct Waiting {
@@ -34,7 +33,7 @@ struct Waiting {
 /// A batch matched early.
 struct Batch {
     clients: Vec<String>,
-    counts: SyncCounts,
+    counts: RunCounts,
     void: bool,
 }
 
@@ -76,8 +75,8 @@ pub(crate) struct Ready {
 /// What early matching left for after the last page ([`Default`]: nothing was matched early).
 #[derive(Default)]
 pub(crate) struct Outcome {
-    /// The counts of the batches that stand.
-    pub counts: SyncCounts,
+    /// The counts of each batch that stands.
+    pub counts: Vec<RunCounts>,
     /// The clients of the batches that stand: their plan is staged.
     pub matched: HashSet<String>,
     /// The clients of void batches: their staged plan must be taken back.
@@ -204,7 +203,7 @@ impl Speculation {
         }
         self.batches.push(Batch {
             clients: clients.clone(),
-            counts: SyncCounts::default(),
+            counts: RunCounts::default(),
             void: false,
         });
         Some(Ready {
@@ -215,7 +214,7 @@ impl Speculation {
     }
 
     /// The counts of batch `batch`, once matched and its plan staged.
-    pub(crate) fn matched(&mut self, batch: usize, counts: SyncCounts) {
+    pub(crate) fn matched(&mut self, batch: usize, counts: RunCounts) {
         if let Some(b) = self.batches.get_mut(batch) {
             b.counts = counts;
         }
@@ -250,7 +249,7 @@ impl Speculation {
     /// What is left for after the last page.
     pub(crate) fn finish(self) -> Outcome {
         let mut outcome = Outcome {
-            counts: SyncCounts::default(),
+            counts: Vec::new(),
             matched: HashSet::new(),
             void_clients: Vec::new(),
             listed_twice: self.listed_twice,
@@ -261,7 +260,7 @@ impl Speculation {
                 outcome.void_clients.extend(batch.clients);
             } else {
                 outcome.batches.1 += 1;
-                crate::sync::add_counts(&mut outcome.counts, &batch.counts);
+                outcome.counts.push(batch.counts);
                 outcome.matched.extend(batch.clients);
             }
         }
@@ -299,7 +298,7 @@ mod tests {
     fn take(s: &mut Speculation) -> Option<(Vec<String>, Vec<String>)> {
         s.take_ready().map(|r| {
             let ids = r.records.iter().map(|(id, _)| id.clone()).collect();
-            s.matched(r.batch, SyncCounts::default());
+            s.matched(r.batch, RunCounts::default());
             (r.clients, ids)
         })
     }
@@ -362,7 +361,7 @@ mod tests {
         let ready = s.take_ready().expect("a is ready");
         // The fetch goes on while the batch is matched.
         s.observe(3, page(&[("2", "a")]));
-        s.matched(ready.batch, SyncCounts::default());
+        s.matched(ready.batch, RunCounts::default());
         let outcome = s.finish();
         assert_eq!(outcome.batches, (1, 0));
         assert_eq!(outcome.void_clients, vec!["a".to_string()]);

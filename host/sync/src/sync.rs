@@ -1240,7 +1240,7 @@ fn stage_plan(db: &mut Db, run: runs::Held, plan: Plan) -> Result<SyncCounts, Db
 }
 
 /// Adds a batch's counts to the sync's.
-pub(crate) fn add_counts(total: &mut SyncCounts, batch: &SyncCounts) {
+fn add_counts(total: &mut SyncCounts, batch: &SyncCounts) {
     total.fetched += batch.fetched;
     total.linked += batch.linked;
     total.skipped += batch.skipped;
@@ -1339,7 +1339,10 @@ async fn plan_staged_configurations(
         let ids: Vec<&str> = early.listed_twice.iter().map(String::as_str).collect();
         staging::unplan(db, run, &clients, &ids)?;
     }
-    let mut counts = early.counts;
+    let mut counts = SyncCounts::default();
+    for batch in &early.counts {
+        add_counts(&mut counts, batch);
+    }
     let sizes = staging::client_sizes(db, run)?;
     let (unlinked, linked): (Vec<_>, Vec<_>) = sizes
         .iter()
