@@ -205,8 +205,25 @@ mod tests {
             read_pruned(body, &SHAPE).expect("the kept part reads"),
             serde_json::json!({"id": 7})
         );
+        // Nor are nesting deeper than serde_json's 128 levels and a lone surrogate escape.
+        let deep = format!(
+            "{{\"notes\": {}{}, \"id\": 7}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let lone = br#"{"notes": "\ud800", "id": 7}"#;
+        for body in [deep.as_bytes(), lone.as_slice()] {
+            assert!(serde_json::from_slice::<Value>(body).is_err());
+            assert_eq!(
+                read_pruned(body, &SHAPE).expect("the kept part reads"),
+                serde_json::json!({"id": 7})
+            );
+        }
         // Where a value is kept, it is read as serde_json reads it.
         assert!(read_pruned(b"{\"id\": 1e400}", &SHAPE).is_err());
+        assert!(read_pruned(br#"{"id": "\ud800"}"#, &SHAPE).is_err());
+        let deep_id = format!("{{\"id\": {}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(read_pruned(deep_id.as_bytes(), &SHAPE).is_err());
     }
 
     #[test]

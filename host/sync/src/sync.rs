@@ -1141,6 +1141,16 @@ async fn fetch_and_match_early(
     Ok((fetched, outcome))
 }
 
+/// A task stopped when its handle is dropped unawaited: a match running on its own task while
+/// the sync it serves failed.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Unreadable records as staged.
 fn unreadable_rows(unreadable: Vec<types::UnreadableRecord>) -> Vec<staging::Unreadable> {
     unreadable
@@ -1538,9 +1548,12 @@ async fn plan_configurations_batch(
     });
     let matching = std::time::Instant::now();
     // On a task of its own: while a batch is matched early, the pages that arrive meanwhile
-    // are staged on this one.
+    // are staged on this one. A sync that fails meanwhile stops it.
     let (connector, call) = (app.connector.clone(), ctx.clone());
-    let placements = tokio::spawn(async move { connector.match_records(&call, input).await })
+    let mut task = AbortOnDrop(tokio::spawn(async move {
+        connector.match_records(&call, input).await
+    }));
+    let placements = (&mut task.0)
         .await
         .map_err(|e| AppError::new(Exit::Failure, format!("a match task failed: {e}")))?
         .map_err(call_failed)?;
