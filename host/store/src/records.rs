@@ -67,8 +67,9 @@ pub struct Configuration {
 /// The Scopable configurations of the given clients, by id.
 pub fn configurations_of(db: &Db, clients: &HashSet<&str>) -> Result<Vec<Configuration>, DbError> {
     let rows = db.sql().query(
-        "SELECT id, client_id, name, hostname, serial_number, mac_addresses FROM configurations
-         WHERE account = ?1 ORDER BY id",
+        &format!(
+            "SELECT {CONFIGURATION_COLUMNS} FROM configurations WHERE account = ?1 ORDER BY id"
+        ),
         &values![db.account()],
     )?;
     let mut out = Vec::new();
@@ -77,17 +78,25 @@ pub fn configurations_of(db: &Db, clients: &HashSet<&str>) -> Result<Vec<Configu
         if !clients.contains(client_id.as_str()) {
             continue;
         }
-        out.push(Configuration {
-            id: r.text(0)?,
-            client_id,
-            name: r.text(2)?,
-            hostname: r.opt_text(3)?,
-            serial_number: r.opt_text(4)?,
-            mac_addresses: stored_macs(&r.text(5)?, 5)?,
-        });
+        out.push(configuration_at(&r)?);
     }
     Ok(out)
 }
+
+/// The configuration of a row of [`CONFIGURATION_COLUMNS`].
+fn configuration_at(r: &crate::sql::Row) -> Result<Configuration, DbError> {
+    Ok(Configuration {
+        id: r.text(0)?,
+        client_id: r.text(1)?,
+        name: r.text(2)?,
+        hostname: r.opt_text(3)?,
+        serial_number: r.opt_text(4)?,
+        mac_addresses: stored_macs(&r.text(5)?, 5)?,
+    })
+}
+
+/// The columns [`configuration_at`] reads, in its order.
+const CONFIGURATION_COLUMNS: &str = "id, client_id, name, hostname, serial_number, mac_addresses";
 
 /// How many configurations each client has: client id -> count.
 pub fn configuration_counts(db: &Db) -> Result<std::collections::HashMap<String, u64>, DbError> {
@@ -106,23 +115,15 @@ pub fn configurations_of_clients(db: &Db, clients: &[&str]) -> Result<Vec<Config
     // Each statement's rows come by client; the clients are in order, so all of them are.
     crate::sql::query_in(
         db.sql(),
-        "SELECT id, client_id, name, hostname, serial_number, mac_addresses FROM configurations
-         WHERE account = ?1 AND client_id",
+        &format!(
+            "SELECT {CONFIGURATION_COLUMNS} FROM configurations WHERE account = ?1 AND client_id"
+        ),
         &values![db.account()],
         clients,
         "ORDER BY client_id, id",
     )?
     .iter()
-    .map(|r| {
-        Ok(Configuration {
-            id: r.text(0)?,
-            client_id: r.text(1)?,
-            name: r.text(2)?,
-            hostname: r.opt_text(3)?,
-            serial_number: r.opt_text(4)?,
-            mac_addresses: stored_macs(&r.text(5)?, 5)?,
-        })
-    })
+    .map(configuration_at)
     .collect()
 }
 

@@ -109,17 +109,18 @@ impl Speculation {
 
     /// Takes in what staging page `page` found.
     pub(crate) fn observe(&mut self, page: u32, staged: StagedPage) {
+        // Both copies of an id listed twice: the client of the copy staged before, and that of
+        // this page's copy. Neither's records may stay as read.
+        let twice: HashSet<&str> = staged.clashes.iter().map(|(id, _)| id.as_str()).collect();
+        let void: Vec<String> = staged
+            .kept
+            .iter()
+            .filter(|r| twice.contains(r.source_id.as_str()))
+            .map(|r| r.client.clone())
+            .collect();
         for (id, earlier_client) in staged.clashes {
             self.leave_to_the_end(&earlier_client);
             self.listed_twice.push(id);
-        }
-        // The clients of this page's copies of ids listed twice: their records may not stay.
-        let twice: HashSet<&str> = self.listed_twice.iter().map(String::as_str).collect();
-        let mut void: Vec<String> = Vec::new();
-        for record in &staged.kept {
-            if twice.contains(record.source_id.as_str()) {
-                void.push(record.client.clone());
-            }
         }
         for client in void {
             self.leave_to_the_end(&client);
