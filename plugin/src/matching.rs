@@ -7,6 +7,7 @@
 //! results are built in input order and sorted by id before they leave.
 
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use crate::bindings::scopable::integration::types::{
@@ -167,45 +168,76 @@ fn place_organizations(input: &OrganizationMatch) -> Vec<Placement> {
 struct Target<'a> {
     id: &'a str,
     /// Its serial, when usable (not a placeholder, not shared inside its client).
-    serial: Option<String>,
-    /// Its usable MACs.
-    macs: HashSet<String>,
-    hostname: Option<String>,
+    serial: Option<&'a str>,
+    /// Its usable MACs (each carried by no other configuration of its client).
+    macs: Vec<&'a str>,
+    hostname: Option<&'a str>,
     /// Held by a manual link: never linked automatically, never taken by anyone.
     manually_held: bool,
 }
 
-/// Lookups from a normalized value to the Scopable configurations carrying it (indexes into
-/// the targets), one set per client so that each search stays inside the client the
+/// A Scopable configuration's identifiers, normalized: what the index and the targets borrow.
+struct Normalized {
+    serial: Option<String>,
+    macs: Vec<String>,
+    hostname: Option<String>,
+}
+
+/// The Scopable configurations (indexes into the targets) that carry one value inside one
+/// client, in input order: the first, then any others. A value carried once, the usual case,
+/// needs no allocation of its own.
+struct Carriers {
+    first: usize,
+    others: Vec<usize>,
+}
+
+impl Carriers {
+    fn count(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    fn all(&self) -> Vec<usize> {
+        std::iter::once(self.first)
+            .chain(self.others.iter().copied())
+            .collect()
+    }
+}
+
+/// A client's id and a normalized value: every search stays inside the client the
 /// organization is linked to.
+type Key<'a> = (&'a str, &'a str);
+
+/// Lookups from a client and a normalized value to the Scopable configurations carrying it:
+/// one flat map per kind of identifier.
 #[derive(Default)]
-struct ClientIndex {
-    serial: HashMap<String, Vec<usize>>,
-    mac: HashMap<String, Vec<usize>>,
-    hostname: HashMap<String, Vec<usize>>,
+struct Index<'a> {
+    serial: HashMap<Key<'a>, Carriers>,
+    mac: HashMap<Key<'a>, Carriers>,
+    hostname: HashMap<Key<'a>, Carriers>,
 }
 
-/// [`ClientIndex`] for every client, by client id.
-#[derive(Default)]
-struct Index<'a>(HashMap<&'a str, ClientIndex>);
-
-impl Index<'_> {
-    fn serial(&self, client: &str, serial: &str) -> &[usize] {
-        hits(self.0.get(client).map(|c| &c.serial), serial)
-    }
-
-    fn mac(&self, client: &str, mac: &str) -> &[usize] {
-        hits(self.0.get(client).map(|c| &c.mac), mac)
-    }
-
-    fn hostname(&self, client: &str, hostname: &str) -> &[usize] {
-        hits(self.0.get(client).map(|c| &c.hostname), hostname)
+impl<'a> Index<'a> {
+    fn add(map: &mut HashMap<Key<'a>, Carriers>, key: Key<'a>, target: usize) {
+        match map.entry(key) {
+            Entry::Occupied(carriers) => carriers.into_mut().others.push(target),
+            Entry::Vacant(slot) => {
+                slot.insert(Carriers {
+                    first: target,
+                    others: Vec::new(),
+                });
+            }
+        }
     }
 }
 
-fn hits<'m>(map: Option<&'m HashMap<String, Vec<usize>>>, value: &str) -> &'m [usize] {
-    map.and_then(|m| m.get(value))
-        .map_or(&[][..], Vec::as_slice)
+/// How many configurations carry `value` in `client`.
+fn count(map: &HashMap<Key<'_>, Carriers>, client: &str, value: &str) -> usize {
+    map.get(&(client, value)).map_or(0, Carriers::count)
+}
+
+/// The first configuration carrying `value` in `client`.
+fn first(map: &HashMap<Key<'_>, Carriers>, client: &str, value: &str) -> Option<usize> {
+    map.get(&(client, value)).map(|c| c.first)
 }
 
 /// What one IT Glue configuration asks for before the one-to-one check.
@@ -244,42 +276,45 @@ fn place_configurations(input: &ConfigurationMatch) -> Vec<Placement> {
 
     let scopable: Vec<&ScopableConfiguration> =
         first_of_each_id(&input.scopable_configurations, |c| &c.id);
+    let normalized: Vec<Normalized> = scopable
+        .iter()
+        .map(|config| Normalized {
+            serial: config.serial_number.as_deref().and_then(normalize_serial),
+            macs: normalized_macs(&config.mac_addresses),
+            hostname: config.hostname.as_deref().and_then(normalize_hostname),
+        })
+        .collect();
     let mut index = Index::default();
-    let mut raw_identifiers = Vec::with_capacity(scopable.len());
-    for (i, config) in scopable.iter().enumerate() {
+    for (i, (config, ids)) in scopable.iter().zip(&normalized).enumerate() {
         let client = config.client_id.as_str();
-        let serial = config.serial_number.as_deref().and_then(normalize_serial);
-        let macs = normalized_macs(&config.mac_addresses);
-        let hostname = config.hostname.as_deref().and_then(normalize_hostname);
-        let by_client = index.0.entry(client).or_default();
-        if let Some(serial) = &serial {
-            by_client.serial.entry(serial.clone()).or_default().push(i);
+        if let Some(serial) = &ids.serial {
+            Index::add(&mut index.serial, (client, serial), i);
         }
-        for mac in &macs {
-            by_client.mac.entry(mac.clone()).or_default().push(i);
+        for mac in &ids.macs {
+            Index::add(&mut index.mac, (client, mac), i);
         }
-        if let Some(hostname) = &hostname {
-            by_client
-                .hostname
-                .entry(hostname.clone())
-                .or_default()
-                .push(i);
+        if let Some(hostname) = &ids.hostname {
+            Index::add(&mut index.hostname, (client, hostname), i);
         }
-        raw_identifiers.push((serial, macs, hostname));
     }
     let targets: Vec<Target> = scopable
         .iter()
-        .zip(raw_identifiers)
-        .map(|(config, (serial, macs, hostname))| {
+        .zip(&normalized)
+        .map(|(config, ids)| {
             let client = config.client_id.as_str();
             Target {
                 id: &config.id,
-                serial: serial.filter(|s| index.serial(client, s).len() == 1),
-                macs: macs
-                    .into_iter()
-                    .filter(|m| index.mac(client, m).len() == 1)
+                serial: ids
+                    .serial
+                    .as_deref()
+                    .filter(|s| count(&index.serial, client, s) == 1),
+                macs: ids
+                    .macs
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|m| count(&index.mac, client, m) == 1)
                     .collect(),
-                hostname,
+                hostname: ids.hostname.as_deref(),
                 manually_held: manual_targets.contains(config.id.as_str()),
             }
         })
@@ -295,23 +330,21 @@ fn place_configurations(input: &ConfigurationMatch) -> Vec<Placement> {
     }
 
     // One to one: a target wanted by two IT Glue configurations goes to neither.
-    let mut wanted: HashMap<usize, usize> = HashMap::new();
+    let mut wanted = vec![0u32; targets.len()];
     for (_, decision) in &decisions {
         if let Decision::Wants(target, _) = decision {
-            *wanted.entry(*target).or_default() += 1;
+            wanted[*target] += 1;
         }
     }
     decisions
         .into_iter()
         .map(|(config, decision)| {
             let outcome = match decision {
-                Decision::Wants(target, _) if wanted.get(&target).copied().unwrap_or(0) > 1 => {
-                    unplaced(
-                        Reason::TargetTaken,
-                        vec![targets[target].id.to_string()],
-                        Vec::new(),
-                    )
-                }
+                Decision::Wants(target, _) if wanted[target] > 1 => unplaced(
+                    Reason::TargetTaken,
+                    vec![targets[target].id.to_string()],
+                    Vec::new(),
+                ),
                 Decision::Wants(target, evidence) => Outcome::Linked(Link {
                     scopable_id: targets[target].id.to_string(),
                     evidence,
@@ -369,27 +402,28 @@ fn decide_configuration(
         .serial_number
         .as_deref()
         .and_then(normalize_serial)
-        .filter(|s| index.serial(client, s).len() < 2);
+        .filter(|s| count(&index.serial, client, s) < 2);
     let macs: Vec<String> = normalized_macs(&config.mac_addresses)
         .into_iter()
-        .filter(|m| index.mac(client, m).len() < 2)
+        .filter(|m| count(&index.mac, client, m) < 2)
         .collect();
     let hostname = config.hostname.as_deref().and_then(normalize_hostname);
 
     let serial_hit = serial
         .as_deref()
-        .and_then(|s| index.serial(client, s).first().copied());
+        .and_then(|s| first(&index.serial, client, s));
+    // The candidates in the order found, each once (a handful at most: a linear search).
     let mut strong: Vec<usize> = serial_hit.into_iter().collect();
-    let mut seen: HashSet<usize> = strong.iter().copied().collect();
     for mac in &macs {
-        if let Some(&hit) = index.mac(client, mac).first()
-            && seen.insert(hit)
+        if let Some(hit) = first(&index.mac, client, mac)
+            && !strong.contains(&hit)
         {
             strong.push(hit);
         }
     }
+    let shares_a_mac = |target: &Target| macs.iter().any(|m| target.macs.contains(&m.as_str()));
 
-    let serials_differ = |target: &Target| match (&serial, &target.serial) {
+    let serials_differ = |target: &Target| match (serial.as_deref(), target.serial) {
         (Some(ours), Some(theirs)) => ours != theirs,
         _ => false,
     };
@@ -404,13 +438,13 @@ fn decide_configuration(
                 return Decision::Unplaced(Reason::TargetTaken, vec![*target]);
             }
             let mut evidence = Vec::new();
-            if serial.is_some() && serial == t.serial {
+            if serial.is_some() && serial.as_deref() == t.serial {
                 evidence.push(Evidence::Serial);
             }
-            if macs.iter().any(|m| t.macs.contains(m)) {
+            if shares_a_mac(t) {
                 evidence.push(Evidence::Mac);
             }
-            if hostname.is_some() && hostname == t.hostname {
+            if hostname.is_some() && hostname.as_deref() == t.hostname {
                 evidence.push(Evidence::Hostname);
             }
             return Decision::Wants(*target, evidence);
@@ -432,21 +466,20 @@ fn decide_configuration(
     let Some(hostname) = hostname else {
         return Decision::Unplaced(Reason::NoMatch, Vec::new());
     };
-    match index.hostname(client, &hostname) {
-        [] => Decision::Unplaced(Reason::NoMatch, Vec::new()),
-        [target] => {
-            let t = &targets[*target];
-            let macs_disagree =
-                !macs.is_empty() && !t.macs.is_empty() && !macs.iter().any(|m| t.macs.contains(m));
+    match index.hostname.get(&(client, hostname.as_str())) {
+        None => Decision::Unplaced(Reason::NoMatch, Vec::new()),
+        Some(Carriers { first, others }) if others.is_empty() => {
+            let t = &targets[*first];
+            let macs_disagree = !macs.is_empty() && !t.macs.is_empty() && !shares_a_mac(t);
             if serials_differ(t) || macs_disagree {
-                Decision::Unplaced(Reason::Conflict, vec![*target])
+                Decision::Unplaced(Reason::Conflict, vec![*first])
             } else if t.manually_held {
-                Decision::Unplaced(Reason::TargetTaken, vec![*target])
+                Decision::Unplaced(Reason::TargetTaken, vec![*first])
             } else {
-                Decision::Wants(*target, vec![Evidence::Hostname])
+                Decision::Wants(*first, vec![Evidence::Hostname])
             }
         }
-        several => Decision::Unplaced(Reason::MultipleConfigurations, several.to_vec()),
+        Some(several) => Decision::Unplaced(Reason::MultipleConfigurations, several.all()),
     }
 }
 
