@@ -68,13 +68,17 @@ pub fn test(endpoint: &Endpoint) -> Result<Verified, Error> {
 /// One page of organizations.
 pub fn fetch_organizations(endpoint: &Endpoint, page: u32) -> Result<OrganizationPage, Error> {
     let doc = get_json(&organizations_url(endpoint, page), "/organizations")?;
-    jsonapi::parse_organization_page(&doc, page.max(1))
+    let read = jsonapi::parse_organization_page(&doc, page.max(1));
+    crate::discard(doc);
+    read
 }
 
 /// One page of configurations, each with all of its MAC addresses.
 pub fn fetch_configurations(endpoint: &Endpoint, page: u32) -> Result<ConfigurationPage, Error> {
     let doc = get_json(&configurations_url(endpoint, page), "/configurations")?;
-    jsonapi::parse_configuration_page(&doc, page.max(1))
+    let read = jsonapi::parse_configuration_page(&doc, page.max(1));
+    crate::discard(doc);
+    read
 }
 
 /// The `verified` answer for a successful test.

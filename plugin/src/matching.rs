@@ -207,17 +207,21 @@ impl Carriers {
 /// organization is linked to.
 type Key<'a> = (&'a str, &'a str);
 
+/// One kind of identifier's lookups. Its keys come from Scopable's own records (IT Glue's
+/// values are only looked up), so a fast hasher serves; SipHash took a fifth of the matching.
+type Lookup<'a> = HashMap<Key<'a>, Carriers, foldhash::fast::RandomState>;
+
 /// Lookups from a client and a normalized value to the Scopable configurations carrying it:
 /// one flat map per kind of identifier.
 #[derive(Default)]
 struct Index<'a> {
-    serial: HashMap<Key<'a>, Carriers>,
-    mac: HashMap<Key<'a>, Carriers>,
-    hostname: HashMap<Key<'a>, Carriers>,
+    serial: Lookup<'a>,
+    mac: Lookup<'a>,
+    hostname: Lookup<'a>,
 }
 
 impl<'a> Index<'a> {
-    fn add(map: &mut HashMap<Key<'a>, Carriers>, key: Key<'a>, target: usize) {
+    fn add(map: &mut Lookup<'a>, key: Key<'a>, target: usize) {
         match map.entry(key) {
             Entry::Occupied(carriers) => carriers.into_mut().others.push(target),
             Entry::Vacant(slot) => {
@@ -231,12 +235,12 @@ impl<'a> Index<'a> {
 }
 
 /// How many configurations carry `value` in `client`.
-fn count(map: &HashMap<Key<'_>, Carriers>, client: &str, value: &str) -> usize {
+fn count(map: &Lookup<'_>, client: &str, value: &str) -> usize {
     map.get(&(client, value)).map_or(0, Carriers::count)
 }
 
 /// The first configuration carrying `value` in `client`.
-fn first(map: &HashMap<Key<'_>, Carriers>, client: &str, value: &str) -> Option<usize> {
+fn first(map: &Lookup<'_>, client: &str, value: &str) -> Option<usize> {
     map.get(&(client, value)).map(|c| c.first)
 }
 

@@ -955,7 +955,11 @@ fn run_sync(
         Ok((counts, changes))
     };
     let result = staged();
-    if let Err(e) = staging::clear(staging_db, run) {
+    // On SQLite the working tables are this connection's own `TEMP` tables, dropped with it
+    // below: deleting their rows one by one first would be work for nothing.
+    if staging_db.is_postgres()
+        && let Err(e) = staging::clear(staging_db, run)
+    {
         tracing::warn!("cannot clear the working rows of sync run {}: {e}", run.id);
     }
     result
