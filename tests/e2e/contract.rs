@@ -369,3 +369,112 @@ fn a_component_of_an_unknown_contract_version_is_refused_by_name() {
 
     assert!(env.sim.requests().is_empty(), "{:?}", env.sim.requests());
 }
+
+/// `match`'s input for `n` IT Glue configurations under 50 organizations, each with a Scopable
+/// twin (same serial, MACs and hostname) in the organization's client.
+fn fresh_instance_input(n: usize) -> scopable_sandbox::sandbox::wit_types::MatchInput {
+    use scopable_sandbox::sandbox::wit_types as t;
+    let mac = |i: usize, k: usize| {
+        format!(
+            "00:1a:{:02x}:{:02x}:{:02x}:{k:02x}",
+            i >> 16 & 0xff,
+            i >> 8 & 0xff,
+            i & 0xff
+        )
+    };
+    t::MatchInput::Configurations(t::ConfigurationMatch {
+        configurations: (0..n)
+            .map(|i| t::Configuration {
+                id: format!("{}", 1_000_000 + i),
+                organization_id: format!("{}", i % 50),
+                name: format!("Workstation {i} of the front office"),
+                hostname: Some(format!("ws-{i}.office.example")),
+                primary_ip: Some(format!("10.0.{}.{}", i / 250 % 250, i % 250)),
+                serial_number: Some(format!("SN-{i:08}")),
+                mac_addresses: vec![mac(i, 1), mac(i, 2)],
+                type_name: Some("Workstation".to_string()),
+                archived: false,
+            })
+            .collect(),
+        scopable_configurations: (0..n)
+            .map(|i| t::ScopableConfiguration {
+                id: format!("scp-{i}"),
+                client_id: format!("client-{}", i % 50),
+                name: format!("Workstation {i}"),
+                hostname: Some(format!("ws-{i}")),
+                serial_number: Some(format!("sn-{i:08}")),
+                mac_addresses: vec![mac(i, 1), mac(i, 2)],
+            })
+            .collect(),
+        parents: (0..50)
+            .map(|o| t::Pair {
+                source_id: o.to_string(),
+                scopable_id: format!("client-{o}"),
+            })
+            .collect(),
+        manual_links: Vec::new(),
+        ignored: Vec::new(),
+    })
+}
+
+/// Every export call runs in a fresh instance (`docs/connector-guide.md`): what one call leaves
+/// allocated goes with it, which the built-in connector relies on (`discard` leaves each page
+/// and `match`'s input allocated). Under a memory limit that one call with four times the
+/// records exceeds, twenty calls one after the other all succeed and place every record.
+#[test]
+fn every_call_runs_in_a_fresh_instance_whatever_the_last_left_allocated() {
+    use scopable_sandbox::manifest::Manifest;
+    use scopable_sandbox::policy::BaseUrl;
+    use scopable_sandbox::sandbox::{CallContext, Sandbox, wit_types as t};
+    const MEMORY_MB: u64 = 24;
+    const RECORDS: usize = 6_000;
+    let text: Vec<String> = scopable_builtin::ITGLUE_MANIFEST
+        .lines()
+        .map(|line| match line.split('=').next().unwrap_or("").trim() {
+            "memory_mb" => format!("memory_mb = {MEMORY_MB}"),
+            _ => line.to_string(),
+        })
+        .collect();
+    let mut manifest = Manifest::parse(&text.join("\n"), "test manifest").expect("manifest");
+    manifest.sha256 = Some(scopable_builtin::ITGLUE_SHA256.to_string());
+    let sandbox = Sandbox::new(None).expect("sandbox");
+    let connector = sandbox
+        .load(
+            scopable_builtin::ITGLUE_WASM,
+            manifest,
+            Some(scopable_builtin::ITGLUE_SHA256),
+        )
+        .expect("load the built-in connector");
+    let base = BaseUrl::parse("http://127.0.0.1:9").expect("base URL");
+    let ctx = CallContext::standalone(&connector, base, US_KEY).expect("context");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // The limit is real: four times the records in one call exceed it.
+    let err = match rt.block_on(connector.match_records(&ctx, fresh_instance_input(4 * RECORDS))) {
+        Ok(placements) => panic!(
+            "{} placements: four times the records fit",
+            placements.len()
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("memory_mb"), "not the memory limit: {err}");
+
+    // Twenty calls, one after the other: none sees what the ones before it left.
+    for call in 1..=20 {
+        let placements = rt
+            .block_on(connector.match_records(&ctx, fresh_instance_input(RECORDS)))
+            .unwrap_or_else(|e| panic!("call {call} failed: {e}"));
+        let linked = placements
+            .iter()
+            .filter(|p| matches!(p.outcome, t::Outcome::Linked(_)))
+            .count();
+        assert_eq!(
+            (placements.len(), linked),
+            (RECORDS, RECORDS),
+            "call {call}"
+        );
+    }
+}
