@@ -717,12 +717,21 @@ fn health_readiness_and_metrics() {
             "{path}: {csp}"
         );
         assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
         assert_eq!(answer.header("x-frame-options"), Some("DENY"), "{path}");
         assert_eq!(
             answer.header("x-content-type-options"),
             Some("nosniff"),
             "{path}"
         );
+        assert_eq!(
+            answer.header("referrer-policy"),
+            Some("no-referrer"),
+            "{path}"
+        );
+        // The API's answers, and only they, must never be stored by a cache.
+        let no_store = answer.header("cache-control") == Some("no-store");
+        assert_eq!(no_store, path.starts_with("/api/"), "{path}");
     }
     let health = server.send("GET", "/healthz", None, &[], None).expect(200);
     assert_eq!(health.body.trim(), "ok");
