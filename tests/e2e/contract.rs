@@ -426,17 +426,11 @@ fn every_call_runs_in_a_fresh_instance_whatever_the_last_left_allocated() {
     use scopable_sandbox::manifest::Manifest;
     use scopable_sandbox::policy::BaseUrl;
     use scopable_sandbox::sandbox::{CallContext, Sandbox, wit_types as t};
-    const MEMORY_MB: u64 = 24;
     const RECORDS: usize = 6_000;
-    let text: Vec<String> = scopable_builtin::ITGLUE_MANIFEST
-        .lines()
-        .map(|line| match line.split('=').next().unwrap_or("").trim() {
-            "memory_mb" => format!("memory_mb = {MEMORY_MB}"),
-            _ => line.to_string(),
-        })
-        .collect();
-    let mut manifest = Manifest::parse(&text.join("\n"), "test manifest").expect("manifest");
-    manifest.sha256 = Some(scopable_builtin::ITGLUE_SHA256.to_string());
+    let env = Env::new();
+    let (_, manifest) = env.itglue_with_limits("memory_mb = 24");
+    let text = std::fs::read_to_string(&manifest).expect("read the manifest");
+    let manifest = Manifest::parse(&text, "test manifest").expect("manifest");
     let sandbox = Sandbox::new(None).expect("sandbox");
     let connector = sandbox
         .load(
