@@ -7,7 +7,7 @@ use waki::ErrorCode;
 use crate::bindings::scopable::integration::types::{
     ConfigurationPage, Endpoint, Error, OrganizationPage, RateLimited, Verified,
 };
-use crate::jsonapi;
+use crate::{direct, jsonapi};
 
 /// The media type IT Glue answers with; asking for it keeps proxies from sending HTML.
 const ACCEPT: &str = "application/vnd.api+json";
@@ -75,8 +75,23 @@ pub fn fetch_organizations(endpoint: &Endpoint, page: u32) -> Result<Organizatio
 
 /// One page of configurations, each with all of its MAC addresses.
 pub fn fetch_configurations(endpoint: &Endpoint, page: u32) -> Result<ConfigurationPage, Error> {
-    let doc = get_json(&configurations_url(endpoint, page), "/configurations")?;
-    let read = jsonapi::parse_configuration_page(&doc, page.max(1));
+    let answer = get(&configurations_url(endpoint, page), "/configurations")?;
+    let read = configuration_answer(&answer, page.max(1));
+    crate::discard(answer);
+    read
+}
+
+/// Reads an answer to a configuration listing: a page of the usual shape straight into its
+/// records ([`direct`]), anything else through the general reader, which also describes what
+/// is wrong with it.
+pub fn configuration_answer(answer: &Answer, page: u32) -> Result<ConfigurationPage, Error> {
+    if answer.is_success()
+        && let Some(read) = direct::configuration_page(&answer.body, page)
+    {
+        return Ok(read);
+    }
+    let doc = answer.json("/configurations")?;
+    let read = jsonapi::parse_configuration_page(&doc, page);
     crate::discard(doc);
     read
 }
@@ -95,12 +110,39 @@ pub fn verified(total_organizations: Option<u64>) -> Verified {
     }
 }
 
+/// An answer as received: its status, its `Retry-After` and its body.
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Retry-After` header, when it was text.
+    pub retry_after: Option<String>,
+    /// The whole body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// Whether the status is a success (2xx).
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The answer's JSON document, or the error its status and body show ([`read_answer`]).
+    pub fn json(&self, path: &str) -> Result<Value, Error> {
+        read_answer(self.status, self.retry_after.as_deref(), &self.body, path)
+    }
+}
+
 /// GETs `url` and returns its JSON body, or the classified error. `path` names the listing in
 /// error details; the full URL is left out because it only repeats what the host logs.
+fn get_json(url: &str, path: &str) -> Result<Value, Error> {
+    get(url, path)?.json(path)
+}
+
+/// GETs `url` and returns the answer, or the classified failure to get one.
 ///
 /// This is the only function that performs I/O. It sets no credential header: the host adds the
 /// key after checking the request against its policy, so the key never enters the component.
-fn get_json(url: &str, path: &str) -> Result<Value, Error> {
+fn get(url: &str, path: &str) -> Result<Answer, Error> {
     let request = || waki::Client::new().get(url).header("accept", ACCEPT);
     if let Err(e) = request().build() {
         return Err(Error::Denied(format!(
@@ -123,7 +165,11 @@ fn get_json(url: &str, path: &str) -> Result<Value, Error> {
             snippet(&format!("{e:#}"), 120)
         ))
     })?;
-    read_answer(status, retry_after.as_deref(), &body, path)
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
 }
 
 /// Classifies a failure to get any answer. `code` is the `wasi:http` error when the failure

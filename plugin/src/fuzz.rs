@@ -3,6 +3,7 @@
 //! is well formed". `FUZZ_CASES` raises the case count for longer runs.
 
 use crate::api::read_answer;
+use crate::direct::configuration_page;
 use crate::jsonapi::{
     error_summary, parse_configuration_page, parse_organization_page, read_document,
 };
@@ -168,6 +169,89 @@ fn page_value() -> impl Strategy<Value = Value> {
         })
 }
 
+/// A page of the usual shape: every record readable, text where text is expected, ids as
+/// text or numbers, interfaces tied to configurations by attribute or by relationship (and
+/// some entries of `included` that are not interfaces), and paging that moves forward.
+fn usual_page() -> impl Strategy<Value = Value> {
+    let id = prop_oneof![
+        3 => "[1-9][0-9]{0,2}".prop_map(Value::String),
+        1 => (1u32..1000).prop_map(|n| json!(n)),
+    ];
+    let text = prop_oneof![
+        3 => "[ -~]{0,12}".prop_map(Value::String),
+        1 => Just(Value::Null),
+    ];
+    let attribute = prop_oneof![
+        Just("name"),
+        Just("hostname"),
+        Just("primary-ip"),
+        Just("serial-number"),
+        Just("mac-address"),
+        Just("configuration-type-name"),
+        Just("notes"),
+    ];
+    let record = (
+        id.clone(),
+        id.clone(),
+        prop::collection::vec((attribute, text.clone()), 0..6),
+        proptest::option::of(any::<bool>()),
+        prop::collection::vec(id.clone(), 0..3),
+        prop_oneof![
+            Just("configuration-interfaces"),
+            Just("configuration_interfaces")
+        ],
+    )
+        .prop_map(|(id, organization, texts, archived, listed, listed_as)| {
+            let mut attributes = serde_json::Map::new();
+            attributes.insert("organization-id".into(), organization);
+            for (key, value) in texts {
+                attributes.insert(key.into(), value);
+            }
+            if let Some(archived) = archived {
+                attributes.insert("archived".into(), json!(archived));
+            }
+            let refs: Vec<Value> = listed
+                .into_iter()
+                .map(|id| json!({"type": "configuration-interfaces", "id": id}))
+                .collect();
+            json!({"id": id, "type": "configurations", "attributes": attributes,
+                   "relationships": {listed_as: {"data": refs}}})
+        });
+    let interface = (
+        id.clone(),
+        id,
+        text,
+        any::<bool>(),
+        prop_oneof![
+            Just("configuration-interfaces"),
+            Just("configuration_interfaces"),
+            Just("locations")
+        ],
+    )
+        .prop_map(|(id, owner, mac, by_attribute, kind)| {
+            if by_attribute {
+                json!({"type": kind, "id": id,
+                       "attributes": {"mac-address": mac, "configuration-id": owner}})
+            } else {
+                json!({"type": kind, "id": id, "attributes": {"mac-address": mac},
+                       "relationships": {"configuration": {"data": {"id": owner}}}})
+            }
+        });
+    let meta = prop_oneof![
+        Just(Value::Null),
+        Just(json!({"current-page": 1, "next-page": null, "total-count": 3})),
+        Just(json!({"current-page": 1, "total-pages": 4})),
+    ];
+    (
+        prop::collection::vec(record, 0..8),
+        prop::collection::vec(interface, 0..10),
+        meta,
+    )
+        .prop_map(
+            |(data, included, meta)| json!({"data": data, "included": included, "meta": meta}),
+        )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
@@ -199,6 +283,26 @@ proptest! {
         prop_assert_eq!(parse_organization_page(&pruned, page), parse_organization_page(&whole, page));
         prop_assert_eq!(parse_configuration_page(&pruned, page), parse_configuration_page(&whole, page));
         prop_assert_eq!(error_summary(&pruned), error_summary(&whole));
+    }
+
+    /// Whenever the direct reader reads a page, it reads what the general reader reads of the
+    /// whole document; and it reads every page of the usual shape.
+    #[test]
+    fn direct_pages_read_as_whole_ones(
+        (doc, usual) in prop_oneof![
+            page_value().prop_map(|doc| (doc, false)),
+            json_value().prop_map(|doc| (doc, false)),
+            usual_page().prop_map(|doc| (doc, true)),
+        ],
+        page in 1u32..3,
+    ) {
+        let body = serde_json::to_vec(&doc).expect("a Value serializes");
+        let whole: Value = serde_json::from_slice(&body).expect("its own JSON reads back");
+        let direct = configuration_page(&body, page);
+        prop_assert!(direct.is_some() || !usual, "a usual page was not read directly: {doc}");
+        if let Some(direct) = direct {
+            prop_assert_eq!(Ok(direct), parse_configuration_page(&whole, page));
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reading IT Glue's JSON:API pages into the contract's page records: the paging `meta`, the
 //! records that can be read, and the ones that cannot (kept apart, with a reason).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
@@ -207,7 +207,16 @@ fn text_field(fields: &Map<String, Value>, key: &str) -> Option<String> {
 /// page: a listing that stopped early would silently lose records. A next page that does not
 /// come after the current one would make the host ask forever, so it is refused.
 pub fn parse_page_info(doc: &Value, requested_page: u32) -> Result<PageInfo, Error> {
-    let meta = doc.get("meta").and_then(Value::as_object);
+    page_info(doc.get("meta"), doc.get("links"), requested_page)
+}
+
+/// [`parse_page_info`] from a document's `meta` and `links`, however the document was read.
+pub fn page_info(
+    meta: Option<&Value>,
+    links: Option<&Value>,
+    requested_page: u32,
+) -> Result<PageInfo, Error> {
+    let meta = meta.and_then(Value::as_object);
     let field = |key: &str| meta.and_then(|m| m.get(key));
     let current = field("current-page")
         .and_then(as_page)
@@ -223,8 +232,7 @@ pub fn parse_page_info(doc: &Value, requested_page: u32) -> Result<PageInfo, Err
     let next_page = match declared_next {
         Some(next) => next,
         None => {
-            let has_next_link = doc
-                .get("links")
+            let has_next_link = links
                 .and_then(|links| links.get("next"))
                 .is_some_and(|next| match next {
                     Value::String(url) => !url.trim().is_empty(),
@@ -390,7 +398,7 @@ fn read_configuration(
             hostname: optional_text(attributes, "hostname")?,
             primary_ip: optional_text(attributes, "primary-ip")?,
             serial_number: optional_text(attributes, "serial-number")?,
-            mac_addresses: interfaces.macs_for(&id, own_mac.as_deref(), item),
+            mac_addresses: interfaces.macs_for(&id, own_mac.as_deref(), listed_interfaces(item)),
             type_name: optional_text(attributes, "configuration-type-name")?,
             archived,
         })
@@ -403,7 +411,9 @@ fn read_configuration(
 
 /// The interfaces of one page's `included` array, indexed both ways an answer can tie an
 /// interface to its configuration, so a page costs one pass however many interfaces it has.
-struct InterfaceIndex<'a> {
+/// Both page readers (this module's and [`crate::direct`]) fill and read it the same way.
+#[derive(Default)]
+pub struct InterfaceIndex<'a> {
     /// Configuration id -> MACs of the interfaces that name it, in `included` order.
     by_configuration: HashMap<String, Vec<&'a str>>,
     /// Interface id -> its MAC, for configurations that list their interfaces instead.
@@ -412,10 +422,7 @@ struct InterfaceIndex<'a> {
 
 impl<'a> InterfaceIndex<'a> {
     fn build(included: Option<&'a Value>) -> Self {
-        let mut index = InterfaceIndex {
-            by_configuration: HashMap::new(),
-            by_interface: HashMap::new(),
-        };
+        let mut index = InterfaceIndex::default();
         let Some(Value::Array(items)) = included else {
             return index;
         };
@@ -423,50 +430,66 @@ impl<'a> InterfaceIndex<'a> {
             let is_interface = item
                 .get("type")
                 .and_then(Value::as_str)
-                .is_some_and(|t| INTERFACE_TYPES.contains(&t));
-            if !is_interface {
-                continue;
-            }
-            // An interface without a readable MAC adds nothing; it is not an error.
-            let Some(mac) = item
+                .is_some_and(is_interface_type);
+            let mac = item
                 .get("attributes")
                 .and_then(|a| a.get("mac-address"))
-                .and_then(Value::as_str)
-                .filter(|mac| !mac.trim().is_empty())
-            else {
+                .and_then(Value::as_str);
+            let (true, Some(mac)) = (is_interface, mac) else {
                 continue;
             };
-            if let Some(interface_id) = item.get("id").and_then(as_id) {
-                index.by_interface.entry(interface_id).or_insert(mac);
-            }
-            let from_attribute = item
-                .get("attributes")
-                .and_then(|a| a.get("configuration-id"))
-                .and_then(as_id);
-            let from_relationship = item
-                .pointer("/relationships/configuration/data/id")
-                .and_then(as_id);
-            let mut owners: Vec<String> = from_attribute.into_iter().collect();
-            if let Some(owner) = from_relationship
-                && !owners.contains(&owner)
-            {
-                owners.push(owner);
-            }
-            for owner in owners {
-                index.by_configuration.entry(owner).or_default().push(mac);
-            }
+            index.add(
+                mac,
+                item.get("id").and_then(as_id),
+                item.get("attributes")
+                    .and_then(|a| a.get("configuration-id"))
+                    .and_then(as_id),
+                item.pointer("/relationships/configuration/data/id")
+                    .and_then(as_id),
+            );
         }
         index
     }
 
-    /// Every raw MAC of a configuration: its own attribute first, then its interfaces. Identical
+    /// Adds one interface of `included` with its MAC, its own id and the configuration it
+    /// names by attribute and by relationship. An interface without a usable MAC adds
+    /// nothing; it is not an error.
+    pub fn add(
+        &mut self,
+        mac: &'a str,
+        interface_id: Option<String>,
+        from_attribute: Option<String>,
+        from_relationship: Option<String>,
+    ) {
+        if mac.trim().is_empty() {
+            return;
+        }
+        if let Some(interface_id) = interface_id {
+            self.by_interface.entry(interface_id).or_insert(mac);
+        }
+        let repeated = from_relationship.is_some() && from_relationship == from_attribute;
+        let owners = from_attribute
+            .into_iter()
+            .chain(from_relationship.filter(|_| !repeated));
+        for owner in owners {
+            self.by_configuration.entry(owner).or_default().push(mac);
+        }
+    }
+
+    /// Every raw MAC of a configuration: its own attribute first, then the interfaces that
+    /// name it, then the interfaces it lists (`listed`: their ids, in order). Identical
     /// strings are listed once (the primary interface mirrors `mac-address`); differently
     /// written forms of one address are left for the matcher's normalization.
-    fn macs_for(&self, config_id: &str, own: Option<&str>, record: &Value) -> Vec<String> {
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut macs = Vec::new();
+    pub fn macs_for(
+        &self,
+        config_id: &str,
+        own: Option<&str>,
+        listed: impl IntoIterator<Item = String>,
+    ) -> Vec<String> {
+        let mut macs: Vec<String> = Vec::new();
         let mut add = |mac: &str| {
-            if !mac.trim().is_empty() && seen.insert(mac.to_string()) {
+            // A configuration has a few MACs at most: a scan costs less than a set.
+            if !mac.trim().is_empty() && !macs.iter().any(|seen| seen == mac) {
                 macs.push(mac.to_string());
             }
         };
@@ -476,24 +499,32 @@ impl<'a> InterfaceIndex<'a> {
         for mac in self.by_configuration.get(config_id).into_iter().flatten() {
             add(mac);
         }
-        for key in INTERFACE_TYPES {
-            let listed = record
-                .get("relationships")
-                .and_then(|r| r.get(key))
-                .and_then(|r| r.get("data"))
-                .and_then(Value::as_array);
-            for reference in listed.into_iter().flatten() {
-                let mac = reference
-                    .get("id")
-                    .and_then(as_id)
-                    .and_then(|id| self.by_interface.get(&id));
-                if let Some(mac) = mac {
-                    add(mac);
-                }
+        for id in listed {
+            if let Some(mac) = self.by_interface.get(&id) {
+                add(mac);
             }
         }
         macs
     }
+}
+
+/// Whether an `included` entry's `type` is an interface's.
+pub fn is_interface_type(kind: &str) -> bool {
+    INTERFACE_TYPES.contains(&kind)
+}
+
+/// The interface ids a configuration record lists under its relationships, in order.
+fn listed_interfaces(record: &Value) -> impl Iterator<Item = String> + '_ {
+    INTERFACE_TYPES.into_iter().flat_map(move |key| {
+        record
+            .get("relationships")
+            .and_then(|r| r.get(key))
+            .and_then(|r| r.get("data"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|reference| reference.get("id").and_then(as_id))
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! that it is unit-tested natively.
 
 mod api;
+mod direct;
 mod jsonapi;
 mod matching;
 mod prune;
