@@ -113,6 +113,14 @@ const PLACEHOLDER_MACS: [&str; 16] = [
 /// ordinary names the first pass is already the fixed point; the repetition only makes the
 /// function idempotent on odd input, so a stored normalized name always normalizes to itself.
 pub fn normalize_name(raw: &str) -> String {
+    if raw.is_ascii() {
+        return normalize_ascii_name(raw);
+    }
+    normalize_any_name(raw)
+}
+
+/// [`normalize_name`] of any text: the passes repeated up to their fixed point.
+fn normalize_any_name(raw: &str) -> String {
     let mut current = normalize_name_once(raw);
     // A handful of passes always suffices in practice; the bound keeps hostile input cheap.
     for _ in 0..8 {
@@ -123,6 +131,35 @@ pub fn normalize_name(raw: &str) -> String {
         current = next;
     }
     current
+}
+
+/// [`normalize_name`] of ASCII text, the usual case, in one pass over its bytes. NFKC leaves
+/// ASCII as it is, no ASCII character is a format character, and lowercasing ASCII only lowers
+/// its letters, so steps 1 to 3 come down to that; what is left after steps 4 and 5 is
+/// lowercase ASCII without punctuation or repeated spaces, which the passes leave as it is.
+/// `ascii_names_normalize_as_any_text_does` checks it against [`normalize_any_name`].
+fn normalize_ascii_name(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut pending_space = false;
+    for c in raw.chars() {
+        let c = if APOSTROPHES.contains(&c) || FULL_STOPS.contains(&c) {
+            continue;
+        } else if c.general_category_group() == GeneralCategoryGroup::Punctuation {
+            ' '
+        } else {
+            c.to_ascii_lowercase()
+        };
+        if c.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        if pending_space && !out.is_empty() {
+            out.push(' ');
+        }
+        pending_space = false;
+        out.push(c);
+    }
+    out
 }
 
 fn normalize_name_once(raw: &str) -> String {
@@ -183,7 +220,7 @@ pub fn suggestion_key(normalized: &str) -> Option<String> {
 /// A serial number ready for comparison (trimmed, uppercased), or `None` when it is a
 /// placeholder that many machines share and so proves nothing.
 pub fn normalize_serial(raw: &str) -> Option<String> {
-    let serial: String = raw.trim().chars().flat_map(char::to_uppercase).collect();
+    let serial = uppercase(raw.trim());
     if is_placeholder_serial(&serial) {
         None
     } else {
@@ -229,7 +266,7 @@ pub fn normalize_mac(raw: &str) -> Option<String> {
 /// when the hostname is empty or is an IP address (a shared DHCP address proves nothing).
 pub fn normalize_hostname(raw: &str) -> Option<String> {
     let trimmed = raw.trim();
-    let lowered: String = trimmed.chars().flat_map(char::to_lowercase).collect();
+    let lowered = lowercase(trimmed);
     let name = lowered.strip_suffix('.').unwrap_or(&lowered);
     if name.is_empty() || looks_like_ip(name) {
         return None;
@@ -240,6 +277,32 @@ pub fn normalize_hostname(raw: &str) -> Option<String> {
     } else {
         Some(label.to_string())
     }
+}
+
+/// Full Unicode uppercase; ASCII, the usual case, without looking a character up.
+fn uppercase(text: &str) -> String {
+    if text.is_ascii() {
+        text.to_ascii_uppercase()
+    } else {
+        uppercase_any(text)
+    }
+}
+
+fn uppercase_any(text: &str) -> String {
+    text.chars().flat_map(char::to_uppercase).collect()
+}
+
+/// Full Unicode lowercase; ASCII, the usual case, without looking a character up.
+fn lowercase(text: &str) -> String {
+    if text.is_ascii() {
+        text.to_ascii_lowercase()
+    } else {
+        lowercase_any(text)
+    }
+}
+
+fn lowercase_any(text: &str) -> String {
+    text.chars().flat_map(char::to_lowercase).collect()
 }
 
 fn looks_like_ip(name: &str) -> bool {
@@ -509,6 +572,16 @@ mod tests {
             let once = normalize_name(&raw);
             prop_assert_eq!(normalize_name(&once), once.clone());
             prop_assert!(!once.starts_with(' ') && !once.ends_with(' ') && !once.contains("  "));
+        }
+
+        /// The ASCII fast paths give what the general rules give.
+        #[test]
+        fn ascii_names_normalize_as_any_text_does(
+            raw in "[\\x00-\\x7f]{0,32}|[ -~]{0,32}|[ A-Za-z.,'&()-]{0,32}",
+        ) {
+            prop_assert_eq!(normalize_name(&raw), normalize_any_name(&raw));
+            prop_assert_eq!(uppercase(&raw), uppercase_any(&raw));
+            prop_assert_eq!(lowercase(&raw), lowercase_any(&raw));
         }
 
         #[test]
