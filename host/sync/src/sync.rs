@@ -1380,35 +1380,60 @@ async fn plan_staged_configurations(
         .iter()
         .map(|(client, n)| n + scopable_sizes.get(client.as_str()).copied().unwrap_or(0))
         .collect();
-    for batch in client_batches(&sizes, limit) {
-        let clients: Vec<&str> = linked[batch].iter().map(|(c, _)| c.as_str()).collect();
-        let (Some(first), Some(last)) = (clients.first().copied(), clients.last().copied()) else {
-            continue;
-        };
-        let reading = std::time::Instant::now();
-        let records = if early.matched.is_empty() {
-            // Every staged client in the range is in the batch.
-            staging::read_clients(db, run, first, last)?
-        } else {
-            // Clients matched early lie between them.
-            let mut records = Vec::new();
-            for client in &clients {
-                records.extend(staging::read_client(db, run, client, None, usize::MAX)?.0);
-            }
-            records
-        };
-        let scopable = crate::records::configurations_of_clients(&app.db, &clients)?;
-        let read_ms = reading.elapsed().as_millis() as u64;
-        let plan = plan_configurations_batch(app, ctx, records, scopable, parents, decided).await?;
-        let staging_plan = std::time::Instant::now();
-        add_counts(&mut counts, &stage_plan(db, run, plan)?);
-        let stage_ms = staging_plan.elapsed().as_millis() as u64;
-        tracing::debug!(
-            read_ms,
-            stage_ms,
-            "configurations batch read and its plan staged"
-        );
-    }
+    // One batch is read while the one before it is matched on a task of its own: at most two
+    // batches are held, the one being matched and the next (a slot is taken before reading).
+    let db = RefCell::new(db);
+    let (next, mut batches) = tokio::sync::mpsc::channel(1);
+    let reading = async {
+        // Owned here: the matching side ends once the last batch is taken and this is gone.
+        let next = next;
+        for batch in client_batches(&sizes, limit) {
+            let clients: Vec<&str> = linked[batch].iter().map(|(c, _)| c.as_str()).collect();
+            let (Some(first), Some(last)) = (clients.first().copied(), clients.last().copied())
+            else {
+                continue;
+            };
+            let Ok(slot) = next.reserve().await else {
+                // The matching side stopped on an error, which the join reports.
+                break;
+            };
+            let reading = std::time::Instant::now();
+            let records = if early.matched.is_empty() {
+                // Every staged client in the range is in the batch.
+                staging::read_clients(&db.borrow(), run, first, last)?
+            } else {
+                // Clients matched early lie between them.
+                let mut records = Vec::new();
+                for client in &clients {
+                    let db = db.borrow();
+                    records.extend(staging::read_client(&db, run, client, None, usize::MAX)?.0);
+                }
+                records
+            };
+            let scopable = crate::records::configurations_of_clients(&app.db, &clients)?;
+            let read_ms = reading.elapsed().as_millis() as u64;
+            slot.send((records, scopable, read_ms));
+        }
+        Ok::<(), Failure>(())
+    };
+    let matching = async {
+        let mut counts = SyncCounts::default();
+        while let Some((records, scopable, read_ms)) = batches.recv().await {
+            let plan =
+                plan_configurations_batch(app, ctx, records, scopable, parents, decided).await?;
+            let staging_plan = std::time::Instant::now();
+            add_counts(&mut counts, &stage_plan(&mut db.borrow_mut(), run, plan)?);
+            let stage_ms = staging_plan.elapsed().as_millis() as u64;
+            tracing::debug!(
+                read_ms,
+                stage_ms,
+                "configurations batch read and its plan staged"
+            );
+        }
+        Ok::<SyncCounts, Failure>(counts)
+    };
+    let ((), late) = tokio::try_join!(reading, matching)?;
+    add_counts(&mut counts, &late);
     Ok(counts)
 }
 
