@@ -259,6 +259,14 @@ impl Filters {
         Ok(f)
     }
 
+    /// Whether no filter was asked for.
+    fn is_empty(&self) -> bool {
+        self.ids.is_none()
+            && self.organization_ids.is_none()
+            && self.archived.is_none()
+            && self.name.is_none()
+    }
+
     /// Whether a record with these readable fields passes; `None` means the field could not be
     /// read (raw records), which never excludes a record.
     fn keeps(
@@ -320,6 +328,46 @@ fn sort_of(query: &Query) -> Result<Sort, Response> {
         Some("name") => Ok(Sort::Name),
         Some("-name") => Ok(Sort::NameDesc),
         Some(other) => Err(bad_request(&format!("unsupported sort: {other}"))),
+    }
+}
+
+/// The typed records an index lists, in the order it lists them.
+enum Listed<'a, T> {
+    /// All of them, in id order: no filter and the id sort. Every page of a large data set
+    /// would otherwise cost a pass over the whole set.
+    All(&'a [T]),
+    /// Those the filters keep, sorted.
+    Kept(Vec<&'a T>),
+}
+
+impl<'a, T> Listed<'a, T> {
+    fn new(
+        all: &'a [T],
+        filters: &Filters,
+        sort: Sort,
+        keeps: impl Fn(&T) -> bool,
+        name: impl Fn(&T) -> &str,
+    ) -> Self {
+        if filters.is_empty() && matches!(sort, Sort::Id) {
+            return Listed::All(all);
+        }
+        let mut kept: Vec<&T> = all.iter().filter(|t| keeps(t)).collect();
+        sort_records(&mut kept, sort, name);
+        Listed::Kept(kept)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Listed::All(all) => all.len(),
+            Listed::Kept(kept) => kept.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&'a T> {
+        match self {
+            Listed::All(all) => all.get(i),
+            Listed::Kept(kept) => kept.get(i).copied(),
+        }
     }
 }
 
@@ -570,12 +618,13 @@ fn index_organizations(
     let sort = sort_of(query)?;
     let filters = Filters::parse(query, false)?;
     let ds = &ctx.data.data;
-    let mut typed: Vec<&Org> = ds
-        .organizations
-        .iter()
-        .filter(|o| filters.keeps(Some(o.id), None, None, Some(&o.name)))
-        .collect();
-    sort_records(&mut typed, sort, |o| &o.name);
+    let typed = Listed::new(
+        &ds.organizations,
+        &filters,
+        sort,
+        |o| filters.keeps(Some(o.id), None, None, Some(&o.name)),
+        |o| &o.name,
+    );
     let raw: Vec<&Value> = ds
         .raw_organizations
         .iter()
@@ -611,19 +660,20 @@ fn index_configurations(
     let filters = Filters::parse(query, true)?;
     let with_interfaces = query.includes_interfaces();
     let ds = &ctx.data.data;
-    let mut typed: Vec<&Config> = ds
-        .configurations
-        .iter()
-        .filter(|c| {
+    let typed = Listed::new(
+        &ds.configurations,
+        &filters,
+        sort,
+        |c| {
             filters.keeps(
                 Some(c.id),
                 Some(c.organization_id),
                 Some(c.archived),
                 Some(&c.name),
             )
-        })
-        .collect();
-    sort_records(&mut typed, sort, |c| &c.name);
+        },
+        |c| &c.name,
+    );
     let raw: Vec<&Value> = ds
         .raw_configurations
         .iter()
