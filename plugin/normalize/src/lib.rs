@@ -139,27 +139,7 @@ fn normalize_any_name(raw: &str) -> String {
 /// lowercase ASCII without punctuation or repeated spaces, which the passes leave as it is.
 /// `ascii_names_normalize_as_any_text_does` checks it against [`normalize_any_name`].
 fn normalize_ascii_name(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut pending_space = false;
-    for c in raw.chars() {
-        let c = if APOSTROPHES.contains(&c) || FULL_STOPS.contains(&c) {
-            continue;
-        } else if c.general_category_group() == GeneralCategoryGroup::Punctuation {
-            ' '
-        } else {
-            c.to_ascii_lowercase()
-        };
-        if c.is_whitespace() {
-            pending_space = true;
-            continue;
-        }
-        if pending_space && !out.is_empty() {
-            out.push(' ');
-        }
-        pending_space = false;
-        out.push(c);
-    }
-    out
+    without_punctuation(raw.chars().map(|c| c.to_ascii_lowercase()), raw.len())
 }
 
 fn normalize_name_once(raw: &str) -> String {
@@ -171,10 +151,15 @@ fn normalize_name_once(raw: &str) -> String {
     // 3: full Unicode lowercase (may expand one char into several), then NFKC again.
     let lowered: String = folded.chars().flat_map(char::to_lowercase).collect();
     let lowered: String = lowered.nfkc().collect();
-    // 4 and 5: punctuation removed or turned into spaces, white space collapsed and trimmed.
-    let mut out = String::with_capacity(lowered.len());
+    without_punctuation(lowered.chars(), lowered.len())
+}
+
+/// Steps 4 and 5 of [`normalize_name`]: punctuation removed or turned into spaces, white
+/// space collapsed and trimmed. `len` is the text's length in bytes, the most it can keep.
+fn without_punctuation(chars: impl Iterator<Item = char>, len: usize) -> String {
+    let mut out = String::with_capacity(len);
     let mut pending_space = false;
-    for c in lowered.chars() {
+    for c in chars {
         let c = if APOSTROPHES.contains(&c) || FULL_STOPS.contains(&c) {
             continue;
         } else if c.general_category_group() == GeneralCategoryGroup::Punctuation {
@@ -279,30 +264,28 @@ pub fn normalize_hostname(raw: &str) -> Option<String> {
     }
 }
 
-/// Full Unicode uppercase; ASCII, the usual case, without looking a character up.
+/// Full Unicode uppercase.
 fn uppercase(text: &str) -> String {
-    if text.is_ascii() {
-        text.to_ascii_uppercase()
-    } else {
-        uppercase_any(text)
-    }
+    case_mapped(text, str::to_ascii_uppercase, char::to_uppercase)
 }
 
-fn uppercase_any(text: &str) -> String {
-    text.chars().flat_map(char::to_uppercase).collect()
-}
-
-/// Full Unicode lowercase; ASCII, the usual case, without looking a character up.
+/// Full Unicode lowercase.
 fn lowercase(text: &str) -> String {
-    if text.is_ascii() {
-        text.to_ascii_lowercase()
-    } else {
-        lowercase_any(text)
-    }
+    case_mapped(text, str::to_ascii_lowercase, char::to_lowercase)
 }
 
-fn lowercase_any(text: &str) -> String {
-    text.chars().flat_map(char::to_lowercase).collect()
+/// `text` with every character mapped by `map` (which may give several); ASCII text, the
+/// usual case, by `ascii`, without looking a character up.
+fn case_mapped<I: Iterator<Item = char>>(
+    text: &str,
+    ascii: fn(&str) -> String,
+    map: fn(char) -> I,
+) -> String {
+    if text.is_ascii() {
+        ascii(text)
+    } else {
+        text.chars().flat_map(map).collect()
+    }
 }
 
 fn looks_like_ip(name: &str) -> bool {
@@ -580,8 +563,10 @@ mod tests {
             raw in "[\\x00-\\x7f]{0,32}|[ -~]{0,32}|[ A-Za-z.,'&()-]{0,32}",
         ) {
             prop_assert_eq!(normalize_name(&raw), normalize_any_name(&raw));
-            prop_assert_eq!(uppercase(&raw), uppercase_any(&raw));
-            prop_assert_eq!(lowercase(&raw), lowercase_any(&raw));
+            let upper: String = raw.chars().flat_map(char::to_uppercase).collect();
+            prop_assert_eq!(uppercase(&raw), upper);
+            let lower: String = raw.chars().flat_map(char::to_lowercase).collect();
+            prop_assert_eq!(lowercase(&raw), lower);
         }
 
         #[test]
