@@ -341,17 +341,15 @@ pub fn apply_staged(
          WHERE account = ?1 AND run_id = ?4 AND attempt = ?5 AND op = 'add'",
         &values![account, connector, kind, run.id, run.attempt, now.as_str()],
     )?;
+    // Driven by the kept rows (few: only links whose evidence changed are planned), each
+    // finding its link by key, rather than by a pass over every link of the kind.
     written += tx.execute(
-        "UPDATE links SET evidence = (
-             SELECT p.evidence FROM sync_planned p
-             WHERE p.account = ?1 AND p.run_id = ?4 AND p.attempt = ?5 AND p.op = 'kept'
-               AND p.source_id = links.source_id)
-         WHERE account = ?1 AND connector = ?2 AND kind = ?3 AND source = 'auto'
-           AND EXISTS (
-             SELECT 1 FROM sync_planned p
-             WHERE p.account = ?1 AND p.run_id = ?4 AND p.attempt = ?5 AND p.op = 'kept'
-               AND p.source_id = links.source_id AND p.scopable_id = links.scopable_id
-               AND p.evidence <> links.evidence)",
+        "UPDATE links SET evidence = p.evidence
+         FROM (SELECT source_id, scopable_id, evidence FROM sync_planned
+               WHERE account = ?1 AND run_id = ?4 AND attempt = ?5 AND op = 'kept') AS p
+         WHERE links.account = ?1 AND links.connector = ?2 AND links.kind = ?3
+           AND links.source = 'auto' AND links.source_id = p.source_id
+           AND links.scopable_id = p.scopable_id AND links.evidence <> p.evidence",
         &of_run,
     )?;
     // The kind's unplaced rows become the plan's: those that differ go, the new ones come.
