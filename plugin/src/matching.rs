@@ -213,7 +213,6 @@ type Lookup<'a> = HashMap<Key<'a>, Carriers, foldhash::fast::RandomState>;
 
 /// Lookups from a client and a normalized value to the Scopable configurations carrying it:
 /// one flat map per kind of identifier.
-#[derive(Default)]
 struct Index<'a> {
     serial: Lookup<'a>,
     mac: Lookup<'a>,
@@ -221,6 +220,18 @@ struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
+    /// Empty lookups sized for `normalized`'s identifiers, so that building them never
+    /// rehashes (growing the maps one doubling at a time took a tenth of the matching in wasm).
+    fn sized_for(normalized: &[Normalized]) -> Index<'a> {
+        let lookup = |n: usize| Lookup::with_capacity_and_hasher(n, Default::default());
+        let count = |has: fn(&Normalized) -> usize| normalized.iter().map(has).sum::<usize>();
+        Index {
+            serial: lookup(count(|n| usize::from(n.serial.is_some()))),
+            mac: lookup(count(|n| n.macs.len())),
+            hostname: lookup(count(|n| usize::from(n.hostname.is_some()))),
+        }
+    }
+
     fn add(map: &mut Lookup<'a>, key: Key<'a>, target: usize) {
         match map.entry(key) {
             Entry::Occupied(carriers) => carriers.into_mut().others.push(target),
@@ -266,7 +277,7 @@ fn place_configurations(input: &ConfigurationMatch) -> Vec<Placement> {
         .collect();
 
     // An organization listed with two different clients is not linked to exactly one.
-    let mut parents: HashMap<&str, Option<&str>> = HashMap::new();
+    let mut parents: HashMap<&str, Option<&str>> = HashMap::with_capacity(input.parents.len());
     for pair in &input.parents {
         parents
             .entry(pair.source_id.as_str())
@@ -288,7 +299,7 @@ fn place_configurations(input: &ConfigurationMatch) -> Vec<Placement> {
             hostname: config.hostname.as_deref().and_then(normalize_hostname),
         })
         .collect();
-    let mut index = Index::default();
+    let mut index = Index::sized_for(&normalized);
     for (i, (config, ids)) in scopable.iter().zip(&normalized).enumerate() {
         let client = config.client_id.as_str();
         if let Some(serial) = &ids.serial {

@@ -229,11 +229,13 @@ fn is_placeholder_serial(serial: &str) -> bool {
 /// Everything but ASCII hex digits is dropped first, so any separator style (`aa:bb`, `aa-bb`,
 /// `aabb.ccdd`) compares equal.
 pub fn normalize_mac(raw: &str) -> Option<String> {
-    let hex: String = raw
-        .chars()
-        .filter(char::is_ascii_hexdigit)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
+    let mut hex = String::with_capacity(12);
+    for c in raw.chars().filter(char::is_ascii_hexdigit) {
+        if hex.len() == 12 {
+            return None;
+        }
+        hex.push(c.to_ascii_lowercase());
+    }
     if hex.len() != 12 {
         return None;
     }
@@ -250,6 +252,29 @@ pub fn normalize_mac(raw: &str) -> Option<String> {
 /// The first DNS label of a hostname, lowercased (`ty-dc01.corp.local` -> `ty-dc01`), or `None`
 /// when the hostname is empty or is an IP address (a shared DHCP address proves nothing).
 pub fn normalize_hostname(raw: &str) -> Option<String> {
+    if raw.is_ascii() {
+        return normalize_ascii_hostname(raw);
+    }
+    normalize_any_hostname(raw)
+}
+
+/// [`normalize_hostname`] of ASCII text, the usual case: only the first label is copied and
+/// lowered, and the address parsers run only on text that could be an address. Lowering ASCII
+/// changes no digit, dot, colon, bracket or percent sign, and both parsers read hex digits in
+/// either case, so the address check gives the same answer before lowering as after.
+/// `ascii_hostnames_normalize_as_any_text_does` checks it against [`normalize_any_hostname`].
+fn normalize_ascii_hostname(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    let name = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    if name.is_empty() || looks_like_ip(name) {
+        return None;
+    }
+    let label = name.split('.').next().unwrap_or_default().trim();
+    (!label.is_empty()).then(|| label.to_ascii_lowercase())
+}
+
+/// [`normalize_hostname`] of any text.
+fn normalize_any_hostname(raw: &str) -> Option<String> {
     let trimmed = raw.trim();
     let lowered = lowercase(trimmed);
     let name = lowered.strip_suffix('.').unwrap_or(&lowered);
@@ -295,12 +320,18 @@ fn looks_like_ip(name: &str) -> bool {
         .unwrap_or(name);
     // An IPv6 zone (`fe80::1%eth0`) is not part of the address.
     let without_zone = unbracketed.split('%').next().unwrap_or_default();
-    if without_zone.parse::<Ipv4Addr>().is_ok() || without_zone.parse::<Ipv6Addr>().is_ok() {
+    // Each parser only on text it could accept: an IPv4 address is digits and dots, an IPv6
+    // address always holds a colon. Most hostnames are neither, and skip both.
+    let digits_and_dots = |text: &str| text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if digits_and_dots(without_zone) && without_zone.parse::<Ipv4Addr>().is_ok() {
+        return true;
+    }
+    if without_zone.contains(':') && without_zone.parse::<Ipv6Addr>().is_ok() {
         return true;
     }
     // A truncated dotted address (`10.0.1`) is no hostname either: its first label would be a
     // bare number shared by every machine on the network.
-    name.contains('.') && name.chars().all(|c| c.is_ascii_digit() || c == '.')
+    name.contains('.') && digits_and_dots(name)
 }
 
 #[cfg(test)]
@@ -567,6 +598,31 @@ mod tests {
             prop_assert_eq!(uppercase(&raw), upper);
             let lower: String = raw.chars().flat_map(char::to_lowercase).collect();
             prop_assert_eq!(lowercase(&raw), lower);
+        }
+
+        /// The ASCII path for hostnames gives what the general rules give, on hostnames,
+        /// addresses (bracketed, with zones, in either case), truncated addresses and noise.
+        #[test]
+        fn ascii_hostnames_normalize_as_any_text_does(
+            raw in "[\\x00-\\x7f]{0,24}|[ 0-9.:%\\[\\]a-fA-F]{0,24}|[ 0-9.]{0,16}|[ a-zA-Z0-9.-]{0,24}",
+        ) {
+            prop_assert_eq!(normalize_hostname(&raw), normalize_any_hostname(&raw));
+        }
+
+        /// The parsers are skipped only on text they could not accept.
+        #[test]
+        fn address_checks_skip_only_what_cannot_be_an_address(
+            raw in "[0-9.:%\\[\\]a-fA-F]{0,24}|[0-9.]{0,16}|[0-9a-f:]{0,40}|::ffff:[0-9.]{0,15}",
+        ) {
+            let unbracketed = raw
+                .strip_prefix('[')
+                .and_then(|s| s.strip_suffix(']'))
+                .unwrap_or(&raw);
+            let without_zone = unbracketed.split('%').next().unwrap_or_default();
+            let parsed = without_zone.parse::<Ipv4Addr>().is_ok()
+                || without_zone.parse::<Ipv6Addr>().is_ok()
+                || (raw.contains('.') && raw.chars().all(|c| c.is_ascii_digit() || c == '.'));
+            prop_assert_eq!(looks_like_ip(&raw), parsed);
         }
 
         #[test]
