@@ -367,3 +367,177 @@ fn a_server_that_never_answers_times_out_on_the_first_byte() {
     let status = env.run(&["itglue", "status", "--json"]).json();
     assert_eq!(status["organization"]["status"], "failed");
 }
+
+/// `orgs` organizations, each with a client of its name (so each links by name), connected.
+fn paged_env(orgs: u64) -> Env {
+    let env = Env::with(SimConfig::with_dataset(Dataset {
+        organizations: (1..=orgs)
+            .map(|i| Org::new(i, &format!("Customer {i}")))
+            .collect(),
+        ..Dataset::default()
+    }));
+    env.connect();
+    let clients: String = (1..=orgs).map(|i| format!("c{i},Customer {i}\n")).collect();
+    env.import(
+        &format!("id,name\n{clients}"),
+        "id,client_id,name,hostname,serial_number,mac_address\n",
+    );
+    env
+}
+
+/// The page numbers of the organization requests the simulator saw, sorted.
+fn organization_pages(env: &Env) -> Vec<u64> {
+    let mut pages: Vec<u64> = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/organizations"))
+        .filter_map(|r| {
+            let (_, rest) = r.query.split_once("page%5Bnumber%5D=")?;
+            rest.split('&').next()?.parse().ok()
+        })
+        .collect();
+    pages.sort_unstable();
+    pages
+}
+
+/// A listing read before is read with one round trip less: the pages it had last time (as
+/// many as may be in flight at once) are asked for along with page 1. The first sync, with no
+/// listing read before, asks for page 1 alone. Page 1 fails here, slowly, so what was asked
+/// with it is in the simulator's log, and the failed re-sync changes no link.
+#[test]
+fn a_listing_read_before_is_asked_for_with_the_pages_it_had() {
+    const LIMITS: &str = "page_size = 2\nconcurrency = 4\nmax_attempts = 1";
+    let env = paged_env(7);
+    let page_1_fails = || {
+        env.sim.add_fault(FaultRule::new(
+            When::PathPrefix("/organizations".into()).and(When::Page(1)),
+            Fault::status(503),
+        ));
+    };
+    env.sim.set_latency(Duration::from_millis(400));
+    page_1_fails();
+    env.sim.clear_requests();
+    let first = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    first.fails(4, "unavailable");
+    assert_eq!(
+        organization_pages(&env),
+        [1],
+        "nothing read before: page 1 alone"
+    );
+
+    env.sim.clear_faults();
+    env.sim.set_latency(Duration::ZERO);
+    let synced = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    assert_eq!(synced.json()["linked"], 7, "{}", synced.stderr);
+    let links = link_table(&env);
+
+    env.sim.set_latency(Duration::from_millis(400));
+    page_1_fails();
+    env.sim.clear_requests();
+    let again = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    again.fails(4, "unavailable");
+    assert_eq!(
+        organization_pages(&env),
+        [1, 2, 3, 4],
+        "four pages last time"
+    );
+    assert_eq!(link_table(&env), links);
+}
+
+/// A page asked for ahead that the listing no longer has is dropped unread, however it
+/// answers: a failure does not fail the sync, and records on it are never taken (here they
+/// would not add up to page 1's total, and the sync would fail as a partial list). A failed
+/// one is stopped once page 1 tells, not retried (its retry would come a second later at
+/// the earliest). The sync gives what a sync of the shorter listing gives, and counts the
+/// requests it made.
+#[test]
+fn pages_asked_for_ahead_beyond_the_listing_are_dropped_unread() {
+    const LIMITS: &str = "page_size = 2\nconcurrency = 4\nmax_attempts = 1";
+    let shorter = || Dataset {
+        organizations: (1..=4)
+            .map(|i| Org::new(i, &format!("Customer {i}")))
+            .collect(),
+        ..Dataset::default()
+    };
+    let env = paged_env(7);
+    let synced = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    assert_eq!(synced.json()["linked"], 7, "{}", synced.stderr);
+
+    env.sim.set_dataset(shorter());
+    env.sim.add_fault(FaultRule::new(
+        When::PathPrefix("/organizations".into()).and(When::Page(3)),
+        Fault::status(500),
+    ));
+    let stray = json!({
+        "data": [{"id": "5", "type": "organizations", "attributes": {"name": "Customer 5"}}],
+        "meta": {"current-page": 4, "next-page": null, "prev-page": 3,
+                 "total-pages": 4, "total-count": 7},
+    });
+    env.sim.add_fault(FaultRule::new(
+        When::PathPrefix("/organizations".into()).and(When::Page(4)),
+        Fault::Status {
+            status: 200,
+            retry_after: None,
+            body: stray.to_string(),
+        },
+    ));
+    // Page 1 answers last: what was asked with it has answered by then, and page 3 waits
+    // for its retry (a second later at the earliest).
+    env.sim.add_fault(FaultRule::new(
+        When::PathPrefix("/organizations".into()).and(When::Page(1)),
+        Fault::Latency(Duration::from_millis(500)),
+    ));
+    env.sim.clear_requests();
+    let retrying = "page_size = 2\nconcurrency = 4\nmax_attempts = 3\nretry_base_ms = 2000\nretry_max_ms = 2000";
+    let resync = env.run_itglue_with(retrying, &["sync", "organizations", "--json"]);
+    let counts = resync.json();
+    assert_eq!(organization_pages(&env), [1, 2, 3, 4]);
+    assert_eq!(counts["fetched"], 4, "{}", resync.stderr);
+    assert_eq!(
+        counts["requests"], 4,
+        "the pages dropped were still requests"
+    );
+    assert_eq!(counts["removed_links"], 3);
+
+    let fresh = paged_env(4);
+    fresh.sim.set_dataset(shorter());
+    let expected = fresh.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    assert_eq!(expected.json()["linked"], 4);
+    assert_eq!(link_table(&env), link_table(&fresh));
+}
+
+/// A listing whose page 1 gives no page count (paged by `next-page` alone) is never asked
+/// for ahead: the sync after it asks for page 1 alone, as the first did.
+#[test]
+fn a_listing_without_a_page_count_is_never_asked_for_ahead() {
+    const LIMITS: &str = "page_size = 2\nconcurrency = 4\nmax_attempts = 1";
+    let env = paged_env(7);
+    let first_page = json!({
+        "data": [
+            {"id": "1", "type": "organizations", "attributes": {"name": "Customer 1"}},
+            {"id": "2", "type": "organizations", "attributes": {"name": "Customer 2"}},
+        ],
+        "meta": {"current-page": 1, "next-page": 2, "prev-page": null, "total-count": 7},
+    });
+    let page_1 = || When::PathPrefix("/organizations".into()).and(When::Page(1));
+    env.sim.add_fault(FaultRule::new(
+        page_1(),
+        Fault::Status {
+            status: 200,
+            retry_after: None,
+            body: first_page.to_string(),
+        },
+    ));
+    let synced = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    assert_eq!(synced.json()["linked"], 7, "{}", synced.stderr);
+
+    env.sim.clear_faults();
+    env.sim.set_latency(Duration::from_millis(400));
+    env.sim
+        .add_fault(FaultRule::new(page_1(), Fault::status(503)));
+    env.sim.clear_requests();
+    let again = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    again.fails(4, "unavailable");
+    assert_eq!(organization_pages(&env), [1]);
+}

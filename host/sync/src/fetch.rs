@@ -285,6 +285,8 @@ pub struct Fetched {
     pub pages: u32,
     /// The number of records page 1 reported, if it did.
     pub expected_total: Option<u64>,
+    /// The number of pages page 1 reported, if it did.
+    pub total_pages: Option<u32>,
 }
 
 impl Fetched {
@@ -355,9 +357,19 @@ fn with_page(e: types::Error, page: u32) -> types::Error {
 /// to page 1's total is for the caller to check with [`Fetched::check_received`], once it
 /// knows how many distinct records it kept. `progress` hears (pages done, total pages if
 /// known).
+///
+/// `last_pages` is how many pages the listing reported the last time it was read, if it did
+/// ([`Fetched::total_pages`]; a listing paged by `next-page` alone reports none). Page
+/// 1 is needed for the page count, so it is asked for first; but when the listing had more
+/// pages last time, the next ones (up to `concurrency` requests in all) are asked for with
+/// it, which saves a round trip. A page asked for that way and beyond the count page 1
+/// reports is dropped unread, whatever it held or however it failed: the listing is what
+/// page 1 says, as when nothing is asked ahead. Such a request is still made, audited and
+/// counted: it costs one request when the listing shrank by a page.
 pub async fn fetch_pages<P: Page>(
     app: &App,
     ctx: &CallContext,
+    last_pages: Option<u32>,
     mut progress: impl FnMut(u32, Option<u32>),
     mut on_page: impl FnMut(u32, Vec<P::Record>, Vec<types::UnreadableRecord>) -> Result<(), FetchError>,
 ) -> Result<Fetched, FetchError> {
@@ -368,7 +380,23 @@ pub async fn fetch_pages<P: Page>(
     let concurrency = limits.concurrency as usize * 2;
     let bounds = Bounds::of(limits);
     let mut held = Held::default();
-    let first = fetch_with_retries::<P>(connector.clone(), ctx.clone(), 1).await?;
+    let mut set = tokio::task::JoinSet::new();
+    let spawn = |set: &mut tokio::task::JoinSet<_>, page: u32| {
+        let (c, x) = (connector.clone(), ctx.clone());
+        set.spawn(async move { (page, fetch_with_retries::<P>(c, x, page).await) })
+    };
+    // With page 1, the pages after it that the listing had last time: as many as fit in the
+    // requests allowed in flight at once, so that page 1 never waits for a slot.
+    let ahead = last_pages
+        .unwrap_or(1)
+        .min(limits.concurrency)
+        .clamp(1, MAX_PAGES);
+    let first = fetch_with_retries::<P>(connector.clone(), ctx.clone(), 1);
+    let asked_ahead: Vec<(u32, tokio::task::AbortHandle)> = (2..=ahead)
+        .map(|page| (page, spawn(&mut set, page)))
+        .collect();
+    // Any early return drops the set, which stops what was asked ahead.
+    let first = first.await?;
     let (records, unreadable, info) = check_page::<P>(1, first.into_parts(), bounds, &mut held)?;
     if let Some(total) = info.total_count
         && total > bounds.max_records
@@ -380,6 +408,13 @@ pub async fn fetch_pages<P: Page>(
     }
     let expected_total = info.total_count;
     let total_pages = info.total_pages;
+    // What was asked ahead and is not in the listing is stopped now, rather than waited for
+    // (and retried when it fails); without a page count, none of it is used.
+    for (page, task) in &asked_ahead {
+        if total_pages.is_none_or(|total| *page > total) {
+            task.abort();
+        }
+    }
     let mut next = info.next_page;
     let mut fetched: HashSet<u32> = HashSet::from([1]);
     // Every page after the first must report page 1's total, if any.
@@ -402,18 +437,25 @@ pub async fn fetch_pages<P: Page>(
             )));
         }
         Some(total) if total > 1 => {
-            let mut set = tokio::task::JoinSet::new();
-            let mut queue = 2..=total;
-            let spawn = |set: &mut tokio::task::JoinSet<_>, page: u32| {
-                let (c, x) = (connector.clone(), ctx.clone());
-                set.spawn(async move { (page, fetch_with_retries::<P>(c, x, page).await) });
-            };
-            for page in queue.by_ref().take(concurrency) {
+            let mut queue = (ahead + 1)..=total;
+            for page in queue.by_ref().take(concurrency.saturating_sub(set.len())) {
                 spawn(&mut set, page);
             }
             while let Some(joined) = set.join_next().await {
-                let (page, result) =
-                    joined.map_err(|e| FetchError::Host(format!("a fetch task failed: {e}")))?;
+                let joined = match joined {
+                    Ok((page, result)) if page <= total => Some((page, result)),
+                    // Asked for ahead and no longer in the listing: stopped above, or done
+                    // before it was stopped and dropped unread.
+                    Ok(_) => None,
+                    Err(e) if e.is_cancelled() => None,
+                    Err(e) => return Err(FetchError::Host(format!("a fetch task failed: {e}"))),
+                };
+                let Some((page, result)) = joined else {
+                    if let Some(page) = queue.next() {
+                        spawn(&mut set, page);
+                    }
+                    continue;
+                };
                 let (records, unreadable, info) =
                     check_page::<P>(page, result?.into_parts(), bounds, &mut held)?;
                 same_total(page, &info)?;
@@ -435,6 +477,8 @@ pub async fn fetch_pages<P: Page>(
             }
         }
         _ => {
+            // No page count: the pages are followed one by one, and none asked ahead is used
+            // (each was stopped above).
             while let Some(page) = next {
                 if fetched.contains(&page) || page > MAX_PAGES {
                     return Err(FetchError::Inconsistent(format!(
@@ -456,6 +500,7 @@ pub async fn fetch_pages<P: Page>(
     Ok(Fetched {
         pages: fetched.len() as u32,
         expected_total,
+        total_pages,
     })
 }
 

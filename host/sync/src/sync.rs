@@ -1032,16 +1032,23 @@ impl From<DbError> for Failure {
 async fn fetch_staged<P: fetch::Page>(
     app: &App,
     ctx: &CallContext,
-    progress: impl FnMut(u32, Option<u32>),
+    (last_pages, progress): (Option<u32>, impl FnMut(u32, Option<u32>)),
     run: runs::Held,
     db: &mut Db,
     received: impl Fn(P::Record) -> Received,
 ) -> Result<fetch::Fetched, fetch::FetchError> {
-    fetch::fetch_pages::<P>(app, ctx, progress, |page, records, unreadable| {
-        let records = records.into_iter().map(&received).collect();
-        staging::stage_page(db, run, page, records, unreadable_rows(unreadable))
-            .map_err(|e| fetch::FetchError::Host(format!("page {page} could not be stored: {e}")))
-    })
+    fetch::fetch_pages::<P>(
+        app,
+        ctx,
+        last_pages,
+        progress,
+        |page, records, unreadable| {
+            let records = records.into_iter().map(&received).collect();
+            staging::stage_page(db, run, page, records, unreadable_rows(unreadable)).map_err(|e| {
+                fetch::FetchError::Host(format!("page {page} could not be stored: {e}"))
+            })
+        },
+    )
     .await
 }
 
@@ -1055,7 +1062,7 @@ const EARLY_HELD: usize = 40_000;
 async fn fetch_and_match_early(
     app: &App,
     ctx: &CallContext,
-    progress: impl FnMut(u32, Option<u32>),
+    (last_pages, progress): (Option<u32>, impl FnMut(u32, Option<u32>)),
     run: runs::Held,
     staging_db: &mut Db,
     parents: &[types::Pair],
@@ -1079,6 +1086,7 @@ async fn fetch_and_match_early(
         let fetched = fetch::fetch_pages::<types::ConfigurationPage>(
             app,
             ctx,
+            last_pages,
             progress,
             |page, records, unreadable| {
                 let records = records
@@ -1189,10 +1197,11 @@ async fn compute(
         RecordKind::Configuration => crate::records::organization_links(&app.db, connector)?,
     };
     staging::clear_stale(staging_db)?;
+    let paging = (last_pages(app, kind)?, progress);
     let mut early = None;
     let fetched = match kind {
         RecordKind::Organization => {
-            fetch_staged::<types::OrganizationPage>(app, ctx, progress, run, staging_db, |o| {
+            fetch_staged::<types::OrganizationPage>(app, ctx, paging, run, staging_db, |o| {
                 let (source_id, record) = seen_organization(o);
                 Received {
                     source_id,
@@ -1204,7 +1213,7 @@ async fn compute(
         }
         RecordKind::Configuration => {
             let (fetched, outcome) =
-                fetch_and_match_early(app, ctx, progress, run, staging_db, &parents, &decided)
+                fetch_and_match_early(app, ctx, paging, run, staging_db, &parents, &decided)
                     .await?;
             early = Some(outcome);
             Ok(fetched)
@@ -1221,6 +1230,9 @@ async fn compute(
     fetched
         .check_received(readable + unreadable)
         .map_err(Failure::Fetch)?;
+    // The run keeps the page count the listing reported: the next sync asks for that many
+    // pages at once ([`last_pages`]).
+    runs::set_progress(&app.db, run, fetched.pages, fetched.total_pages)?;
     let mut counts = match kind {
         RecordKind::Organization => {
             let (records, _) = staging::read_client(staging_db, run, "", None, usize::MAX)?;
@@ -1244,6 +1256,15 @@ async fn compute(
     counts.fetched += counts.errored;
     phase("planned the gone and the unreadable");
     Ok((counts, basis))
+}
+
+/// How many pages the listing of `kind` reported when it was last read (by the newest
+/// successful sync that was not a dry run), if it reported a count: the pages
+/// [`fetch::fetch_pages`] asks for along with page 1.
+fn last_pages(app: &App, kind: RecordKind) -> Result<Option<u32>, DbError> {
+    Ok(runs::last_ok_run(&app.db, app.name(), kind.as_str())?
+        .and_then(|run| run.pages_total)
+        .and_then(|pages| u32::try_from(pages).ok()))
 }
 
 /// Stages a batch's plan; returns its counts.
