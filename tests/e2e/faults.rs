@@ -385,6 +385,17 @@ fn paged_env(orgs: u64) -> Env {
     env
 }
 
+/// The audit rows of organization requests.
+fn organization_audit_rows(env: &Env) -> i64 {
+    env.sqlite()
+        .query_row(
+            "SELECT count(*) FROM audit WHERE path = '/organizations'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// The page numbers of the organization requests the simulator saw, sorted.
 fn organization_pages(env: &Env) -> Vec<u64> {
     let mut pages: Vec<u64> = env
@@ -415,7 +426,8 @@ fn a_listing_read_before_is_asked_for_with_the_pages_it_had() {
             Fault::status(503),
         ));
     };
-    env.sim.set_latency(Duration::from_millis(400));
+    // Page 1 fails after 1.5 s: whatever is asked with it is in the log by then.
+    env.sim.set_latency(Duration::from_millis(1500));
     page_1_fails();
     env.sim.clear_requests();
     let first = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
@@ -432,7 +444,7 @@ fn a_listing_read_before_is_asked_for_with_the_pages_it_had() {
     assert_eq!(synced.json()["linked"], 7, "{}", synced.stderr);
     let links = link_table(&env);
 
-    env.sim.set_latency(Duration::from_millis(400));
+    env.sim.set_latency(Duration::from_millis(1500));
     page_1_fails();
     env.sim.clear_requests();
     let again = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
@@ -448,9 +460,9 @@ fn a_listing_read_before_is_asked_for_with_the_pages_it_had() {
 /// A page asked for ahead that the listing no longer has is dropped unread, however it
 /// answers: a failure does not fail the sync, and records on it are never taken (here they
 /// would not add up to page 1's total, and the sync would fail as a partial list). A failed
-/// one is stopped once page 1 tells, not retried (its retry would come a second later at
-/// the earliest). The sync gives what a sync of the shorter listing gives, and counts the
-/// requests it made.
+/// one waiting for its retry when page 1 tells is not retried (the retry would come 3 s
+/// later at the earliest). Every request made is counted and audited. The sync gives what
+/// a sync of the shorter listing gives.
 #[test]
 fn pages_asked_for_ahead_beyond_the_listing_are_dropped_unread() {
     const LIMITS: &str = "page_size = 2\nconcurrency = 4\nmax_attempts = 1";
@@ -483,13 +495,14 @@ fn pages_asked_for_ahead_beyond_the_listing_are_dropped_unread() {
         },
     ));
     // Page 1 answers last: what was asked with it has answered by then, and page 3 waits
-    // for its retry (a second later at the earliest).
+    // for its retry.
     env.sim.add_fault(FaultRule::new(
         When::PathPrefix("/organizations".into()).and(When::Page(1)),
         Fault::Latency(Duration::from_millis(500)),
     ));
     env.sim.clear_requests();
-    let retrying = "page_size = 2\nconcurrency = 4\nmax_attempts = 3\nretry_base_ms = 2000\nretry_max_ms = 2000";
+    let retrying = "page_size = 2\nconcurrency = 4\nmax_attempts = 3\nretry_base_ms = 6000\nretry_max_ms = 6000";
+    let audited_before = organization_audit_rows(&env);
     let resync = env.run_itglue_with(retrying, &["sync", "organizations", "--json"]);
     let counts = resync.json();
     assert_eq!(organization_pages(&env), [1, 2, 3, 4]);
@@ -498,6 +511,7 @@ fn pages_asked_for_ahead_beyond_the_listing_are_dropped_unread() {
         counts["requests"], 4,
         "the pages dropped were still requests"
     );
+    assert_eq!(organization_audit_rows(&env) - audited_before, 4);
     assert_eq!(counts["removed_links"], 3);
 
     let fresh = paged_env(4);
@@ -540,4 +554,54 @@ fn a_listing_without_a_page_count_is_never_asked_for_ahead() {
     let again = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
     again.fails(4, "unavailable");
     assert_eq!(organization_pages(&env), [1]);
+}
+
+/// When page 1 no longer reports a page count, nothing asked with it is used, whatever it
+/// holds: the listing is followed by `next-page`, and page 2 asked for again.
+#[test]
+fn pages_asked_for_ahead_are_dropped_when_page_1_gives_no_count() {
+    const LIMITS: &str = "page_size = 2\nconcurrency = 4\nmax_attempts = 1";
+    let env = paged_env(7);
+    let synced = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    assert_eq!(synced.json()["linked"], 7, "{}", synced.stderr);
+
+    env.sim.set_dataset(Dataset {
+        organizations: (1..=4)
+            .map(|i| Org::new(i, &format!("Customer {i}")))
+            .collect(),
+        ..Dataset::default()
+    });
+    let page = |number: u64, body: serde_json::Value| {
+        env.sim.add_fault(FaultRule::new(
+            When::PathPrefix("/organizations".into()).and(When::Page(number)),
+            Fault::Status {
+                status: 200,
+                retry_after: None,
+                body: body.to_string(),
+            },
+        ));
+    };
+    let org = |id: u64| {
+        json!({"id": id.to_string(), "type": "organizations",
+                               "attributes": {"name": format!("Customer {id}")}})
+    };
+    page(
+        1,
+        json!({"data": [org(1), org(2)],
+                   "meta": {"current-page": 1, "next-page": 2, "total-count": 4}}),
+    );
+    page(
+        3,
+        json!({"data": [org(5), org(6)],
+                   "meta": {"current-page": 3, "next-page": 4, "total-count": 4}}),
+    );
+    env.sim.clear_requests();
+    let resync = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    let counts = resync.json();
+    assert_eq!(organization_pages(&env), [1, 2, 2, 3, 4]);
+    assert_eq!(counts["fetched"], 4, "{}", resync.stderr);
+    assert_eq!(counts["removed_links"], 3);
+    assert_eq!(counts["requests"], 5);
+    let linked: Vec<String> = link_table(&env).into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(linked, ["1", "2", "3", "4"]);
 }

@@ -9,6 +9,7 @@ use crate::notice::{notice, retry_notice};
 use scopable_sandbox::sandbox::{CallContext, CallError, LoadedConnector, wit_types as types};
 use std::collections::HashSet;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// A page of either kind, reduced to what paging needs.
 pub trait Page: Send + 'static {
@@ -301,13 +302,23 @@ impl Fetched {
     }
 }
 
+/// Fetches page `page`, retrying as the limits say, until `wanted` (the last page still
+/// wanted, if it changes) no longer covers it: then a failure is not retried.
 async fn fetch_with_retries<P: Page>(
     connector: Arc<LoadedConnector>,
     ctx: CallContext,
     page: u32,
+    mut wanted: Option<watch::Receiver<u32>>,
 ) -> Result<P, CallError> {
     let limits = connector.manifest.limits.clone();
-    crate::retry::with_retries(
+    let unwanted = async move {
+        match &mut wanted {
+            // An error means the listing's fetch is over: nothing is wanted any more.
+            Some(wanted) => drop(wanted.wait_for(|&last| page > last).await),
+            None => std::future::pending().await,
+        }
+    };
+    crate::retry::with_retries_until(
         &limits,
         || {
             let (connector, ctx) = (connector.clone(), ctx.clone());
@@ -322,6 +333,7 @@ async fn fetch_with_retries<P: Page>(
                 wait,
             ));
         },
+        unwanted,
     )
     .await
     .map_err(|e| match e {
@@ -363,9 +375,10 @@ fn with_page(e: types::Error, page: u32) -> types::Error {
 /// 1 is needed for the page count, so it is asked for first; but when the listing had more
 /// pages last time, the next ones (up to `concurrency` requests in all) are asked for with
 /// it, which saves a round trip. A page asked for that way and beyond the count page 1
-/// reports is dropped unread, whatever it held or however it failed: the listing is what
-/// page 1 says, as when nothing is asked ahead. Such a request is still made, audited and
-/// counted: it costs one request when the listing shrank by a page.
+/// reports is dropped unread, whatever it held or however it failed, and not retried once
+/// page 1 has told: the listing is what page 1 says, as when nothing is asked ahead. Its
+/// request is not cut off, so it is counted and audited as any other: asking ahead costs one
+/// request per page the listing lost since it was last read.
 pub async fn fetch_pages<P: Page>(
     app: &App,
     ctx: &CallContext,
@@ -381,9 +394,11 @@ pub async fn fetch_pages<P: Page>(
     let bounds = Bounds::of(limits);
     let mut held = Held::default();
     let mut set = tokio::task::JoinSet::new();
+    // The last page still wanted: every page, until page 1 tells how many there are.
+    let (wanted, wanted_by) = watch::channel(u32::MAX);
     let spawn = |set: &mut tokio::task::JoinSet<_>, page: u32| {
-        let (c, x) = (connector.clone(), ctx.clone());
-        set.spawn(async move { (page, fetch_with_retries::<P>(c, x, page).await) })
+        let (c, x, w) = (connector.clone(), ctx.clone(), wanted_by.clone());
+        set.spawn(async move { (page, fetch_with_retries::<P>(c, x, page, Some(w)).await) });
     };
     // With page 1, the pages after it that the listing had last time: as many as fit in the
     // requests allowed in flight at once, so that page 1 never waits for a slot.
@@ -391,11 +406,11 @@ pub async fn fetch_pages<P: Page>(
         .unwrap_or(1)
         .min(limits.concurrency)
         .clamp(1, MAX_PAGES);
-    let first = fetch_with_retries::<P>(connector.clone(), ctx.clone(), 1);
-    let asked_ahead: Vec<(u32, tokio::task::AbortHandle)> = (2..=ahead)
-        .map(|page| (page, spawn(&mut set, page)))
-        .collect();
-    // Any early return drops the set, which stops what was asked ahead.
+    let first = fetch_with_retries::<P>(connector.clone(), ctx.clone(), 1, None);
+    for page in 2..=ahead {
+        spawn(&mut set, page);
+    }
+    // An early return (the sync fails) drops the set, which stops what was asked ahead.
     let first = first.await?;
     let (records, unreadable, info) = check_page::<P>(1, first.into_parts(), bounds, &mut held)?;
     if let Some(total) = info.total_count
@@ -408,13 +423,9 @@ pub async fn fetch_pages<P: Page>(
     }
     let expected_total = info.total_count;
     let total_pages = info.total_pages;
-    // What was asked ahead and is not in the listing is stopped now, rather than waited for
-    // (and retried when it fails); without a page count, none of it is used.
-    for (page, task) in &asked_ahead {
-        if total_pages.is_none_or(|total| *page > total) {
-            task.abort();
-        }
-    }
+    // What was asked ahead and is not in the listing is not retried when it fails (a request
+    // under way ends as any other); without a page count, none of it is used.
+    wanted.send_replace(total_pages.unwrap_or(1));
     let mut next = info.next_page;
     let mut fetched: HashSet<u32> = HashSet::from([1]);
     // Every page after the first must report page 1's total, if any.
@@ -442,20 +453,15 @@ pub async fn fetch_pages<P: Page>(
                 spawn(&mut set, page);
             }
             while let Some(joined) = set.join_next().await {
-                let joined = match joined {
-                    Ok((page, result)) if page <= total => Some((page, result)),
-                    // Asked for ahead and no longer in the listing: stopped above, or done
-                    // before it was stopped and dropped unread.
-                    Ok(_) => None,
-                    Err(e) if e.is_cancelled() => None,
-                    Err(e) => return Err(FetchError::Host(format!("a fetch task failed: {e}"))),
-                };
-                let Some((page, result)) = joined else {
+                let (page, result) =
+                    joined.map_err(|e| FetchError::Host(format!("a fetch task failed: {e}")))?;
+                if page > total {
+                    // Asked for ahead, and no longer in the listing: dropped unread.
                     if let Some(page) = queue.next() {
                         spawn(&mut set, page);
                     }
                     continue;
-                };
+                }
                 let (records, unreadable, info) =
                     check_page::<P>(page, result?.into_parts(), bounds, &mut held)?;
                 same_total(page, &info)?;
@@ -477,15 +483,14 @@ pub async fn fetch_pages<P: Page>(
             }
         }
         _ => {
-            // No page count: the pages are followed one by one, and none asked ahead is used
-            // (each was stopped above).
+            // No page count: the pages are followed one by one, and none asked ahead is used.
             while let Some(page) = next {
                 if fetched.contains(&page) || page > MAX_PAGES {
                     return Err(FetchError::Inconsistent(format!(
                         "the API pointed to page {page} again; paging would not end"
                     )));
                 }
-                let parts = fetch_with_retries::<P>(connector.clone(), ctx.clone(), page)
+                let parts = fetch_with_retries::<P>(connector.clone(), ctx.clone(), page, None)
                     .await?
                     .into_parts();
                 let (records, unreadable, info) = check_page::<P>(page, parts, bounds, &mut held)?;
@@ -495,6 +500,8 @@ pub async fn fetch_pages<P: Page>(
                 fetched.insert(page);
                 progress(fetched.len() as u32, None);
             }
+            // What was asked ahead ends as any request does, and is dropped unread.
+            while set.join_next().await.is_some() {}
         }
     }
     Ok(Fetched {

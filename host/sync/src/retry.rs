@@ -43,13 +43,30 @@ fn random_u32() -> u32 {
 /// `on_retry` hears about each failure that will be retried and the wait before it.
 pub async fn with_retries<T, F, Fut>(
     limits: &Limits,
-    mut call: F,
-    mut on_retry: impl FnMut(&CallError, u32, Duration),
+    call: F,
+    on_retry: impl FnMut(&CallError, u32, Duration),
 ) -> Result<T, CallError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
 {
+    with_retries_until(limits, call, on_retry, std::future::pending()).await
+}
+
+/// [`with_retries`], which stops retrying once `give_up` completes: a failure after that, or
+/// one waiting for its retry when it does, is returned as it is. An attempt under way is never
+/// cut short, so every request made ends (and is audited) as any other.
+pub async fn with_retries_until<T, F, Fut>(
+    limits: &Limits,
+    mut call: F,
+    mut on_retry: impl FnMut(&CallError, u32, Duration),
+    give_up: impl Future<Output = ()>,
+) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let mut give_up = std::pin::pin!(give_up);
     let mut attempt = 1;
     loop {
         match call().await {
@@ -57,7 +74,11 @@ where
             Err(e) if retryable(&e) && attempt < limits.max_attempts => {
                 let wait = delay(limits, &e, attempt);
                 on_retry(&e, attempt, wait);
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    biased;
+                    () = &mut give_up => return Err(e),
+                    () = tokio::time::sleep(wait) => {}
+                }
                 attempt += 1;
             }
             Err(e) => return Err(e),
@@ -134,6 +155,36 @@ mod tests {
         for status in [200, 204, 401, 403, 404, 408, 425, 429, 500, 502, 503, 504] {
             assert!(!final_status(status), "{status}");
         }
+    }
+
+    /// Once told to give up, a failure waiting for its retry is returned, mid-wait.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_retry_given_up_on_is_not_made() {
+        let mut calls = 0;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let limits = limits();
+        let (r, ()): (Result<(), _>, ()) = tokio::join!(
+            with_retries_until(
+                &limits,
+                || {
+                    calls += 1;
+                    async { Err(CallError::Guest(types::Error::Unavailable("down".into()))) }
+                },
+                |_, _, _| {},
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ),
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = stop.send(true);
+            },
+        );
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+        // The first retry would have come at 500 ms at the earliest.
+        assert!(started.elapsed() < Duration::from_millis(500));
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

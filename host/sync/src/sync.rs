@@ -1231,8 +1231,10 @@ async fn compute(
         .check_received(readable + unreadable)
         .map_err(Failure::Fetch)?;
     // The run keeps the page count the listing reported: the next sync asks for that many
-    // pages at once ([`last_pages`]).
-    runs::set_progress(&app.db, run, fetched.pages, fetched.total_pages)?;
+    // pages at once ([`last_pages`]). Only a hint: a sync does not fail for want of it.
+    if let Err(e) = runs::set_progress(&app.db, run, fetched.pages, fetched.total_pages) {
+        tracing::warn!(run = run.id, error = %e, "the run's page count was not kept");
+    }
     let mut counts = match kind {
         RecordKind::Organization => {
             let (records, _) = staging::read_client(staging_db, run, "", None, usize::MAX)?;
