@@ -558,6 +558,8 @@ fn bad_bodies_and_paths_are_refused_in_the_error_shape() {
         "too-large",
         "every failure has the error shape"
     );
+    // Its body was not read to the end: the connection is not offered for another request.
+    assert_eq!(too_large.header("connection"), Some("close"));
     let wrong_method = server.send("PATCH", ITGLUE, Some(&admin), &[], None);
     assert_eq!(wrong_method.status, 405);
     assert_eq!(wrong_method.code(), "method-not-allowed");

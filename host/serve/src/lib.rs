@@ -158,6 +158,13 @@ async fn json_errors(
             converted.headers_mut().insert(name.clone(), value.clone());
         }
     }
+    // A body refused as too large was not read to its end, so the connection cannot carry
+    // another request: the client is told so, rather than finding it closed on its next one.
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        converted
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     converted
 }
 
