@@ -368,14 +368,22 @@ fn a_server_that_never_answers_times_out_on_the_first_byte() {
     assert_eq!(status["organization"]["status"], "failed");
 }
 
-/// `orgs` organizations, each with a client of its name (so each links by name), connected.
-fn paged_env(orgs: u64) -> Env {
-    let env = Env::with(SimConfig::with_dataset(Dataset {
-        organizations: (1..=orgs)
+/// Pages of 2, four requests at once, no retry.
+const PAGED: &str = "page_size = 2\nconcurrency = 4\nmax_attempts = 1";
+
+/// Organizations 1 to `n`, each named `Customer <id>`.
+fn customers(n: u64) -> Dataset {
+    Dataset {
+        organizations: (1..=n)
             .map(|i| Org::new(i, &format!("Customer {i}")))
             .collect(),
         ..Dataset::default()
-    }));
+    }
+}
+
+/// `orgs` organizations, each with a client of its name (so each links by name), connected.
+fn paged_env(orgs: u64) -> Env {
+    let env = Env::with(SimConfig::with_dataset(customers(orgs)));
     env.connect();
     let clients: String = (1..=orgs).map(|i| format!("c{i},Customer {i}\n")).collect();
     env.import(
@@ -383,6 +391,31 @@ fn paged_env(orgs: u64) -> Env {
         "id,client_id,name,hostname,serial_number,mac_address\n",
     );
     env
+}
+
+/// `sync organizations --json` under `limits`.
+fn sync_organizations(env: &Env, limits: &str) -> crate::util::Run {
+    env.run_itglue_with(limits, &["sync", "organizations", "--json"])
+}
+
+/// Requests for page `n` of the organizations.
+fn organization_page(n: u64) -> When {
+    When::PathPrefix("/organizations".into()).and(When::Page(n))
+}
+
+/// A `200` answer with this body.
+fn answered_with(body: serde_json::Value) -> Fault {
+    Fault::Status {
+        status: 200,
+        retry_after: None,
+        body: body.to_string(),
+    }
+}
+
+/// An organization as the API lists it.
+fn organization_json(id: u64) -> serde_json::Value {
+    json!({"id": id.to_string(), "type": "organizations",
+           "attributes": {"name": format!("Customer {id}")}})
 }
 
 /// The audit rows of organization requests.
@@ -412,45 +445,40 @@ fn organization_pages(env: &Env) -> Vec<u64> {
     pages
 }
 
+/// Syncs organizations while page 1 fails after 1.5 s (whatever was asked for with it is in
+/// the simulator's log by then): the sync fails, and the pages it asked for are returned.
+/// The simulator's faults and latency are cleared before and after.
+fn pages_asked_while_page_1_fails(env: &Env) -> Vec<u64> {
+    env.sim.clear_faults();
+    env.sim.set_latency(Duration::from_millis(1500));
+    env.sim
+        .add_fault(FaultRule::new(organization_page(1), Fault::status(503)));
+    env.sim.clear_requests();
+    sync_organizations(env, PAGED).fails(4, "unavailable");
+    env.sim.clear_faults();
+    env.sim.set_latency(Duration::ZERO);
+    organization_pages(env)
+}
+
 /// A listing read before is read with one round trip less: the pages it had last time (as
 /// many as may be in flight at once) are asked for along with page 1. The first sync, with no
 /// listing read before, asks for page 1 alone. Page 1 fails here, slowly, so what was asked
 /// with it is in the simulator's log, and the failed re-sync changes no link.
 #[test]
 fn a_listing_read_before_is_asked_for_with_the_pages_it_had() {
-    const LIMITS: &str = "page_size = 2\nconcurrency = 4\nmax_attempts = 1";
     let env = paged_env(7);
-    let page_1_fails = || {
-        env.sim.add_fault(FaultRule::new(
-            When::PathPrefix("/organizations".into()).and(When::Page(1)),
-            Fault::status(503),
-        ));
-    };
-    // Page 1 fails after 1.5 s: whatever is asked with it is in the log by then.
-    env.sim.set_latency(Duration::from_millis(1500));
-    page_1_fails();
-    env.sim.clear_requests();
-    let first = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
-    first.fails(4, "unavailable");
     assert_eq!(
-        organization_pages(&env),
+        pages_asked_while_page_1_fails(&env),
         [1],
         "nothing read before: page 1 alone"
     );
 
-    env.sim.clear_faults();
-    env.sim.set_latency(Duration::ZERO);
-    let synced = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    let synced = sync_organizations(&env, PAGED);
     assert_eq!(synced.json()["linked"], 7, "{}", synced.stderr);
     let links = link_table(&env);
 
-    env.sim.set_latency(Duration::from_millis(1500));
-    page_1_fails();
-    env.sim.clear_requests();
-    let again = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
-    again.fails(4, "unavailable");
     assert_eq!(
-        organization_pages(&env),
+        pages_asked_while_page_1_fails(&env),
         [1, 2, 3, 4],
         "four pages last time"
     );
@@ -465,45 +493,30 @@ fn a_listing_read_before_is_asked_for_with_the_pages_it_had() {
 /// a sync of the shorter listing gives.
 #[test]
 fn pages_asked_for_ahead_beyond_the_listing_are_dropped_unread() {
-    const LIMITS: &str = "page_size = 2\nconcurrency = 4\nmax_attempts = 1";
-    let shorter = || Dataset {
-        organizations: (1..=4)
-            .map(|i| Org::new(i, &format!("Customer {i}")))
-            .collect(),
-        ..Dataset::default()
-    };
     let env = paged_env(7);
-    let synced = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    let synced = sync_organizations(&env, PAGED);
     assert_eq!(synced.json()["linked"], 7, "{}", synced.stderr);
 
-    env.sim.set_dataset(shorter());
-    env.sim.add_fault(FaultRule::new(
-        When::PathPrefix("/organizations".into()).and(When::Page(3)),
-        Fault::status(500),
-    ));
+    env.sim.set_dataset(customers(4));
+    env.sim
+        .add_fault(FaultRule::new(organization_page(3), Fault::status(500)));
     let stray = json!({
-        "data": [{"id": "5", "type": "organizations", "attributes": {"name": "Customer 5"}}],
+        "data": [organization_json(5)],
         "meta": {"current-page": 4, "next-page": null, "prev-page": 3,
                  "total-pages": 4, "total-count": 7},
     });
-    env.sim.add_fault(FaultRule::new(
-        When::PathPrefix("/organizations".into()).and(When::Page(4)),
-        Fault::Status {
-            status: 200,
-            retry_after: None,
-            body: stray.to_string(),
-        },
-    ));
+    env.sim
+        .add_fault(FaultRule::new(organization_page(4), answered_with(stray)));
     // Page 1 answers last: what was asked with it has answered by then, and page 3 waits
     // for its retry.
     env.sim.add_fault(FaultRule::new(
-        When::PathPrefix("/organizations".into()).and(When::Page(1)),
+        organization_page(1),
         Fault::Latency(Duration::from_millis(500)),
     ));
     env.sim.clear_requests();
     let retrying = "page_size = 2\nconcurrency = 4\nmax_attempts = 3\nretry_base_ms = 6000\nretry_max_ms = 6000";
     let audited_before = organization_audit_rows(&env);
-    let resync = env.run_itglue_with(retrying, &["sync", "organizations", "--json"]);
+    let resync = sync_organizations(&env, retrying);
     let counts = resync.json();
     assert_eq!(organization_pages(&env), [1, 2, 3, 4]);
     assert_eq!(counts["fetched"], 4, "{}", resync.stderr);
@@ -515,8 +528,7 @@ fn pages_asked_for_ahead_beyond_the_listing_are_dropped_unread() {
     assert_eq!(counts["removed_links"], 3);
 
     let fresh = paged_env(4);
-    fresh.sim.set_dataset(shorter());
-    let expected = fresh.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    let expected = sync_organizations(&fresh, PAGED);
     assert_eq!(expected.json()["linked"], 4);
     assert_eq!(link_table(&env), link_table(&fresh));
 }
@@ -525,78 +537,44 @@ fn pages_asked_for_ahead_beyond_the_listing_are_dropped_unread() {
 /// for ahead: the sync after it asks for page 1 alone, as the first did.
 #[test]
 fn a_listing_without_a_page_count_is_never_asked_for_ahead() {
-    const LIMITS: &str = "page_size = 2\nconcurrency = 4\nmax_attempts = 1";
     let env = paged_env(7);
     let first_page = json!({
-        "data": [
-            {"id": "1", "type": "organizations", "attributes": {"name": "Customer 1"}},
-            {"id": "2", "type": "organizations", "attributes": {"name": "Customer 2"}},
-        ],
+        "data": [organization_json(1), organization_json(2)],
         "meta": {"current-page": 1, "next-page": 2, "prev-page": null, "total-count": 7},
     });
-    let page_1 = || When::PathPrefix("/organizations".into()).and(When::Page(1));
     env.sim.add_fault(FaultRule::new(
-        page_1(),
-        Fault::Status {
-            status: 200,
-            retry_after: None,
-            body: first_page.to_string(),
-        },
+        organization_page(1),
+        answered_with(first_page),
     ));
-    let synced = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    let synced = sync_organizations(&env, PAGED);
     assert_eq!(synced.json()["linked"], 7, "{}", synced.stderr);
 
-    env.sim.clear_faults();
-    env.sim.set_latency(Duration::from_millis(400));
-    env.sim
-        .add_fault(FaultRule::new(page_1(), Fault::status(503)));
-    env.sim.clear_requests();
-    let again = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
-    again.fails(4, "unavailable");
-    assert_eq!(organization_pages(&env), [1]);
+    assert_eq!(pages_asked_while_page_1_fails(&env), [1]);
 }
 
 /// When page 1 no longer reports a page count, nothing asked with it is used, whatever it
 /// holds: the listing is followed by `next-page`, and page 2 asked for again.
 #[test]
 fn pages_asked_for_ahead_are_dropped_when_page_1_gives_no_count() {
-    const LIMITS: &str = "page_size = 2\nconcurrency = 4\nmax_attempts = 1";
     let env = paged_env(7);
-    let synced = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    let synced = sync_organizations(&env, PAGED);
     assert_eq!(synced.json()["linked"], 7, "{}", synced.stderr);
 
-    env.sim.set_dataset(Dataset {
-        organizations: (1..=4)
-            .map(|i| Org::new(i, &format!("Customer {i}")))
-            .collect(),
-        ..Dataset::default()
-    });
-    let page = |number: u64, body: serde_json::Value| {
+    env.sim.set_dataset(customers(4));
+    let page = |number: u64, data: [u64; 2], next: u64| {
+        let body = json!({
+            "data": data.map(organization_json),
+            "meta": {"current-page": number, "next-page": next, "total-count": 4},
+        });
         env.sim.add_fault(FaultRule::new(
-            When::PathPrefix("/organizations".into()).and(When::Page(number)),
-            Fault::Status {
-                status: 200,
-                retry_after: None,
-                body: body.to_string(),
-            },
+            organization_page(number),
+            answered_with(body),
         ));
     };
-    let org = |id: u64| {
-        json!({"id": id.to_string(), "type": "organizations",
-                               "attributes": {"name": format!("Customer {id}")}})
-    };
-    page(
-        1,
-        json!({"data": [org(1), org(2)],
-                   "meta": {"current-page": 1, "next-page": 2, "total-count": 4}}),
-    );
-    page(
-        3,
-        json!({"data": [org(5), org(6)],
-                   "meta": {"current-page": 3, "next-page": 4, "total-count": 4}}),
-    );
+    page(1, [1, 2], 2);
+    page(3, [5, 6], 4);
     env.sim.clear_requests();
-    let resync = env.run_itglue_with(LIMITS, &["sync", "organizations", "--json"]);
+    let resync = sync_organizations(&env, PAGED);
     let counts = resync.json();
     assert_eq!(organization_pages(&env), [1, 2, 2, 3, 4]);
     assert_eq!(counts["fetched"], 4, "{}", resync.stderr);
