@@ -24,7 +24,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::bindings::scopable::integration::types::{Configuration, ConfigurationPage};
-use crate::jsonapi::{InterfaceIndex, is_interface_type, page_info};
+use crate::jsonapi::{InterfaceIndex, is_blank_id, is_interface_type, page_info};
 
 /// Reads `body` as a page of the usual shape, or `None` when it is not one and must be read
 /// by the general reader.
@@ -215,7 +215,7 @@ impl<'de> Deserialize<'de> for Id {
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Id, E> {
-                if text.trim().is_empty() {
+                if is_blank_id(text) {
                     return Err(E::custom("a blank id"));
                 }
                 Ok(Id(text.to_string()))

@@ -285,7 +285,7 @@ fn as_page(value: &Value) -> Option<u32> {
 /// Blank text and anything else (fractions, objects) is no usable id.
 fn as_id(value: &Value) -> Option<String> {
     match value {
-        Value::String(text) if !text.trim().is_empty() => Some(text.clone()),
+        Value::String(text) if !is_blank_id(text) => Some(text.clone()),
         Value::Number(number) if number.is_u64() || number.is_i64() => Some(number.to_string()),
         _ => None,
     }
@@ -506,6 +506,11 @@ impl<'a> InterfaceIndex<'a> {
         }
         macs
     }
+}
+
+/// Whether text given as an id is blank (empty or white space only): no id at all.
+pub fn is_blank_id(text: &str) -> bool {
+    text.trim().is_empty()
 }
 
 /// Whether an `included` entry's `type` is an interface's.
